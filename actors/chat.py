@@ -1,0 +1,141 @@
+"""``ChatService``: the one entry point handlers use for the chat's commands.
+
+Writes go to the session's actor; reads go straight to storage, with the
+access rule of API.md checked here so REST and WebSocket share it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from actors.errors import ActorStopped, Conflict, NotFound, PermissionDenied
+from actors.runtime import ActorSystem
+from actors.session import (
+    SESSION_CLOSED, Claim, Close, PostAdminMessage, PostStoreMessage, Release, SessionActor,
+)
+from storage.base import (
+    Admin, ChatStorage, Message, PostResult, Principal, Role, Session, SessionStatus,
+)
+
+# A store's message is routed to its active session's actor; if that session is
+# closed and a new one opened in between, the lookup is repeated this many times.
+STORE_POST_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    max_sessions_per_admin: int = 0
+    mailbox_size: int = 1000
+    idle_timeout_secs: float = 300.0
+    max_restarts: int = 3
+    restart_window_secs: float = 60.0
+
+
+class ChatService:
+    def __init__(self, storage: ChatStorage, settings: ChatSettings,
+                 on_stored: Callable[[], None] = lambda: None):
+        self.storage = storage
+        self.settings = settings
+        self.on_stored = on_stored
+        self.actors = ActorSystem(
+            lambda session_id: SessionActor(session_id, storage, self._stored),
+            mailbox_size=settings.mailbox_size, idle_timeout_secs=settings.idle_timeout_secs,
+            max_restarts=settings.max_restarts,
+            restart_window_secs=settings.restart_window_secs)
+
+    def _stored(self) -> None:
+        self.on_stored()
+
+    # --- admin commands -----------------------------------------------------
+    async def claim(self, admin: Principal, session_id: int) -> Session:
+        command = Claim(Admin(admin.id, admin.name, admin.email),
+                        self.settings.max_sessions_per_admin)
+        return await self.actors.ask(session_id, command)
+
+    async def release(self, admin: Principal, session_id: int) -> Session:
+        return await self.actors.ask(session_id, Release(admin.id))
+
+    async def close(self, admin: Principal, session_id: int) -> Session:
+        return await self.actors.ask(session_id, Close(admin.id))
+
+    async def post_admin_message(self, admin: Principal, session_id: int, body: str,
+                                 client_id: str | None) -> PostResult:
+        return await self.actors.ask(session_id, PostAdminMessage(admin.id, body, client_id))
+
+    # --- store commands -----------------------------------------------------
+    async def post_store_message(self, store: Principal, body: str,
+                                 client_id: str | None) -> PostResult:
+        """Send to the store's active session, opening one when it has none."""
+        for _attempt in range(STORE_POST_ATTEMPTS):
+            active = await self.storage.get_active_session(store.id)
+            if active is None:
+                # No actor can hold a session that does not exist yet; storage
+                # opens it and stores the first message in one atomic step.
+                result = await self.storage.post_store_message(store.id, body, client_id)
+                if result.created:
+                    self._stored()
+                return result
+            try:
+                return await self.actors.ask(active.id, PostStoreMessage(store.id, body,
+                                                                         client_id))
+            except ActorStopped:
+                continue
+        raise ActorStopped()
+
+    async def typing(self, who: Principal, session_id: int | None) -> None:
+        """Tell the other side of a session that ``who`` is typing.
+
+        A store types in its current session; an admin only in one it holds.
+        """
+        if who.role is Role.STORE:
+            session = await self.current_store_session(who)
+        else:
+            session = await self.readable_session(who, session_id)
+            if session.admin_id != who.id:
+                raise PermissionDenied()
+        if session.status is SessionStatus.CLOSED:
+            raise Conflict(SESSION_CLOSED)
+        await self.storage.append_typing(session, who.role.value)
+        self._stored()
+
+    # --- reads -------------------------------------------------------------
+    async def readable_session(self, who: Principal, session_id: int) -> Session:
+        """The session if ``who`` may read it: its store; any admin while it is
+        open; only the holding (or closing) admin once claimed."""
+        session = await self.storage.get_session(session_id)
+        if session is None:
+            raise NotFound()
+        if not may_read(who, session):
+            raise PermissionDenied()
+        return session
+
+    async def current_store_session(self, store: Principal) -> Session:
+        session = await self.storage.get_active_session(store.id)
+        if session is None:
+            raise NotFound()
+        return session
+
+    async def history(self, session_id: int, after_seq: int,
+                      limit: int) -> tuple[list[Message], bool]:
+        """One page of messages after ``after_seq``, and whether more follow."""
+        messages = await self.storage.list_messages(session_id, after_seq, limit + 1)
+        return messages[:limit], len(messages) > limit
+
+    async def open_sessions(self, limit: int,
+                            after: tuple[str, int] | None) -> list[Session]:
+        return await self.storage.list_open_sessions(limit, after)
+
+    async def admin_sessions(self, admin: Principal, limit: int,
+                             before: tuple[str, int] | None) -> list[Session]:
+        return await self.storage.list_admin_sessions(admin.id, limit, before)
+
+    async def shutdown(self, timeout_secs: float) -> None:
+        """Drain every actor's mailbox, then stop them (graceful shutdown)."""
+        await self.actors.stop_all(timeout_secs)
+
+
+def may_read(who: Principal, session: Session) -> bool:
+    if who.role is Role.STORE:
+        return session.store_id == who.id
+    return session.status is SessionStatus.OPEN or session.admin_id == who.id

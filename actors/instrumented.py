@@ -1,0 +1,43 @@
+"""``InstrumentedStorage``: any ``ChatStorage``, timed, counted, and with outages
+turned into the domain's ``Overloaded`` (503 + Retry-After)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from typing import Any
+
+from actors import metrics
+from actors.errors import Overloaded
+from storage.base import StorageUnavailable
+
+# How long clients are told to wait when the database is unreachable.
+STORAGE_RETRY_AFTER_SECS = 5
+
+
+class InstrumentedStorage:
+    def __init__(self, inner: Any):
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
+        duration = metrics.STORAGE_DURATION.labels(name)
+        errors = metrics.STORAGE_ERRORS.labels(name)
+
+        @functools.wraps(attr)
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await attr(*args, **kwargs)
+            except StorageUnavailable as exc:
+                errors.inc()
+                raise Overloaded("Storage is unavailable, try again later.",
+                                 STORAGE_RETRY_AFTER_SECS) from exc
+            finally:
+                duration.observe(time.perf_counter() - started)
+
+        setattr(self, name, timed)  # built once per method, not per call
+        return timed

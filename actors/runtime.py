@@ -1,0 +1,217 @@
+"""The actor runtime: the one mailbox loop, refs, supervision and passivation.
+
+An ``Actor`` subclass implements ``receive`` (and optionally ``on_start`` /
+``on_stop``). The ``ActorSystem`` owns one actor per key, started on the first
+command for that key, and guarantees:
+
+* commands for one key run one at a time, in arrival order;
+* a mailbox holds at most ``mailbox_size`` commands; past that ``ask``/``tell``
+  raise ``MailboxFull`` at once instead of queueing without bound;
+* a command that raises a ``ChatError`` just answers with it; any other
+  exception answers that command with the error and restarts the actor
+  (``on_start`` again, reloading from storage), at most ``max_restarts`` per
+  ``restart_window_secs``, after which the actor stops;
+* an actor idle for ``idle_timeout_secs`` is passivated (stopped, forgotten); the
+  next command for its key starts a fresh one;
+* when an actor stops, every command still in its mailbox fails with
+  ``ActorStopped``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from typing import Any, Callable, Hashable
+
+from actors import metrics
+from actors.errors import ActorStopped, ChatError, MailboxFull
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class Actor:
+    """Base class for actors. One instance handles one command at a time."""
+
+    async def on_start(self) -> None:
+        """Runs before the first command, and again after each restart."""
+
+    async def receive(self, command: Any) -> Any:
+        """Handle one command; return the reply or raise ``ChatError``."""
+        raise NotImplementedError
+
+    async def on_stop(self) -> None:
+        """Runs once when the actor stops (passivation, shutdown, too many failures)."""
+
+
+class _Cell:
+    """The runtime's record of one live actor: its mailbox and bookkeeping."""
+
+    def __init__(self, key: Hashable, actor: Actor):
+        self.key = key
+        self.actor = actor
+        self.mailbox: asyncio.Queue = asyncio.Queue()
+        self.busy = False
+        self.stopped = False
+        self.last_active = time.monotonic()
+        self.restarts: collections.deque[float] = collections.deque()
+        self.task: asyncio.Task | None = None
+
+
+class ActorSystem:
+    def __init__(self, factory: Callable[[Hashable], Actor], *, mailbox_size: int = 1000,
+                 idle_timeout_secs: float = 300.0, max_restarts: int = 3,
+                 restart_window_secs: float = 60.0):
+        self._factory = factory
+        self._mailbox_size = mailbox_size
+        self._idle_timeout_secs = idle_timeout_secs
+        self._max_restarts = max_restarts
+        self._restart_window_secs = restart_window_secs
+        self._cells: dict[Hashable, _Cell] = {}
+        self._sweeper: asyncio.Task | None = None
+        self._closing = False
+
+    def __len__(self) -> int:
+        return len(self._cells)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._cells
+
+    # --- sending ----------------------------------------------------------
+    def tell(self, key: Hashable, command: Any) -> None:
+        """Enqueue without waiting for the reply."""
+        self._enqueue(key, command, None)
+
+    async def ask(self, key: Hashable, command: Any) -> Any:
+        """Enqueue and wait for the reply (or the command's error)."""
+        future = asyncio.get_running_loop().create_future()
+        self._enqueue(key, command, future)
+        return await future
+
+    def _enqueue(self, key: Hashable, command: Any, future: asyncio.Future | None) -> None:
+        # No await between lookup and put: a passivation (also synchronous)
+        # cannot slip in between and strand the command in a dead mailbox.
+        if self._closing:
+            raise ActorStopped()
+        cell = self._cells.get(key) or self._spawn(key)
+        depth = cell.mailbox.qsize()
+        if depth >= self._mailbox_size:
+            raise MailboxFull()
+        metrics.ACTOR_MAILBOX_DEPTH.observe(depth)
+        cell.mailbox.put_nowait((command, future))
+
+    # --- lifecycle --------------------------------------------------------
+    def _spawn(self, key: Hashable) -> _Cell:
+        cell = _Cell(key, self._factory(key))
+        self._cells[key] = cell
+        metrics.ACTORS_ACTIVE.inc()
+        cell.task = asyncio.get_running_loop().create_task(self._run(cell))
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_idle())
+        return cell
+
+    async def _run(self, cell: _Cell) -> None:
+        """The mailbox loop: the only one in the code base."""
+        try:
+            if not await self._start(cell):
+                return
+            while True:
+                command, future = await cell.mailbox.get()
+                if command is _STOP:
+                    return
+                cell.busy = True
+                try:
+                    result = await cell.actor.receive(command)
+                except ChatError as exc:
+                    _settle(future, exc=exc)
+                except Exception as exc:
+                    log.exception("actor %r failed on %r", cell.key, command)
+                    _settle(future, exc=exc)
+                    if not await self._restart(cell):
+                        return
+                else:
+                    _settle(future, result=result)
+                finally:
+                    cell.busy = False
+                    cell.last_active = time.monotonic()
+        finally:
+            self._forget(cell)
+            while not cell.mailbox.empty():
+                _command, future = cell.mailbox.get_nowait()
+                _settle(future, exc=ActorStopped())
+            try:
+                await cell.actor.on_stop()
+            except Exception:
+                log.exception("actor %r failed in on_stop", cell.key)
+
+    async def _start(self, cell: _Cell) -> bool:
+        while True:
+            try:
+                await cell.actor.on_start()
+                return True
+            except Exception:
+                log.exception("actor %r failed to start", cell.key)
+                if not self._may_restart(cell):
+                    return False
+
+    async def _restart(self, cell: _Cell) -> bool:
+        if not self._may_restart(cell):
+            return False
+        return await self._start(cell)
+
+    def _may_restart(self, cell: _Cell) -> bool:
+        now = time.monotonic()
+        while cell.restarts and now - cell.restarts[0] > self._restart_window_secs:
+            cell.restarts.popleft()
+        if len(cell.restarts) >= self._max_restarts:
+            log.error("actor %r restarted %d times in %.0fs; stopping it",
+                      cell.key, len(cell.restarts), self._restart_window_secs)
+            return False
+        cell.restarts.append(now)
+        metrics.ACTOR_RESTARTS.inc()
+        return True
+
+    def _forget(self, cell: _Cell) -> None:
+        if not cell.stopped:
+            cell.stopped = True
+            if self._cells.get(cell.key) is cell:
+                del self._cells[cell.key]
+            metrics.ACTORS_ACTIVE.dec()
+
+    async def _sweep_idle(self) -> None:
+        """Passivate actors idle longer than the timeout; runs while actors live."""
+        interval = max(0.05, min(self._idle_timeout_secs / 4, 5.0))
+        while self._cells and not self._closing:
+            await asyncio.sleep(interval)
+            cutoff = time.monotonic() - self._idle_timeout_secs
+            for cell in list(self._cells.values()):
+                if not cell.busy and cell.mailbox.empty() and cell.last_active < cutoff:
+                    self._forget(cell)  # from now on, new commands start a fresh actor
+                    cell.mailbox.put_nowait((_STOP, None))
+                    metrics.ACTOR_PASSIVATIONS.inc()
+        self._sweeper = None
+
+    async def stop_all(self, timeout_secs: float = 10.0) -> None:
+        """Refuse new commands, let every mailbox drain, then stop (shutdown)."""
+        self._closing = True
+        cells = list(self._cells.values())
+        for cell in cells:
+            cell.mailbox.put_nowait((_STOP, None))  # after the commands already queued
+        tasks = [c.task for c in cells if c.task]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_secs)
+        if self._sweeper:
+            self._sweeper.cancel()
+
+
+def _settle(future: asyncio.Future | None, result: Any = None,
+            exc: BaseException | None = None) -> None:
+    if future is None or future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)

@@ -1,0 +1,160 @@
+"""The session actor: one per chat session, serialising its writes.
+
+It keeps the session's snapshot (refreshed from every write's result) and
+turns storage outcomes into replies or domain errors. The guards themselves
+are in storage, so a second process holding an actor for the same session is
+safe: a stale snapshot can only make a guard refuse, never let a write through.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from actors import metrics
+from actors.errors import Conflict, NotFound, PermissionDenied
+from actors.runtime import Actor
+from storage.base import (
+    Admin, ChatStorage, ClaimOutcome, PostResult, Session, SessionWrite, WriteOutcome,
+)
+
+SESSION_CLOSED = "Session is closed."
+ALREADY_CLAIMED = "Session already claimed."
+LIMIT_REACHED = "Session limit reached."
+
+
+@dataclass(frozen=True)
+class Claim:
+    admin: Admin
+    max_sessions: int
+
+
+@dataclass(frozen=True)
+class Release:
+    admin_id: int
+
+
+@dataclass(frozen=True)
+class Close:
+    admin_id: int
+
+
+@dataclass(frozen=True)
+class PostAdminMessage:
+    admin_id: int
+    body: str
+    client_id: str | None
+
+
+@dataclass(frozen=True)
+class PostStoreMessage:
+    store_id: int
+    body: str
+    client_id: str | None
+
+
+class SessionActor(Actor):
+    def __init__(self, session_id: int, storage: ChatStorage, on_stored: Callable[[], None]):
+        self.session_id = session_id
+        self.storage = storage
+        self.on_stored = on_stored  # wakes the event feed after each write
+        self.session: Session | None = None
+
+    async def on_start(self) -> None:
+        """Load the snapshot from storage (first start and every restart)."""
+        self.session = await self.storage.get_session(self.session_id)
+
+    async def receive(self, command: Any) -> Any:
+        handler = {
+            Claim: self._claim, Release: self._release, Close: self._close,
+            PostAdminMessage: self._post_admin, PostStoreMessage: self._post_store,
+        }[type(command)]
+        return await handler(command)
+
+    async def _claim(self, cmd: Claim) -> Session:
+        result = await self.storage.claim_session(self.session_id, cmd.admin, cmd.max_sessions)
+        if result.outcome in _CLAIM_METRIC_OUTCOME:  # a holder's retry is not a new claim
+            metrics.CLAIMS.labels(_CLAIM_METRIC_OUTCOME[result.outcome]).inc()
+        self._remember(result.session)
+        if result.outcome is ClaimOutcome.WON:
+            self.on_stored()
+            metrics.MESSAGES.labels("system").inc()
+            metrics.SESSION_WAIT.observe(_seconds_between(result.session.queued_at,
+                                                          result.session.updated))
+            return result.session
+        if result.outcome is ClaimOutcome.ALREADY_HELD:
+            return result.session
+        if result.outcome is ClaimOutcome.NOT_FOUND:
+            raise NotFound()
+        raise Conflict({ClaimOutcome.CLOSED: SESSION_CLOSED,
+                        ClaimOutcome.LIMIT: LIMIT_REACHED}.get(result.outcome, ALREADY_CLAIMED))
+
+    async def _release(self, cmd: Release) -> Session:
+        return self._finish_write(await self.storage.release_session(self.session_id,
+                                                                     cmd.admin_id))
+
+    async def _close(self, cmd: Close) -> Session:
+        return self._finish_write(await self.storage.close_session(self.session_id,
+                                                                   cmd.admin_id))
+
+    async def _post_admin(self, cmd: PostAdminMessage) -> PostResult:
+        result = await self.storage.post_admin_message(
+            self.session_id, cmd.admin_id, cmd.body, cmd.client_id)
+        return self._finish_post(result)
+
+    async def _post_store(self, cmd: PostStoreMessage) -> PostResult:
+        # Storage picks the store's active session itself, atomically: if this
+        # one was closed a moment ago the message opens the next session.
+        return self._finish_post(await self.storage.post_store_message(
+            cmd.store_id, cmd.body, cmd.client_id))
+
+    def _finish_write(self, result: SessionWrite) -> Session:
+        self._remember(result.session)
+        raise_for_outcome(result.outcome)
+        if result.outcome is WriteOutcome.DONE:
+            self.on_stored()
+            metrics.MESSAGES.labels("system").inc()
+        return result.session
+
+    def _finish_post(self, result: PostResult) -> PostResult:
+        if result.session is not None and result.session.id == self.session_id:
+            self._remember(result.session)
+        raise_for_outcome(result.outcome)
+        if result.created:
+            self.on_stored()
+            message = result.message
+            metrics.MESSAGES.labels(message.sender).inc()
+            session = result.session
+            if message.sender == "admin" and session.first_admin_reply_at == message.created \
+                    and session.first_store_message_at:
+                metrics.FIRST_RESPONSE.observe(_seconds_between(
+                    session.first_store_message_at, message.created))
+        return result
+
+    def _remember(self, session: Session | None) -> None:
+        if session is not None:
+            self.session = session
+
+
+def raise_for_outcome(outcome: WriteOutcome) -> None:
+    """Turn a refused guarded write into the domain error API.md orders."""
+    if outcome is WriteOutcome.NOT_FOUND:
+        raise NotFound()
+    if outcome is WriteOutcome.FORBIDDEN:
+        raise PermissionDenied()
+    if outcome is WriteOutcome.CLOSED:
+        raise Conflict(SESSION_CLOSED)
+
+
+_CLAIM_METRIC_OUTCOME = {
+    ClaimOutcome.WON: "won",
+    ClaimOutcome.CONFLICT: "conflict", ClaimOutcome.LIMIT: "limit",
+    ClaimOutcome.NOT_FOUND: "not_found", ClaimOutcome.CLOSED: "closed",
+}
+
+
+def _seconds_between(earlier_iso: str, later_iso: str) -> float:
+    parse = datetime.datetime.fromisoformat
+    return max(0.0, (parse(later_iso.rstrip("Z")) - parse(earlier_iso.rstrip("Z")))
+               .total_seconds())

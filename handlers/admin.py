@@ -1,0 +1,87 @@
+"""Admin REST endpoints (API.md "Admin endpoints")."""
+
+from __future__ import annotations
+
+from handlers.base import APIHandler
+from handlers.paging import decode_cursor, history_window, list_limit, next_url
+from handlers.render import message_json, session_json
+from handlers.validation import Fields
+from storage.base import Role
+
+
+class AdminHandler(APIHandler):
+    role = Role.ADMIN
+
+    def session_id_from_body(self) -> int:
+        fields = Fields(self.json_body())
+        session_id = fields.positive_int("session_id")
+        fields.check()
+        return session_id
+
+
+class OpenSessionsHandler(AdminHandler):
+    metric_name = "admin_open_sessions"
+
+    async def get(self) -> None:
+        limit = list_limit(self)
+        rows = await self.service.open_sessions(limit + 1, decode_cursor(self))
+        self.respond({"results": [session_json(s) for s in rows[:limit]],
+                      "next": next_url(self, rows, limit, "queued_at")})
+
+
+class MySessionsHandler(AdminHandler):
+    metric_name = "admin_my_sessions"
+
+    async def get(self) -> None:
+        limit = list_limit(self)
+        rows = await self.service.admin_sessions(self.principal, limit + 1,
+                                                 decode_cursor(self))
+        self.respond({"results": [session_json(s) for s in rows[:limit]],
+                      "next": next_url(self, rows, limit, "activity_at")})
+
+
+class SessionDetailHandler(AdminHandler):
+    metric_name = "admin_session"
+
+    async def get(self, session_id: str) -> None:
+        after_seq, limit = history_window(self)
+        session = await self.service.readable_session(self.principal, int(session_id))
+        await self.respond_with_history(session, after_seq, limit)
+
+
+class ClaimHandler(AdminHandler):
+    metric_name = "admin_claim"
+
+    async def post(self) -> None:
+        session = await self.service.claim(self.principal, self.session_id_from_body())
+        self.respond(session_json(session))
+
+
+class ReleaseHandler(AdminHandler):
+    metric_name = "admin_release"
+
+    async def post(self) -> None:
+        session = await self.service.release(self.principal, self.session_id_from_body())
+        self.respond(session_json(session))
+
+
+class CloseHandler(AdminHandler):
+    metric_name = "admin_close"
+
+    async def post(self) -> None:
+        session = await self.service.close(self.principal, self.session_id_from_body())
+        self.respond(session_json(session))
+
+
+class AdminMessageHandler(AdminHandler):
+    metric_name = "admin_message"
+
+    async def post(self) -> None:
+        fields = Fields(self.json_body())
+        session_id = fields.positive_int("session_id")
+        body, client_id = fields.message_fields()
+        fields.check()
+        result = await self.service.post_admin_message(self.principal, session_id, body,
+                                                       client_id)
+        self.respond(message_json(result.message), 201 if result.created else 200)
+

@@ -1,0 +1,124 @@
+"""``ChatServer``: one process's server, wired together, with its lifecycle.
+
+``start`` opens storage, starts the event feed, and listens; ``shutdown`` is the
+graceful stop of API.md: stop accepting, let in-flight requests finish, close
+WebSockets with 1001, drain the actors, deliver what is stored, close storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import tornado.httpserver
+import tornado.web
+
+from actors.chat import ChatService, ChatSettings
+from actors.feed import EventFeed
+from actors.hub import Hub
+from actors.instrumented import InstrumentedStorage
+from handlers import admin, ops, store
+from handlers.base import InFlight
+from handlers.errors import WS_CLOSE_GOING_AWAY
+from handlers.logs import log_request
+from handlers.throttle import Throttle
+from handlers.websocket import AdminSocket, SocketSettings, StoreSocket
+from storage import open_storage
+
+log = logging.getLogger("chat.server")
+
+# Headroom over max_body_bytes before tornado itself refuses a body, so that an
+# oversized body still gets our 413 in DRF's shape.
+BODY_HEADROOM = 4
+
+
+class ChatServer:
+    def __init__(self, config: dict[str, Any], storage: Any = None):
+        self.config = config
+        self.raw_storage = storage or open_storage(config["storage"]["url"], config["storage"])
+        self.storage = InstrumentedStorage(self.raw_storage)
+        self.hub = Hub()
+        self.feed = EventFeed(self.storage, self.hub.publish,
+                              float(config["events"]["poll_interval_secs"]))
+        actors_cfg = config["actors"]
+        self.service = ChatService(self.storage, ChatSettings(
+            max_sessions_per_admin=int(config["chat"]["max_sessions_per_admin"]),
+            mailbox_size=int(actors_cfg["mailbox_size"]),
+            idle_timeout_secs=float(actors_cfg["idle_timeout_secs"]),
+            max_restarts=int(actors_cfg["max_restarts"]),
+            restart_window_secs=float(actors_cfg["restart_window_secs"]),
+        ), on_stored=self.feed.poke)
+        self.inflight = InFlight()
+        self.servers: list[tornado.httpserver.HTTPServer] = []
+
+    def make_app(self, with_ops: bool = True) -> tornado.web.Application:
+        srv, ws = self.config["server"], self.config["websocket"]
+        limits = self.config["limits"]
+        api = dict(service=self.service, max_body_bytes=int(srv["max_body_bytes"]),
+                   throttle=Throttle(float(limits["rate_per_sec"]), int(limits["burst"])),
+                   inflight=self.inflight)
+        sockets = dict(service=self.service, hub=self.hub, settings=SocketSettings(
+            allowed_origins=tuple(srv["allowed_origins"] or ()),
+            auth_timeout_secs=float(ws["auth_timeout_secs"]),
+            max_buffered_bytes=int(ws["max_buffered_bytes"])))
+        p = r"/v1/chat"
+        routes = [
+            (rf"{p}/admin/sessions/open/?", admin.OpenSessionsHandler, api),
+            (rf"{p}/admin/sessions/mine/?", admin.MySessionsHandler, api),
+            (rf"{p}/admin/session/claim/?", admin.ClaimHandler, api),
+            (rf"{p}/admin/session/release/?", admin.ReleaseHandler, api),
+            (rf"{p}/admin/session/close/?", admin.CloseHandler, api),
+            (rf"{p}/admin/session/([0-9]+)/?", admin.SessionDetailHandler, api),
+            (rf"{p}/admin/message/?", admin.AdminMessageHandler, api),
+            (rf"{p}/store/message/?", store.StoreMessageHandler, api),
+            (rf"{p}/store/session/?", store.StoreSessionHandler, api),
+            (rf"{p}/admin/ws/?", AdminSocket, sockets),
+            (rf"{p}/store/ws/?", StoreSocket, sockets),
+        ]
+        if with_ops:
+            routes += self.ops_routes()
+        return tornado.web.Application(
+            routes, default_handler_class=ops.NotFoundHandler, log_function=log_request,
+            websocket_ping_interval=float(ws["ping_interval_secs"]) or None,
+            websocket_ping_timeout=float(ws["ping_timeout_secs"]) or None,
+            websocket_max_message_size=int(ws["max_message_bytes"]))
+
+    def ops_routes(self) -> list:
+        return [(r"/metrics", ops.MetricsHandler, dict(storage=self.storage)),
+                (r"/healthz", ops.HealthHandler),
+                (r"/readyz", ops.ReadyHandler, dict(storage=self.storage))]
+
+    async def start(self, sockets: list | None = None, ops_sockets: list | None = None,
+                    port: int | None = None) -> None:
+        """Open storage and start serving on ``sockets`` (or ``port``)."""
+        await self.raw_storage.setup()
+        await self.feed.start()
+        max_body = int(self.config["server"]["max_body_bytes"]) * BODY_HEADROOM
+        main = tornado.httpserver.HTTPServer(self.make_app(with_ops=ops_sockets is None),
+                                             max_body_size=max_body, xheaders=True)
+        if sockets is not None:
+            main.add_sockets(sockets)
+        else:
+            main.listen(port or 0, self.config["server"]["host"])
+        self.servers.append(main)
+        if ops_sockets is not None:
+            ops_server = tornado.httpserver.HTTPServer(
+                tornado.web.Application(self.ops_routes(), log_function=log_request))
+            ops_server.add_sockets(ops_sockets)
+            self.servers.append(ops_server)
+
+    async def shutdown(self) -> None:
+        """The graceful stop (SIGTERM/SIGINT), in the order API.md gives."""
+        log.info("shutting down: %d requests in flight, %d sockets",
+                 self.inflight.count, len(self.hub))
+        for server in self.servers:
+            server.stop()  # no new connections
+        await self.inflight.wait_idle()
+        self.hub.close_all(WS_CLOSE_GOING_AWAY, "Server shutting down; resume elsewhere.")
+        await self.service.shutdown(float(self.config["server"]["shutdown_timeout_secs"]))
+        await self.feed.stop()
+        for server in self.servers:
+            await server.close_all_connections()
+        await self.raw_storage.close()
+        log.info("shutdown complete")

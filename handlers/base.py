@@ -1,0 +1,137 @@
+"""``APIHandler``: what every REST handler shares.
+
+In order, for every request (API.md's "order of checks"): authenticate
+(401), check the key's kind (403), throttle (429), check the body size (413);
+then the handler validates (400) and asks the service, whose domain errors
+``write_error`` renders through ``handlers.errors``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import tornado.web
+
+from actors.chat import ChatService
+from actors.errors import ChatError
+from handlers.errors import (
+    BODY_TOO_LARGE, INVALID_TOKEN, NOT_PROVIDED, NO_PERMISSION, HTTPProblem, describe_error,
+)
+from handlers.throttle import Throttle
+from handlers.validation import parse_json_object
+from handlers.render import message_json, session_json
+from storage.base import Principal, Role, Session
+
+
+class APIHandler(tornado.web.RequestHandler):
+    """Base for the REST endpoints; subclasses set ``role`` and ``metric_name``."""
+
+    role: Role | None = None
+    metric_name = "unknown"
+
+    def initialize(self, service: ChatService, max_body_bytes: int,
+                   throttle: Throttle, inflight: "InFlight") -> None:
+        self.service = service
+        self.max_body_bytes = max_body_bytes
+        self.throttle = throttle
+        self.inflight = inflight
+        self.principal: Principal | None = None
+        self._counted = False
+
+    async def prepare(self) -> None:
+        """Runs before the method handler: auth, kind, throttle, size."""
+        self.inflight.enter()
+        self._counted = True
+        self.principal = await authenticate_header(self.service,
+                                                   self.request.headers.get("Authorization"))
+        if self.role is not None and self.principal.role is not self.role:
+            raise HTTPProblem(403, NO_PERMISSION)
+        self.throttle.check(self.principal)
+        if len(self.request.body or b"") > self.max_body_bytes:
+            raise HTTPProblem(413, BODY_TOO_LARGE)
+
+    def json_body(self) -> dict[str, Any]:
+        return parse_json_object(self.request.body)
+
+    def respond(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+    def on_finish(self) -> None:
+        """Runs once the response is sent (errors included)."""
+        if self._counted:
+            self.inflight.leave()
+
+    async def respond_with_history(self, session: Session, after_seq: int,
+                                   limit: int) -> None:
+        """A session with one page of its history (Get Session, the store's view)."""
+        messages, has_more = await self.service.history(session.id, after_seq, limit)
+        self.respond({**session_json(session), "messages": [message_json(m) for m in messages],
+                      "has_more": has_more})
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        # Domain errors are answers, not crashes: render them without a traceback.
+        if isinstance(e, ChatError) and not self._finished:
+            self.send_error(describe_error(e)[0], exc_info=(type(e), e, e.__traceback__))
+            return
+        super()._handle_request_exception(e)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Every error body in DRF's shape, 405 and 500 included."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ChatError):
+            status, body, headers = describe_error(exc)
+        elif status_code == 405:
+            status, body, headers = 405, {
+                "detail": f'Method "{self.request.method}" not allowed.'}, {}
+        else:
+            status, body, headers = describe_error(exc) if status_code >= 500 else (
+                status_code, {"detail": self._reason}, {})
+        self.set_status(status)
+        for name, value in headers.items():
+            self.set_header(name, value)
+        if status == 401:
+            self.set_header("WWW-Authenticate", "Token")
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body))
+
+
+class InFlight:
+    """Counts REST requests being answered, so shutdown can wait for them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+
+async def authenticate_header(service: ChatService, header: str | None) -> Principal:
+    """The owner of ``Authorization: Token <key>``, or a 401."""
+    if not header:
+        raise HTTPProblem(401, NOT_PROVIDED)
+    scheme, _, key = header.strip().partition(" ")
+    if scheme.lower() != "token" or not key.strip() or " " in key.strip():
+        raise HTTPProblem(401, INVALID_TOKEN if scheme.lower() == "token" else NOT_PROVIDED)
+    return await authenticate_key(service, key.strip())
+
+
+async def authenticate_key(service: ChatService, key: str) -> Principal:
+    principal = await service.storage.authenticate(key)
+    if principal is None:
+        raise HTTPProblem(401, INVALID_TOKEN)
+    return principal

@@ -1,0 +1,32 @@
+"""Store REST endpoints (API.md "Store endpoints")."""
+
+from __future__ import annotations
+
+from handlers.base import APIHandler
+from handlers.paging import history_window
+from handlers.render import message_json, session_json
+from handlers.validation import Fields
+from storage.base import Role
+
+
+class StoreMessageHandler(APIHandler):
+    role = Role.STORE
+    metric_name = "store_message"
+
+    async def post(self) -> None:
+        fields = Fields(self.json_body())
+        body, client_id = fields.message_fields()
+        fields.check()
+        result = await self.service.post_store_message(self.principal, body, client_id)
+        self.respond({**message_json(result.message), "session": session_json(result.session)},
+                     201 if result.created else 200)
+
+
+class StoreSessionHandler(APIHandler):
+    role = Role.STORE
+    metric_name = "store_session"
+
+    async def get(self) -> None:
+        after_seq, limit = history_window(self)
+        session = await self.service.current_store_session(self.principal)
+        await self.respond_with_history(session, after_seq, limit)

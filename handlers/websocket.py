@@ -1,0 +1,248 @@
+"""The admin and store WebSockets (API.md "WebSocket").
+
+Thin, like the REST handlers: decode a frame, authorize it, ask the service,
+answer. Events reach the socket through the hub (``send_event``), never
+directly from an actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+import tornado.websocket
+
+from actors import metrics
+from actors.chat import ChatService
+from actors.errors import ChatError, Invalid
+from actors.hub import Frame, Hub
+from handlers import codec
+from handlers.base import authenticate_header, authenticate_key
+from handlers.errors import (
+    WS_CLOSE_BAD_KEY, WS_CLOSE_TRY_AGAIN_LATER, WS_CLOSE_WRONG_KIND, HTTPProblem,
+    error_frame,
+)
+from handlers.render import message_json, principal_json
+from handlers.validation import Fields, NOT_INTEGER, REQUIRED
+from storage.base import MAX_HISTORY_PAGE, Principal, Role
+
+log = logging.getLogger("chat.access")
+
+_connection_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class SocketSettings:
+    allowed_origins: tuple[str, ...] = ()
+    auth_timeout_secs: float = 10.0
+    # A client whose unsent frames pass this many bytes is cut off (it can resume).
+    max_buffered_bytes: int = 1024 * 1024
+    # Typing frames closer together than this are dropped, not stored.
+    typing_interval_secs: float = 1.0
+
+
+class ChatSocket(tornado.websocket.WebSocketHandler):
+    role: Role = Role.STORE
+
+    def initialize(self, service: ChatService, hub: Hub, settings: SocketSettings) -> None:
+        self.service = service
+        self.hub = hub
+        self.settings_ = settings
+        self.conn_id = next(_connection_ids)
+        self.principal: Principal | None = None
+        self.protocol = codec.JSON
+        self._auth_timer: asyncio.TimerHandle | None = None
+        self._typing_at = 0.0
+
+    # --- handshake --------------------------------------------------------
+    def check_origin(self, origin: str) -> bool:
+        """Same host, or one of ``server.allowed_origins``. (Tornado calls this
+        only when the request has an Origin header: non-browser clients pass.)"""
+        if origin in self.settings_.allowed_origins:
+            return True
+        return urllib.parse.urlparse(origin).netloc.lower() == self.request.host.lower()
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        for choice in (codec.MSGPACK, codec.JSON):
+            if choice in subprotocols:
+                return choice
+        return None
+
+    async def open(self, *args: Any) -> None:
+        """Runs once the handshake is done: header auth, or wait for an auth frame."""
+        self.protocol = self.selected_subprotocol or codec.JSON
+        header = self.request.headers.get("Authorization")
+        if header:
+            await self._authenticate(lambda: authenticate_header(self.service, header))
+        else:
+            self._auth_timer = asyncio.get_running_loop().call_later(
+                self.settings_.auth_timeout_secs, self.close, WS_CLOSE_BAD_KEY,
+                "Authentication timed out.")
+
+    async def _authenticate(self, lookup: Any) -> None:
+        try:
+            principal = await lookup()
+        except HTTPProblem:
+            self.close(WS_CLOSE_BAD_KEY, "Invalid token.")
+            return
+        if principal.role is not self.role:
+            self.close(WS_CLOSE_WRONG_KIND, "Wrong kind of key for this endpoint.")
+            return
+        if self._auth_timer:
+            self._auth_timer.cancel()
+        if self.ws_connection is None:  # closed while we looked the key up
+            return
+        self.principal = principal
+        self.hub.add(self.conn_id, self.role, principal.id, self.send_event, self.close)
+        metrics.WS_CONNECTIONS.labels(self.role.value).inc()
+        log.info("ws open %s %s:%d", self.request.path, self.role.value, principal.id,
+                 extra={"event": "ws_open", "who": f"{self.role.value}:{principal.id}"})
+        self.send({"type": "hello", self.role.value: principal_json(principal)})
+
+    def on_close(self) -> None:
+        """Runs once when the socket closes, whoever closed it."""
+        if self._auth_timer:
+            self._auth_timer.cancel()
+        if self.principal is not None:
+            self.hub.remove(self.conn_id)
+            metrics.WS_CONNECTIONS.labels(self.role.value).dec()
+            log.info("ws close %s %s:%d code=%s", self.request.path, self.role.value,
+                     self.principal.id, self.close_code,
+                     extra={"event": "ws_close", "who": f"{self.role.value}:{self.principal.id}"})
+            self.principal = None
+
+    # --- incoming frames ----------------------------------------------------
+    async def on_message(self, raw: str | bytes) -> None:
+        """Runs for each client frame, one at a time (tornado awaits each)."""
+        ref = None
+        try:
+            frame = codec.decode_frame(raw)
+            ref = frame.get("ref")
+            kind = frame.get("type")
+            metrics.WS_FRAMES.labels("in", kind if kind in _FRAME_TYPES else "other").inc()
+            if self.principal is None:
+                await self._on_auth_frame(frame)
+                return
+            handler = _FRAME_HANDLERS.get(kind)
+            if handler is None:
+                raise Invalid({"type": [f'"{kind}" is not a valid choice.']}
+                              if kind is not None else {"type": [REQUIRED]})
+            await handler(self, frame, ref)
+        except ChatError as exc:
+            self.send(error_frame(exc, ref))
+
+    async def _on_auth_frame(self, frame: dict[str, Any]) -> None:
+        token = frame.get("token")
+        if frame.get("type") != "auth" or not isinstance(token, str) or not token:
+            self.close(WS_CLOSE_BAD_KEY, "Authenticate first.")
+            return
+        await self._authenticate(lambda: authenticate_key(self.service, token))
+
+    async def _on_message_frame(self, frame: dict[str, Any], ref: Any) -> None:
+        fields = Fields(frame)
+        session_id = fields.positive_int("session_id") if self.role is Role.ADMIN else None
+        body, client_id = fields.message_fields()
+        fields.check()
+        if self.role is Role.ADMIN:
+            result = await self.service.post_admin_message(self.principal, session_id, body,
+                                                           client_id)
+        else:
+            result = await self.service.post_store_message(self.principal, body, client_id)
+        self.send({"type": "ack", "ref": ref, "message": message_json(result.message)})
+
+    async def _on_typing_frame(self, frame: dict[str, Any], ref: Any) -> None:
+        session_id = None
+        if self.role is Role.ADMIN:
+            fields = Fields(frame)
+            session_id = fields.positive_int("session_id")
+            fields.check()
+        now = asyncio.get_running_loop().time()
+        if now - self._typing_at < self.settings_.typing_interval_secs:
+            return  # the other side already knows; don't store a burst of these
+        self._typing_at = now
+        await self.service.typing(self.principal, session_id)
+
+    async def _on_resume_frame(self, frame: dict[str, Any], ref: Any) -> None:
+        fields = Fields(frame)
+        session_id = fields.positive_int("session_id")
+        after_seq = frame.get("after_seq", 0)
+        if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0:
+            fields.errors["after_seq"] = [NOT_INTEGER]
+        fields.check()
+        await self.service.readable_session(self.principal, session_id)
+        # Hold live messages back, replay the stored ones, then release the
+        # held ones; the hub drops any seq already sent, so none come twice.
+        self.hub.begin_replay(self.conn_id, session_id, after_seq)
+        try:
+            cursor = after_seq
+            while True:
+                page, has_more = await self.service.history(session_id, cursor,
+                                                            MAX_HISTORY_PAGE)
+                for message in page:
+                    self.hub.send_replayed(self.conn_id, message)
+                if not page or not has_more:
+                    break
+                cursor = page[-1].seq
+        finally:
+            last_seq = self.hub.end_replay(self.conn_id, session_id)
+        self.send({"type": "ack", "ref": ref, "session_id": session_id, "last_seq": last_seq})
+
+    async def _on_ping_frame(self, frame: dict[str, Any], ref: Any) -> None:
+        self.send({"type": "pong", "ref": ref} if ref is not None else {"type": "pong"})
+
+    # --- outgoing frames ----------------------------------------------------
+    def send(self, data: dict[str, Any]) -> None:
+        """Send a reply frame (ack, error, hello, pong) to this socket only."""
+        if data.get("ref", 0) is None:
+            del data["ref"]
+        self._write(codec.encode(self.protocol, data), data["type"])
+
+    def send_event(self, frame: Frame) -> None:
+        """The hub's way in: must not block; cuts off a client that stopped reading."""
+        self._write(codec.encode_event(self.protocol, frame), frame.type)
+
+    def _write(self, payload: str | bytes, kind: str) -> None:
+        conn = self.ws_connection
+        if conn is None or conn.is_closing():
+            return
+        stream = getattr(conn, "stream", None)
+        # Private to tornado, but the only measure of what the client has not read.
+        pending = len(stream._write_buffer) if stream is not None else 0
+        if pending > self.settings_.max_buffered_bytes:
+            log.warning("ws %d cut off: %d bytes unread", self.conn_id, pending)
+            self.hub.remove(self.conn_id)
+            self.close(WS_CLOSE_TRY_AGAIN_LATER, "Too slow; resume when ready.")
+            return
+        metrics.WS_FRAMES.labels("out", kind).inc()
+        try:
+            sent = self.write_message(payload, binary=isinstance(payload, bytes))
+        except tornado.websocket.WebSocketClosedError:
+            return
+        sent.add_done_callback(_ignore_closed)
+
+
+def _ignore_closed(future: asyncio.Future) -> None:
+    # A socket that closed mid-write is handled by on_close; don't log it again.
+    if not future.cancelled():
+        future.exception()
+
+
+class AdminSocket(ChatSocket):
+    role = Role.ADMIN
+
+
+class StoreSocket(ChatSocket):
+    role = Role.STORE
+
+
+_FRAME_HANDLERS = {
+    "message": ChatSocket._on_message_frame,
+    "typing": ChatSocket._on_typing_frame,
+    "resume": ChatSocket._on_resume_frame,
+    "ping": ChatSocket._on_ping_frame,
+}
+_FRAME_TYPES = set(_FRAME_HANDLERS) | {"auth"}

@@ -1,0 +1,323 @@
+"""The storage contract: records, outcomes and the ``ChatStorage`` protocol.
+
+Every backend (``sqlite.py``, ``mongo.py``) implements ``ChatStorage`` and keeps
+the rules stated on each method. The rules that make the server safe across
+processes and nodes live here, not in the actors:
+
+* a claim is one conditional write; the per-admin limit is checked inside it;
+* a message's ``seq`` is allocated in the same atomic step that stores it, so
+  a session's messages are numbered 1, 2, 3, ... with no gap and no repeat;
+* a store has at most one open-or-claimed session, enforced by the database;
+* ``client_id`` is unique per sender, enforced by the database;
+* every state change and message appends an ``Event`` in the same atomic step,
+  so what is stored and what is announced never disagree;
+* API keys are kept as SHA-256 digests, never in clear.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+# Sizes of pages read from storage in one go (history replay, the change feed).
+MAX_HISTORY_PAGE = 1000
+MAX_LIST_PAGE = 200
+
+
+def utc_now_iso() -> str:
+    """Now, as the fixed-width ISO 8601 text every timestamp is stored as.
+
+    Fixed width (always microseconds) so that text order is time order, which
+    the queue's cursor paging relies on.
+    """
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_api_key() -> str:
+    """A fresh random API key (40 hex characters, like DRF's tokens)."""
+    return secrets.token_hex(20)
+
+
+def digest_key(key: str) -> str:
+    """The SHA-256 digest under which a key is stored and looked up."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+class Role(str, enum.Enum):
+    ADMIN = "admin"
+    STORE = "store"
+
+
+class SessionStatus(str, enum.Enum):
+    OPEN = "open"
+    CLAIMED = "claimed"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class Admin:
+    id: int
+    name: str
+    email: str | None
+
+
+@dataclass(frozen=True)
+class Store:
+    id: int
+    name: str
+    email: str | None
+    logo_url: str | None
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: the owner of an API key."""
+
+    role: Role
+    id: int
+    name: str
+    email: str | None = None
+    logo_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Session:
+    id: int
+    store: Store
+    admin_id: int | None
+    status: SessionStatus
+    last_message_at: str | None
+    created: str
+    updated: str
+    # When the session (re)entered the queue: the open list's order and cursor.
+    queued_at: str
+    # Latest message or state change: the order of an admin's "My Sessions".
+    activity_at: str
+    last_seq: int = 0
+    # For the first-response metric; kept in the record so every process agrees.
+    first_store_message_at: str | None = None
+    first_admin_reply_at: str | None = None
+
+    @property
+    def store_id(self) -> int:
+        return self.store.id
+
+    @property
+    def is_active(self) -> bool:
+        return self.status is not SessionStatus.CLOSED
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    session_id: int
+    seq: int
+    sender: str  # "store", "admin" or "system"
+    sender_id: int | None
+    body: str
+    client_id: str | None
+    created: str
+    event: str | None = None  # set on system messages only
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of the change feed, appended with the change it reports.
+
+    ``kind`` is a WebSocket event type (``message``, ``session_opened``,
+    ``session_claimed``, ``session_released``, ``session_closed``, ``typing``).
+    ``store_id`` and ``admin_id`` name the audience inside the session: the
+    store, and the admin who holds (or, for a release, held) it.
+    """
+
+    id: int
+    kind: str
+    session_id: int
+    store_id: int
+    admin_id: int | None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+class ClaimOutcome(str, enum.Enum):
+    WON = "won"
+    ALREADY_HELD = "already_held"  # a retry by the admin who holds it
+    CONFLICT = "conflict"
+    LIMIT = "limit"
+    NOT_FOUND = "not_found"
+    CLOSED = "closed"
+
+
+class WriteOutcome(str, enum.Enum):
+    """Result of a guarded write by the session's holder (message, release, close)."""
+
+    DONE = "done"
+    UNCHANGED = "unchanged"  # repeated close by the admin who closed it
+    NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"  # not this caller's session
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    outcome: ClaimOutcome
+    session: Session | None
+
+
+@dataclass(frozen=True)
+class SessionWrite:
+    outcome: WriteOutcome
+    session: Session | None
+
+
+@dataclass(frozen=True)
+class PostResult:
+    """A message post: ``created`` is False when ``client_id`` repeated."""
+
+    outcome: WriteOutcome
+    message: Message | None = None
+    session: Session | None = None
+    created: bool = False
+
+
+class StorageUnavailable(Exception):
+    """The database cannot be reached or answered too slowly; retry later."""
+
+
+class ChatStorage(Protocol):
+    """What the actors need from a database. Every method is a coroutine.
+
+    Methods that change a session take the caller's id and perform their
+    permission check inside the same atomic write, so a stale in-memory
+    snapshot can never let a write through.
+    """
+
+    async def setup(self) -> None:
+        """Create tables/indexes. Runs once at start-up, before serving."""
+
+    async def close(self) -> None:
+        """Release connections. Runs at shutdown after actors have drained."""
+
+    async def ping(self) -> None:
+        """Raise ``StorageUnavailable`` unless the database answers."""
+
+    # --- accounts -------------------------------------------------------
+    async def create_admin(self, name: str, email: str | None) -> tuple[Admin, str]:
+        """Store a new admin; return it with its key (the only time it is seen)."""
+
+    async def create_store(
+        self, name: str, email: str | None, logo_url: str | None
+    ) -> tuple[Store, str]:
+        """Store a new store; return it with its key."""
+
+    async def authenticate(self, key: str) -> Principal | None:
+        """The owner of ``key`` (looked up by digest), or None."""
+
+    async def get_admin(self, admin_id: int) -> Admin | None: ...
+
+    async def count_accounts(self) -> int:
+        """Admins plus stores, so ``--demo`` can tell an empty database."""
+
+    # --- sessions -------------------------------------------------------
+    async def get_session(self, session_id: int) -> Session | None: ...
+
+    async def get_active_session(self, store_id: int) -> Session | None:
+        """The store's open or claimed session, if any."""
+
+    async def list_open_sessions(
+        self, limit: int, after: tuple[str, int] | None
+    ) -> list[Session]:
+        """The queue by ``(queued_at, id)`` ascending, strictly after ``after``."""
+
+    async def list_admin_sessions(
+        self, admin_id: int, limit: int, before: tuple[str, int] | None
+    ) -> list[Session]:
+        """Claimed sessions of an admin by ``(activity_at, id)`` descending."""
+
+    async def count_open_sessions(self) -> int: ...
+
+    async def claim_session(
+        self, session_id: int, admin: Admin, max_sessions: int
+    ) -> ClaimResult:
+        """Claim atomically: only an open session with no admin; a retry by the
+        holder is ``ALREADY_HELD``; ``max_sessions`` (0 = none) is checked in
+        the same write. On ``WON`` a system ``admin_connected`` message and a
+        ``session_claimed`` event are stored with it."""
+
+    async def release_session(self, session_id: int, admin_id: int) -> SessionWrite:
+        """Give a held session back to the queue (status open, no admin)."""
+
+    async def close_session(self, session_id: int, admin_id: int) -> SessionWrite:
+        """Close a held session; a repeat by the closer is ``UNCHANGED``."""
+
+    # --- messages -------------------------------------------------------
+    async def post_admin_message(
+        self, session_id: int, admin_id: int, body: str, client_id: str | None
+    ) -> PostResult:
+        """Append to a session the admin holds; allocate ``seq`` atomically."""
+
+    async def post_store_message(
+        self, store_id: int, body: str, client_id: str | None
+    ) -> PostResult:
+        """Append to the store's active session, opening one when there is
+        none (the open and the first message are one atomic step)."""
+
+    async def list_messages(
+        self, session_id: int, after_seq: int, limit: int
+    ) -> list[Message]:
+        """Messages with ``seq > after_seq`` in ``seq`` order, at most ``limit``."""
+
+    # --- change feed ----------------------------------------------------
+    async def append_typing(self, session: Session, sender: str) -> None:
+        """Announce typing through the feed (nothing else is stored)."""
+
+    async def last_event_id(self) -> int:
+        """The id of the newest event: where a new follower starts."""
+
+    async def read_events(self, after_id: int, limit: int) -> list[Event]:
+        """Events with ``id > after_id`` in commit order."""
+
+    async def prune_events(self, older_than_secs: float) -> int:
+        """Drop feed entries no follower still needs; return how many."""
+
+
+# --- plain-dict forms, for event payloads and document stores ------------------
+def session_to_doc(session: Session) -> dict[str, Any]:
+    doc = {k: getattr(session, k) for k in _SESSION_SCALARS}
+    doc["status"] = session.status.value
+    doc["store"] = {
+        "id": session.store.id,
+        "name": session.store.name,
+        "email": session.store.email,
+        "logo_url": session.store.logo_url,
+    }
+    return doc
+
+
+def session_from_doc(doc: dict[str, Any]) -> Session:
+    values = {k: doc.get(k) for k in _SESSION_SCALARS}
+    values["status"] = SessionStatus(doc["status"])
+    return Session(store=Store(**doc["store"]), **values)
+
+
+def message_to_doc(message: Message) -> dict[str, Any]:
+    return {k: getattr(message, k) for k in _MESSAGE_FIELDS}
+
+
+def message_from_doc(doc: dict[str, Any]) -> Message:
+    return Message(**{k: doc.get(k) for k in _MESSAGE_FIELDS})
+
+
+_SESSION_SCALARS = (
+    "id", "admin_id", "last_message_at", "created", "updated",
+    "queued_at", "activity_at", "last_seq", "first_store_message_at",
+    "first_admin_reply_at",
+)
+_MESSAGE_FIELDS = (
+    "id", "session_id", "seq", "sender", "sender_id", "body", "client_id",
+    "created", "event",
+)

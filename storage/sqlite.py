@@ -1,0 +1,339 @@
+"""The embedded default backend: one SQLite file in WAL mode.
+
+Writes go through ``GroupCommitWriter`` (one write connection per process, one
+transaction per group, each write atomic under SQLite's write lock); reads use
+a small pool of reader threads with their own connections, which WAL lets run
+beside the writer. Several server processes may share one file: the write lock
+serialises them, and the guards below are single statements or run inside one
+``BEGIN IMMEDIATE`` transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from storage import sqlite_schema as schema
+from storage.base import (
+    Admin, ClaimOutcome, ClaimResult, Event, Message, PostResult, Principal, Role,
+    Session, SessionStatus, SessionWrite, Store, StorageUnavailable, WriteOutcome,
+    digest_key, message_to_doc, new_api_key, session_to_doc, utc_now_iso,
+)
+from storage.group_commit import GroupCommitWriter
+
+# How long a statement waits for another process's write lock before failing.
+BUSY_TIMEOUT_MS = 10_000
+READER_THREADS = 2
+
+
+class SQLiteStorage:
+    """``ChatStorage`` over one SQLite file."""
+
+    def __init__(self, path: str, synchronous: str = "FULL"):
+        self.path = path
+        self._synchronous = synchronous
+        self._writer: GroupCommitWriter | None = None
+        self._local = threading.local()
+        self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="sqlite-read")
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> "SQLiteStorage":
+        """``sqlite:///relative/path.sqlite3`` or ``sqlite:////absolute/path``."""
+        path = url[len("sqlite:///"):]
+        if not path:
+            raise ValueError(f"no file in storage URL {url!r}")
+        return cls(path, **options)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=BUSY_TIMEOUT_MS / 1000)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: a committed message survives power loss, not only a crash.
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        if self._writer is None:
+            raise StorageUnavailable("storage is closed")
+        try:
+            return await self._writer.submit(fn)
+        except sqlite3.OperationalError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        def run() -> Any:
+            conn = getattr(self._local, "conn", None)
+            if conn is None:
+                conn = self._local.conn = self._connect()
+            return fn(conn)
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._readers, run)
+        except sqlite3.OperationalError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+
+    # --- lifecycle ------------------------------------------------------
+    async def setup(self) -> None:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        conn = self._connect()
+        try:
+            conn.executescript(schema.DDL)
+        finally:
+            conn.close()
+        self._writer = GroupCommitWriter(self._connect)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await asyncio.get_running_loop().run_in_executor(None, writer.stop)
+        self._readers.shutdown(wait=True)
+
+    async def ping(self) -> None:
+        if not os.path.exists(self.path):
+            raise StorageUnavailable(f"database file {self.path} is missing")
+        await self._read(lambda c: c.execute("SELECT 1 FROM sessions LIMIT 1").fetchall())
+
+    # --- accounts -------------------------------------------------------
+    async def create_admin(self, name: str, email: str | None) -> tuple[Admin, str]:
+        key = new_api_key()
+
+        def write(conn: sqlite3.Connection) -> Admin:
+            cur = conn.execute(
+                "INSERT INTO admins (name, email, key_digest, created) VALUES (?, ?, ?, ?)",
+                (name, email, digest_key(key), utc_now_iso()))
+            return Admin(cur.lastrowid, name, email)
+
+        return await self._write(write), key
+
+    async def create_store(self, name: str, email: str | None,
+                           logo_url: str | None) -> tuple[Store, str]:
+        key = new_api_key()
+
+        def write(conn: sqlite3.Connection) -> Store:
+            cur = conn.execute(
+                "INSERT INTO stores (name, email, logo_url, key_digest, created)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (name, email, logo_url, digest_key(key), utc_now_iso()))
+            return Store(cur.lastrowid, name, email, logo_url)
+
+        return await self._write(write), key
+
+    async def authenticate(self, key: str) -> Principal | None:
+        digest = digest_key(key)
+
+        def read(conn: sqlite3.Connection) -> Principal | None:
+            row = conn.execute("SELECT id, name, email FROM admins WHERE key_digest = ?",
+                               (digest,)).fetchone()
+            if row:
+                return Principal(Role.ADMIN, row["id"], row["name"], row["email"])
+            row = conn.execute("SELECT id, name, email, logo_url FROM stores"
+                               " WHERE key_digest = ?", (digest,)).fetchone()
+            if row:
+                return Principal(Role.STORE, row["id"], row["name"], row["email"],
+                                 row["logo_url"])
+            return None
+
+        return await self._read(read)
+
+    async def get_admin(self, admin_id: int) -> Admin | None:
+        row = await self._read(lambda c: c.execute(
+            "SELECT id, name, email FROM admins WHERE id = ?", (admin_id,)).fetchone())
+        return Admin(row["id"], row["name"], row["email"]) if row else None
+
+    async def count_accounts(self) -> int:
+        return await self._read(lambda c: c.execute(
+            "SELECT (SELECT COUNT(*) FROM admins) + (SELECT COUNT(*) FROM stores)"
+        ).fetchone()[0])
+
+    # --- sessions -------------------------------------------------------
+    async def get_session(self, session_id: int) -> Session | None:
+        return await self._read(lambda c: schema.fetch_session(c, session_id))
+
+    async def get_active_session(self, store_id: int) -> Session | None:
+        return await self._read(lambda c: schema.fetch_session_where(
+            c, "s.store_id = ? AND s.status != 'closed'", (store_id,)))
+
+    async def list_open_sessions(self, limit: int,
+                                 after: tuple[str, int] | None) -> list[Session]:
+        where, args = "s.status = 'open'", []
+        if after:
+            where += " AND (s.queued_at, s.id) > (?, ?)"
+            args += list(after)
+        return await self._read(lambda c: schema.fetch_sessions(
+            c, where, args, "s.queued_at, s.id", limit))
+
+    async def list_admin_sessions(self, admin_id: int, limit: int,
+                                  before: tuple[str, int] | None) -> list[Session]:
+        where, args = "s.status = 'claimed' AND s.admin_id = ?", [admin_id]
+        if before:
+            where += " AND (s.activity_at, s.id) < (?, ?)"
+            args += list(before)
+        return await self._read(lambda c: schema.fetch_sessions(
+            c, where, args, "s.activity_at DESC, s.id DESC", limit))
+
+    async def count_open_sessions(self) -> int:
+        return await self._read(lambda c: c.execute(
+            "SELECT COUNT(*) FROM sessions WHERE status = 'open'").fetchone()[0])
+
+    async def claim_session(self, session_id: int, admin: Admin,
+                            max_sessions: int) -> ClaimResult:
+        def write(conn: sqlite3.Connection) -> ClaimResult:
+            now = utc_now_iso()
+            # The guard: one conditional UPDATE; the limit is a sub-select of
+            # the same statement, so check and claim cannot be separated.
+            cur = conn.execute(
+                "UPDATE sessions SET status = 'claimed', admin_id = ?, updated = ?,"
+                " activity_at = ? WHERE id = ? AND status = 'open' AND admin_id IS NULL"
+                " AND (? = 0 OR (SELECT COUNT(*) FROM sessions WHERE admin_id = ?"
+                "                AND status = 'claimed') < ?)",
+                (admin.id, now, now, session_id, max_sessions, admin.id, max_sessions))
+            session = schema.fetch_session(conn, session_id)
+            if cur.rowcount == 1:
+                payload = {"session": session_to_doc(session),
+                           "admin": {"id": admin.id, "name": admin.name}}
+                schema.insert_event(conn, "session_claimed", session, admin.id, payload)
+                _, session = schema.insert_message(
+                    conn, session, "system", None, f"{admin.name} joined the chat",
+                    None, event="admin_connected", audience_admin=admin.id)
+                return ClaimResult(ClaimOutcome.WON, session)
+            return ClaimResult(_why_claim_failed(session, admin.id), session)
+
+        return await self._write(write)
+
+    async def release_session(self, session_id: int, admin_id: int) -> SessionWrite:
+        def write(conn: sqlite3.Connection) -> SessionWrite:
+            failed = _holder_check(conn, session_id, admin_id)
+            if failed:
+                return failed
+            now = utc_now_iso()
+            conn.execute(
+                "UPDATE sessions SET status = 'open', admin_id = NULL, updated = ?,"
+                " queued_at = ?, activity_at = ? WHERE id = ?", (now, now, now, session_id))
+            session = schema.fetch_session(conn, session_id)
+            _, session = schema.insert_message(
+                conn, session, "system", None, "The session went back to the queue",
+                None, event="session_released", audience_admin=admin_id)
+            schema.insert_event(conn, "session_released", session, admin_id,
+                                {"session": session_to_doc(session)})
+            return SessionWrite(WriteOutcome.DONE, session)
+
+        return await self._write(write)
+
+    async def close_session(self, session_id: int, admin_id: int) -> SessionWrite:
+        def write(conn: sqlite3.Connection) -> SessionWrite:
+            failed = _holder_check(conn, session_id, admin_id, closed_ok=True)
+            if failed:
+                return failed
+            now = utc_now_iso()
+            conn.execute("UPDATE sessions SET status = 'closed', updated = ?,"
+                         " activity_at = ? WHERE id = ?", (now, now, session_id))
+            session = schema.fetch_session(conn, session_id)
+            _, session = schema.insert_message(
+                conn, session, "system", None, "The session was closed", None,
+                event="session_closed", audience_admin=admin_id)
+            schema.insert_event(conn, "session_closed", session, admin_id,
+                                {"session": session_to_doc(session)})
+            return SessionWrite(WriteOutcome.DONE, session)
+
+        return await self._write(write)
+
+    # --- messages -------------------------------------------------------
+    async def post_admin_message(self, session_id: int, admin_id: int, body: str,
+                                 client_id: str | None) -> PostResult:
+        def write(conn: sqlite3.Connection) -> PostResult:
+            repeated = schema.find_by_client_id(conn, "admin", admin_id, client_id)
+            if repeated:
+                return repeated
+            failed = _holder_check(conn, session_id, admin_id)
+            if failed:
+                return PostResult(failed.outcome, session=failed.session)
+            session = schema.fetch_session(conn, session_id)
+            message, session = schema.insert_message(
+                conn, session, "admin", admin_id, body, client_id, audience_admin=admin_id)
+            return PostResult(WriteOutcome.DONE, message, session, created=True)
+
+        return await self._write(write)
+
+    async def post_store_message(self, store_id: int, body: str,
+                                 client_id: str | None) -> PostResult:
+        def write(conn: sqlite3.Connection) -> PostResult:
+            repeated = schema.find_by_client_id(conn, "store", store_id, client_id)
+            if repeated:
+                return repeated
+            session = schema.fetch_session_where(
+                conn, "s.store_id = ? AND s.status != 'closed'", (store_id,))
+            if session is None:
+                session = schema.insert_session(conn, store_id)
+                schema.insert_event(conn, "session_opened", session, None,
+                                    {"session": session_to_doc(session)})
+            message, session = schema.insert_message(
+                conn, session, "store", store_id, body, client_id,
+                audience_admin=session.admin_id)
+            return PostResult(WriteOutcome.DONE, message, session, created=True)
+
+        return await self._write(write)
+
+    async def list_messages(self, session_id: int, after_seq: int,
+                            limit: int) -> list[Message]:
+        return await self._read(lambda c: [schema.row_to_message(r) for r in c.execute(
+            "SELECT * FROM messages WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (session_id, after_seq, limit))])
+
+    # --- change feed ----------------------------------------------------
+    async def append_typing(self, session: Session, sender: str) -> None:
+        await self._write(lambda c: schema.insert_event(
+            c, "typing", session, session.admin_id,
+            {"session_id": session.id, "sender": sender}))
+
+    async def last_event_id(self) -> int:
+        return await self._read(lambda c: c.execute(
+            "SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
+
+    async def read_events(self, after_id: int, limit: int) -> list[Event]:
+        rows = await self._read(lambda c: c.execute(
+            "SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, limit)).fetchall())
+        return [Event(r["id"], r["kind"], r["session_id"], r["store_id"], r["admin_id"],
+                      json.loads(r["payload"])) for r in rows]
+
+    async def prune_events(self, older_than_secs: float) -> int:
+        cutoff = time.time() - older_than_secs
+        return await self._write(lambda c: c.execute(
+            "DELETE FROM events WHERE created < ?", (cutoff,)).rowcount)
+
+
+def _why_claim_failed(session: Session | None, admin_id: int) -> ClaimOutcome:
+    """Read inside the claim's transaction, after its guarded UPDATE matched nothing."""
+    if session is None:
+        return ClaimOutcome.NOT_FOUND
+    if session.status is SessionStatus.CLOSED:
+        return ClaimOutcome.CLOSED
+    if session.status is SessionStatus.CLAIMED:
+        if session.admin_id == admin_id:
+            return ClaimOutcome.ALREADY_HELD
+        return ClaimOutcome.CONFLICT
+    return ClaimOutcome.LIMIT  # open, yet the guard refused: only the limit is left
+
+
+def _holder_check(conn: sqlite3.Connection, session_id: int, admin_id: int,
+                  closed_ok: bool = False) -> SessionWrite | None:
+    """None when ``admin_id`` holds the session; else why not, in API.md's order."""
+    session = schema.fetch_session(conn, session_id)
+    if session is None:
+        return SessionWrite(WriteOutcome.NOT_FOUND, None)
+    if session.admin_id != admin_id:
+        return SessionWrite(WriteOutcome.FORBIDDEN, session)
+    if session.status is SessionStatus.CLOSED:
+        return SessionWrite(WriteOutcome.UNCHANGED if closed_ok else WriteOutcome.CLOSED,
+                            session)
+    return None

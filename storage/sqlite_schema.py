@@ -1,0 +1,177 @@
+"""SQLite tables and the row-level steps that ``sqlite.py`` composes into writes.
+
+Every function here runs on a connection already inside a transaction (the
+group-commit writer's ``BEGIN IMMEDIATE``, or a read), so each composed write is
+atomic. The indexes are the database's own enforcement of the contract's rules.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from typing import Any, Sequence
+
+from storage.base import (
+    Message, PostResult, Session, SessionStatus, Store, WriteOutcome,
+    message_to_doc, session_to_doc, utc_now_iso,
+)
+
+DDL = """
+CREATE TABLE IF NOT EXISTS admins (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL, email TEXT,
+    key_digest TEXT NOT NULL UNIQUE,      -- SHA-256 of the key; the key is never stored
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stores (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL, email TEXT, logo_url TEXT,
+    key_digest TEXT NOT NULL UNIQUE,
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    store_id INTEGER NOT NULL REFERENCES stores(id),
+    admin_id INTEGER REFERENCES admins(id),
+    status TEXT NOT NULL CHECK (status IN ('open', 'claimed', 'closed')),
+    last_message_at TEXT,
+    created TEXT NOT NULL, updated TEXT NOT NULL,
+    queued_at TEXT NOT NULL, activity_at TEXT NOT NULL,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    first_store_message_at TEXT, first_admin_reply_at TEXT,
+    CHECK ((status = 'open') = (admin_id IS NULL))
+);
+-- At most one open-or-claimed session per store, whoever tries to open a second.
+CREATE UNIQUE INDEX IF NOT EXISTS sessions_one_active_per_store
+    ON sessions (store_id) WHERE status != 'closed';
+CREATE INDEX IF NOT EXISTS sessions_queue ON sessions (queued_at, id) WHERE status = 'open';
+CREATE INDEX IF NOT EXISTS sessions_by_admin
+    ON sessions (admin_id, activity_at, id) WHERE status = 'claimed';
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id INTEGER NOT NULL REFERENCES sessions(id),
+    seq INTEGER NOT NULL,
+    sender TEXT NOT NULL CHECK (sender IN ('store', 'admin', 'system')),
+    sender_id INTEGER, body TEXT NOT NULL, client_id TEXT, event TEXT,
+    created TEXT NOT NULL,
+    UNIQUE (session_id, seq)
+);
+-- Idempotency: a client_id names one message per sender, for ever.
+CREATE UNIQUE INDEX IF NOT EXISTS messages_client_id
+    ON messages (sender, sender_id, client_id) WHERE client_id IS NOT NULL;
+-- The change feed other processes follow; rows are pruned after a while.
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL, session_id INTEGER NOT NULL,
+    store_id INTEGER NOT NULL, admin_id INTEGER,
+    payload TEXT NOT NULL, created REAL NOT NULL
+);
+"""
+
+_SESSION_SELECT = (
+    "SELECT s.*, st.name AS store_name, st.email AS store_email,"
+    " st.logo_url AS store_logo_url FROM sessions s JOIN stores st ON st.id = s.store_id"
+)
+
+
+def row_to_session(row: sqlite3.Row) -> Session:
+    return Session(
+        id=row["id"],
+        store=Store(row["store_id"], row["store_name"], row["store_email"],
+                    row["store_logo_url"]),
+        admin_id=row["admin_id"], status=SessionStatus(row["status"]),
+        last_message_at=row["last_message_at"], created=row["created"],
+        updated=row["updated"], queued_at=row["queued_at"],
+        activity_at=row["activity_at"], last_seq=row["last_seq"],
+        first_store_message_at=row["first_store_message_at"],
+        first_admin_reply_at=row["first_admin_reply_at"])
+
+
+def row_to_message(row: sqlite3.Row) -> Message:
+    return Message(row["id"], row["session_id"], row["seq"], row["sender"],
+                   row["sender_id"], row["body"], row["client_id"], row["created"],
+                   row["event"])
+
+
+def fetch_session(conn: sqlite3.Connection, session_id: int) -> Session | None:
+    return fetch_session_where(conn, "s.id = ?", (session_id,))
+
+
+def fetch_session_where(conn: sqlite3.Connection, where: str,
+                        args: Sequence[Any]) -> Session | None:
+    row = conn.execute(f"{_SESSION_SELECT} WHERE {where}", args).fetchone()
+    return row_to_session(row) if row else None
+
+
+def fetch_sessions(conn: sqlite3.Connection, where: str, args: Sequence[Any],
+                   order: str, limit: int) -> list[Session]:
+    rows = conn.execute(f"{_SESSION_SELECT} WHERE {where} ORDER BY {order} LIMIT ?",
+                        [*args, limit])
+    return [row_to_session(r) for r in rows]
+
+
+def insert_session(conn: sqlite3.Connection, store_id: int) -> Session:
+    now = utc_now_iso()
+    cur = conn.execute(
+        "INSERT INTO sessions (store_id, status, created, updated, queued_at, activity_at)"
+        " VALUES (?, 'open', ?, ?, ?, ?)", (store_id, now, now, now, now))
+    return fetch_session(conn, cur.lastrowid)
+
+
+def insert_message(conn: sqlite3.Connection, session: Session, sender: str,
+                   sender_id: int | None, body: str, client_id: str | None,
+                   event: str | None = None,
+                   audience_admin: int | None = None) -> tuple[Message, Session]:
+    """Store a message with the next ``seq`` of its session, and its feed event.
+
+    The ``seq`` comes from incrementing the session row inside this transaction,
+    so it is allocated in the same atomic step that stores the message; the
+    UNIQUE (session_id, seq) constraint backs that up.
+    """
+    now = utc_now_iso()
+    counts_as_activity = sender != "system"  # system messages leave last_message_at
+    seq = conn.execute(
+        "UPDATE sessions SET last_seq = last_seq + 1, activity_at = ?,"
+        " last_message_at = CASE WHEN ? THEN ? ELSE last_message_at END,"
+        " updated = CASE WHEN ? THEN ? ELSE updated END,"
+        " first_store_message_at = COALESCE(first_store_message_at,"
+        "     CASE WHEN ? = 'store' THEN ? END),"
+        " first_admin_reply_at = COALESCE(first_admin_reply_at,"
+        "     CASE WHEN ? = 'admin' THEN ? END)"
+        " WHERE id = ? RETURNING last_seq",
+        (now, counts_as_activity, now, counts_as_activity, now, sender, now, sender, now,
+         session.id)).fetchone()[0]
+    cur = conn.execute(
+        "INSERT INTO messages (session_id, seq, sender, sender_id, body, client_id, event,"
+        " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (session.id, seq, sender, sender_id, body, client_id, event, now))
+    message = Message(cur.lastrowid, session.id, seq, sender, sender_id, body,
+                      client_id, now, event)
+    session = fetch_session(conn, session.id)
+    insert_event(conn, "message", session, audience_admin,
+                 {"message": message_to_doc(message), "session": session_to_doc(session)})
+    return message, session
+
+
+def find_by_client_id(conn: sqlite3.Connection, sender: str, sender_id: int,
+                      client_id: str | None) -> PostResult | None:
+    """The message first stored under this sender's ``client_id``, as a repeat."""
+    if client_id is None:
+        return None
+    row = conn.execute(
+        "SELECT * FROM messages WHERE sender = ? AND sender_id = ? AND client_id = ?",
+        (sender, sender_id, client_id)).fetchone()
+    if row is None:
+        return None
+    message = row_to_message(row)
+    return PostResult(WriteOutcome.DONE, message, fetch_session(conn, message.session_id),
+                      created=False)
+
+
+def insert_event(conn: sqlite3.Connection, kind: str, session: Session,
+                 admin_id: int | None, payload: dict[str, Any]) -> None:
+    conn.execute(
+        "INSERT INTO events (kind, session_id, store_id, admin_id, payload, created)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (kind, session.id, session.store_id, admin_id, json.dumps(payload), time.time()))
