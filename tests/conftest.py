@@ -1,0 +1,71 @@
+"""Fixtures: a real ChatServer on a real port over a real SQLite file."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import pytest
+import tornado.testing
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from handlers.app import ChatServer  # noqa: E402
+from server import load_config, _merge  # noqa: E402
+from tests.helpers import Api  # noqa: E402
+
+
+@pytest.fixture
+def overrides() -> dict[str, Any]:
+    """Settings a test module or test changes (override this fixture)."""
+    return {}
+
+
+@pytest.fixture
+def config(tmp_path, overrides) -> dict[str, Any]:
+    config = load_config(environ={}, overrides={
+        "storage": {"url": f"sqlite:///{tmp_path}/chat.sqlite3"},
+        "server": {"host": "127.0.0.1"},
+        "events": {"poll_interval_secs": 0.01},
+    })
+    _merge(config, overrides)
+    return config
+
+
+@pytest.fixture
+def server(io_loop, config):
+    """A started server; ``server.url`` is its base URL."""
+    srv = ChatServer(config)
+    sock, port = tornado.testing.bind_unused_port()
+    io_loop.run_sync(lambda: srv.start([sock]))
+    srv.url = f"http://127.0.0.1:{port}"
+    srv.ws_url = f"ws://127.0.0.1:{port}"
+    yield srv
+    io_loop.run_sync(srv.shutdown, timeout=30)
+
+
+@pytest.fixture
+def api(server):
+    client = Api(server.url + "/v1/chat")
+    yield client
+    client.close()
+
+
+async def make_admin(server: ChatServer, name: str = "Dana") -> tuple[Any, str]:
+    """A new admin in the server's storage and its key."""
+    admin, key = await server.raw_storage.create_admin(name, f"{name.lower()}@example.com")
+    return admin, key
+
+
+async def make_store(server: ChatServer, name: str = "Tech Store") -> tuple[Any, str]:
+    store, key = await server.raw_storage.create_store(name, "store@example.com",
+                                                       "https://example.com/logo.jpg")
+    return store, key
+
+
+async def open_session(api: Api, store_key: str, body: str = "Hello") -> dict[str, Any]:
+    """Have a store write, which opens its session; return the session JSON."""
+    reply = await api.post("/store/message/", store_key, {"body": body})
+    assert reply.status in (200, 201), reply
+    return reply.json["session"]
