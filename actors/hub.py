@@ -100,8 +100,7 @@ class Hub:
         """Send one stored message during a replay (skipped if already sent)."""
         sub = self._subs.get(conn_id)
         if sub is not None:
-            self._send_in_order(sub, message.session_id, message.seq,
-                                Frame("message", message=message))
+            _send_if_new(sub, message.session_id, message.seq, Frame("message", message=message))
 
     def end_replay(self, conn_id: int, session_id: int) -> int:
         """Flush the held-back live messages; return the last seq sent."""
@@ -109,7 +108,7 @@ class Hub:
         if sub is None:
             return 0
         for seq, frame in sub.replaying.pop(session_id, []):
-            self._send_in_order(sub, session_id, seq, frame)
+            _send_if_new(sub, session_id, seq, frame)
         return sub.last_seq.get(session_id, 0)
 
     # --- fan-out -------------------------------------------------------------
@@ -159,10 +158,13 @@ class Hub:
     def _send_in_order(sub: Subscriber, session_id: int, seq: int, frame: Frame) -> None:
         held = sub.replaying.get(session_id)
         if held is not None:
-            held.append((seq, frame))
-            return
-        if seq <= sub.last_seq.get(session_id, 0):
-            return
+            held.append((seq, frame))  # sent by end_replay, after the stored ones
+        else:
+            _send_if_new(sub, session_id, seq, frame)
+
+
+def _send_if_new(sub: Subscriber, session_id: int, seq: int, frame: Frame) -> None:
+    if seq > sub.last_seq.get(session_id, 0):
         sub.last_seq[session_id] = seq
         sub.send(frame)
 
