@@ -14,9 +14,11 @@ def open_storage(url: str, options: dict[str, Any] | None = None) -> ChatStorage
         from storage.sqlite import SQLiteStorage
 
         return SQLiteStorage.from_url(url, synchronous=options.get("sqlite_synchronous", "FULL"))
-    if url.startswith(("mongodb://", "mongodb+srv://", "mongomock://")):
+    if url.startswith(("mongodb://", "mongodb+srv://")):
         from storage.mongo import MongoStorage
 
-        return MongoStorage.from_url(url, **{k[len("mongo_"):]: v for k, v in options.items()
-                                             if k.startswith("mongo_")})
+        return MongoStorage.from_url(
+            url, write_concern=options.get("mongo_write_concern", "majority"),
+            retry_writes=bool(options.get("mongo_retry_writes", True)),
+            timeout_ms=int(options.get("mongo_timeout_ms", 5000)))
     raise ValueError(f"unsupported storage URL {url!r}: use sqlite:///... or mongodb://...")
