@@ -16,6 +16,7 @@ import asyncio
 import copy
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -71,10 +72,12 @@ def serve(config: dict[str, Any], demo: bool) -> int:
     import tornado.netutil
 
     workers = worker_count(config)
+    metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Must be set before prometheus_client is first imported (below, in
-        # the workers), so all workers write their values where /metrics reads.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="chat-metrics-")
+        # Must be set before prometheus_client is first imported (below), so
+        # all workers write their values where /metrics reads them.
+        metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+            prefix="chat-metrics-")
     _setup_logging(config)
     asyncio.run(_prepare_storage(config, demo))
     srv = config["server"]
@@ -87,8 +90,10 @@ def serve(config: dict[str, Any], demo: bool) -> int:
     print(f"Serving on http://{srv['host']}:{port} with {workers} worker process(es)",
           flush=True)
     if workers > 1:
-        if supervise_workers(workers) is None:
-            return 0  # the parent, after every worker has exited
+        if supervise_workers(workers) is None:  # the parent, once every worker exited
+            if metrics_dir:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
+            return 0
     return asyncio.run(_run_worker(config, sockets, ops_sockets))
 
 

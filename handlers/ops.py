@@ -45,7 +45,8 @@ def metrics_registry() -> CollectorRegistry:
 
 class HealthHandler(tornado.web.RequestHandler):
     def get(self) -> None:
-        self.finish({"status": "ok"})
+        # The pid tells operators (and tests) which worker answered.
+        self.finish({"status": "ok", "pid": os.getpid()})
 
 
 class ReadyHandler(tornado.web.RequestHandler):

@@ -1,0 +1,151 @@
+"""Several processes on one SQLite file: workers from one command, and separate
+server processes; claims, seq, events across them, and a worker's SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+
+from tests.helpers import Api, ServerProcess, Socket
+from tests.test_processes import create_keys
+
+
+@pytest.fixture
+def db_url(tmp_path):
+    return f"sqlite:///{tmp_path}/cluster.sqlite3"
+
+
+@pytest.fixture
+def processes():
+    started = []
+    yield started
+    for proc in started:
+        proc.kill()
+
+
+async def worker_pids(api_base: str, tries: int = 60) -> set[int]:
+    api = Api(api_base)
+    pids = set()
+    for _ in range(tries):
+        pids.add((await api.get("/healthz")).json["pid"])
+    api.close()
+    return pids
+
+
+async def hello(url: str, key: str) -> Socket:
+    sock = await Socket.connect(url, key)
+    assert (await sock.recv())["type"] == "hello"
+    return sock
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_two_workers_from_one_command_share_the_port_and_the_guards(
+        db_url, processes, tmp_path):
+    admin_keys, store_keys = create_keys(db_url, admins=30, stores=1)
+    proc = ServerProcess(db_url, env={"CHAT_PROCESSES": "2"}).start(str(tmp_path / "log"))
+    processes.append(proc)
+    assert len(await worker_pids(proc.base_url)) == 2  # both workers answer
+    api = Api(proc.base_url + "/v1/chat")
+    sid = (await api.post("/store/message/", store_keys[0], {"body": "0"})).json["session_id"]
+    claims = await asyncio.gather(*[
+        Api(proc.base_url + "/v1/chat").post("/admin/session/claim/", key, {"session_id": sid})
+        for key in admin_keys])
+    assert sorted(r.status for r in claims) == [200] + [409] * 29
+    winner = admin_keys[[r.status for r in claims].index(200)]
+    sends = [Api(proc.base_url + "/v1/chat").post("/store/message/", store_keys[0],
+                                                  {"body": f"s{i}"}) for i in range(60)]
+    sends += [Api(proc.base_url + "/v1/chat").post(
+        "/admin/message/", winner, {"session_id": sid, "body": f"a{i}"}) for i in range(60)]
+    assert {r.status for r in await asyncio.gather(*sends)} == {201}
+    history = await api.get(f"/admin/session/{sid}/?limit=1000", winner)
+    assert [m["seq"] for m in history.json["messages"]] == list(range(1, 123))
+    assert proc.stop() == 0
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_a_killed_worker_is_replaced(db_url, processes, tmp_path):
+    proc = ServerProcess(db_url, env={"CHAT_PROCESSES": "2"}).start(str(tmp_path / "log"))
+    processes.append(proc)
+    before = await worker_pids(proc.base_url)
+    victim = before.pop()
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        now = await worker_pids(proc.base_url, tries=20)
+        if len(now) == 2 and victim not in now:
+            break
+        await asyncio.sleep(0.2)
+    assert len(now) == 2 and victim not in now
+    assert proc.stop() == 0
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_a_stores_socket_on_one_process_hears_what_the_other_stored(
+        db_url, processes, tmp_path):
+    admin_keys, store_keys = create_keys(db_url)
+    one, two = (ServerProcess(db_url).start(str(tmp_path / "log")) for _ in range(2))
+    processes += [one, two]
+    store = await hello(f"ws://127.0.0.1:{one.port}/v1/chat/store/ws/", store_keys[0])
+    admin_elsewhere = await hello(f"ws://127.0.0.1:{one.port}/v1/chat/admin/ws/", admin_keys[0])
+    api_two = Api(two.base_url + "/v1/chat")
+    ack = await store.request({"type": "message", "body": "help"})
+    sid = ack["message"]["session_id"]
+    opened = await admin_elsewhere.recv_type("session_opened")
+    assert opened["session"]["id"] == sid
+    await api_two.post("/admin/session/claim/", admin_keys[0], {"session_id": sid})
+    assert (await store.recv_type("admin_connected"))["session_id"] == sid
+    await api_two.post("/admin/message/", admin_keys[0], {"session_id": sid, "body": "from two"})
+    got = await store.recv_type("message")
+    while got["message"]["sender"] != "admin":
+        got = await store.recv_type("message")
+    assert got["message"]["body"] == "from two"
+    await api_two.post("/admin/session/close/", admin_keys[0], {"session_id": sid})
+    assert (await store.recv_type("session_closed"))["session"]["status"] == "closed"
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_clients_of_a_killed_process_reconnect_elsewhere_resume_and_miss_nothing(
+        db_url, processes, tmp_path):
+    admin_keys, store_keys = create_keys(db_url)
+    one, two = (ServerProcess(db_url).start(str(tmp_path / "log")) for _ in range(2))
+    processes += [one, two]
+    store = await hello(f"ws://127.0.0.1:{one.port}/v1/chat/store/ws/", store_keys[0])
+    sid = (await store.request({"type": "message", "body": "m0"}))["message"]["session_id"]
+    api_two = Api(two.base_url + "/v1/chat")
+    await api_two.post("/admin/session/claim/", admin_keys[0], {"session_id": sid})
+    admin = await hello(f"ws://127.0.0.1:{one.port}/v1/chat/admin/ws/", admin_keys[0])
+    seen = 0
+    for i in range(20):
+        await api_two.post("/admin/message/", admin_keys[0], {"session_id": sid, "body": f"a{i}"})
+    while seen < 22:  # m0, admin_connected, a0..a19
+        frame = await store.recv_type("message")
+        seen = frame["message"]["seq"]
+    one.kill()  # SIGKILL, with both sockets connected
+    assert await store.recv() is None
+    # traffic goes on through the other process while the clients are away
+    for i in range(20, 40):
+        await api_two.post("/admin/message/", admin_keys[0], {"session_id": sid, "body": f"a{i}"})
+    await api_two.post("/store/message/", store_keys[0], {"body": "still here"})
+    store = await hello(f"ws://127.0.0.1:{two.port}/v1/chat/store/ws/", store_keys[0])
+    admin = await hello(f"ws://127.0.0.1:{two.port}/v1/chat/admin/ws/", admin_keys[0])
+    for sock in (store, admin):
+        await sock.send({"type": "resume", "session_id": sid, "after_seq": seen, "ref": "r"})
+    got = []
+    while True:
+        frame = await store.recv()
+        if frame["type"] == "ack":
+            break
+        got.append(frame["message"]["seq"])
+    assert got == list(range(seen + 1, 44)) and frame["last_seq"] == 43
+    admin_got = []
+    while True:
+        frame = await admin.recv()
+        if frame["type"] == "ack":
+            break
+        if frame["type"] == "message":
+            admin_got.append(frame["message"]["seq"])
+    assert admin_got == got
