@@ -13,6 +13,7 @@ from actors.errors import ActorStopped, Conflict, NotFound, PermissionDenied
 from actors.runtime import ActorSystem
 from actors.session import (
     SESSION_CLOSED, Claim, Close, PostAdminMessage, PostStoreMessage, Release, SessionActor,
+    record_new_message,
 )
 from storage.base import (
     Admin, ChatStorage, Message, PostResult, Principal, Role, Session, SessionStatus,
@@ -75,6 +76,7 @@ class ChatService:
                 result = await self.storage.post_store_message(store.id, body, client_id)
                 if result.created:
                     self._stored()
+                    record_new_message(result)
                 return result
             try:
                 return await self.actors.ask(active.id, PostStoreMessage(store.id, body,

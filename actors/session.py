@@ -123,18 +123,23 @@ class SessionActor(Actor):
         raise_for_outcome(result.outcome)
         if result.created:
             self.on_stored()
-            message = result.message
-            metrics.MESSAGES.labels(message.sender).inc()
-            session = result.session
-            if message.sender == "admin" and session.first_admin_reply_at == message.created \
-                    and session.first_store_message_at:
-                metrics.FIRST_RESPONSE.observe(_seconds_between(
-                    session.first_store_message_at, message.created))
+            record_new_message(result)
         return result
 
     def _remember(self, session: Session | None) -> None:
         if session is not None:
             self.session = session
+
+
+def record_new_message(result: PostResult) -> None:
+    """Count a newly stored message, and the first response time on an
+    admin's first reply (runs once per message, after its commit)."""
+    message, session = result.message, result.session
+    metrics.MESSAGES.labels(message.sender).inc()
+    if message.sender == "admin" and session.first_admin_reply_at == message.created \
+            and session.first_store_message_at:
+        metrics.FIRST_RESPONSE.observe(_seconds_between(session.first_store_message_at,
+                                                        message.created))
 
 
 def raise_for_outcome(outcome: WriteOutcome) -> None:

@@ -159,8 +159,9 @@ class ServerProcess:
 
     def __init__(self, storage_url: str, port: int | None = None,
                  env: dict[str, str] | None = None, args: list[str] | None = None,
-                 config_path: str | None = None):
+                 config_path: str | None = None, ready_port: int | None = None):
         self.port = port or free_port()
+        self.ready_port = ready_port or self.port  # where /healthz answers
         self.env = {**os.environ, "CHAT_STORAGE_URL": storage_url, "CHAT_PORT": str(self.port),
                     "CHAT_HOST": "127.0.0.1", **(env or {})}
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -188,7 +189,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                with socket.create_connection(("127.0.0.1", self.ready_port), timeout=0.2) as s:
                     s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
                     if b" 200 " in s.recv(100):
                         return
