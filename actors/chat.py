@@ -6,6 +6,7 @@ access rule of API.md checked here so REST and WebSocket share it.
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,6 +23,8 @@ from storage.base import (
 # A store's message is routed to its active session's actor; if that session is
 # closed and a new one opened in between, the lookup is repeated this many times.
 STORE_POST_ATTEMPTS = 3
+# Stores whose current session id is remembered for routing (most recent kept).
+STORE_ROUTES_KEPT = 50_000
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class ChatService:
         self.storage = storage
         self.settings = settings
         self.on_stored = on_stored
+        self._store_sessions: collections.OrderedDict[int, int] = collections.OrderedDict()
         self.actors = ActorSystem(
             lambda session_id: SessionActor(session_id, storage, self._stored),
             mailbox_size=settings.mailbox_size, idle_timeout_secs=settings.idle_timeout_secs,
@@ -69,21 +73,42 @@ class ChatService:
                                  client_id: str | None) -> PostResult:
         """Send to the store's active session, opening one when it has none."""
         for _attempt in range(STORE_POST_ATTEMPTS):
-            active = await self.storage.get_active_session(store.id)
-            if active is None:
+            session_id = self._store_sessions.get(store.id)
+            if session_id is None:
+                active = await self.storage.get_active_session(store.id)
+                session_id = active.id if active else None
+            if session_id is None:
                 # No actor can hold a session that does not exist yet; storage
                 # opens it and stores the first message in one atomic step.
                 result = await self.storage.post_store_message(store.id, body, client_id)
                 if result.created:
                     self._stored()
                     record_new_message(result)
-                return result
-            try:
-                return await self.actors.ask(active.id, PostStoreMessage(store.id, body,
-                                                                         client_id))
-            except ActorStopped:
-                continue
+            else:
+                try:
+                    result = await self.actors.ask(
+                        session_id, PostStoreMessage(store.id, body, client_id))
+                except ActorStopped:
+                    self._store_sessions.pop(store.id, None)
+                    continue
+            self._remember_store_session(store.id, result.session)
+            return result
         raise ActorStopped()
+
+    def _remember_store_session(self, store_id: int, session: Session) -> None:
+        """Route the store's next message straight to this session's actor.
+
+        Only a routing hint, saving a read per message: storage picks the
+        store's active session itself, so a stale entry cannot misplace a
+        message (it just costs one hop through an old session's actor).
+        """
+        if session.status is SessionStatus.CLOSED:
+            self._store_sessions.pop(store_id, None)
+            return
+        self._store_sessions[store_id] = session.id
+        self._store_sessions.move_to_end(store_id)
+        if len(self._store_sessions) > STORE_ROUTES_KEPT:
+            self._store_sessions.popitem(last=False)
 
     async def typing(self, who: Principal, session_id: int | None) -> None:
         """Tell the other side of a session that ``who`` is typing.

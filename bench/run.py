@@ -1,0 +1,13 @@
+"""Run every benchmark with its default, bounded settings (``make bench``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+for script in ("ws_throughput.py", "cross_process_latency.py"):
+    print(f"== {script}", flush=True)
+    subprocess.run([sys.executable, os.path.join(HERE, script)], check=True)
