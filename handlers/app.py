@@ -7,7 +7,6 @@ WebSockets with 1001, drain the actors, deliver what is stored, close storage.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 

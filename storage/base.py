@@ -184,6 +184,34 @@ class PostResult:
     created: bool = False
 
 
+def why_claim_failed(session: Session | None, admin_id: int,
+                     limit_hit: bool = False) -> ClaimOutcome:
+    """Classify a claim whose guarded write matched nothing, from a read of the
+    session made after the guard (shared by every backend)."""
+    if session is None:
+        return ClaimOutcome.NOT_FOUND
+    if session.status is SessionStatus.CLOSED:
+        return ClaimOutcome.CLOSED
+    if session.status is SessionStatus.CLAIMED:
+        return ClaimOutcome.ALREADY_HELD if session.admin_id == admin_id else ClaimOutcome.CONFLICT
+    # Still open, yet refused: only the per-admin limit (or a lost race) is left.
+    return ClaimOutcome.LIMIT if limit_hit else ClaimOutcome.CONFLICT
+
+
+def holder_refusal(session: Session | None, admin_id: int,
+                   closed_ok: bool = False) -> SessionWrite | None:
+    """None when ``admin_id`` holds the (unclosed) session; else why not, in
+    API.md's order: not found, then not yours, then closed."""
+    if session is None:
+        return SessionWrite(WriteOutcome.NOT_FOUND, None)
+    if session.admin_id != admin_id or session.status is SessionStatus.OPEN:
+        return SessionWrite(WriteOutcome.FORBIDDEN, session)
+    if session.status is SessionStatus.CLOSED:
+        return SessionWrite(WriteOutcome.UNCHANGED if closed_ok else WriteOutcome.CLOSED,
+                            session)
+    return None
+
+
 class StorageUnavailable(Exception):
     """The database cannot be reached or answered too slowly; retry later."""
 

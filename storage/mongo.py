@@ -34,9 +34,9 @@ from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from storage.base import (
     Admin, ClaimOutcome, ClaimResult, Event, Message, PostResult, Principal, Role, Session,
-    SessionStatus, SessionWrite, Store, StorageUnavailable, WriteOutcome, digest_key,
+    SessionWrite, Store, StorageUnavailable, WriteOutcome, digest_key, holder_refusal,
     message_from_doc, message_to_doc, new_api_key, session_from_doc, session_to_doc,
-    utc_now_iso,
+    utc_now_iso, why_claim_failed,
 )
 
 # Attempts at a seq before giving up (each loss means another node just wrote).
@@ -211,7 +211,7 @@ class MongoStorage:
                 {"_id": admin.id, "active": {"$lt": max_sessions}}, {"$inc": {"active": 1}})
             if counted is None:
                 current = await self.get_session(session_id)
-                outcome = _why_claim_failed(current, admin.id, limit_hit=True)
+                outcome = why_claim_failed(current, admin.id, limit_hit=True)
                 return ClaimResult(outcome, current)
         now = utc_now_iso()
         doc = await self.db.sessions.find_one_and_update(
@@ -223,7 +223,7 @@ class MongoStorage:
             if max_sessions > 0:  # the claim lost: give the admin's place back
                 await self.db.admins.update_one({"_id": admin.id}, {"$inc": {"active": -1}})
             current = await self.get_session(session_id)
-            return ClaimResult(_why_claim_failed(current, admin.id), current)
+            return ClaimResult(why_claim_failed(current, admin.id), current)
         session = _session(doc)
         await self._append_event("session_claimed", session, admin.id,
                                  {"session": session_to_doc(session),
@@ -273,14 +273,8 @@ class MongoStorage:
                        closed_ok: bool = False) -> SessionWrite:
         """Why a holder's guarded write matched nothing, in API.md's order."""
         session = await self.get_session(session_id)
-        if session is None:
-            return SessionWrite(WriteOutcome.NOT_FOUND, None)
-        if session.admin_id != admin_id:
-            return SessionWrite(WriteOutcome.FORBIDDEN, session)
-        if session.status is SessionStatus.CLOSED:
-            return SessionWrite(WriteOutcome.UNCHANGED if closed_ok else WriteOutcome.CLOSED,
-                                session)
-        return SessionWrite(WriteOutcome.FORBIDDEN, session)
+        return holder_refusal(session, admin_id, closed_ok) or SessionWrite(
+            WriteOutcome.FORBIDDEN, session)  # changed hands between guard and read
 
     # --- messages -------------------------------------------------------
     @_available
@@ -290,12 +284,9 @@ class MongoStorage:
         if repeated:
             return repeated
         session = await self.get_session(session_id)
-        if session is None:
-            return PostResult(WriteOutcome.NOT_FOUND)
-        if session.admin_id != admin_id:
-            return PostResult(WriteOutcome.FORBIDDEN, session=session)
-        if session.status is not SessionStatus.CLAIMED:
-            return PostResult(WriteOutcome.CLOSED, session=session)
+        refused = holder_refusal(session, admin_id)
+        if refused:
+            return PostResult(refused.outcome, session=refused.session)
         return await self._post(session, "admin", admin_id, body, client_id, admin_id)
 
     @_available
@@ -444,13 +435,3 @@ def _session(doc: dict[str, Any] | None) -> Session | None:
 def _message(doc: dict[str, Any]) -> Message:
     return message_from_doc({**doc, "id": doc["_id"]})
 
-
-def _why_claim_failed(session: Session | None, admin_id: int,
-                      limit_hit: bool = False) -> ClaimOutcome:
-    if session is None:
-        return ClaimOutcome.NOT_FOUND
-    if session.status is SessionStatus.CLOSED:
-        return ClaimOutcome.CLOSED
-    if session.status is SessionStatus.CLAIMED:
-        return ClaimOutcome.ALREADY_HELD if session.admin_id == admin_id else ClaimOutcome.CONFLICT
-    return ClaimOutcome.LIMIT if limit_hit else ClaimOutcome.CONFLICT

@@ -22,8 +22,8 @@ from typing import Any, Callable
 from storage import sqlite_schema as schema
 from storage.base import (
     Admin, ClaimOutcome, ClaimResult, Event, Message, PostResult, Principal, Role,
-    Session, SessionStatus, SessionWrite, Store, StorageUnavailable, WriteOutcome,
-    digest_key, message_to_doc, new_api_key, session_to_doc, utc_now_iso,
+    Session, SessionWrite, Store, StorageUnavailable, WriteOutcome, digest_key,
+    holder_refusal, new_api_key, session_to_doc, utc_now_iso, why_claim_failed,
 )
 from storage.group_commit import GroupCommitWriter
 
@@ -206,13 +206,13 @@ class SQLiteStorage:
                     conn, session, "system", None, f"{admin.name} joined the chat",
                     None, event="admin_connected", audience_admin=admin.id)
                 return ClaimResult(ClaimOutcome.WON, session)
-            return ClaimResult(_why_claim_failed(session, admin.id), session)
+            return ClaimResult(why_claim_failed(session, admin.id, limit_hit=True), session)
 
         return await self._write(write)
 
     async def release_session(self, session_id: int, admin_id: int) -> SessionWrite:
         def write(conn: sqlite3.Connection) -> SessionWrite:
-            failed = _holder_check(conn, session_id, admin_id)
+            failed = holder_refusal(schema.fetch_session(conn, session_id), admin_id)
             if failed:
                 return failed
             now = utc_now_iso()
@@ -231,7 +231,7 @@ class SQLiteStorage:
 
     async def close_session(self, session_id: int, admin_id: int) -> SessionWrite:
         def write(conn: sqlite3.Connection) -> SessionWrite:
-            failed = _holder_check(conn, session_id, admin_id, closed_ok=True)
+            failed = holder_refusal(schema.fetch_session(conn, session_id), admin_id, closed_ok=True)
             if failed:
                 return failed
             now = utc_now_iso()
@@ -254,7 +254,7 @@ class SQLiteStorage:
             repeated = schema.find_by_client_id(conn, "admin", admin_id, client_id)
             if repeated:
                 return repeated
-            failed = _holder_check(conn, session_id, admin_id)
+            failed = holder_refusal(schema.fetch_session(conn, session_id), admin_id)
             if failed:
                 return PostResult(failed.outcome, session=failed.session)
             session = schema.fetch_session(conn, session_id)
@@ -311,29 +311,3 @@ class SQLiteStorage:
         return await self._write(lambda c: c.execute(
             "DELETE FROM events WHERE created < ?", (cutoff,)).rowcount)
 
-
-def _why_claim_failed(session: Session | None, admin_id: int) -> ClaimOutcome:
-    """Read inside the claim's transaction, after its guarded UPDATE matched nothing."""
-    if session is None:
-        return ClaimOutcome.NOT_FOUND
-    if session.status is SessionStatus.CLOSED:
-        return ClaimOutcome.CLOSED
-    if session.status is SessionStatus.CLAIMED:
-        if session.admin_id == admin_id:
-            return ClaimOutcome.ALREADY_HELD
-        return ClaimOutcome.CONFLICT
-    return ClaimOutcome.LIMIT  # open, yet the guard refused: only the limit is left
-
-
-def _holder_check(conn: sqlite3.Connection, session_id: int, admin_id: int,
-                  closed_ok: bool = False) -> SessionWrite | None:
-    """None when ``admin_id`` holds the session; else why not, in API.md's order."""
-    session = schema.fetch_session(conn, session_id)
-    if session is None:
-        return SessionWrite(WriteOutcome.NOT_FOUND, None)
-    if session.admin_id != admin_id:
-        return SessionWrite(WriteOutcome.FORBIDDEN, session)
-    if session.status is SessionStatus.CLOSED:
-        return SessionWrite(WriteOutcome.UNCHANGED if closed_ok else WriteOutcome.CLOSED,
-                            session)
-    return None

@@ -46,6 +46,21 @@ def server(io_loop, config):
 
 
 @pytest.fixture
+def db_url(tmp_path) -> str:
+    """A SQLite file for server processes started by a test."""
+    return f"sqlite:///{tmp_path}/shared.sqlite3"
+
+
+@pytest.fixture
+def processes():
+    """Server processes a test starts; SIGKILLed after it, whatever happened."""
+    started = []
+    yield started
+    for proc in started:
+        proc.kill()
+
+
+@pytest.fixture
 def api(server):
     client = Api(server.url + "/v1/chat")
     yield client

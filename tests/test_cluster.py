@@ -14,19 +14,6 @@ from tests.helpers import Api, ServerProcess, Socket
 from tests.test_processes import create_keys
 
 
-@pytest.fixture
-def db_url(tmp_path):
-    return f"sqlite:///{tmp_path}/cluster.sqlite3"
-
-
-@pytest.fixture
-def processes():
-    started = []
-    yield started
-    for proc in started:
-        proc.kill()
-
-
 async def worker_pids(api_base: str, tries: int = 60) -> set[int]:
     api = Api(api_base)
     pids = set()

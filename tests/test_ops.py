@@ -9,23 +9,9 @@ import signal
 import time
 
 import pytest
-import tornado.httpclient
 
 from tests.helpers import Api, ServerProcess, Socket, free_port
 from tests.test_processes import create_keys
-
-
-@pytest.fixture
-def db_url(tmp_path):
-    return f"sqlite:///{tmp_path}/ops.sqlite3"
-
-
-@pytest.fixture
-def processes():
-    started = []
-    yield started
-    for proc in started:
-        proc.kill()
 
 
 def parse_metrics(text: str) -> dict[str, float]:
@@ -158,7 +144,7 @@ async def test_sigterm_closes_sockets_with_1001_exits_0_and_keeps_every_ack(
     started = time.monotonic()
     proc.signal(signal.SIGTERM)
     await asyncio.gather(*sends, return_exceptions=True)
-    while (frame := await sock.recv(10)) is not None:
+    while await sock.recv(10) is not None:
         pass
     assert sock.close_code == 1001
     code = await asyncio.get_running_loop().run_in_executor(None, proc.proc.wait, 15)

@@ -11,11 +11,6 @@ import pytest
 from tests.helpers import Api, ServerProcess, run_cli
 
 
-@pytest.fixture
-def db_url(tmp_path):
-    return f"sqlite:///{tmp_path}/shared.sqlite3"
-
-
 def create_keys(db_url, admins=1, stores=1):
     env = {"CHAT_STORAGE_URL": db_url}
     admin_keys = [run_cli("create-admin", "--name", f"Admin{i}", env=env).splitlines()[-1]
@@ -24,14 +19,6 @@ def create_keys(db_url, admins=1, stores=1):
                           "https://example.com/l.png", env=env).splitlines()[-1]
                   for i in range(stores)]
     return admin_keys, store_keys
-
-
-@pytest.fixture
-def processes(request):
-    started = []
-    yield started
-    for proc in started:
-        proc.kill()
 
 
 def test_create_commands_print_the_new_key_alone_on_the_last_line(db_url):
