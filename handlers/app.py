@@ -27,8 +27,9 @@ from storage import open_storage
 
 log = logging.getLogger("chat.server")
 
-# Headroom over max_body_bytes before tornado itself refuses a body, so that an
-# oversized body still gets our 413 in DRF's shape.
+# Tornado's own cap on a streamed body (it answers a bare 400 past it). Ours,
+# server.max_body_bytes, is checked first from Content-Length (413); this one
+# only bounds chunked bodies that declare no length.
 BODY_HEADROOM = 4
 
 
@@ -54,10 +55,11 @@ class ChatServer:
     def make_app(self, with_ops: bool = True) -> tornado.web.Application:
         srv, ws = self.config["server"], self.config["websocket"]
         limits = self.config["limits"]
+        throttle = Throttle(float(limits["rate_per_sec"]), int(limits["burst"]))
         api = dict(service=self.service, max_body_bytes=int(srv["max_body_bytes"]),
-                   throttle=Throttle(float(limits["rate_per_sec"]), int(limits["burst"])),
-                   inflight=self.inflight)
-        sockets = dict(service=self.service, hub=self.hub, settings=SocketSettings(
+                   throttle=throttle, inflight=self.inflight)
+        sockets = dict(service=self.service, hub=self.hub, throttle=throttle,
+                       settings=SocketSettings(
             allowed_origins=tuple(srv["allowed_origins"] or ()),
             auth_timeout_secs=float(ws["auth_timeout_secs"]),
             max_buffered_bytes=int(ws["max_buffered_bytes"])))

@@ -25,6 +25,7 @@ from handlers.render import message_json, session_json
 from storage.base import Principal, Role, Session
 
 
+@tornado.web.stream_request_body
 class APIHandler(tornado.web.RequestHandler):
     """Base for the REST endpoints; subclasses set ``role`` and ``metric_name``."""
 
@@ -39,6 +40,8 @@ class APIHandler(tornado.web.RequestHandler):
         self.inflight = inflight
         self.principal: Principal | None = None
         self._counted = False
+        self._body = bytearray()
+        self._body_too_large = False
 
     async def prepare(self) -> None:
         """Runs before the method handler: auth, kind, throttle, size."""
@@ -49,11 +52,23 @@ class APIHandler(tornado.web.RequestHandler):
         if self.role is not None and self.principal.role is not self.role:
             raise HTTPProblem(403, NO_PERMISSION)
         self.throttle.check(self.principal)
-        if len(self.request.body or b"") > self.max_body_bytes:
+        # The body is streamed in (data_received), so an oversized one is
+        # refused from its declared length before a byte of it is buffered.
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
             raise HTTPProblem(413, BODY_TOO_LARGE)
 
+    def data_received(self, chunk: bytes) -> None:
+        """Runs for each piece of the request body, after ``prepare``."""
+        if len(self._body) + len(chunk) > self.max_body_bytes:
+            self._body_too_large = True  # keep reading, keep nothing
+        else:
+            self._body += chunk
+
     def json_body(self) -> dict[str, Any]:
-        return parse_json_object(self.request.body)
+        if self._body_too_large:
+            raise HTTPProblem(413, BODY_TOO_LARGE)
+        return parse_json_object(bytes(self._body))
 
     def respond(self, data: Any, status: int = 200) -> None:
         self.set_status(status)

@@ -26,6 +26,7 @@ from handlers.errors import (
     WS_CLOSE_BAD_KEY, WS_CLOSE_TRY_AGAIN_LATER, WS_CLOSE_WRONG_KIND, HTTPProblem,
     error_frame,
 )
+from handlers.throttle import Throttle
 from handlers.render import message_json, principal_json
 from handlers.validation import Fields, NOT_INTEGER, REQUIRED
 from storage.base import MAX_HISTORY_PAGE, Principal, Role
@@ -48,8 +49,10 @@ class SocketSettings:
 class ChatSocket(tornado.websocket.WebSocketHandler):
     role: Role = Role.STORE
 
-    def initialize(self, service: ChatService, hub: Hub, settings: SocketSettings) -> None:
+    def initialize(self, service: ChatService, hub: Hub, settings: SocketSettings,
+                   throttle: Throttle) -> None:
         self.service = service
+        self.throttle = throttle
         self.hub = hub
         self.settings_ = settings
         self.conn_id = next(_connection_ids)
@@ -143,6 +146,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         await self._authenticate(lambda: authenticate_key(self.service, token))
 
     async def _on_message_frame(self, frame: dict[str, Any], ref: Any) -> None:
+        self.throttle.check(self.principal)  # the same per-key budget as REST
         fields = Fields(frame)
         session_id = fields.positive_int("session_id") if self.role is Role.ADMIN else None
         body, client_id = fields.message_fields()

@@ -314,3 +314,31 @@ class TestSlowConsumer:
         # the fast tab is still connected and current
         assert (await fast.request({"type": "ping"}, answer="pong"))["type"] == "pong"
         slow.close()
+
+
+class TestLimits:
+    @pytest.fixture
+    def overrides(self):
+        return {"limits": {"rate_per_sec": 0.5, "burst": 2},
+                "websocket": {"ping_interval_secs": 0.2, "ping_timeout_secs": 0.3}}
+
+    @pytest.mark.gen_test
+    async def test_message_frames_share_the_per_key_rate_limit(self, server):
+        _, key = await make_store(server)
+        sock = await store_socket(server, key)
+        answers = [await sock.request({"type": "message", "body": f"{i}"}) for i in range(3)]
+        assert [a["type"] for a in answers] == ["ack", "ack", "error"]
+        assert answers[2]["status"] == 429 and "throttled" in answers[2]["detail"]
+
+    @pytest.mark.gen_test(timeout=30)
+    async def test_a_socket_that_stops_answering_pings_is_closed(self, server):
+        _, key = await make_store(server)
+        dead = await asyncio.get_running_loop().run_in_executor(
+            None, open_unread_socket, server, key)  # never reads, so never pongs
+        alive = await store_socket(server, key)  # tornado's client answers pings
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(server.hub) != 1 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+        assert len(server.hub) == 1
+        assert (await alive.request({"type": "ping"}, answer="pong"))["type"] == "pong"
+        dead.close()
