@@ -7,6 +7,7 @@ process that acks every frame at once (no auth, no storage): the ceiling of
 the transport on this machine. Bounded in count; 127.0.0.1 only.
 
     .venv/bin/python bench/ws_throughput.py --sockets 50 --per-socket 100 --rounds 3
+    .venv/bin/python bench/ws_throughput.py --processes 2   # both cores
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from tests.helpers import ServerProcess, Socket, free_port, run_cli  # noqa: E40
 BARE_RELAY = """
 import json, sys, tornado.ioloop, tornado.web, tornado.websocket
 class Relay(tornado.websocket.WebSocketHandler):
+    def open(self):
+        self.set_nodelay(True)  # as the chat server does
     def on_message(self, raw):
         frame = json.loads(raw)
         self.write_message(json.dumps({"type": "ack", "ref": frame.get("ref"),
@@ -68,7 +71,8 @@ async def main_async(args: argparse.Namespace) -> None:
     config = os.path.join(workdir, "bench.yaml")
     with open(config, "w") as f:
         f.write("logging:\n  level: WARNING\n")
-    chat = ServerProcess(url, config_path=config).start()
+    chat = ServerProcess(url, config_path=config,
+                         env={"CHAT_PROCESSES": str(args.processes)}).start()
     relay_port = free_port()
     relay = subprocess.Popen([sys.executable, "-c", BARE_RELAY, str(relay_port)],
                              stdout=subprocess.PIPE, text=True)
@@ -84,6 +88,7 @@ async def main_async(args: argparse.Namespace) -> None:
         chat.stop()
         relay.kill()
     print(json.dumps({
+        "chat_worker_processes": args.processes,
         "sockets": args.sockets, "per_socket": args.per_socket, "rounds": args.rounds,
         "bare_relay_msgs_per_sec_median": round(statistics.median(bare)),
         "chat_server_msgs_per_sec_median": round(statistics.median(ours)),
@@ -96,6 +101,7 @@ def main() -> None:
     parser.add_argument("--sockets", type=int, default=50)
     parser.add_argument("--per-socket", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=1, help="chat server workers")
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -78,6 +78,9 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
     async def open(self, *args: Any) -> None:
         """Runs once the handshake is done: header auth, or wait for an auth frame."""
         self.protocol = self.selected_subprotocol or codec.JSON
+        # Chat frames are small and each waits on the last; Nagle's algorithm
+        # would hold them back for the peer's delayed ACK (~20-40 ms each).
+        self.set_nodelay(True)
         header = self.request.headers.get("Authorization")
         if header:
             await self._authenticate(lambda: authenticate_header(self.service, header))

@@ -86,6 +86,7 @@ class Socket:
         request = tornado.httpclient.HTTPRequest(url, headers=headers)
         conn = await tornado.websocket.websocket_connect(
             request, subprotocols=[protocol], **kw)
+        conn.protocol.set_nodelay(True)  # small frames, each awaited: no Nagle delay
         return cls(conn, protocol)
 
     async def send(self, frame: dict[str, Any]) -> None:
