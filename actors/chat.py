@@ -44,13 +44,10 @@ class ChatService:
         self.on_stored = on_stored
         self._store_sessions: collections.OrderedDict[int, int] = collections.OrderedDict()
         self.actors = ActorSystem(
-            lambda session_id: SessionActor(session_id, storage, self._stored),
+            lambda session_id: SessionActor(session_id, storage, on_stored),
             mailbox_size=settings.mailbox_size, idle_timeout_secs=settings.idle_timeout_secs,
             max_restarts=settings.max_restarts,
             restart_window_secs=settings.restart_window_secs)
-
-    def _stored(self) -> None:
-        self.on_stored()
 
     # --- admin commands -----------------------------------------------------
     async def claim(self, admin: Principal, session_id: int) -> Session:
@@ -82,7 +79,7 @@ class ChatService:
                 # opens it and stores the first message in one atomic step.
                 result = await self.storage.post_store_message(store.id, body, client_id)
                 if result.created:
-                    self._stored()
+                    self.on_stored()
                     record_new_message(result)
             else:
                 try:
@@ -124,7 +121,7 @@ class ChatService:
         if session.status is SessionStatus.CLOSED:
             raise Conflict(SESSION_CLOSED)
         await self.storage.append_typing(session, who.role.value)
-        self._stored()
+        self.on_stored()
 
     # --- reads -------------------------------------------------------------
     async def readable_session(self, who: Principal, session_id: int) -> Session:

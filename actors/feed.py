@@ -45,7 +45,7 @@ class EventFeed:
         self._wake.set()
 
     async def catch_up(self) -> None:
-        """Deliver everything stored so far (used before a clean stop)."""
+        """Deliver everything stored so far (graceful stop, before sockets close)."""
         while await self._read_batch() == FEED_BATCH:
             pass
 

@@ -116,9 +116,12 @@ class ChatServer:
         for server in self.servers:
             server.stop()  # no new connections
         await self.inflight.wait_idle()
-        self.hub.close_all(WS_CLOSE_GOING_AWAY, "Server shutting down; resume elsewhere.")
+        # Finish every queued command (their acks go out), then hand what was
+        # stored to the sockets, then close them: clients resume elsewhere.
         await self.service.shutdown(float(self.config["server"]["shutdown_timeout_secs"]))
+        await self.feed.catch_up()
         await self.feed.stop()
+        self.hub.close_all(WS_CLOSE_GOING_AWAY, "Server shutting down; resume elsewhere.")
         for server in self.servers:
             await server.close_all_connections()
         await self.raw_storage.close()
