@@ -33,12 +33,26 @@ class EventFeed:
         self.last_id = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._watcher: asyncio.Task | None = None
         self._pruned_at = 0.0
 
     async def start(self) -> None:
         """Start after the newest stored event (runs once, before serving)."""
         self.last_id = await self.storage.last_event_id()
-        self._task = asyncio.get_running_loop().create_task(self._follow())
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._follow())
+        watch = getattr(self.storage, "watch_event_inserts", None)
+        if watch is not None:  # a backend that can push: poll only as a fallback
+            self._watcher = loop.create_task(self._watch(watch))
+
+    async def _watch(self, watch: Callable) -> None:
+        try:
+            if not await watch(self.poke):
+                log.info("change streams unavailable; reading the feed by polling")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("change stream ended (%s); reading the feed by polling", exc)
 
     def poke(self) -> None:
         """Read the feed now: this process just stored something."""
@@ -50,12 +64,13 @@ class EventFeed:
             pass
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        for task in (self._watcher, self._task):
+            if task:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
 
     async def _follow(self) -> None:
         loop = asyncio.get_running_loop()

@@ -14,6 +14,8 @@ from storage.base import StorageUnavailable
 
 # How long clients are told to wait when the database is unreachable.
 STORAGE_RETRY_AFTER_SECS = 5
+# Long-lived calls whose duration is not an operation's latency.
+UNTIMED = frozenset({"watch_event_inserts"})
 
 
 class InstrumentedStorage:
@@ -22,7 +24,7 @@ class InstrumentedStorage:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.inner, name)
-        if not inspect.iscoroutinefunction(attr):
+        if not inspect.iscoroutinefunction(attr) or name in UNTIMED:
             return attr
         duration = metrics.STORAGE_DURATION.labels(name)
         errors = metrics.STORAGE_ERRORS.labels(name)

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any
+from typing import Any, Callable
 
 import pymongo
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
 from storage.base import (
     Admin, ClaimOutcome, ClaimResult, Event, Message, PostResult, Principal, Role, Session,
@@ -398,6 +398,24 @@ class MongoStorage:
     async def append_typing(self, session: Session, sender: str) -> None:
         await self._append_event("typing", session, session.admin_id,
                                  {"session_id": session.id, "sender": sender})
+
+    async def watch_event_inserts(self, on_insert: Callable[[], None]) -> bool:
+        """Call ``on_insert`` for each event any node stores, until cancelled.
+
+        Uses a change stream, so other nodes' events are read at once instead
+        of at the next poll. The stream is only a wake-up: events are still
+        read by id through ``read_events``, which keeps their order. Returns
+        False at once where change streams are unsupported (a standalone
+        server, or the mongomock stand-in): the feed then just polls.
+        """
+        try:
+            stream = await self.db.events.watch([{"$match": {"operationType": "insert"}}])
+        except (OperationFailure, NotImplementedError, AttributeError, TypeError):
+            return False
+        async with stream:
+            async for _change in stream:
+                on_insert()
+        return True
 
     @_available
     async def last_event_id(self) -> int:
