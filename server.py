@@ -90,10 +90,13 @@ def serve(config: dict[str, Any], demo: bool) -> int:
     print(f"Serving on http://{srv['host']}:{port} with {workers} worker process(es)",
           flush=True)
     if workers > 1:
-        if supervise_workers(workers) is None:  # the parent, once every worker exited
+        index = supervise_workers(workers)
+        if index is None:  # the parent, once every worker has exited
             if metrics_dir:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
             return 0
+        if config["events"].get("node"):  # each worker follows the feed on its own
+            config["events"]["node"] = f"{config['events']['node']}/{index}"
     return asyncio.run(_run_worker(config, sockets, ops_sockets))
 
 

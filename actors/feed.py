@@ -22,23 +22,35 @@ FEED_RETENTION_SECS = 3600.0
 PRUNE_INTERVAL_SECS = 60.0
 # After a storage error, wait this long before reading again.
 ERROR_BACKOFF_SECS = 1.0
+# How often a named node saves its feed position: at most this much is
+# delivered again after a crash (messages carry seq, so clients can tell).
+POSITION_SAVE_INTERVAL_SECS = 1.0
 
 
 class EventFeed:
     def __init__(self, storage: ChatStorage, deliver: Callable[[Event], None],
-                 poll_interval_secs: float = 0.02):
+                 poll_interval_secs: float = 0.02, node: str = ""):
         self.storage = storage
         self.deliver = deliver
         self.poll_interval_secs = poll_interval_secs
         self.last_id = 0
+        # With a node name the reader's position is saved, and a restart
+        # continues where it stopped; without one it starts at the newest event.
+        self.node = node
+        self._saved_id = 0
+        self._saved_at = 0.0
         self._wake = asyncio.Event()
+        self._reading = asyncio.Lock()
         self._task: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
         self._pruned_at = 0.0
 
     async def start(self) -> None:
-        """Start after the newest stored event (runs once, before serving)."""
-        self.last_id = await self.storage.last_event_id()
+        """Start where this node stopped, or after the newest event (runs once,
+        before serving)."""
+        saved = await self.storage.load_feed_position(self.node) if self.node else None
+        self.last_id = saved if saved is not None else await self.storage.last_event_id()
+        self._saved_id = self.last_id
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._follow())
         watch = getattr(self.storage, "watch_event_inserts", None)
@@ -64,6 +76,7 @@ class EventFeed:
             pass
 
     async def stop(self) -> None:
+        await self._save_position(force=True)
         for task in (self._watcher, self._task):
             if task:
                 task.cancel()
@@ -83,6 +96,7 @@ class EventFeed:
             try:
                 while await self._read_batch() == FEED_BATCH:
                     pass
+                await self._save_position()
                 if loop.time() - self._pruned_at > PRUNE_INTERVAL_SECS:
                     self._pruned_at = loop.time()
                     await self.storage.prune_events(FEED_RETENTION_SECS)
@@ -92,12 +106,24 @@ class EventFeed:
                 log.warning("event feed read failed: %s", exc)
                 await asyncio.sleep(ERROR_BACKOFF_SECS)
 
+    async def _save_position(self, force: bool = False) -> None:
+        """Persist ``last_id`` at most once per interval (and at stop)."""
+        now = asyncio.get_running_loop().time()
+        if not self.node or self.last_id == self._saved_id:
+            return
+        if force or now - self._saved_at >= POSITION_SAVE_INTERVAL_SECS:
+            await self.storage.save_feed_position(self.node, self.last_id)
+            self._saved_id, self._saved_at = self.last_id, now
+
     async def _read_batch(self) -> int:
-        events = await self.storage.read_events(self.last_id, FEED_BATCH)
-        for event in events:
-            self.last_id = event.id
-            try:
-                self.deliver(event)
-            except Exception:
-                log.exception("delivering event %s failed", event.id)
-        return len(events)
+        # One reader at a time (the follower and catch_up), or both would read
+        # from the same last_id and deliver the same events twice.
+        async with self._reading:
+            events = await self.storage.read_events(self.last_id, FEED_BATCH)
+            for event in events:
+                self.last_id = event.id
+                try:
+                    self.deliver(event)
+                except Exception:
+                    log.exception("delivering event %s failed", event.id)
+            return len(events)

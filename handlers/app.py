@@ -40,7 +40,8 @@ class ChatServer:
         self.storage = InstrumentedStorage(self.raw_storage)
         self.hub = Hub()
         self.feed = EventFeed(self.storage, self.hub.publish,
-                              float(config["events"]["poll_interval_secs"]))
+                              float(config["events"]["poll_interval_secs"]),
+                              node=str(config["events"].get("node") or ""))
         actors_cfg = config["actors"]
         self.service = ChatService(self.storage, ChatSettings(
             max_sessions_per_admin=int(config["chat"]["max_sessions_per_admin"]),

@@ -312,6 +312,12 @@ class ChatStorage(Protocol):
     async def prune_events(self, older_than_secs: float) -> int:
         """Drop feed entries no follower still needs; return how many."""
 
+    async def load_feed_position(self, node: str) -> int | None:
+        """The last event id ``node`` delivered, as saved before it stopped."""
+
+    async def save_feed_position(self, node: str, last_id: int) -> None:
+        """Remember where ``node`` got to, so a restart continues from there."""
+
 
 # --- plain-dict forms, for event payloads and document stores ------------------
 def session_to_doc(session: Session) -> dict[str, Any]:

@@ -444,6 +444,17 @@ class MongoStorage:
         return result.deleted_count
 
 
+    @_available
+    async def load_feed_position(self, node: str) -> int | None:
+        doc = await self.db.feed_positions.find_one({"_id": node})
+        return doc["last_id"] if doc else None
+
+    @_available
+    async def save_feed_position(self, node: str, last_id: int) -> None:
+        await self.db.feed_positions.update_one({"_id": node}, {"$set": {"last_id": last_id}},
+                                                upsert=True)
+
+
 def _session(doc: dict[str, Any] | None) -> Session | None:
     if doc is None:
         return None

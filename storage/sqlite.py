@@ -311,3 +311,12 @@ class SQLiteStorage:
         return await self._write(lambda c: c.execute(
             "DELETE FROM events WHERE created < ?", (cutoff,)).rowcount)
 
+    async def load_feed_position(self, node: str) -> int | None:
+        row = await self._read(lambda c: c.execute(
+            "SELECT last_id FROM feed_positions WHERE node = ?", (node,)).fetchone())
+        return row[0] if row else None
+
+    async def save_feed_position(self, node: str, last_id: int) -> None:
+        await self._write(lambda c: c.execute(
+            "INSERT INTO feed_positions (node, last_id) VALUES (?, ?)"
+            " ON CONFLICT (node) DO UPDATE SET last_id = excluded.last_id", (node, last_id)))

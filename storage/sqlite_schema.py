@@ -67,6 +67,10 @@ CREATE TABLE IF NOT EXISTS events (
     store_id INTEGER NOT NULL, admin_id INTEGER,
     payload TEXT NOT NULL, created REAL NOT NULL
 );
+-- Where each named node's feed reader got to, so a restart leaves no gap.
+CREATE TABLE IF NOT EXISTS feed_positions (
+    node TEXT PRIMARY KEY, last_id INTEGER NOT NULL
+);
 """
 
 _SESSION_SELECT = (

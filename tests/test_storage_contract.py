@@ -238,3 +238,13 @@ async def test_a_mongodb_url_selects_the_mongo_backend_and_an_outage_is_unavaila
     with pytest.raises(StorageUnavailable):
         await backend.get_session(1)
     await backend.close()
+
+
+@pytest.mark.gen_test
+async def test_a_feed_position_is_saved_per_node(storage):
+    assert await storage.load_feed_position("node-a") is None
+    await storage.save_feed_position("node-a", 7)
+    await storage.save_feed_position("node-a", 9)
+    await storage.save_feed_position("node-b", 3)
+    assert await storage.load_feed_position("node-a") == 9
+    assert await storage.load_feed_position("node-b") == 3
