@@ -7,6 +7,7 @@ atomic. The indexes are the database's own enforcement of the contract's rules.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import time
@@ -135,7 +136,7 @@ def insert_message(conn: sqlite3.Connection, session: Session, sender: str,
     """
     now = utc_now_iso()
     counts_as_activity = sender != "system"  # system messages leave last_message_at
-    seq = conn.execute(
+    row = conn.execute(
         "UPDATE sessions SET last_seq = last_seq + 1, activity_at = ?,"
         " last_message_at = CASE WHEN ? THEN ? ELSE last_message_at END,"
         " updated = CASE WHEN ? THEN ? ELSE updated END,"
@@ -143,16 +144,19 @@ def insert_message(conn: sqlite3.Connection, session: Session, sender: str,
         "     CASE WHEN ? = 'store' THEN ? END),"
         " first_admin_reply_at = COALESCE(first_admin_reply_at,"
         "     CASE WHEN ? = 'admin' THEN ? END)"
-        " WHERE id = ? RETURNING last_seq",
+        " WHERE id = ? RETURNING last_seq, activity_at, last_message_at, updated,"
+        " first_store_message_at, first_admin_reply_at",
         (now, counts_as_activity, now, counts_as_activity, now, sender, now, sender, now,
-         session.id)).fetchone()[0]
+         session.id)).fetchone()
+    seq = row["last_seq"]
     cur = conn.execute(
         "INSERT INTO messages (session_id, seq, sender, sender_id, body, client_id, event,"
         " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (session.id, seq, sender, sender_id, body, client_id, event, now))
     message = Message(cur.lastrowid, session.id, seq, sender, sender_id, body,
                       client_id, now, event)
-    session = fetch_session(conn, session.id)
+    # The session as the UPDATE left it, without reading it again.
+    session = dataclasses.replace(session, **{k: row[k] for k in row.keys()})
     insert_event(conn, "message", session, audience_admin,
                  {"message": message_to_doc(message), "session": session_to_doc(session)})
     return message, session
