@@ -190,3 +190,23 @@ class TestRateLimit:
         assert statuses[2].headers["Retry-After"] == "2"
         assert statuses[2].json == {
             "detail": "Request was throttled. Expected available in 2 seconds."}
+
+
+@pytest.mark.gen_test
+async def test_a_chunked_body_over_the_limit_answers_413_and_stores_nothing(server, api):
+    """No Content-Length to refuse early: the streamed body is counted as it comes."""
+    import tornado.httpclient
+
+    _, store_key = await make_store(server)
+
+    async def produce(write):
+        await write(b'{"body": "')
+        for _ in range(10):
+            await write(b"x" * 10_000)
+        await write(b'"}')
+
+    response = await api.client.fetch(tornado.httpclient.HTTPRequest(
+        api.base_url + "/store/message/", method="POST", body_producer=produce,
+        headers={"Authorization": f"Token {store_key}"}), raise_error=False)
+    assert response.code == 413
+    assert (await api.get("/store/session/", store_key)).status == 404
