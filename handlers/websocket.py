@@ -129,17 +129,20 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             frame = codec.decode_frame(raw)
             ref = frame.get("ref")
             kind = frame.get("type")
-            metrics.WS_FRAMES.labels("in", kind if kind in _FRAME_TYPES else "other").inc()
+            known = isinstance(kind, str) and kind in _FRAME_TYPES
+            metrics.WS_FRAMES.labels("in", kind if known else "other").inc()
             if self.principal is None:
                 await self._on_auth_frame(frame)
                 return
-            handler = _FRAME_HANDLERS.get(kind)
-            if handler is None:
+            if not known or kind == "auth":
                 raise Invalid({"type": [f'"{kind}" is not a valid choice.']}
                               if kind is not None else {"type": [REQUIRED]})
-            await handler(self, frame, ref)
+            await _FRAME_HANDLERS[kind](self, frame, ref)
         except ChatError as exc:
-            self.send(error_frame(exc, ref))
+            if self.principal is None:  # before auth, nothing but a good auth frame
+                self.close(WS_CLOSE_BAD_KEY, "Authenticate first.")
+            else:
+                self.send(error_frame(exc, ref))
 
     async def _on_auth_frame(self, frame: dict[str, Any]) -> None:
         token = frame.get("token")

@@ -68,6 +68,9 @@ async def test_any_frame_before_auth_closes_with_4001(server):
     sock = await Socket.connect(server.ws_url + "/v1/chat/store/ws/")
     await sock.send({"type": "message", "body": "sneaky"})
     assert await sock.recv() is None and sock.close_code == 4001
+    sock = await Socket.connect(server.ws_url + "/v1/chat/store/ws/")
+    await sock.send_raw("{not json")
+    assert await sock.recv() is None and sock.close_code == 4001
 
 
 class TestAuthTimeout:
@@ -230,6 +233,10 @@ async def test_bad_frames_get_error_frames_and_the_socket_stays_usable(server):
     assert error["errors"] == {"body": ["Not a valid string."]}
     await sock.send_raw("[1, 2]")
     assert (await sock.recv())["status"] == 400
+    error = await sock.request({"type": ["message"]}, answer="none")
+    assert error["status"] == 400 and "type" in error["errors"]
+    error = await sock.request({"type": "auth", "token": store_key}, answer="none")
+    assert error["status"] == 400  # already authenticated
     admin = await admin_socket(server, admin_key)
     error = await admin.request({"type": "message", "session_id": "5", "body": "x"})
     assert error["errors"] == {"session_id": ["A valid integer is required."]}
