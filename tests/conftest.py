@@ -79,6 +79,18 @@ async def make_store(server: ChatServer, name: str = "Tech Store") -> tuple[Any,
     return store, key
 
 
+async def claimed_session(server: ChatServer, api: Api, body: str = "Hello",
+                          admin_name: str = "Dana") -> tuple[str, str, dict[str, Any]]:
+    """A new store's session, opened with ``body`` and claimed by a new admin:
+    ``(store_key, admin_key, session JSON as opened)``."""
+    _, store_key = await make_store(server)
+    _, admin_key = await make_admin(server, admin_name)
+    session = await open_session(api, store_key, body)
+    reply = await api.post("/admin/session/claim/", admin_key, {"session_id": session["id"]})
+    assert reply.status == 200, reply
+    return store_key, admin_key, session
+
+
 async def open_session(api: Api, store_key: str, body: str = "Hello") -> dict[str, Any]:
     """Have a store write, which opens its session; return the session JSON."""
     reply = await api.post("/store/message/", store_key, {"body": body})

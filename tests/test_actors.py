@@ -8,7 +8,7 @@ import pytest
 
 from actors.errors import ActorStopped, Conflict, MailboxFull
 from actors.runtime import Actor, ActorSystem
-from tests.conftest import make_admin, make_store, open_session
+from tests.conftest import claimed_session
 
 
 class Recorder(Actor):
@@ -139,10 +139,7 @@ class TestOverHTTP:
 
     @pytest.mark.gen_test
     async def test_a_passivated_sessions_next_command_works_from_storage(self, server, api):
-        _, store_key = await make_store(server)
-        _, admin_key = await make_admin(server)
-        session = await open_session(api, store_key)
-        await api.post("/admin/session/claim/", admin_key, {"session_id": session["id"]})
+        store_key, admin_key, session = await claimed_session(server, api)
         assert session["id"] in server.service.actors
         await asyncio.sleep(0.5)
         assert session["id"] not in server.service.actors
@@ -156,10 +153,7 @@ class TestOverHTTP:
     @pytest.mark.gen_test(timeout=30)
     async def test_a_full_mailbox_answers_503_with_retry_after_and_loses_nothing(self, server,
                                                                                  api):
-        _, store_key = await make_store(server)
-        _, admin_key = await make_admin(server)
-        session = await open_session(api, store_key)
-        await api.post("/admin/session/claim/", admin_key, {"session_id": session["id"]})
+        store_key, admin_key, session = await claimed_session(server, api)
         replies = await asyncio.gather(*[
             api.post("/admin/message/", admin_key, {"session_id": session["id"], "body": f"{i}"})
             for i in range(60)])

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.conftest import make_admin, make_store, open_session
+from tests.conftest import claimed_session, make_admin, make_store, open_session
 
 SEED_FIELDS = {"id": int, "store_id": int, "admin_id": int, "status": str,
                "last_message_at": str, "created": str, "updated": str, "store": dict}
@@ -62,10 +62,7 @@ async def test_a_retried_claim_by_the_holder_answers_200_with_the_session_unchan
 
 @pytest.mark.gen_test
 async def test_a_claim_writes_an_admin_connected_system_message(server, api):
-    _, store_key = await make_store(server)
-    _, admin_key = await make_admin(server, "Dana")
-    session = await open_session(api, store_key)
-    await api.post("/admin/session/claim/", admin_key, {"session_id": session["id"]})
+    store_key, admin_key, session = await claimed_session(server, api)
     history = (await api.get("/store/session/", store_key)).json
     system = history["messages"][-1]
     assert system["sender"] == "system" and system["sender_id"] is None

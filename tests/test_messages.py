@@ -6,15 +6,12 @@ import asyncio
 
 import pytest
 
-from tests.conftest import make_admin, make_store, open_session
+from tests.conftest import claimed_session, make_admin, make_store, open_session
 
 
 @pytest.mark.gen_test(timeout=60)
 async def test_two_hundred_concurrent_sends_get_seq_one_to_n_without_gap_or_repeat(server, api):
-    _, store_key = await make_store(server)
-    _, admin_key = await make_admin(server)
-    session = await open_session(api, store_key, "first")
-    await api.post("/admin/session/claim/", admin_key, {"session_id": session["id"]})
+    store_key, admin_key, session = await claimed_session(server, api, "first")
     sends = [api.post("/store/message/", store_key, {"body": f"s{i}"}) for i in range(100)]
     sends += [api.post("/admin/message/", admin_key, {"session_id": session["id"],
                                                       "body": f"a{i}"}) for i in range(100)]
@@ -76,10 +73,7 @@ async def test_client_ids_are_per_sender_not_global(server, api):
 
 @pytest.mark.gen_test
 async def test_after_a_close_the_stores_next_message_opens_a_new_session(server, api):
-    _, store_key = await make_store(server)
-    _, admin_key = await make_admin(server)
-    old = await open_session(api, store_key, "one")
-    await api.post("/admin/session/claim/", admin_key, {"session_id": old["id"]})
+    store_key, admin_key, old = await claimed_session(server, api, "one")
     await api.post("/admin/session/close/", admin_key, {"session_id": old["id"]})
     reply = await api.post("/store/message/", store_key, {"body": "two"})
     assert reply.status == 201

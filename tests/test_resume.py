@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tests.conftest import make_admin, make_store, open_session
+from tests.conftest import claimed_session, make_admin, make_store, open_session
 from tests.test_websocket import admin_socket, store_socket
 
 
@@ -25,10 +25,8 @@ async def collect_until(sock, last_seq: int, ref: str, timeout: float = 20.0) ->
 @pytest.mark.gen_test(timeout=60)
 async def test_resume_with_live_traffic_during_the_replay_gets_every_seq_once_in_order(
         server, api):
-    _, store_key = await make_store(server)
-    _, admin_key = await make_admin(server)
-    sid = (await open_session(api, store_key, "m0"))["id"]
-    await api.post("/admin/session/claim/", admin_key, {"session_id": sid})
+    store_key, admin_key, session = await claimed_session(server, api, "m0")
+    sid = session["id"]
     for i in range(1, 1500):  # more than one replay page
         await server.raw_storage.post_store_message(
             (await server.raw_storage.get_session(sid)).store_id, f"m{i}", None)
@@ -53,10 +51,8 @@ async def test_resume_with_live_traffic_during_the_replay_gets_every_seq_once_in
 
 @pytest.mark.gen_test
 async def test_resume_replays_system_events_and_answers_with_the_last_seq(server, api):
-    _, store_key = await make_store(server)
-    _, admin_key = await make_admin(server, "Dana")
-    sid = (await open_session(api, store_key, "hi"))["id"]
-    await api.post("/admin/session/claim/", admin_key, {"session_id": sid})
+    store_key, admin_key, session = await claimed_session(server, api, "hi")
+    sid = session["id"]
     await api.post("/admin/message/", admin_key, {"session_id": sid, "body": "hello"})
     store = await store_socket(server, store_key)
     await store.send({"type": "resume", "session_id": sid, "after_seq": 1, "ref": 7})

@@ -9,7 +9,7 @@ import msgpack
 import pytest
 import tornado.httpclient
 
-from tests.conftest import make_admin, make_store, open_session
+from tests.conftest import claimed_session, make_admin, make_store, open_session
 from tests.helpers import Socket
 
 
@@ -296,10 +296,8 @@ class TestSlowConsumer:
 
     @pytest.mark.gen_test(timeout=90)
     async def test_a_client_that_never_reads_is_cut_off_and_others_keep_up(self, server, api):
-        _, store_key = await make_store(server)
-        _, admin_key = await make_admin(server)
-        sid = (await open_session(api, store_key))["id"]
-        await api.post("/admin/session/claim/", admin_key, {"session_id": sid})
+        store_key, admin_key, session = await claimed_session(server, api)
+        sid = session["id"]
         # blocking socket calls: off the loop, which also runs the server
         slow = await asyncio.get_running_loop().run_in_executor(
             None, open_unread_socket, server, store_key)
