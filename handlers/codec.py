@@ -14,7 +14,6 @@ from handlers.render import render_value
 
 JSON = "json"
 MSGPACK = "msgpack"
-SUBPROTOCOLS = (JSON, MSGPACK)
 
 
 def decode_frame(raw: str | bytes) -> dict[str, Any]:
