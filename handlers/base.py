@@ -17,16 +17,17 @@ import tornado.web
 from actors.chat import ChatService
 from actors.errors import ChatError
 from handlers.errors import (
-    BODY_TOO_LARGE, INVALID_TOKEN, NOT_PROVIDED, NO_PERMISSION, HTTPProblem, describe_error,
+    BODY_TOO_LARGE, INVALID_TOKEN, NOT_PROVIDED, NO_PERMISSION, HTTPProblem, JSONErrors,
+    describe_error,
 )
 from handlers.throttle import Throttle
-from handlers.validation import parse_json_object
+from handlers.validation import is_storable_text, parse_json_object
 from handlers.render import message_json, session_json
 from storage.base import Principal, Role, Session
 
 
 @tornado.web.stream_request_body
-class APIHandler(tornado.web.RequestHandler):
+class APIHandler(JSONErrors):
     """Base for the REST endpoints; subclasses set ``role`` and ``metric_name``."""
 
     role: Role | None = None
@@ -41,7 +42,6 @@ class APIHandler(tornado.web.RequestHandler):
         self.principal: Principal | None = None
         self._counted = False
         self._body = bytearray()
-        self._body_too_large = False
 
     async def prepare(self) -> None:
         """Runs before the method handler: auth, kind, throttle, size."""
@@ -60,17 +60,25 @@ class APIHandler(tornado.web.RequestHandler):
 
     def data_received(self, chunk: bytes) -> None:
         """Runs for each piece of the request body, after ``prepare``."""
+        if self._finished:
+            return
         if len(self._body) + len(chunk) > self.max_body_bytes:
-            self._body_too_large = True  # keep reading, keep nothing
-        else:
-            self._body += chunk
+            # A body with no declared length (chunked) passed the limit:
+            # answer now. Tornado reads and drops the rest of it, then closes
+            # the connection (HTTP1Connection: "divert any remaining data").
+            too_large = HTTPProblem(413, BODY_TOO_LARGE)
+            self.send_error(413, exc_info=(HTTPProblem, too_large, None))
+            return
+        self._body += chunk
 
     def json_body(self) -> dict[str, Any]:
-        if self._body_too_large:
-            raise HTTPProblem(413, BODY_TOO_LARGE)
+        if self._finished:  # already answered 413 while the body streamed in
+            raise tornado.web.Finish()
         return parse_json_object(bytes(self._body))
 
     def respond(self, data: Any, status: int = 200) -> None:
+        if self._finished:  # already answered 413 while the body streamed in
+            return
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(data))
@@ -86,32 +94,6 @@ class APIHandler(tornado.web.RequestHandler):
         messages, has_more = await self.service.history(session.id, after_seq, limit)
         self.respond({**session_json(session), "messages": [message_json(m) for m in messages],
                       "has_more": has_more})
-
-    def _handle_request_exception(self, e: BaseException) -> None:
-        # Domain errors are answers, not crashes: render them without a traceback.
-        if isinstance(e, ChatError) and not self._finished:
-            self.send_error(describe_error(e)[0], exc_info=(type(e), e, e.__traceback__))
-            return
-        super()._handle_request_exception(e)
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """Every error body in DRF's shape, 405 and 500 included."""
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, ChatError):
-            status, body, headers = describe_error(exc)
-        elif status_code == 405:
-            status, body, headers = 405, {
-                "detail": f'Method "{self.request.method}" not allowed.'}, {}
-        else:
-            status, body, headers = describe_error(exc) if status_code >= 500 else (
-                status_code, {"detail": self._reason}, {})
-        self.set_status(status)
-        for name, value in headers.items():
-            self.set_header(name, value)
-        if status == 401:
-            self.set_header("WWW-Authenticate", "Token")
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(body))
 
 
 class InFlight:
@@ -145,7 +127,13 @@ async def authenticate_header(service: ChatService, header: str | None) -> Princ
     return await authenticate_key(service, key.strip())
 
 
+# Our keys are 40 characters; anything far longer is not one (and is not hashed).
+MAX_KEY_CHARS = 256
+
+
 async def authenticate_key(service: ChatService, key: str) -> Principal:
+    if len(key) > MAX_KEY_CHARS or not is_storable_text(key):
+        raise HTTPProblem(401, INVALID_TOKEN)  # cannot be a key; and cannot be hashed
     principal = await service.storage.authenticate(key)
     if principal is None:
         raise HTTPProblem(401, INVALID_TOKEN)
