@@ -29,6 +29,7 @@ from handlers.errors import (
 from handlers.throttle import Throttle
 from handlers.render import message_json, principal_json
 from handlers.validation import Fields, NOT_INTEGER, REQUIRED
+from handlers.ws_protocol import StrictProtocol, strict_protocol
 from storage.base import MAX_HISTORY_PAGE, Principal, Role
 
 log = logging.getLogger("chat.access")
@@ -62,6 +63,10 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         self._typing_at = 0.0
 
     # --- handshake --------------------------------------------------------
+    def get_websocket_protocol(self) -> StrictProtocol | None:
+        """Tornado's hook at the handshake: our RFC 6455-strict framing."""
+        return strict_protocol(self)
+
     def check_origin(self, origin: str) -> bool:
         """Same host, or one of ``server.allowed_origins``. (Tornado calls this
         only when the request has an Origin header: non-browser clients pass.)"""
