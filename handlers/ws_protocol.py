@@ -12,13 +12,14 @@ these gaps, each reachable by any client before authenticating:
 - invalid UTF-8 in a text message drops TCP instead of closing with 1007 (8.1);
 - a close frame's code is echoed whatever it is, 999, 1005, 1006 and 5000
   included (7.4.1 forbids sending those), a 1-byte close payload is accepted,
-  and a close reason that is not UTF-8 raises inside the frame loop (a logged
-  traceback, no close frame).
+  and a close reason that is not UTF-8 raises inside the frame loop (a
+  traceback in the debug log, no close frame).
 
 ``StrictProtocol`` fails the connection the way 7.1.7 says: one close frame
 with the code (1002, or 1007 for bad UTF-8), then the TCP connection is closed
 at once and nothing more is read. Frames over the size limit keep Tornado's
-1009. These checks are generic and could be offered to Tornado upstream; if
+1009; compressed text (permessage-deflate, which ChatSocket does not offer)
+keeps Tornado's handling of bad UTF-8. These checks are generic and could be offered to Tornado upstream; if
 Tornado adopts them, this module goes away.
 """
 
