@@ -29,10 +29,10 @@ from storage import open_storage
 log = logging.getLogger("chat.server")
 
 # Tornado's own cap on a request body (it drops the connection past it). Ours,
-# server.max_body_bytes, answers 413 first (from Content-Length, or as soon as a
-# chunked body passes it); Tornado then reads and drops the rest of the body, so
-# the client, still sending, is not cut off before it reads the 413. This
-# bounds how much it may send in vain.
+# server.max_body_bytes, answers 413: from Content-Length before the body is
+# read, or for a chunked body once it has arrived, read and dropped past our
+# limit, so that a client still sending is not reset before it reads the 413.
+# This bounds what such a client may send in vain.
 DISCARDED_BODY_LIMIT_BYTES = 64 * 1024 * 1024
 
 

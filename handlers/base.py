@@ -42,6 +42,7 @@ class APIHandler(JSONErrors):
         self.principal: Principal | None = None
         self._counted = False
         self._body = bytearray()
+        self._body_too_large = False
 
     async def prepare(self) -> None:
         """Runs before the method handler: auth, kind, throttle, size."""
@@ -60,25 +61,21 @@ class APIHandler(JSONErrors):
 
     def data_received(self, chunk: bytes) -> None:
         """Runs for each piece of the request body, after ``prepare``."""
-        if self._finished:
-            return
         if len(self._body) + len(chunk) > self.max_body_bytes:
-            # A body with no declared length (chunked) passed the limit:
-            # answer now. Tornado reads and drops the rest of it, then closes
-            # the connection (HTTP1Connection: "divert any remaining data").
-            too_large = HTTPProblem(413, BODY_TOO_LARGE)
-            self.send_error(413, exc_info=(HTTPProblem, too_large, None))
-            return
-        self._body += chunk
+            # A body with no declared length (chunked) passed the limit. Read
+            # on and keep nothing: answering now would make Tornado close the
+            # connection while the client still sends, and a client reset
+            # mid-upload often never reads the 413.
+            self._body_too_large = True
+        else:
+            self._body += chunk
 
     def json_body(self) -> dict[str, Any]:
-        if self._finished:  # already answered 413 while the body streamed in
-            raise tornado.web.Finish()
+        if self._body_too_large:
+            raise HTTPProblem(413, BODY_TOO_LARGE)
         return parse_json_object(bytes(self._body))
 
     def respond(self, data: Any, status: int = 200) -> None:
-        if self._finished:  # already answered 413 while the body streamed in
-            return
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(data))

@@ -31,6 +31,7 @@ from handlers.render import message_json, principal_json
 from handlers.validation import (
     MAX_INT, NOT_STRING, REQUIRED, Fields, is_int, is_storable_text,
 )
+from handlers.ws_protocol import StrictProtocol, strict_protocol
 from storage.base import MAX_HISTORY_PAGE, Principal, Role
 
 log = logging.getLogger("chat.access")
@@ -89,6 +90,10 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
             return HTTPProblem(426, "Upgrade required: WebSocket version 13.",
                                {"Sec-WebSocket-Version": "13"})
         return None
+
+    def get_websocket_protocol(self) -> StrictProtocol | None:
+        """Tornado's hook at the handshake: our RFC 6455-strict framing."""
+        return strict_protocol(self)
 
     def check_origin(self, origin: str) -> bool:
         """Same host, or one of ``server.allowed_origins``. (Tornado calls this
