@@ -16,6 +16,8 @@ from actors.session import (
     SESSION_CLOSED, Claim, Close, PostAdminMessage, PostStoreMessage, Release, SessionActor,
     record_new_message,
 )
+from actors.session import MarkRead, Requeue, Transfer
+from storage.workflow import ReadResult, StaleClaim, StaleCutoffs
 from storage.base import (
     Admin, ChatStorage, Message, PostResult, Principal, Role, Session, SessionStatus,
 )
@@ -157,6 +159,29 @@ class ChatService:
     async def shutdown(self, timeout_secs: float) -> None:
         """Drain every actor's mailbox, then stop them (graceful shutdown)."""
         await self.actors.stop_all(timeout_secs)
+
+    # --- the support workflow (issue 12) ---------------------------------------
+    # Set by the server: the process's presence tracker (actors/presence.py).
+    presence = None
+
+    async def transfer(self, admin: Principal, session_id: int, target_id: int) -> Session:
+        """The holder hands the session to ``target_id`` (one guarded write)."""
+        return await self.actors.ask(session_id, Transfer(
+            admin.id, target_id, self.settings.max_sessions_per_admin))
+
+    async def mark_read(self, who: Principal, session_id: int, seq: int) -> ReadResult:
+        """Raise ``who``'s side's read position in the session to ``seq``."""
+        return await self.actors.ask(session_id, MarkRead(who.role.value, who.id, seq))
+
+    async def with_unread(self, who: Principal,
+                          sessions: list[Session]) -> list[tuple[Session, int]]:
+        """Each session with ``who``'s side's unread count."""
+        counts = await self.storage.unread_counts([s.id for s in sessions], who.role.value)
+        return [(s, counts.get(s.id, 0)) for s in sessions]
+
+    async def requeue(self, stale: StaleClaim, cutoffs: StaleCutoffs) -> bool:
+        """A sweep found ``stale``; the session's actor tries the guarded requeue."""
+        return await self.actors.ask(stale.session_id, Requeue(stale, cutoffs))
 
 
 def may_read(who: Principal, session: Session) -> bool:

@@ -162,6 +162,26 @@ class Hub:
         else:
             _send_if_new(sub, session_id, seq, frame)
 
+    # --- the support workflow (issue 12): audiences by principal -----------------
+    def send_to_admin(self, admin_id: int | None, frame: Frame) -> None:
+        """Every socket of one admin."""
+        self._send_all(self._by_admin.get(admin_id, ()), frame)
+
+    def send_to_store(self, store_id: int, frame: Frame) -> None:
+        self._send_all(self._by_store.get(store_id, ()), frame)
+
+    def send_to_admins(self, frame: Frame) -> None:
+        self._send_all(self._admins, frame)
+
+    def stop_watching(self, admin_id: int | None, session_id: int) -> None:
+        """An admin lost a session (a transfer): its sockets stop following it."""
+        for conn_id in list(self._by_admin.get(admin_id, ())):
+            sub = self._subs.get(conn_id)
+            if sub is not None:
+                sub.watching.discard(session_id)
+                sub.replaying.pop(session_id, None)
+            _discard(self._watchers, session_id, conn_id)
+
 
 def _send_if_new(sub: Subscriber, session_id: int, seq: int, frame: Frame) -> None:
     if seq > sub.last_seq.get(session_id, 0):
@@ -175,3 +195,4 @@ def _discard(index: dict[int, set[int]], key: int | None, conn_id: int) -> None:
         members.discard(conn_id)
         if not members:
             del index[key]
+

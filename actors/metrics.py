@@ -61,3 +61,17 @@ SESSION_WAIT = Histogram(
 FIRST_RESPONSE = Histogram(
     "chat_first_response_seconds", "From a session's first store message to the first admin reply.",
     buckets=WAIT_BUCKETS_SECS)
+
+# --- the support workflow (issue 12) -----------------------------------------------
+TRANSFERS = Counter("chat_transfers_total", "Sessions handed from one admin to another.")
+REQUEUES = Counter(
+    "chat_requeues_total", "Stale claims put back in the queue, by reason (offline, unanswered).",
+    ["reason"])
+WEBHOOK_DELIVERIES = Counter(
+    "chat_webhook_deliveries_total",
+    "Webhook delivery attempts by outcome (delivered, failed: retried later, expired: given up).",
+    ["outcome"])
+WEBHOOK_LAG = Gauge(
+    "chat_webhook_lag_seconds",
+    "Age of the oldest webhook event not yet delivered (0 when caught up).",
+    multiprocess_mode="mostrecent")

@@ -18,6 +18,7 @@ from actors.runtime import Actor
 from storage.base import (
     Admin, ChatStorage, ClaimOutcome, PostResult, Session, SessionWrite, WriteOutcome,
 )
+from storage.workflow import ReadResult, StaleClaim, StaleCutoffs, TransferOutcome
 
 SESSION_CLOSED = "Session is closed."
 ALREADY_CLAIMED = "Session already claimed."
@@ -69,6 +70,7 @@ class SessionActor(Actor):
         handler = {
             Claim: self._claim, Release: self._release, Close: self._close,
             PostAdminMessage: self._post_admin, PostStoreMessage: self._post_store,
+            Transfer: self._transfer, MarkRead: self._mark_read, Requeue: self._requeue,
         }[type(command)]
         return await handler(command)
 
@@ -130,6 +132,44 @@ class SessionActor(Actor):
         if session is not None:
             self.session = session
 
+    # --- the support workflow (issue 12) -------------------------------------
+    async def _transfer(self, cmd: "Transfer") -> Session:
+        result = await self.storage.transfer_session(self.session_id, cmd.admin_id,
+                                                     cmd.target_id, cmd.max_sessions)
+        self._remember(result.session)
+        if result.outcome is TransferOutcome.DONE:
+            self.on_stored()
+            metrics.MESSAGES.labels("system").inc()
+            metrics.TRANSFERS.inc()
+            return result.session
+        if result.outcome is TransferOutcome.UNCHANGED:
+            return result.session
+        if result.outcome in (TransferOutcome.NOT_FOUND, TransferOutcome.ADMIN_NOT_FOUND):
+            raise NotFound()
+        if result.outcome is TransferOutcome.FORBIDDEN:
+            raise PermissionDenied()
+        raise Conflict(LIMIT_REACHED if result.outcome is TransferOutcome.LIMIT
+                       else SESSION_CLOSED)
+
+    async def _mark_read(self, cmd: "MarkRead") -> ReadResult:
+        result = await self.storage.mark_read(self.session_id, cmd.side, cmd.reader_id, cmd.seq)
+        self._remember(result.session)
+        raise_for_outcome(result.outcome)
+        if result.moved:
+            self.on_stored()
+        return result
+
+    async def _requeue(self, cmd: "Requeue") -> bool:
+        """Judged stale by a sweep: requeue unless it changed since (then no-op)."""
+        result = await self.storage.requeue_session(cmd.stale, cmd.cutoffs)
+        self._remember(result.session)
+        if result.outcome is not WriteOutcome.DONE:
+            return False
+        self.on_stored()
+        metrics.MESSAGES.labels("system").inc()
+        metrics.REQUEUES.labels(cmd.stale.reason.value).inc()
+        return True
+
 
 def record_new_message(result: PostResult) -> None:
     """Count a newly stored message, and the first response time on an
@@ -163,3 +203,24 @@ def _seconds_between(earlier_iso: str, later_iso: str) -> float:
     parse = datetime.datetime.fromisoformat
     return max(0.0, (parse(later_iso.rstrip("Z")) - parse(earlier_iso.rstrip("Z")))
                .total_seconds())
+
+
+# --- commands of the support workflow (issue 12) ------------------------------------
+@dataclass(frozen=True)
+class Transfer:
+    admin_id: int
+    target_id: int
+    max_sessions: int
+
+
+@dataclass(frozen=True)
+class MarkRead:
+    side: str  # "store" or "admin"
+    reader_id: int
+    seq: int
+
+
+@dataclass(frozen=True)
+class Requeue:
+    stale: StaleClaim
+    cutoffs: StaleCutoffs

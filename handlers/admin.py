@@ -37,7 +37,8 @@ class MySessionsHandler(AdminHandler):
         limit = list_limit(self)
         rows = await self.service.admin_sessions(self.principal, limit + 1,
                                                  decode_cursor(self))
-        self.respond({"results": [session_json(s) for s in rows[:limit]],
+        unread = await self.service.with_unread(self.principal, rows[:limit])
+        self.respond({"results": [{**session_json(s), "unread": n} for s, n in unread],
                       "next": next_url(self, rows, limit, "activity_at")})
 
 

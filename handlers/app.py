@@ -17,7 +17,10 @@ from actors.chat import ChatService, ChatSettings
 from actors.feed import EventFeed
 from actors.hub import Hub
 from actors.instrumented import InstrumentedStorage
-from handlers import admin, ops, store
+from actors.presence import PresenceSettings, PresenceTracker
+from actors.requeue import RequeueSettings, RequeueSweeper
+from actors.workflow_events import deliver_workflow_event
+from handlers import admin, ops, store, workflow
 from handlers.base import InFlight
 from handlers.errors import WS_CLOSE_GOING_AWAY
 from handlers.logs import log_request
@@ -25,6 +28,7 @@ from handlers.proxies import ChatHTTPServer
 from handlers.throttle import Throttle
 from handlers.websocket import AdminSocket, SocketSettings, StoreSocket
 from storage import open_storage
+from storage.base import Role
 
 log = logging.getLogger("chat.server")
 
@@ -42,7 +46,7 @@ class ChatServer:
         self.raw_storage = storage or open_storage(config["storage"]["url"], config["storage"])
         self.storage = InstrumentedStorage(self.raw_storage)
         self.hub = Hub()
-        self.feed = EventFeed(self.storage, self.hub.publish,
+        self.feed = EventFeed(self.storage, self._deliver,
                               float(config["events"]["poll_interval_secs"]),
                               node=str(config["events"].get("node") or ""))
         actors_cfg = config["actors"]
@@ -55,6 +59,14 @@ class ChatServer:
         ), on_stored=self.feed.poke)
         self.inflight = InFlight()
         self.servers: list[tornado.httpserver.HTTPServer] = []
+        self.presence, self.requeue = workflow_parts(config, self.service, self.storage,
+                                                     self.feed.poke)
+        self.service.presence = self.presence
+
+    def _deliver(self, event: Any) -> None:
+        """The feed's hand-off: the hub's events, then the support workflow's."""
+        self.hub.publish(event)
+        deliver_workflow_event(self.hub, event)
 
     def make_app(self, with_ops: bool = True) -> tornado.web.Application:
         srv, ws = self.config["server"], self.config["websocket"]
@@ -78,6 +90,10 @@ class ChatServer:
             (rf"{p}/admin/message/?", admin.AdminMessageHandler, api),
             (rf"{p}/store/message/?", store.StoreMessageHandler, api),
             (rf"{p}/store/session/?", store.StoreSessionHandler, api),
+            (rf"{p}/admin/session/transfer/?", workflow.TransferHandler, api),
+            (rf"{p}/admin/session/read/?", workflow.ReadHandler, {**api, "role": Role.ADMIN}),
+            (rf"{p}/store/session/read/?", workflow.ReadHandler, {**api, "role": Role.STORE}),
+            (rf"{p}/admin/admins/?", workflow.AdminsHandler, api),
             (rf"{p}/admin/ws/?", AdminSocket, sockets),
             (rf"{p}/store/ws/?", StoreSocket, sockets),
         ]
@@ -108,6 +124,8 @@ class ChatServer:
         """Open storage and start serving on ``sockets`` (or ``port``)."""
         await self.raw_storage.setup()
         await self.feed.start()
+        await self.presence.start()
+        await self.requeue.start()
         main = self.http_server(self.make_app(with_ops=ops_sockets is None))
         if sockets is not None:
             main.add_sockets(sockets)
@@ -131,10 +149,26 @@ class ChatServer:
         # Finish every queued command (their acks go out), then hand what was
         # stored to the sockets, then close them: clients resume elsewhere.
         await self.service.shutdown(float(self.config["server"]["shutdown_timeout_secs"]))
+        await self.requeue.stop()
         await self.feed.catch_up()
         await self.feed.stop()
         self.hub.close_all(WS_CLOSE_GOING_AWAY, "Server shutting down; resume elsewhere.")
         for server in self.servers:
             await server.close_all_connections()
+        await self.presence.stop()
         await self.raw_storage.close()
         log.info("shutdown complete")
+
+
+def workflow_parts(config: dict[str, Any], service: ChatService, storage: Any,
+                   poke: Any) -> tuple[PresenceTracker, RequeueSweeper]:
+    """The support workflow's background parts, from ``presence`` and ``chat``."""
+    pres, chat = config.get("presence") or {}, config["chat"]
+    presence = PresenceTracker(storage, PresenceSettings(
+        heartbeat_secs=float(pres.get("heartbeat_secs", 5)),
+        expiry_secs=float(pres.get("expiry_secs", 15))), on_stored=poke)
+    requeue = RequeueSweeper(service, RequeueSettings(
+        offline_secs=float(chat.get("requeue_offline_secs", 0)),
+        unanswered_secs=float(chat.get("requeue_unanswered_secs", 0)),
+        sweep_secs=float(chat.get("requeue_sweep_secs", 5))), presence.live_after)
+    return presence, requeue

@@ -89,8 +89,9 @@ class APIHandler(JSONErrors):
                                    limit: int) -> None:
         """A session with one page of its history (Get Session, the store's view)."""
         messages, has_more = await self.service.history(session.id, after_seq, limit)
-        self.respond({**session_json(session), "messages": [message_json(m) for m in messages],
-                      "has_more": has_more})
+        [(_, unread)] = await self.service.with_unread(self.principal, [session])
+        self.respond({**session_json(session), "unread": unread,
+                      "messages": [message_json(m) for m in messages], "has_more": has_more})
 
 
 class InFlight:

@@ -20,7 +20,7 @@ from actors import metrics
 from actors.chat import ChatService
 from actors.errors import ChatError, Invalid
 from actors.hub import Frame, Hub
-from handlers import codec
+from handlers import codec, workflow
 from handlers.base import authenticate_header, authenticate_key
 from handlers.errors import (
     WS_CLOSE_BAD_KEY, WS_CLOSE_INTERNAL_ERROR, WS_CLOSE_TRY_AGAIN_LATER, WS_CLOSE_WRONG_KIND,
@@ -137,6 +137,8 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
             return
         self.principal = principal
         self.hub.add(self.conn_id, self.role, principal.id, self.send_event, self.close)
+        if self.role is Role.ADMIN and self.service.presence is not None:
+            self.service.presence.socket_opened(principal.id)
         metrics.WS_CONNECTIONS.labels(self.role.value).inc()
         log.info("ws open %s %s:%d", self.request.path, self.role.value, principal.id,
                  extra={"event": "ws_open", "who": f"{self.role.value}:{principal.id}"})
@@ -148,6 +150,8 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
             self._auth_timer.cancel()
         if self.principal is not None:
             self.hub.remove(self.conn_id)
+            if self.role is Role.ADMIN and self.service.presence is not None:
+                self.service.presence.socket_closed(self.principal.id)
             metrics.WS_CONNECTIONS.labels(self.role.value).dec()
             log.info("ws close %s %s:%d code=%s", self.request.path, self.role.value,
                      self.principal.id, self.close_code,
@@ -304,6 +308,7 @@ _FRAME_HANDLERS = {
     "typing": ChatSocket._on_typing_frame,
     "resume": ChatSocket._on_resume_frame,
     "ping": ChatSocket._on_ping_frame,
+    **workflow.FRAME_HANDLERS,  # read, presence
 }
 _FRAME_TYPES = set(_FRAME_HANDLERS) | {"auth"}
 

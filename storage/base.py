@@ -21,7 +21,12 @@ import enum
 import hashlib
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from storage.workflow import (
+        AdminPresence, OutboxEntry, ReadResult, StaleClaim, StaleCutoffs, TransferResult,
+    )
 
 # Sizes of pages read from storage in one go (history replay, the change feed).
 MAX_HISTORY_PAGE = 1000
@@ -317,6 +322,72 @@ class ChatStorage(Protocol):
 
     async def save_feed_position(self, node: str, last_id: int) -> None:
         """Remember where ``node`` got to, so a restart continues from there."""
+
+    # --- the support workflow (rules in storage/workflow.py) -----------------------
+    async def transfer_session(self, session_id: int, admin_id: int, target_id: int,
+                               max_sessions: int) -> "TransferResult":
+        """Hand a session ``admin_id`` holds to ``target_id`` in one guarded
+        write, the target's ``max_sessions`` (0 = none) checked in it; with a
+        system ``session_transferred`` message and event stored in the same step."""
+
+    async def mark_read(self, session_id: int, side: str, reader_id: int,
+                        seq: int) -> "ReadResult":
+        """Raise ``side``'s read position to ``seq`` (capped at the last seq);
+        never lower it. A raise stores a ``read`` event with it."""
+
+    async def unread_counts(self, session_ids: list[int], side: str) -> dict[int, int]:
+        """Per session: the other side's messages past ``side``'s read position."""
+
+    async def read_positions(self, session_id: int) -> dict[str, int]:
+        """``{"store": seq, "admin": seq}`` as far as each side has read."""
+
+    async def set_presence_sockets(self, node: str, admin_id: int, sockets: int,
+                                   live_after: float) -> str | None:
+        """Record how many sockets the admin has open on ``node`` (a heartbeat
+        of that row); announce and return its presence if that changed."""
+
+    async def set_admin_away(self, admin_id: int, away: bool,
+                             live_after: float) -> str | None:
+        """The admin says it is away (or back); announce a change as above."""
+
+    async def heartbeat_presence(self, node: str, sockets: dict[int, int],
+                                 live_after: float) -> list[tuple[int, str]]:
+        """Rewrite ``node``'s rows from its open ``sockets`` per admin; announce
+        every admin whose presence changed since (a dead node's admins going
+        offline), each exactly once."""
+
+    async def list_admins(self, limit: int, after_id: int,
+                          live_after: float) -> "list[AdminPresence]":
+        """Admins by id after ``after_id``, with presence and claimed sessions."""
+
+    async def find_stale_claims(self, cutoffs: "StaleCutoffs",
+                                limit: int) -> "list[StaleClaim]":
+        """Claimed sessions stale by ``cutoffs``, each with the state judged."""
+
+    async def requeue_session(self, stale: "StaleClaim",
+                              cutoffs: "StaleCutoffs") -> SessionWrite:
+        """Back to the queue (keeping ``queued_at``) only if nothing changed
+        since judged stale; ``DONE`` for exactly one caller, else ``UNCHANGED``."""
+
+    async def set_webhook_outbox(self, kinds: tuple[str, ...]) -> None:
+        """From now on copy events of ``kinds`` into the outbox atomically with
+        their change (runs at start-up; no kinds: stop and empty it)."""
+
+    async def read_outbox(self, after_id: int, limit: int) -> "list[OutboxEntry]":
+        """Outbox entries after ``after_id`` in commit order."""
+
+    async def load_webhook_cursor(self, hook: str) -> int:
+        """The last outbox id delivered to ``hook`` (0: none yet)."""
+
+    async def save_webhook_cursor(self, hook: str, last_id: int) -> None:
+        """Advance ``hook``'s cursor (never backwards)."""
+
+    async def prune_outbox(self, hooks: tuple[str, ...]) -> int:
+        """Drop entries every one of ``hooks`` has delivered; return how many."""
+
+    async def take_lease(self, name: str, holder: str, duration_secs: float) -> bool:
+        """Take or renew the lease ``name`` for ``holder``; False while another
+        holder's lease has not expired."""
 
 
 # --- plain-dict forms, for event payloads and document stores ------------------

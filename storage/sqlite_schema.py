@@ -183,3 +183,56 @@ def insert_event(conn: sqlite3.Connection, kind: str, session: Session,
         "INSERT INTO events (kind, session_id, store_id, admin_id, payload, created)"
         " VALUES (?, ?, ?, ?, ?, ?)",
         (kind, session.id, session.store_id, admin_id, json.dumps(payload), time.time()))
+
+
+# --- the support workflow (issue 12): read state, presence, webhooks -----------
+WORKFLOW_DDL = """
+-- The highest seq each side of a session has read; only ever raised.
+CREATE TABLE IF NOT EXISTS session_reads (
+    session_id INTEGER NOT NULL REFERENCES sessions(id),
+    side TEXT NOT NULL CHECK (side IN ('store', 'admin')),
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (session_id, side)
+);
+-- Heartbeats: how many sockets an admin has open on a node, as of `seen`
+-- (epoch seconds). Rows not refreshed within the expiry stop counting, so a
+-- SIGKILLed process's sockets stop counting without anyone cleaning up.
+CREATE TABLE IF NOT EXISTS admin_presence (
+    node TEXT NOT NULL, admin_id INTEGER NOT NULL,
+    sockets INTEGER NOT NULL, seen REAL NOT NULL,
+    PRIMARY KEY (node, admin_id)
+);
+CREATE INDEX IF NOT EXISTS admin_presence_by_admin ON admin_presence (admin_id, seen);
+-- What the admin asked for (away) and the presence last announced for it:
+-- announcing is a conditional change of `announced`, so it happens once.
+CREATE TABLE IF NOT EXISTS admin_status (
+    admin_id INTEGER PRIMARY KEY,
+    away INTEGER NOT NULL DEFAULT 0,
+    announced TEXT NOT NULL DEFAULT 'offline'
+);
+-- The webhook outbox: filled by a trigger on `events` (created while webhooks
+-- are configured), so each entry commits in the same transaction as its change.
+CREATE TABLE IF NOT EXISTS webhook_outbox (
+    id INTEGER PRIMARY KEY,          -- the event's id: commit order
+    kind TEXT NOT NULL, session_id INTEGER NOT NULL,
+    payload TEXT NOT NULL, created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS webhook_cursors (
+    hook TEXT PRIMARY KEY, last_id INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires REAL NOT NULL
+);
+"""
+
+WEBHOOK_TRIGGER = """
+CREATE TRIGGER IF NOT EXISTS events_to_webhook_outbox AFTER INSERT ON events
+WHEN NEW.kind IN ({kinds})
+BEGIN
+    INSERT INTO webhook_outbox (id, kind, session_id, payload, created)
+    VALUES (NEW.id, NEW.kind, NEW.session_id, NEW.payload, NEW.created);
+END;
+"""
+
+# Every start creates the workflow's tables with the others.
+DDL += WORKFLOW_DDL

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 
 import pytest
@@ -248,3 +249,216 @@ async def test_a_feed_position_is_saved_per_node(storage):
     await storage.save_feed_position("node-b", 3)
     assert await storage.load_feed_position("node-a") == 9
     assert await storage.load_feed_position("node-b") == 3
+
+
+# --- the support workflow (issue 12): each decision's race --------------------------
+from storage.workflow import (  # noqa: E402
+    AWAY, OFFLINE, ONLINE, RequeueReason, StaleCutoffs, TransferOutcome,
+)
+
+
+async def a_claimed_session(storage, admin, store_name="Tech", limit=0):
+    store, _ = await a_store(storage, store_name)
+    sid = (await storage.post_store_message(store.id, "hi", None)).session.id
+    assert (await storage.claim_session(sid, admin, limit)).outcome is ClaimOutcome.WON
+    return store, sid
+
+
+@pytest.mark.gen_test
+async def test_transfer_outcomes_follow_the_order_of_checks(storage):
+    dana, _ = await storage.create_admin("Dana", None)
+    omar, _ = await storage.create_admin("Omar", None)
+    lena, _ = await storage.create_admin("Lena", None)
+    _, sid = await a_claimed_session(storage, dana)
+    assert (await storage.transfer_session(999, dana.id, omar.id, 0)).outcome \
+        is TransferOutcome.NOT_FOUND
+    assert (await storage.transfer_session(sid, dana.id, 999, 0)).outcome \
+        is TransferOutcome.ADMIN_NOT_FOUND
+    assert (await storage.transfer_session(sid, lena.id, omar.id, 0)).outcome \
+        is TransferOutcome.FORBIDDEN
+    done = await storage.transfer_session(sid, dana.id, omar.id, 0)
+    assert done.outcome is TransferOutcome.DONE and done.session.admin_id == omar.id
+    assert (await storage.transfer_session(sid, dana.id, lena.id, 0)).outcome \
+        is TransferOutcome.FORBIDDEN  # the old holder lost it at once
+    assert (await storage.post_admin_message(sid, dana.id, "x", None)).outcome \
+        is WriteOutcome.FORBIDDEN
+    assert (await storage.post_admin_message(sid, omar.id, "x", None)).outcome \
+        is WriteOutcome.DONE
+    history = await storage.list_messages(sid, 0, 10)
+    assert [m.event for m in history] == [None, "admin_connected", "session_transferred", None]
+    assert [s.id for s in await storage.list_admin_sessions(omar.id, 10, None)] == [sid]
+    assert await storage.list_admin_sessions(dana.id, 10, None) == []
+    await storage.close_session(sid, omar.id)
+    assert (await storage.transfer_session(sid, omar.id, dana.id, 0)).outcome \
+        is TransferOutcome.CLOSED
+
+
+@pytest.mark.gen_test
+async def test_a_transfer_to_an_admin_at_the_limit_is_refused_and_changes_nothing(storage):
+    dana, _ = await storage.create_admin("Dana", None)
+    omar, _ = await storage.create_admin("Omar", None)
+    # one deployment, one limit: the claims ran under it too
+    _, sid = await a_claimed_session(storage, dana, "S1", limit=1)
+    _, full = await a_claimed_session(storage, omar, "S2", limit=1)
+    before = await storage.list_messages(sid, 0, 10)
+    refused = await storage.transfer_session(sid, dana.id, omar.id, 1)
+    assert refused.outcome is TransferOutcome.LIMIT
+    assert (await storage.get_session(sid)).admin_id == dana.id
+    assert await storage.list_messages(sid, 0, 10) == before
+    await storage.close_session(full, omar.id)  # a place frees up
+    assert (await storage.transfer_session(sid, dana.id, omar.id, 1)).outcome \
+        is TransferOutcome.DONE
+    assert (await storage.claim_session(full, dana, 1)).outcome is ClaimOutcome.CLOSED
+
+
+@pytest.mark.gen_test
+async def test_a_transfer_raced_against_the_close_and_a_second_transfer_has_one_winner(storage):
+    dana, _ = await storage.create_admin("Dana", None)
+    omar, _ = await storage.create_admin("Omar", None)
+    lena, _ = await storage.create_admin("Lena", None)
+    for round_ in range(4):
+        _, sid = await a_claimed_session(storage, dana, f"S{round_}")
+        to_omar, to_lena, closed = await asyncio.gather(
+            storage.transfer_session(sid, dana.id, omar.id, 0),
+            storage.transfer_session(sid, dana.id, lena.id, 0),
+            storage.close_session(sid, dana.id))
+        winners = [to_omar.outcome is TransferOutcome.DONE,
+                   to_lena.outcome is TransferOutcome.DONE,
+                   closed.outcome is WriteOutcome.DONE]
+        assert winners.count(True) == 1
+        final = await storage.get_session(sid)
+        history = await storage.list_messages(sid, 0, 20)
+        events = [m.event for m in history if m.event]
+        assert events.count("session_transferred") + events.count("session_closed") == 1
+        if closed.outcome is WriteOutcome.DONE:
+            assert final.status is SessionStatus.CLOSED and final.admin_id == dana.id
+        else:
+            winner = omar if winners[0] else lena
+            assert final.status is SessionStatus.CLAIMED and final.admin_id == winner.id
+        if final.status is SessionStatus.CLAIMED:
+            await storage.close_session(sid, final.admin_id)
+
+
+@pytest.mark.gen_test
+async def test_read_positions_only_move_forward_and_count_unread(storage):
+    dana, _ = await storage.create_admin("Dana", None)
+    omar, _ = await storage.create_admin("Omar", None)
+    store, sid = await a_claimed_session(storage, dana)
+    for i in range(3):
+        await storage.post_store_message(store.id, f"s{i}", None)  # seq 3, 4, 5
+    await storage.post_admin_message(sid, dana.id, "a", None)  # seq 6
+    assert (await storage.unread_counts([sid], "admin")) == {sid: 4}
+    assert (await storage.unread_counts([sid], "store")) == {sid: 1}
+    start = await storage.last_event_id()
+    marks = await asyncio.gather(*[storage.mark_read(sid, "admin", dana.id, s)
+                                   for s in (4, 2, 5, 3, 1)])
+    assert max(m.seq for m in marks) == 5 and (await storage.read_positions(sid))["admin"] == 5
+    again = await storage.mark_read(sid, "admin", dana.id, 2)
+    assert (again.seq, again.moved) == (5, False)
+    assert (await storage.unread_counts([sid], "admin")) == {sid: 0}
+    past_end = await storage.mark_read(sid, "store", store.id, 999)
+    assert past_end.seq == 6 and past_end.moved  # capped at the last message
+    reads = [e for e in await storage.read_events(start, 100) if e.kind == "read"]
+    assert [e.payload["seq"] for e in reads if e.payload["sender"] == "admin"] \
+        == sorted({m.seq for m in marks if m.moved})
+    assert (await storage.mark_read(sid, "admin", omar.id, 1)).outcome is WriteOutcome.FORBIDDEN
+    assert (await storage.mark_read(999, "store", store.id, 1)).outcome is WriteOutcome.NOT_FOUND
+
+
+@pytest.mark.gen_test
+async def test_presence_counts_live_heartbeats_and_announces_each_change_once(storage):
+    dana, _ = await storage.create_admin("Dana", None)
+    omar, _ = await storage.create_admin("Omar", None)
+    now = time.time()
+    assert await storage.set_presence_sockets("n1", dana.id, 1, now - 10) == ONLINE
+    assert await storage.set_presence_sockets("n2", dana.id, 2, now - 10) is None
+    assert await storage.set_admin_away(dana.id, True, now - 10) == AWAY
+    assert await storage.set_presence_sockets("n1", dana.id, 0, now - 10) is None  # n2 holds
+    listed = {a.admin.id: a for a in await storage.list_admins(10, 0, now - 10)}
+    assert (listed[dana.id].presence, listed[omar.id].presence) == (AWAY, OFFLINE)
+    # n2 stops heartbeating (a SIGKILLed process): once its rows are older than
+    # the expiry, however many processes sweep, one of them announces offline.
+    later = time.time() + 0.001
+    results = await asyncio.gather(*[storage.heartbeat_presence(f"sweeper{i}", {}, later)
+                                     for i in range(5)])
+    assert sum(results, []) == [(dana.id, OFFLINE)]
+    listed = {a.admin.id: a for a in await storage.list_admins(10, 0, later)}
+    assert listed[dana.id].presence == OFFLINE
+    assert [a.admin.id for a in await storage.list_admins(1, dana.id, later)] == [omar.id]
+    # n2 was only slow: its next heartbeat brings dana back, announced once
+    assert await storage.heartbeat_presence("n2", {dana.id: 2}, time.time() - 10) \
+        == [(dana.id, AWAY)]
+
+
+@pytest.mark.gen_test
+async def test_a_stale_claim_is_requeued_once_and_keeps_its_place(storage):
+    dana, _ = await storage.create_admin("Dana", None)
+    store, sid = await a_claimed_session(storage, dana)
+    queued_at = (await storage.get_session(sid)).queued_at
+    await asyncio.sleep(0.01)
+    cutoffs = StaleCutoffs(offline_before=time.time(), unanswered_before=None,
+                           live_after=time.time() - 10)
+    stale = await storage.find_stale_claims(cutoffs, 10)
+    assert [(s.session_id, s.reason) for s in stale] == [(sid, RequeueReason.OFFLINE)]
+    results = await asyncio.gather(*[storage.requeue_session(stale[0], cutoffs)
+                                     for _ in range(5)])
+    assert [r.outcome for r in results].count(WriteOutcome.DONE) == 1
+    session = await storage.get_session(sid)
+    assert (session.status, session.admin_id, session.queued_at) \
+        == (SessionStatus.OPEN, None, queued_at)
+    assert [m.event for m in await storage.list_messages(sid, 0, 10)][-1] == "session_requeued"
+    assert await storage.find_stale_claims(cutoffs, 10) == []
+
+
+@pytest.mark.gen_test
+async def test_a_reply_or_a_reconnect_after_the_judgement_wins_over_the_requeue(storage):
+    dana, _ = await storage.create_admin("Dana", None)
+    store, sid = await a_claimed_session(storage, dana)
+    await storage.post_store_message(store.id, "anyone?", None)
+    await asyncio.sleep(0.01)
+    cutoffs = StaleCutoffs(offline_before=None, unanswered_before=time.time(),
+                           live_after=time.time() - 10)
+    [stale] = await storage.find_stale_claims(cutoffs, 10)
+    assert stale.reason is RequeueReason.UNANSWERED
+    await storage.post_admin_message(sid, dana.id, "here", None)  # the reply wins
+    assert (await storage.requeue_session(stale, cutoffs)).outcome is WriteOutcome.UNCHANGED
+    assert (await storage.get_session(sid)).admin_id == dana.id
+    assert await storage.find_stale_claims(cutoffs, 10) == []  # answered: not stale
+    offline = StaleCutoffs(offline_before=time.time() + 1, unanswered_before=None,
+                           live_after=time.time() - 10)
+    [stale] = await storage.find_stale_claims(offline, 10)
+    await storage.set_presence_sockets("n1", dana.id, 1, offline.live_after)  # reconnects
+    assert (await storage.requeue_session(stale, offline)).outcome is WriteOutcome.UNCHANGED
+    assert (await storage.get_session(sid)).status is SessionStatus.CLAIMED
+
+
+@pytest.mark.gen_test
+async def test_the_webhook_outbox_holds_each_change_and_a_lease_has_one_holder(storage):
+    kinds = ("session_opened", "session_claimed", "message")
+    await storage.set_webhook_outbox(kinds)
+    dana, _ = await storage.create_admin("Dana", None)
+    store, sid = await a_claimed_session(storage, dana)
+    entries = await storage.read_outbox(0, 100)
+    assert [e.kind for e in entries] == ["session_opened", "message", "session_claimed",
+                                         "message"]
+    assert entries[1].payload["message"]["body"] == "hi" and entries[0].session_id == sid
+    await storage.prune_events(0)  # the feed's pruning leaves the outbox alone
+    assert len(await storage.read_outbox(0, 100)) == 4
+    await storage.save_webhook_cursor("h1", entries[1].id)
+    await storage.save_webhook_cursor("h1", entries[0].id)  # never backwards
+    assert await storage.load_webhook_cursor("h1") == entries[1].id
+    assert await storage.load_webhook_cursor("h2") == 0
+    assert await storage.prune_outbox(("h1", "h2")) == 0  # h2 still needs them
+    assert await storage.prune_outbox(("h1",)) == 2
+    assert [e.id for e in await storage.read_outbox(entries[1].id, 100)] \
+        == [e.id for e in entries[2:]]
+    holders = await asyncio.gather(*[storage.take_lease("webhooks", f"p{i}", 5)
+                                     for i in range(5)])
+    assert holders.count(True) == 1
+    winner = f"p{holders.index(True)}"
+    assert await storage.take_lease("webhooks", winner, 0.01)  # renewal; then it lapses
+    await asyncio.sleep(0.02)
+    assert await storage.take_lease("webhooks", "other", 5)
+    await storage.set_webhook_outbox(())
+    await storage.post_store_message(store.id, "more", None)
+    assert await storage.read_outbox(entries[1].id, 100) == []
