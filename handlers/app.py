@@ -19,6 +19,7 @@ from actors.hub import Hub
 from actors.instrumented import InstrumentedStorage
 from actors.presence import PresenceSettings, PresenceTracker
 from actors.requeue import RequeueSettings, RequeueSweeper
+from actors.webhooks import WebhookDispatcher, WebhookSettings, parse_webhooks
 from actors.workflow_events import deliver_workflow_event
 from handlers import admin, ops, store, workflow
 from handlers.base import InFlight
@@ -26,6 +27,7 @@ from handlers.errors import WS_CLOSE_GOING_AWAY
 from handlers.logs import log_request
 from handlers.proxies import ChatHTTPServer
 from handlers.throttle import Throttle
+from handlers.webhook_delivery import WebhookSender
 from handlers.websocket import AdminSocket, SocketSettings, StoreSocket
 from storage import open_storage
 from storage.base import Role
@@ -62,6 +64,8 @@ class ChatServer:
         self.presence, self.requeue = workflow_parts(config, self.service, self.storage,
                                                      self.feed.poke)
         self.service.presence = self.presence
+        self.webhook_sender, self.webhooks = webhook_parts(config, self.storage,
+                                                           self.presence.node)
 
     def _deliver(self, event: Any) -> None:
         """The feed's hand-off: the hub's events, then the support workflow's."""
@@ -126,6 +130,7 @@ class ChatServer:
         await self.feed.start()
         await self.presence.start()
         await self.requeue.start()
+        await self.webhooks.start()
         main = self.http_server(self.make_app(with_ops=ops_sockets is None))
         if sockets is not None:
             main.add_sockets(sockets)
@@ -156,6 +161,8 @@ class ChatServer:
         for server in self.servers:
             await server.close_all_connections()
         await self.presence.stop()
+        await self.webhooks.stop()
+        self.webhook_sender.close()
         await self.raw_storage.close()
         log.info("shutdown complete")
 
@@ -172,3 +179,13 @@ def workflow_parts(config: dict[str, Any], service: ChatService, storage: Any,
         unanswered_secs=float(chat.get("requeue_unanswered_secs", 0)),
         sweep_secs=float(chat.get("requeue_sweep_secs", 5))), presence.live_after)
     return presence, requeue
+
+
+def webhook_parts(config: dict[str, Any], storage: Any,
+                  node: str) -> tuple[WebhookSender, WebhookDispatcher]:
+    """The webhook sender and dispatcher, from ``webhooks`` and ``webhook_delivery``."""
+    delivery = config.get("webhook_delivery") or {}
+    settings = WebhookSettings(**{k: float(v) for k, v in delivery.items()})
+    sender = WebhookSender(settings.timeout_secs)
+    return sender, WebhookDispatcher(storage, parse_webhooks(config.get("webhooks")),
+                                     settings, sender, node)
