@@ -170,22 +170,47 @@ class ChatServer:
 def workflow_parts(config: dict[str, Any], service: ChatService, storage: Any,
                    poke: Any) -> tuple[PresenceTracker, RequeueSweeper]:
     """The support workflow's background parts, from ``presence`` and ``chat``."""
-    pres, chat = config.get("presence") or {}, config["chat"]
-    presence = PresenceTracker(storage, PresenceSettings(
-        heartbeat_secs=float(pres.get("heartbeat_secs", 5)),
-        expiry_secs=float(pres.get("expiry_secs", 15))), on_stored=poke)
-    requeue = RequeueSweeper(service, RequeueSettings(
-        offline_secs=float(chat.get("requeue_offline_secs", 0)),
-        unanswered_secs=float(chat.get("requeue_unanswered_secs", 0)),
-        sweep_secs=float(chat.get("requeue_sweep_secs", 5))), presence.live_after)
+    pres = PresenceSettings(**positive_numbers(config, "presence",
+                                               PresenceSettings.__dataclass_fields__))
+    if pres.expiry_secs <= pres.heartbeat_secs:
+        raise ValueError("presence.expiry_secs: must be longer than presence.heartbeat_secs")
+    presence = PresenceTracker(storage, pres, on_stored=poke)
+    chat = config["chat"]
+    names = {"offline_secs": "requeue_offline_secs", "unanswered_secs": "requeue_unanswered_secs",
+             "sweep_secs": "requeue_sweep_secs"}
+    values = {field: chat[key] for field, key in names.items() if key in chat}
+    for field, value in values.items():
+        if not _is_number(value) or not (value > 0 if field == "sweep_secs" else value >= 0):
+            raise ValueError(f"chat.{names[field]}: must be a number "
+                             f"{'> 0' if field == 'sweep_secs' else '>= 0 (0 = off)'}")
+    requeue = RequeueSweeper(service, RequeueSettings(**{k: float(v) for k, v in values.items()}),
+                             presence.live_after)
     return presence, requeue
+
+
+def positive_numbers(config: dict[str, Any], section: str, known: Any) -> dict[str, float]:
+    """A settings section of positive numbers, checked: unknown keys and bad
+    values are refused with the key's name (at start-up, before serving)."""
+    values = config.get(section) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{section}: must be a mapping")
+    for key, value in values.items():
+        if key not in known:
+            raise ValueError(f"{section}.{key}: unknown setting")
+        if not _is_number(value) or value <= 0:
+            raise ValueError(f"{section}.{key}: must be a number > 0")
+    return {k: float(v) for k, v in values.items()}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def webhook_parts(config: dict[str, Any], storage: Any,
                   node: str) -> tuple[WebhookSender, WebhookDispatcher]:
     """The webhook sender and dispatcher, from ``webhooks`` and ``webhook_delivery``."""
-    delivery = config.get("webhook_delivery") or {}
-    settings = WebhookSettings(**{k: float(v) for k, v in delivery.items()})
+    settings = WebhookSettings(**positive_numbers(config, "webhook_delivery",
+                                                  WebhookSettings.__dataclass_fields__))
     sender = WebhookSender(settings.timeout_secs)
     return sender, WebhookDispatcher(storage, parse_webhooks(config.get("webhooks")),
                                      settings, sender, node)

@@ -515,13 +515,19 @@ class MongoStorage:
             return ReadResult(WriteOutcome.FORBIDDEN, session=session)
         seq = min(seq, session.last_seq)
         key = f"{session_id}:{side}"
-        try:  # only forward: matches a lower position, or inserts the first one
-            result = await self.db.session_reads.update_one(
-                {"_id": key, "seq": {"$lt": seq}},
-                {"$set": {"seq": seq, "session_id": session_id, "side": side}}, upsert=True)
-            moved = bool(result.modified_count or result.upserted_id is not None)
-        except DuplicateKeyError:  # it exists at seq or beyond
-            moved = False
+        moved = False
+        for upsert in (True, False):
+            try:  # only forward: matches a lower position, or inserts the first one
+                result = await self.db.session_reads.update_one(
+                    {"_id": key, "seq": {"$lt": seq}},
+                    {"$set": {"seq": seq, "session_id": session_id, "side": side}},
+                    upsert=upsert)
+                moved = bool(result.modified_count or result.upserted_id is not None)
+                break
+            except DuplicateKeyError:
+                # It exists at seq or beyond, or another first mark was inserted
+                # a moment ago: try once more as a plain conditional update.
+                continue
         stored = (await self.db.session_reads.find_one({"_id": key}))["seq"]
         if moved:
             await self._append_event("read", session, session.admin_id,
@@ -738,6 +744,8 @@ class MongoStorage:
                 return_document=ReturnDocument.AFTER)
         except DuplicateKeyError:  # held by another, not expired
             return False
+        if doc is None:  # some servers return nothing for a racing first upsert
+            doc = await self.db.leases.find_one({"_id": name})
         return doc is not None and doc["holder"] == holder
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from storage import sqlite_schema as schema
 from storage.base import Admin, SessionWrite, WriteOutcome, session_to_doc, utc_now_iso
@@ -125,12 +125,18 @@ def announce(conn: sqlite3.Connection, admin_id: int, live_after: float) -> str 
     return status
 
 
+class _NoSession(NamedTuple):
+    """Where a feed event needs a session but is about an admin: ids 0."""
+
+    id: int = 0
+    store_id: int = 0
+
+
 def insert_admin_event(conn: sqlite3.Connection, kind: str, admin_id: int,
                        payload: dict[str, Any]) -> None:
-    """A feed event about an admin, not a session (session and store id 0)."""
-    conn.execute(
-        "INSERT INTO events (kind, session_id, store_id, admin_id, payload, created)"
-        " VALUES (?, 0, 0, ?, ?, ?)", (kind, admin_id, json.dumps(payload), time.time()))
+    """A feed event about an admin, not a session. Through ``insert_event``
+    like every other event, so it takes the same way to the sockets."""
+    schema.insert_event(conn, kind, _NoSession(), admin_id, payload)  # type: ignore[arg-type]
 
 
 def set_sockets_write(conn: sqlite3.Connection, node: str, admin_id: int, sockets: int,

@@ -223,3 +223,23 @@ async def test_an_unanswered_claim_goes_back_to_the_queue_in_its_original_place(
     await asyncio.sleep(1.0)
     assert (await api.get(f"/admin/session/{sid}/", admin_key)).json["status"] == "claimed"
     admin_ws.close()
+
+
+@pytest.mark.parametrize("bad, named", [
+    ({"presence": {"heartbeat_secs": 0}}, "presence.heartbeat_secs"),
+    ({"presence": {"heartbeat_secs": 20, "expiry_secs": 15}}, "presence.expiry_secs"),
+    ({"chat": {"requeue_offline_secs": -1}}, "chat.requeue_offline_secs"),
+    ({"chat": {"requeue_sweep_secs": "often"}}, "chat.requeue_sweep_secs"),
+    ({"webhook_delivery": {"retries": 3}}, "webhook_delivery.retries"),
+    ({"webhooks": [{"url": "ftp://x", "events": ["message"], "secret": "k"}]}, "webhooks[0].url"),
+    ({"webhooks": [{"url": "http://x", "events": ["typing"], "secret": "k"}]},
+     "webhooks[0].events"),
+    ({"webhooks": [{"url": "http://x", "events": ["message"]}]}, "webhooks[0].secret"),
+])
+def test_bad_workflow_settings_are_refused_with_the_key_named(config, bad, named):
+    from handlers.app import ChatServer
+    from server import _merge
+
+    _merge(config, bad)
+    with pytest.raises(ValueError, match=named.replace("[", r"\[").replace("]", r"\]")):
+        ChatServer(config)
