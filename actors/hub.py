@@ -91,10 +91,10 @@ class Hub:
         """Close every socket of one account (its key was rotated or revoked);
         return how many."""
         index = self._by_admin if role is Role.ADMIN else self._by_store
-        conn_ids = list(index.get(principal_id, ()))
-        for conn_id in conn_ids:
-            self._subs[conn_id].close(code, reason)
-        return len(conn_ids)
+        subs = [self._subs[i] for i in index.get(principal_id, ()) if i in self._subs]
+        for sub in subs:
+            sub.close(code, reason)
+        return len(subs)
 
     # --- resume --------------------------------------------------------------
     def begin_replay(self, conn_id: int, session_id: int, after_seq: int) -> None:
