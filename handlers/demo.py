@@ -74,7 +74,8 @@ Try the whole flow in another terminal (after setting ADMIN and STORE as above):
        -H "Content-Type: application/json" -d "{{\\"session_id\\": $S}}"
   # the admin replies
   curl -s -X POST {base}/admin/message/ -H "Authorization: Token $ADMIN" \\
-       -H "Content-Type: application/json" -d "{{\\"session_id\\": $S, \\"body\\": \\"Looking into it\\"}}"
+       -H "Content-Type: application/json" \\
+       -d "{{\\"session_id\\": $S, \\"body\\": \\"Looking into it\\"}}"
   # the store reads its session with the whole history
   curl -s {base}/store/session/ -H "Authorization: Token $STORE"
 """

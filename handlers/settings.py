@@ -62,6 +62,16 @@ def _lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
+def _not_bool(value: Any) -> Any:
+    # pydantic reads true as 1; in a settings file that is a typo, not a number.
+    if isinstance(value, bool):
+        raise ValueError("true/false is not a number")
+    return value
+
+
+NoBool = BeforeValidator(_not_bool)
+
+
 def _check_storage_url(url: str) -> str:
     if url.startswith("sqlite:///"):
         if not url[len("sqlite:///"):]:
@@ -95,12 +105,13 @@ def _check_network(value: str) -> str:
     return value
 
 
-Port = Annotated[int, Field(ge=1, le=65535, description="an integer from 1 to 65535")]
-Count = Annotated[int, Field(ge=0, description="an integer >= 0")]
-PositiveInt = Annotated[int, Field(ge=1, description="an integer >= 1")]
-Seconds = Annotated[float, Field(gt=0, description="a number of seconds > 0")]
-SecondsOrOff = Annotated[float, Field(ge=0, description="a number of seconds >= 0 (0 = off)")]
-Rate = Annotated[float, Field(ge=0, description="a number >= 0 (0 = off)")]
+Port = Annotated[int, NoBool, Field(ge=1, le=65535, description="an integer from 1 to 65535")]
+Count = Annotated[int, NoBool, Field(ge=0, description="an integer >= 0")]
+PositiveInt = Annotated[int, NoBool, Field(ge=1, description="an integer >= 1")]
+Seconds = Annotated[float, NoBool, Field(gt=0, description="a number of seconds > 0")]
+SecondsOrOff = Annotated[float, NoBool,
+                         Field(ge=0, description="a number of seconds >= 0 (0 = off)")]
+Rate = Annotated[float, NoBool, Field(ge=0, description="a number >= 0 (0 = off)")]
 Text = Annotated[str, Field(description="a string")]
 NonEmptyText = Annotated[str, Field(min_length=1, description="a non-empty string")]
 StringList = Annotated[list[str], Field(description="a list of strings")]
@@ -117,7 +128,7 @@ LogLevel = Annotated[Literal[LOG_LEVELS], BeforeValidator(_upper),
                      Field(description="one of " + ", ".join(LOG_LEVELS))]
 LogFormat = Annotated[Literal["text", "json"], BeforeValidator(_lower),
                       Field(description="text or json")]
-WriteConcern = Annotated[str | Count, Field(
+WriteConcern = Annotated[NonEmptyText | Count, Field(
     description='"majority", a tag set name or a number of nodes >= 0')]
 Flag = Annotated[bool, Field(description="true or false")]
 
@@ -342,10 +353,15 @@ def _describe(exc: ValidationError, layers: list[Layer]) -> str:
     """The first error as one line: key, value, origin, and what is expected."""
     errors = exc.errors()
     err = errors[0]
-    loc = tuple(err["loc"])
+    raw = tuple(err["loc"])
+    # A union's branches each report an error (loc ending in "str", "int"):
+    # name and count the setting, not the branch.
+    loc = raw if err["type"] == "extra_forbidden" else _setting_path(raw)
+    settings = {raw if e["type"] == "extra_forbidden" else _setting_path(tuple(e["loc"]))
+                for e in errors}
+    more = f" (and {len(settings) - 1} more)" if len(settings) > 1 else ""
     key = ".".join(str(part) for part in loc)
-    origin = next((o for layer in reversed(layers) if (o := layer.origin(loc))), None)
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    origin = next((o for layer in reversed(layers) if (o := layer.origin(loc))), "unknown")
     if err["type"] == "extra_forbidden":
         valid = _field_names(loc[:-1])
         return (f"config: unknown setting {key} ({origin})"
@@ -361,6 +377,22 @@ def _describe(exc: ValidationError, layers: list[Layer]) -> str:
     if len(value) > 80:
         value = value[:77] + "..."
     return f"config: {key} = {value} ({origin}): expected {expected}{detail}{more}"
+
+
+def _setting_path(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``loc`` up to the setting it names (list indexes kept, union branches cut)."""
+    model: Any = Settings
+    path: list[Any] = []
+    for part in loc:
+        if isinstance(part, int):
+            path.append(part)
+            continue
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            break
+        path.append(part)
+        model = fields[part].annotation
+    return tuple(path)
 
 
 def _did_you_mean(name: str, valid: Any, spell: Any) -> str:
