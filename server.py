@@ -31,9 +31,9 @@ import tempfile
 from typing import Any
 
 from handlers.settings import (  # noqa: F401  (_merge: tests build configs with it)
-    DEFAULT_CONFIG_PATH, ConfigError, describe_storage, dump_config, load_config,
-    merge as _merge,
+    DEFAULT_CONFIG_PATH, ConfigError, load_config, merge as _merge,
 )
+from handlers.shown_settings import describe_storage, dump_config
 from storage.base import Role, StorageUnavailable
 
 HERE = os.path.dirname(os.path.abspath(__file__))

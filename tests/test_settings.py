@@ -13,7 +13,8 @@ import sys
 import pytest
 import yaml
 
-from handlers.settings import load_config, redacted
+from handlers.settings import load_config
+from handlers.shown_settings import redacted
 from tests.helpers import ROOT, free_port, run_server_py
 
 
