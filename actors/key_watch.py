@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from actors.hub import Hub
-from storage.base import ChatStorage
+from storage.base import ChatStorage, Role
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,10 @@ log = logging.getLogger(__name__)
 KEY_POLL_INTERVAL_SECS = 0.3
 # After a storage error, wait this long before reading again.
 ERROR_BACKOFF_SECS = 1.0
+# A socket whose auth read a key just before its revocation committed joins
+# the hub just after the watcher acted; revoked accounts are swept again for
+# this long. (Not after a rotation: the account's new key is valid then.)
+REVOKED_SWEEP_SECS = 2.0
 CLOSE_REASON = "API key revoked or rotated."
 
 
@@ -34,6 +39,7 @@ class KeyWatch:
         self.close_code = close_code  # handlers/errors.py's code for a bad key
         self.interval_secs = interval_secs
         self.last_id = 0
+        self._revoked: dict[tuple[Role, int], float] = {}  # account -> sweep until
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -56,14 +62,26 @@ class KeyWatch:
         """Close the sockets of every account whose key changed since the last
         check; return how many sockets were closed."""
         closed = 0
+        now = time.monotonic()
+        changed = set()
         for change in await self.storage.key_changes_since(self.last_id):
             self.last_id = change.id
-            count = self.hub.close_principal(change.role, change.account_id,
-                                             self.close_code, CLOSE_REASON)
+            account = (change.role, change.account_id)
+            changed.add(account)
+            if change.kind == "revoked":
+                self._revoked[account] = now + REVOKED_SWEEP_SECS
+            else:
+                self._revoked.pop(account, None)
+            count = self.hub.close_principal(*account, self.close_code, CLOSE_REASON)
             if count:
                 log.info("key of %s %d %s: closed %d socket(s)", change.role.value,
                          change.account_id, change.kind, count)
             closed += count
+        for account, until in list(self._revoked.items()):
+            if until < now:
+                del self._revoked[account]
+            elif account not in changed:
+                closed += self.hub.close_principal(*account, self.close_code, CLOSE_REASON)
         return closed
 
     async def _follow(self) -> None:

@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from actors.hub import Hub
+from actors.key_watch import KeyWatch
 from storage.base import Role
 from tests.conftest import make_admin, make_store
 from tests.helpers import ROOT, Api, ServerProcess, Socket, run_server_py
@@ -217,3 +219,23 @@ async def test_rotate_and_revoke_change_keys_and_are_announced_in_order(storage)
     assert await storage.key_changes_since(changes[-1].id) == []
     # two revoked accounts do not collide on the unique digest column
     assert await storage.revoke_key(Role.ADMIN, admin.id) is True
+
+
+@pytest.mark.gen_test
+async def test_a_socket_that_authenticated_just_before_a_revoke_is_swept_after_it(
+        storage):  # noqa: F811
+    # The race: the socket's auth read the key, the revoke committed, the watcher
+    # acted, and only then did the socket join the hub.
+    hub, closed = Hub(), []
+    watch = KeyWatch(storage, hub, close_code=4001)
+    watch.last_id = await storage.last_key_change_id()
+    revoked, _ = await storage.create_admin("Gone", None)
+    rotated, _ = await storage.create_admin("Rotated", None)
+    assert await storage.revoke_key(Role.ADMIN, revoked.id)
+    assert await storage.rotate_key(Role.ADMIN, rotated.id)
+    assert await watch.check() == 0  # no sockets yet
+    for conn_id, admin in enumerate((revoked, rotated)):
+        hub.add(conn_id, Role.ADMIN, admin.id, lambda frame: None,
+                lambda code, reason, conn_id=conn_id: closed.append((conn_id, code)))
+    assert await watch.check() == 1
+    assert closed == [(0, 4001)]  # the rotated account's new socket may hold its new key
