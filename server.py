@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -28,7 +29,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from typing import Any
+from typing import Any, AsyncIterator
 
 from handlers.settings import (  # noqa: F401  (_merge: tests build configs with it)
     DEFAULT_CONFIG_PATH, ConfigError, load_config, merge as _merge,
@@ -184,33 +185,26 @@ async def _prepare_storage(config: dict[str, Any], demo: bool, cli: str) -> None
     """Create the schema once, before any worker starts; seed the demo data."""
     from handlers.demo import seed_demo
 
-    async with _storage(config) as storage:
+    async with opened_storage(config) as storage:
         if demo:
             await seed_demo(storage, config, cli)
 
 
-class _storage:
-    """``async with _storage(config) as storage``: set up, then closed; an
-    unreachable or unwritable database becomes a one-line ``StartupError``."""
+@contextlib.asynccontextmanager
+async def opened_storage(config: dict[str, Any]) -> AsyncIterator[Any]:
+    """The configured storage, set up, closed on the way out; an unreachable or
+    unwritable database becomes a one-line ``StartupError``."""
+    from storage import open_storage
 
-    def __init__(self, config: dict[str, Any]):
-        from storage import open_storage
-
-        self.storage = open_storage(config["storage"]["url"], config["storage"])
-        self.where = describe_storage(config["storage"]["url"])
-
-    async def __aenter__(self) -> Any:
-        try:
-            await self.storage.setup()
-        except StorageUnavailable as exc:
-            await self.storage.close()
-            raise StartupError(f"storage unavailable ({self.where}): {_one_line(exc)}") from None
-        return self.storage
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        await self.storage.close()
-        if isinstance(exc, StorageUnavailable):
-            raise StartupError(f"storage unavailable ({self.where}): {_one_line(exc)}") from None
+    storage = open_storage(config["storage"]["url"], config["storage"])
+    try:
+        await storage.setup()
+        yield storage
+    except StorageUnavailable as exc:
+        where = describe_storage(config["storage"]["url"])
+        raise StartupError(f"storage unavailable ({where}): {_one_line(exc)}") from None
+    finally:
+        await storage.close()
 
 
 def _one_line(exc: BaseException) -> str:
@@ -235,7 +229,7 @@ async def run_account_command(config: dict[str, Any], args: argparse.Namespace) 
         name = accounts.clean_name(args.name)
         email = accounts.clean_email(args.email)
         logo_url = accounts.clean_logo_url(getattr(args, "logo_url", None))
-    async with _storage(config) as storage:
+    async with opened_storage(config) as storage:
         if command == "create-admin":
             return await accounts.create_account(storage, Role.ADMIN, name, email)
         if command == "create-store":
