@@ -327,13 +327,15 @@ class ChatStorage(Protocol):
 
     async def rotate_key(self, role: Role, account_id: int) -> str | None:
         """Give the account a new key and return it (None: no such account).
-        The old key stops authenticating with this write, and a ``KeyChange`` is
-        appended in the same atomic step."""
+        The old key stops authenticating with this write. A ``KeyChange`` is
+        appended with it (in the same transaction where there are any, else
+        right after), so a watcher that sees the change finds the old key
+        already refused."""
 
     async def revoke_key(self, role: Role, account_id: int) -> bool:
         """Leave the account with no working key (False: no such account); a
-        ``KeyChange`` is appended in the same atomic step. ``rotate_key`` gives
-        it a key again."""
+        ``KeyChange`` is appended as for ``rotate_key``, which gives it a key
+        again."""
 
     async def last_key_change_id(self) -> int:
         """The id of the newest ``KeyChange``: where a new watcher starts."""
