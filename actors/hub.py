@@ -87,6 +87,15 @@ class Hub:
         for sub in list(self._subs.values()):
             sub.close(code, reason)
 
+    def close_principal(self, role: Role, principal_id: int, code: int, reason: str) -> int:
+        """Close every socket of one account (its key was rotated or revoked);
+        return how many."""
+        index = self._by_admin if role is Role.ADMIN else self._by_store
+        subs = [self._subs[i] for i in index.get(principal_id, ()) if i in self._subs]
+        for sub in subs:
+            sub.close(code, reason)
+        return len(subs)
+
     # --- resume --------------------------------------------------------------
     def begin_replay(self, conn_id: int, session_id: int, after_seq: int) -> None:
         """From now on hold live messages of the session back for this socket."""

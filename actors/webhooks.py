@@ -28,7 +28,7 @@ from typing import Awaitable, Callable
 
 from actors import metrics
 from storage.base import ChatStorage
-from storage.workflow import WEBHOOK_EVENTS, OutboxEntry
+from storage.workflow import OutboxEntry
 
 log = logging.getLogger(__name__)
 
@@ -56,31 +56,6 @@ class WebhookSettings:
 
 
 Send = Callable[[WebhookTarget, OutboxEntry], Awaitable[bool]]
-
-
-def parse_webhooks(raw: object) -> list[WebhookTarget]:
-    """``webhooks:`` from config, checked: a list of ``{url, events, secret}``."""
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise ValueError("webhooks: must be a list of {url, events, secret}")
-    targets = []
-    for i, item in enumerate(raw):
-        where = f"webhooks[{i}]"
-        if not isinstance(item, dict) or set(item) - {"url", "events", "secret"}:
-            raise ValueError(f"{where}: must be a mapping with url, events and secret only")
-        url, events, secret = item.get("url"), item.get("events"), item.get("secret")
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ValueError(f"{where}.url: must be an http:// or https:// URL")
-        if not isinstance(events, list) or not events or not all(
-                isinstance(e, str) and e in WEBHOOK_EVENTS for e in events):
-            raise ValueError(f"{where}.events: a non-empty list of {', '.join(WEBHOOK_EVENTS)}")
-        if not isinstance(secret, str) or not secret:
-            raise ValueError(f"{where}.secret: must be a non-empty string")
-        targets.append(WebhookTarget(url, frozenset(events), secret))
-    if len({t.url for t in targets}) != len(targets):
-        raise ValueError("webhooks: each url may appear once")
-    return targets
 
 
 def retry_delay(attempt: int, settings: WebhookSettings) -> float:

@@ -17,13 +17,14 @@ from actors.chat import ChatService, ChatSettings
 from actors.feed import EventFeed
 from actors.hub import Hub
 from actors.instrumented import InstrumentedStorage
+from actors.key_watch import KeyWatch
 from actors.presence import PresenceSettings, PresenceTracker
 from actors.requeue import RequeueSettings, RequeueSweeper
-from actors.webhooks import WebhookDispatcher, WebhookSettings, parse_webhooks
+from actors.webhooks import WebhookDispatcher, WebhookSettings, WebhookTarget
 from actors.workflow_events import deliver_workflow_event
 from handlers import admin, ops, store, workflow
 from handlers.base import InFlight
-from handlers.errors import WS_CLOSE_GOING_AWAY
+from handlers.errors import WS_CLOSE_BAD_KEY, WS_CLOSE_GOING_AWAY
 from handlers.logs import log_request
 from handlers.proxies import ChatHTTPServer
 from handlers.throttle import Throttle
@@ -59,6 +60,7 @@ class ChatServer:
             max_restarts=int(actors_cfg["max_restarts"]),
             restart_window_secs=float(actors_cfg["restart_window_secs"]),
         ), on_stored=self.feed.poke)
+        self.key_watch = KeyWatch(self.storage, self.hub, WS_CLOSE_BAD_KEY)
         self.inflight = InFlight()
         self.servers: list[tornado.httpserver.HTTPServer] = []
         self.presence, self.requeue = workflow_parts(config, self.service, self.storage,
@@ -131,6 +133,7 @@ class ChatServer:
         await self.presence.start()
         await self.requeue.start()
         await self.webhooks.start()
+        await self.key_watch.start()
         main = self.http_server(self.make_app(with_ops=ops_sockets is None))
         if sockets is not None:
             main.add_sockets(sockets)
@@ -157,6 +160,7 @@ class ChatServer:
         await self.requeue.stop()
         await self.feed.catch_up()
         await self.feed.stop()
+        await self.key_watch.stop()
         self.hub.close_all(WS_CLOSE_GOING_AWAY, "Server shutting down; resume elsewhere.")
         for server in self.servers:
             await server.close_all_connections()
@@ -169,48 +173,22 @@ class ChatServer:
 
 def workflow_parts(config: dict[str, Any], service: ChatService, storage: Any,
                    poke: Any) -> tuple[PresenceTracker, RequeueSweeper]:
-    """The support workflow's background parts, from ``presence`` and ``chat``."""
-    pres = PresenceSettings(**positive_numbers(config, "presence",
-                                               PresenceSettings.__dataclass_fields__))
-    if pres.expiry_secs <= pres.heartbeat_secs:
-        raise ValueError("presence.expiry_secs: must be longer than presence.heartbeat_secs")
-    presence = PresenceTracker(storage, pres, on_stored=poke)
+    """The support workflow's background parts, from ``presence`` and ``chat``
+    (checked by handlers/settings.py)."""
+    presence = PresenceTracker(storage, PresenceSettings(**config["presence"]), on_stored=poke)
     chat = config["chat"]
-    names = {"offline_secs": "requeue_offline_secs", "unanswered_secs": "requeue_unanswered_secs",
-             "sweep_secs": "requeue_sweep_secs"}
-    values = {field: chat[key] for field, key in names.items() if key in chat}
-    for field, value in values.items():
-        if not _is_number(value) or not (value > 0 if field == "sweep_secs" else value >= 0):
-            raise ValueError(f"chat.{names[field]}: must be a number "
-                             f"{'> 0' if field == 'sweep_secs' else '>= 0 (0 = off)'}")
-    requeue = RequeueSweeper(service, RequeueSettings(**{k: float(v) for k, v in values.items()}),
-                             presence.live_after)
+    requeue = RequeueSweeper(service, RequeueSettings(
+        offline_secs=float(chat["requeue_offline_secs"]),
+        unanswered_secs=float(chat["requeue_unanswered_secs"]),
+        sweep_secs=float(chat["requeue_sweep_secs"])), presence.live_after)
     return presence, requeue
-
-
-def positive_numbers(config: dict[str, Any], section: str, known: Any) -> dict[str, float]:
-    """A settings section of positive numbers, checked: unknown keys and bad
-    values are refused with the key's name (at start-up, before serving)."""
-    values = config.get(section) or {}
-    if not isinstance(values, dict):
-        raise ValueError(f"{section}: must be a mapping")
-    for key, value in values.items():
-        if key not in known:
-            raise ValueError(f"{section}.{key}: unknown setting")
-        if not _is_number(value) or value <= 0:
-            raise ValueError(f"{section}.{key}: must be a number > 0")
-    return {k: float(v) for k, v in values.items()}
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def webhook_parts(config: dict[str, Any], storage: Any,
                   node: str) -> tuple[WebhookSender, WebhookDispatcher]:
     """The webhook sender and dispatcher, from ``webhooks`` and ``webhook_delivery``."""
-    settings = WebhookSettings(**positive_numbers(config, "webhook_delivery",
-                                                  WebhookSettings.__dataclass_fields__))
+    settings = WebhookSettings(**config["webhook_delivery"])
     sender = WebhookSender(settings.timeout_secs)
-    return sender, WebhookDispatcher(storage, parse_webhooks(config.get("webhooks")),
-                                     settings, sender, node)
+    targets = [WebhookTarget(h["url"], frozenset(h["events"]), h["secret"])
+               for h in config["webhooks"]]
+    return sender, WebhookDispatcher(storage, targets, settings, sender, node)

@@ -61,7 +61,8 @@ class AdminsHandler(APIHandler):
         limit = list_limit(self)
         after = decode_admin_cursor(self.get_query_argument("cursor", None))
         presence = self.service.presence
-        rows = await self.service.storage.list_admins(limit + 1, after, presence.live_after())
+        rows = await self.service.storage.list_admins_with_presence(
+            limit + 1, after, presence.live_after())
         self.respond({"results": [admin_presence_json(r) for r in rows[:limit]],
                       "next": self._next(rows, limit)})
 

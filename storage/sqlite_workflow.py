@@ -187,8 +187,8 @@ def heartbeat_write(conn: sqlite3.Connection, node: str, sockets: dict[int, int]
     return changes
 
 
-def list_admins(conn: sqlite3.Connection, limit: int, after_id: int,
-                live_after: float) -> list[AdminPresence]:
+def list_admins_with_presence(conn: sqlite3.Connection, limit: int, after_id: int,
+                              live_after: float) -> list[AdminPresence]:
     rows = conn.execute(
         f"SELECT a.id, a.name, a.email, {_LIVE.format(admin='a.id')} AS live,"
         " COALESCE(st.away, 0) AS away,"

@@ -374,7 +374,8 @@ async def test_presence_counts_live_heartbeats_and_announces_each_change_once(st
     assert await storage.set_presence_sockets("n2", dana.id, 2, now - 10) is None
     assert await storage.set_admin_away(dana.id, True, now - 10) == AWAY
     assert await storage.set_presence_sockets("n1", dana.id, 0, now - 10) is None  # n2 holds
-    listed = {a.admin.id: a for a in await storage.list_admins(10, 0, now - 10)}
+    listed = {a.admin.id: a
+              for a in await storage.list_admins_with_presence(10, 0, now - 10)}
     assert (listed[dana.id].presence, listed[omar.id].presence) == (AWAY, OFFLINE)
     # n2 stops heartbeating (a SIGKILLed process): once its rows are older than
     # the expiry, however many processes sweep, one of them announces offline.
@@ -382,9 +383,10 @@ async def test_presence_counts_live_heartbeats_and_announces_each_change_once(st
     results = await asyncio.gather(*[storage.heartbeat_presence(f"sweeper{i}", {}, later)
                                      for i in range(5)])
     assert sum(results, []) == [(dana.id, OFFLINE)]
-    listed = {a.admin.id: a for a in await storage.list_admins(10, 0, later)}
+    listed = {a.admin.id: a for a in await storage.list_admins_with_presence(10, 0, later)}
     assert listed[dana.id].presence == OFFLINE
-    assert [a.admin.id for a in await storage.list_admins(1, dana.id, later)] == [omar.id]
+    assert [a.admin.id for a in await storage.list_admins_with_presence(1, dana.id, later)] \
+        == [omar.id]
     # n2 was only slow: its next heartbeat brings dana back, announced once
     assert await storage.heartbeat_presence("n2", {dana.id: 2}, time.time() - 10) \
         == [(dana.id, AWAY)]

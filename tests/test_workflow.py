@@ -225,21 +225,32 @@ async def test_an_unanswered_claim_goes_back_to_the_queue_in_its_original_place(
     admin_ws.close()
 
 
-@pytest.mark.parametrize("bad, named", [
-    ({"presence": {"heartbeat_secs": 0}}, "presence.heartbeat_secs"),
-    ({"presence": {"heartbeat_secs": 20, "expiry_secs": 15}}, "presence.expiry_secs"),
-    ({"chat": {"requeue_offline_secs": -1}}, "chat.requeue_offline_secs"),
-    ({"chat": {"requeue_sweep_secs": "often"}}, "chat.requeue_sweep_secs"),
-    ({"webhook_delivery": {"retries": 3}}, "webhook_delivery.retries"),
-    ({"webhooks": [{"url": "ftp://x", "events": ["message"], "secret": "k"}]}, "webhooks[0].url"),
-    ({"webhooks": [{"url": "http://x", "events": ["typing"], "secret": "k"}]},
-     "webhooks[0].events"),
-    ({"webhooks": [{"url": "http://x", "events": ["message"]}]}, "webhooks[0].secret"),
+@pytest.mark.parametrize("env, expected", [
+    ({"CHAT_PRESENCE__HEARTBEAT_SECS": "0"}, "presence.heartbeat_secs = '0'"),
+    ({"CHAT_PRESENCE__EXPIRY_SECS": "2"}, "expiry_secs must be longer than heartbeat_secs"),
+    ({"CHAT_CHAT__REQUEUE_OFFLINE_SECS": "-1"}, "chat.requeue_offline_secs = '-1'"),
+    ({"CHAT_CHAT__REQUEUE_SWEEP_SECS": "often"}, "chat.requeue_sweep_secs = 'often'"),
+    ({"CHAT_WEBHOOK_DELIVERY__RETRIES": "3"}, "unknown setting webhook_delivery.retries"),
+    ({"CHAT_WEBHOOKS": '[{"url": "ftp://x", "events": ["message"], "secret": "k"}]'},
+     "webhooks.0.url = 'ftp://x'"),
+    ({"CHAT_WEBHOOKS": '[{"url": "http://x", "events": ["typing"], "secret": "k"}]'},
+     "webhooks.0.events.0 = 'typing'"),
+    ({"CHAT_WEBHOOKS": '[{"url": "http://x", "events": ["message"]}]'},
+     "webhooks.0.secret is not set"),
 ])
-def test_bad_workflow_settings_are_refused_with_the_key_named(config, bad, named):
-    from handlers.app import ChatServer
-    from server import _merge
+def test_bad_workflow_settings_are_one_line_naming_the_key(env, expected):
+    from handlers.settings import ConfigError, load_config
 
-    _merge(config, bad)
-    with pytest.raises(ValueError, match=named.replace("[", r"\[").replace("]", r"\]")):
-        ChatServer(config)
+    with pytest.raises(ConfigError) as refused:
+        load_config(environ=env)
+    assert expected in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_check_config_shows_webhooks_with_their_secrets_hidden():
+    from handlers.settings import load_config
+    from handlers.shown_settings import dump_config
+
+    config = load_config(environ={"CHAT_WEBHOOKS": '[{"url": "https://u:pw@crm.example/h",'
+                                                   ' "events": ["message"], "secret": "s3cret"}]'})
+    shown = dump_config(config)
+    assert "s3cret" not in shown and "pw@" not in shown and "crm.example/h" in shown
