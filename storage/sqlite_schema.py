@@ -221,7 +221,8 @@ CREATE TABLE IF NOT EXISTS admin_status (
 CREATE TABLE IF NOT EXISTS webhook_outbox (
     id INTEGER PRIMARY KEY,          -- the event's id: commit order
     kind TEXT NOT NULL, session_id INTEGER NOT NULL,
-    payload TEXT NOT NULL, created REAL NOT NULL
+    payload TEXT NOT NULL, created REAL NOT NULL,
+    message_id INTEGER               -- where an event names its message instead of holding it
 );
 CREATE TABLE IF NOT EXISTS webhook_cursors (
     hook TEXT PRIMARY KEY, last_id INTEGER NOT NULL
@@ -235,8 +236,8 @@ WEBHOOK_TRIGGER = """
 CREATE TRIGGER IF NOT EXISTS events_to_webhook_outbox AFTER INSERT ON events
 WHEN NEW.kind IN ({kinds})
 BEGIN
-    INSERT INTO webhook_outbox (id, kind, session_id, payload, created)
-    VALUES (NEW.id, NEW.kind, NEW.session_id, NEW.payload, NEW.created);
+    INSERT INTO webhook_outbox (id, kind, session_id, payload, created, message_id)
+    VALUES (NEW.id, NEW.kind, NEW.session_id, NEW.payload, NEW.created, {message_id});
 END;
 """
 

@@ -15,7 +15,9 @@ import time
 from typing import Any, NamedTuple
 
 from storage import sqlite_schema as schema
-from storage.base import Admin, SessionWrite, WriteOutcome, session_to_doc, utc_now_iso
+from storage.base import (
+    Admin, SessionWrite, WriteOutcome, message_to_doc, session_to_doc, utc_now_iso,
+)
 from storage.workflow import (
     REQUEUE_BODIES, AdminPresence, OutboxEntry, ReadResult, RequeueReason, StaleClaim,
     StaleCutoffs, TransferOutcome, TransferResult, effective_presence, iso_from_epoch,
@@ -265,16 +267,31 @@ def set_outbox_trigger(conn: sqlite3.Connection, kinds: tuple[str, ...]) -> None
     conn.execute("DROP TRIGGER IF EXISTS events_to_webhook_outbox")
     if kinds:
         quoted = ", ".join("'" + k.replace("'", "''") + "'" for k in kinds)
-        conn.execute(schema.WEBHOOK_TRIGGER.format(kinds=quoted))
+        # An events table whose message events name their message row instead
+        # of carrying it: keep the reference, read_outbox fills it in.
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+        message_id = "NEW.message_id" if "message_id" in columns else "NULL"
+        conn.execute(schema.WEBHOOK_TRIGGER.format(kinds=quoted, message_id=message_id))
     else:
         conn.execute("DELETE FROM webhook_outbox")
 
 
 def read_outbox(conn: sqlite3.Connection, after_id: int, limit: int) -> list[OutboxEntry]:
-    rows = conn.execute("SELECT * FROM webhook_outbox WHERE id > ? ORDER BY id LIMIT ?",
-                        (after_id, limit))
-    return [OutboxEntry(r["id"], r["kind"], r["session_id"], json.loads(r["payload"]),
-                        r["created"]) for r in rows]
+    entries = []
+    for r in conn.execute("SELECT * FROM webhook_outbox WHERE id > ? ORDER BY id LIMIT ?",
+                          (after_id, limit)).fetchall():
+        payload = json.loads(r["payload"] or "{}")
+        if r["message_id"] is not None and "message" not in payload:
+            row = conn.execute("SELECT * FROM messages WHERE id = ?",
+                               (r["message_id"],)).fetchone()
+            if row is not None:
+                payload["message"] = message_to_doc(schema.row_to_message(row))
+        if "session" not in payload:  # the session as it is now, for its identity
+            session = schema.fetch_session(conn, r["session_id"])
+            if session is not None:
+                payload["session"] = session_to_doc(session)
+        entries.append(OutboxEntry(r["id"], r["kind"], r["session_id"], payload, r["created"]))
+    return entries
 
 
 def take_lease_write(conn: sqlite3.Connection, name: str, holder: str,
