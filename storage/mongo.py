@@ -38,11 +38,7 @@ from storage.base import (
     holder_refusal, message_from_doc, message_to_doc, new_api_key, revoked_digest,
     session_from_doc, session_to_doc, utc_now_iso, why_claim_failed,
 )
-from storage.workflow import (
-    OFFLINE, REQUEUE_BODIES, AdminPresence, OutboxEntry, ReadResult, RequeueReason, StaleClaim,
-    StaleCutoffs, TransferOutcome, TransferResult, effective_presence, iso_from_epoch,
-    may_mark_read, transfer_payload, why_transfer_refused,
-)
+from storage.mongo_workflow import MongoWorkflow
 
 # Attempts at a seq before giving up (each loss means another node just wrote).
 SEQ_ATTEMPTS = 50
@@ -69,7 +65,7 @@ def _available(method):
     return wrapper
 
 
-class MongoStorage:
+class MongoStorage(MongoWorkflow):
     """``ChatStorage`` over a MongoDB database (a ready ``AsyncDatabase``)."""
 
     def __init__(self, db: Any, client: Any = None):
@@ -400,7 +396,7 @@ class MongoStorage:
             "store_id": session.store_id, "admin_id": admin_id, "payload": payload,
             "created": time.time()}
         await self.db.events.insert_one(event)
-        await self._append_to_outbox(event)
+        await self._append_to_outbox(None, event)
 
     @_available
     async def append_typing(self, session: Session, sender: str) -> None:
@@ -517,291 +513,23 @@ class MongoStorage:
             expected = doc["_id"] + 1
         return changes
 
-    # --- the support workflow (storage/workflow.py states the rules) -------------
-    # Kinds copied to the webhook outbox by _append_event (set at start-up).
-    webhook_kinds: frozenset[str] = frozenset()
+    # --- the support workflow's adapters (storage/mongo_workflow.py) --------------
+    async def _wf_change(self, change: Callable[[Any], Any]) -> Any:
+        """Run ``change(s)`` as one change (here: its writes in sequence)."""
+        return await change(None)
 
-    async def _setup_workflow(self) -> None:
-        """Indexes of the workflow's collections (runs within ``setup``)."""
-        await self.db.admin_presence.create_index([("admin_id", ASCENDING), ("seen", ASCENDING)])
+    async def _wf_event(self, s: Any, kind: str, session: Any, admin_id: int | None,
+                        payload: dict[str, Any]) -> None:
+        await self._append_event(kind, session, admin_id, payload)
 
-    @_available
-    async def transfer_session(self, session_id: int, admin_id: int, target_id: int,
-                               max_sessions: int) -> TransferResult:
-        session = await self.get_session(session_id)
-        target = await self.get_admin(target_id)
-        refused = why_transfer_refused(session, admin_id, target)
-        if refused is not None:
-            return TransferResult(refused, session)
-        if max_sessions > 0:  # the target's place, taken conditionally as a claim does
-            counted = await self.db.admins.find_one_and_update(
-                {"_id": target_id, "active": {"$lt": max_sessions}}, {"$inc": {"active": 1}})
-            if counted is None:
-                return TransferResult(TransferOutcome.LIMIT, session)
-        now = utc_now_iso()
-        doc = await self.db.sessions.find_one_and_update(
-            {"_id": session_id, "status": "claimed", "admin_id": admin_id},
-            {"$set": {"admin_id": target_id, "updated": now, "activity_at": now}},
-            return_document=ReturnDocument.AFTER)
-        if doc is None:  # closed or handed on a moment ago: give the place back
-            if max_sessions > 0:
-                await self.db.admins.update_one({"_id": target_id}, {"$inc": {"active": -1}})
-            current = await self.get_session(session_id)
-            return TransferResult(why_transfer_refused(current, admin_id, target)
-                                  or TransferOutcome.FORBIDDEN, current)
-        await self.db.admins.update_one({"_id": admin_id, "active": {"$gt": 0}},
-                                        {"$inc": {"active": -1}})
-        caller = await self.get_admin(admin_id)
-        session = _session(doc)
-        await self._append_event("session_transferred", session, target_id,
-                                 transfer_payload(session, caller, target))
-        _, session = await self._insert_message(
-            session, "system", None, f"{caller.name} transferred the chat to {target.name}",
-            None, event="session_transferred", audience=target_id)
-        return TransferResult(TransferOutcome.DONE, session)
+    async def _wf_system_message(self, s: Any, session: Session, body: str, event: str,
+                                 audience: int | None) -> Session:
+        _, session = await self._insert_message(session, "system", None, body, None,
+                                                event=event, audience=audience)
+        return session
 
-    @_available
-    async def mark_read(self, session_id: int, side: str, reader_id: int,
-                        seq: int) -> ReadResult:
-        session = await self.get_session(session_id)
-        if session is None:
-            return ReadResult(WriteOutcome.NOT_FOUND)
-        if not may_mark_read(session, side, reader_id):
-            return ReadResult(WriteOutcome.FORBIDDEN, session=session)
-        seq = min(seq, session.last_seq)
-        key = f"{session_id}:{side}"
-        moved = False
-        for upsert in (True, False):
-            try:  # only forward: matches a lower position, or inserts the first one
-                result = await self.db.session_reads.update_one(
-                    {"_id": key, "seq": {"$lt": seq}},
-                    {"$set": {"seq": seq, "session_id": session_id, "side": side}},
-                    upsert=upsert)
-                moved = bool(result.modified_count or result.upserted_id is not None)
-                break
-            except DuplicateKeyError:
-                # It exists at seq or beyond, or another first mark was inserted
-                # a moment ago: try once more as a plain conditional update.
-                continue
-        stored = (await self.db.session_reads.find_one({"_id": key}))["seq"]
-        if moved:
-            await self._append_event("read", session, session.admin_id,
-                                     {"session_id": session_id, "sender": side, "seq": stored})
-        return ReadResult(WriteOutcome.DONE, stored, moved, session)
-
-    @_available
-    async def unread_counts(self, session_ids: list[int], side: str) -> dict[int, int]:
-        other = "store" if side == "admin" else "admin"
-        counts = {}
-        for session_id in session_ids:
-            mark = await self.db.session_reads.find_one({"_id": f"{session_id}:{side}"})
-            counts[session_id] = await self.db.messages.count_documents(
-                {"session_id": session_id, "sender": other,
-                 "seq": {"$gt": mark["seq"] if mark else 0}})
-        return counts
-
-    @_available
-    async def read_positions(self, session_id: int) -> dict[str, int]:
-        docs = await self.db.session_reads.find({"session_id": session_id}).to_list(None)
-        return {d["side"]: d["seq"] for d in docs}
-
-    async def _admin_live(self, admin_id: int, live_after: float) -> bool:
-        return await self.db.admin_presence.find_one(
-            {"admin_id": admin_id, "sockets": {"$gt": 0}, "seen": {"$gte": live_after}}) is not None
-
-    async def _announce(self, admin_id: int, live_after: float) -> str | None:
-        """Announce the admin's presence if it changed: a conditional update of
-        ``announced``, so of several processes seeing it only one announces."""
-        await self.db.admin_status.update_one(
-            {"_id": admin_id}, {"$setOnInsert": {"away": False, "announced": OFFLINE}},
-            upsert=True)
-        status_doc = await self.db.admin_status.find_one({"_id": admin_id})
-        status = effective_presence(await self._admin_live(admin_id, live_after),
-                                    bool(status_doc.get("away")))
-        changed = await self.db.admin_status.find_one_and_update(
-            {"_id": admin_id, "announced": {"$ne": status}}, {"$set": {"announced": status}})
-        if changed is None:
-            return None
-        await self.db.events.insert_one({
-            "_id": await self._next_id("events"), "kind": "presence", "session_id": 0,
-            "store_id": 0, "admin_id": admin_id,
-            "payload": {"admin_id": admin_id, "status": status}, "created": time.time()})
-        return status
-
-    @_available
-    async def set_presence_sockets(self, node: str, admin_id: int, sockets: int,
-                                   live_after: float) -> str | None:
-        await self.db.admin_presence.update_one(
-            {"_id": f"{node}|{admin_id}"},
-            {"$set": {"node": node, "admin_id": admin_id, "sockets": sockets,
-                      "seen": time.time()}}, upsert=True)
-        return await self._announce(admin_id, live_after)
-
-    @_available
-    async def set_admin_away(self, admin_id: int, away: bool,
-                             live_after: float) -> str | None:
-        await self.db.admin_status.update_one(
-            {"_id": admin_id}, {"$set": {"away": away},
-                                "$setOnInsert": {"announced": OFFLINE}}, upsert=True)
-        return await self._announce(admin_id, live_after)
-
-    @_available
-    async def heartbeat_presence(self, node: str, sockets: dict[int, int],
-                                 live_after: float) -> list[tuple[int, str]]:
-        now = time.time()
-        await self.db.admin_presence.update_many({"node": node, "sockets": {"$gt": 0}},
-                                                 {"$set": {"sockets": 0, "seen": now}})
-        for admin_id, count in sockets.items():
-            if count > 0:
-                await self.db.admin_presence.update_one(
-                    {"_id": f"{node}|{admin_id}"},
-                    {"$set": {"node": node, "admin_id": admin_id, "sockets": count,
-                              "seen": now}}, upsert=True)
-        await self.db.admin_presence.update_many(
-            {"sockets": {"$gt": 0}, "seen": {"$lt": live_after}}, {"$set": {"sockets": 0}})
-        changes = []
-        for doc in await self.db.admin_status.find({}).to_list(None):
-            status = await self._announce(doc["_id"], live_after)
-            if status is not None:
-                changes.append((doc["_id"], status))
-        return changes
-
-    @_available
-    async def list_admins_with_presence(self, limit: int, after_id: int,
-                                        live_after: float) -> list[AdminPresence]:
-        docs = await self.db.admins.find({"_id": {"$gt": after_id}}).sort(
-            "_id", ASCENDING).limit(limit).to_list(None)
-        result = []
-        for doc in docs:
-            status_doc = await self.db.admin_status.find_one({"_id": doc["_id"]}) or {}
-            live = await self._admin_live(doc["_id"], live_after)
-            active = await self.db.sessions.count_documents(
-                {"admin_id": doc["_id"], "status": "claimed"})
-            result.append(AdminPresence(Admin(doc["_id"], doc["name"], doc.get("email")),
-                                        effective_presence(live, bool(status_doc.get("away"))),
-                                        active))
-        return result
-
-    async def _holder_offline_since_before(self, admin_id: int, cutoffs: StaleCutoffs) -> bool:
-        if await self._admin_live(admin_id, cutoffs.live_after):
-            return False
-        last = await self.db.admin_presence.find({"admin_id": admin_id}).sort(
-            "seen", DESCENDING).limit(1).to_list(1)
-        return (last[0]["seen"] if last else 0) < cutoffs.offline_before
-
-    async def _awaits_reply(self, session_id: int) -> bool:
-        last = await self.db.messages.find(
-            {"session_id": session_id, "sender": {"$ne": "system"}}).sort(
-            "seq", DESCENDING).limit(1).to_list(1)
-        return bool(last) and last[0]["sender"] == "store"
-
-    @_available
-    async def find_stale_claims(self, cutoffs: StaleCutoffs, limit: int) -> list[StaleClaim]:
-        cutoff = min(c for c in (cutoffs.offline_before, cutoffs.unanswered_before)
-                     if c is not None)
-        docs = await self.db.sessions.find(
-            {"status": "claimed", "updated": {"$lt": iso_from_epoch(cutoff)}}).sort(
-            "updated", ASCENDING).limit(limit).to_list(None)
-        found = []
-        for doc in docs:
-            reason = None
-            if (cutoffs.offline_before is not None
-                    and doc["updated"] < iso_from_epoch(cutoffs.offline_before)
-                    and await self._holder_offline_since_before(doc["admin_id"], cutoffs)):
-                reason = RequeueReason.OFFLINE
-            elif (cutoffs.unanswered_before is not None
-                    and doc["updated"] < iso_from_epoch(cutoffs.unanswered_before)
-                    and await self._awaits_reply(doc["_id"])):
-                reason = RequeueReason.UNANSWERED
-            if reason is not None:
-                found.append(StaleClaim(doc["_id"], doc["admin_id"], doc["last_seq"],
-                                        doc["updated"], reason))
-        return found
-
-    @_available
-    async def requeue_session(self, stale: StaleClaim, cutoffs: StaleCutoffs) -> SessionWrite:
-        if stale.reason is RequeueReason.OFFLINE and (
-                cutoffs.offline_before is None
-                or not await self._holder_offline_since_before(stale.admin_id, cutoffs)):
-            return SessionWrite(WriteOutcome.UNCHANGED, await self.get_session(stale.session_id))
-        now = utc_now_iso()
-        # The guard: exactly as judged (holder, last_seq, updated); queued_at kept.
-        doc = await self.db.sessions.find_one_and_update(
-            {"_id": stale.session_id, "status": "claimed", "admin_id": stale.admin_id,
-             "last_seq": stale.last_seq, "updated": stale.updated},
-            {"$set": {"status": "open", "admin_id": None, "updated": now, "activity_at": now}},
-            return_document=ReturnDocument.AFTER)
-        if doc is None:
-            return SessionWrite(WriteOutcome.UNCHANGED, await self.get_session(stale.session_id))
-        await self.db.admins.update_one({"_id": stale.admin_id, "active": {"$gt": 0}},
-                                        {"$inc": {"active": -1}})
-        _, session = await self._insert_message(
-            _session(doc), "system", None, REQUEUE_BODIES[stale.reason], None,
-            event="session_requeued", audience=stale.admin_id)
-        await self._append_event("session_released", session, stale.admin_id,
-                                 {"session": session_to_doc(session),
-                                  "reason": stale.reason.value})
-        return SessionWrite(WriteOutcome.DONE, session)
-
-    @_available
-    async def set_webhook_outbox(self, kinds: tuple[str, ...]) -> None:
-        self.webhook_kinds = frozenset(kinds)
-        if not kinds:
-            await self.db.webhook_outbox.delete_many({})
-
-    async def _append_to_outbox(self, event: dict[str, Any]) -> None:
-        """Copy an event to the outbox, right after the event itself. Outbox ids
-        come from their own counter, so they run without gaps (the reader
-        waits at a gap, as the feed's does) although not every event is copied."""
-        if event["kind"] in self.webhook_kinds:
-            entry = {k: event[k] for k in ("kind", "session_id", "payload", "created")}
-            await self.db.webhook_outbox.insert_one(
-                {"_id": await self._next_id("webhook_outbox"), **entry})
-
-    @_available
-    async def read_outbox(self, after_id: int, limit: int) -> list[OutboxEntry]:
-        docs = await self.db.webhook_outbox.find({"_id": {"$gt": after_id}}).sort(
-            "_id", ASCENDING).limit(limit).to_list(None)
-        entries, expected = [], after_id + 1
-        for doc in docs:  # the same gap rule as the feed: ids come from a counter
-            if doc["_id"] != expected and doc["created"] > time.time() - FEED_GAP_WAIT_SECS:
-                break
-            entries.append(OutboxEntry(doc["_id"], doc["kind"], doc["session_id"],
-                                       doc["payload"], doc["created"]))
-            expected = doc["_id"] + 1
-        return entries
-
-    @_available
-    async def load_webhook_cursor(self, hook: str) -> int:
-        doc = await self.db.webhook_cursors.find_one({"_id": hook})
-        return doc["last_id"] if doc else 0
-
-    @_available
-    async def save_webhook_cursor(self, hook: str, last_id: int) -> None:
-        await self.db.webhook_cursors.update_one({"_id": hook}, {"$max": {"last_id": last_id}},
-                                                 upsert=True)
-
-    @_available
-    async def prune_outbox(self, hooks: tuple[str, ...]) -> int:
-        docs = await self.db.webhook_cursors.find({"_id": {"$in": list(hooks)}}).to_list(None)
-        if not hooks or len(docs) < len(hooks):
-            return 0
-        done = min(d["last_id"] for d in docs)
-        return (await self.db.webhook_outbox.delete_many({"_id": {"$lte": done}})).deleted_count
-
-    @_available
-    async def take_lease(self, name: str, holder: str, duration_secs: float) -> bool:
-        now = time.time()
-        try:
-            doc = await self.db.leases.find_one_and_update(
-                {"_id": name, "$or": [{"holder": holder}, {"expires": {"$lt": now}}]},
-                {"$set": {"holder": holder, "expires": now + duration_secs}}, upsert=True,
-                return_document=ReturnDocument.AFTER)
-        except DuplicateKeyError:  # held by another, not expired
-            return False
-        if doc is None:  # some servers return nothing for a racing first upsert
-            doc = await self.db.leases.find_one({"_id": name})
-        return doc is not None and doc["holder"] == holder
+    async def _wf_next_id(self, name: str, s: Any) -> int:
+        return await self._next_id(name)
 
 
 def _session(doc: dict[str, Any] | None) -> Session | None:

@@ -464,3 +464,16 @@ async def test_the_webhook_outbox_holds_each_change_and_a_lease_has_one_holder(s
     await storage.set_webhook_outbox(())
     await storage.post_store_message(store.id, "more", None)
     assert await storage.read_outbox(entries[1].id, 100) == []
+
+
+@pytest.mark.gen_test
+async def test_with_both_rules_on_each_finds_what_it_judges_stale(storage):
+    dana, _ = await storage.create_admin("Dana", None)
+    store, sid = await a_claimed_session(storage, dana)
+    await storage.set_presence_sockets("n1", dana.id, 1, time.time() - 10)  # dana is online
+    await storage.post_store_message(store.id, "anyone?", None)
+    await asyncio.sleep(0.01)
+    cutoffs = StaleCutoffs(offline_before=time.time() - 3600, unanswered_before=time.time(),
+                           live_after=time.time() - 10)
+    assert [(s.session_id, s.reason) for s in await storage.find_stale_claims(cutoffs, 10)] \
+        == [(sid, RequeueReason.UNANSWERED)]
