@@ -17,7 +17,7 @@ from actors.chat import ChatService, ChatSettings
 from actors.feed import EventFeed
 from actors.hub import Hub
 from actors.instrumented import InstrumentedStorage
-from handlers import admin, ops, store
+from handlers import admin, ops, pages, store
 from handlers.base import InFlight
 from handlers.errors import WS_CLOSE_GOING_AWAY
 from handlers.logs import log_request
@@ -77,6 +77,7 @@ class ChatServer:
             (rf"{p}/store/session/?", store.StoreSessionHandler, api),
             (rf"{p}/admin/ws/?", AdminSocket, sockets),
             (rf"{p}/store/ws/?", StoreSocket, sockets),
+            *pages.page_routes(),
         ]
         if with_ops:
             routes += self.ops_routes()
