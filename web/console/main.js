@@ -279,6 +279,7 @@ class Console {
     const entry = this.desk.active();
     if (!entry) return;
     const pending = entry.conversation.addPending(body);
+    this.typingSentAt = 0; // the next keystroke is a new reply being typed
     this.render();
     this.deliver(entry, pending);
   }

@@ -193,6 +193,7 @@ class Widget {
     this.draft.value = "";
     this.$("#error").textContent = "";
     const pending = this.conversation.addPending(body);
+    this.typingSentAt = 0; // the next keystroke is a new message being typed
     this.render();
     this.deliver(pending);
   }
