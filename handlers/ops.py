@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 
 import prometheus_client
@@ -23,15 +24,25 @@ class MetricsHandler(tornado.web.RequestHandler):
 
     async def get(self) -> None:
         try:
-            # The queue's length is read from storage, so it is right across
-            # every process and node, not just what this one saw.
+            # The queue's length and oldest wait are read from storage, so they
+            # are right across every process and node, not just what this one saw.
             count = await asyncio.wait_for(self.storage.count_open_sessions(),
                                            READY_TIMEOUT_SECS)
+            oldest = await asyncio.wait_for(self.storage.list_open_sessions(1, None),
+                                            READY_TIMEOUT_SECS)
             metrics.SESSIONS_OPEN.set(count)
+            metrics.QUEUE_OLDEST_WAIT.set(seconds_since(oldest[0].queued_at) if oldest else 0)
+            metrics.STORAGE_READY.set(1)
         except Exception:
-            pass  # storage down: /readyz says so; still expose everything else
+            # storage down: /readyz says so; still expose everything else
+            metrics.STORAGE_READY.set(0)
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.finish(generate_latest(metrics_registry()))
+
+
+def seconds_since(iso: str) -> float:
+    then = datetime.datetime.fromisoformat(iso.rstrip("Z")).replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, (datetime.datetime.now(datetime.timezone.utc) - then).total_seconds())
 
 
 def metrics_registry() -> CollectorRegistry:
@@ -57,10 +68,12 @@ class ReadyHandler(tornado.web.RequestHandler):
         try:
             await asyncio.wait_for(self.storage.ping(), READY_TIMEOUT_SECS)
         except Exception as exc:
+            metrics.STORAGE_READY.set(0)
             self.set_status(503)
             self.set_header("Retry-After", "5")
             self.finish({"status": "unavailable", "detail": str(exc) or type(exc).__name__})
             return
+        metrics.STORAGE_READY.set(1)
         self.finish({"status": "ready"})
 
 
