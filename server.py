@@ -193,15 +193,19 @@ async def _seed_demo(storage: Any, config: dict[str, Any]) -> None:
     admin, admin_key = await storage.create_admin("Dana (demo admin)", "dana@example.com")
     store, store_key = await storage.create_store("Tech Store (demo)", "store@example.com",
                                                   "https://example.com/logo.jpg")
-    base = f"http://{config['server']['host']}:{config['server']['port']}/v1/chat"
-    print(DEMO_WALKTHROUGH.format(admin_key=admin_key, store_key=store_key, base=base),
-          flush=True)
+    site = f"http://{config['server']['host']}:{config['server']['port']}"
+    print(DEMO_WALKTHROUGH.format(admin_key=admin_key, store_key=store_key, site=site,
+                                  base=f"{site}/v1/chat"), flush=True)
 
 
 DEMO_WALKTHROUGH = """
 Demo accounts created (these keys are shown only now):
   admin key: {admin_key}
   store key: {store_key}
+
+In a browser (paste the key into the sign-in box; keys never go in URLs):
+  agent console: {site}/console/   with the admin key {admin_key}
+  store widget:  {site}/widget/    with the store key {store_key}
 
 Try the whole flow in another terminal:
   ADMIN={admin_key}

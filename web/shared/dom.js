@@ -57,15 +57,13 @@ export function formatTime(iso) {
     : date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 }
 
-// A store logo, only from https (the CSP allows nothing else off-site); a
-// broken one is hidden rather than shown as a broken image.
+// A store logo, only from https (the CSP allows nothing else off-site).
 export function logo(url, className = "logo") {
   const img = el("img", { className, alt: "", width: 32, height: 32, loading: "lazy" });
   if (typeof url === "string" && url.startsWith("https://")) {
     img.src = url;
-    img.addEventListener("error", () => img.classList.add("broken"));
-  } else {
-    img.classList.add("broken");
+    // An unreachable logo leaves the plain tile, not a broken-image icon.
+    img.addEventListener("error", () => img.removeAttribute("src"));
   }
   return img;
 }
