@@ -299,3 +299,50 @@ def test_the_console_works_by_keyboard_at_phone_width_and_badges_the_title_when_
     expect(words(store)).to_have_text(["Is anyone there?", "Yes, Sam here"])
     assert console.evaluate("document.documentElement.scrollWidth") <= 390
     screenshot(console, "console-phone.png")
+
+
+def rest(site, path: str, key: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        site.base_url + "/v1/chat" + path, method="POST" if body is not None else "GET",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Token {key}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def test_my_sessions_sort_by_activity_count_unread_and_page_back_through_history(
+        browser, site):
+    other_store = last_line(run_cli("create-store", "--name", "Other Store",
+                                    env={"CHAT_STORAGE_URL": site.env["CHAT_STORAGE_URL"]}))
+    dana = site.keys["dana"]
+    for n in range(1, 61):
+        first = rest(site, "/store/message/", site.keys["store"], {"body": f"m{n}"})
+    second = rest(site, "/store/message/", other_store, {"body": "other hello"})
+    for opened in (first, second):
+        rest(site, "/admin/session/claim/", dana, {"session_id": opened["session"]["id"]})
+
+    console = open_console(browser, site, "dana")
+    names = console.locator("#mine li .store-name")
+    expect(names).to_have_text(["Other Store", "Tech Store"])  # latest claim first
+    rest(site, "/store/message/", site.keys["store"], {"body": "m61"})
+    expect(names).to_have_text(["Tech Store", "Other Store"])  # latest message first
+
+    # A long history opens on its newest page; older pages load on demand.
+    console.click("#mine li:has-text('Tech Store') button")
+    expect(words(console)).to_have_count(50)
+    expect(words(console).last).to_have_text("m61")
+    console.click("#older")
+    expect(words(console)).to_have_count(61)
+    expect(words(console).first).to_have_text("m1")
+    expect(console.locator("#older")).to_be_hidden()
+
+    # Messages to the chat that is not open count as unread until it is opened.
+    rest(site, "/store/message/", other_store, {"body": "are you there?"})
+    rest(site, "/store/message/", other_store, {"body": "hello?"})
+    other_row = console.locator("#mine li:has-text('Other Store')")
+    expect(other_row.locator(".unread")).to_have_text("2")
+    expect(names).to_have_text(["Other Store", "Tech Store"])
+    expect(console.locator("#mine li:has-text('Tech Store') .unread")).to_be_hidden()
+    other_row.locator("button").click()
+    expect(words(console)).to_have_text(["other hello", "are you there?", "hello?"])
+    expect(other_row.locator(".unread")).to_be_hidden()
