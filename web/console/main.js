@@ -70,6 +70,11 @@ class Console {
     this.socket = null;
     clearInterval(this.ticker);
     window.sessionStorage.removeItem(KEY_SLOT);
+    // Whoever signs in next in this tab must not see this admin's chats.
+    // (start() makes a fresh Desk again, so late answers land in this one.)
+    this.desk = new Desk();
+    this.claiming = new Set();
+    this.render();
     this.showSignIn(why);
   }
 

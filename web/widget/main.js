@@ -65,6 +65,8 @@ class Widget {
     this.socket = null;
     clearInterval(this.ticker);
     window.sessionStorage.removeItem(KEY_SLOT);
+    this.log.replaceChildren(); // the next store to sign in here sees none of this chat
+    this.$("#typing").textContent = "";
     this.showSignIn(why);
   }
 
