@@ -115,9 +115,10 @@ def open_console(browser, site, who: str, width: int = 1280, switch: bool = Fals
     return page
 
 
-def open_widget(browser, site):
+def open_widget(browser, site, switch: bool = False):
     context = browser.new_context(viewport={"width": 480, "height": 720})
     page = context.new_page()
+    page.switch = NetworkSwitch(page) if switch else None
     page.dialogs = []
     page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
     page.goto(site.base_url + "/widget/")
@@ -163,7 +164,7 @@ def test_a_chat_goes_from_widget_to_one_of_two_racing_consoles_and_survives_a_dr
         browser, site):
     dana = open_console(browser, site, "dana", switch=True)
     sam = open_console(browser, site, "sam", switch=True)
-    store = open_widget(browser, site)
+    store = open_widget(browser, site, switch=True)
 
     say(store, "Hello, my payouts stopped")
     for console in (dana, sam):  # live, no reload
@@ -233,6 +234,19 @@ def test_a_chat_goes_from_widget_to_one_of_two_racing_consoles_and_survives_a_dr
     assert stored == everything  # the resent message was stored once
     screenshot(winner, "console.png")
     screenshot(store, "widget.png")
+
+    # The store's network drops too: it catches up the same way.
+    store.switch.drop()
+    expect(store.locator("#banner")).to_contain_text("Reconnecting")
+    say(winner, "are you still there?")
+    say(store, "yes, I am")
+    expect(store.locator("#log .msg.pending")).to_contain_text("sending")
+    store.wait_for_timeout(1000)
+    store.switch.restore()
+    expect(store.locator("#banner")).to_be_hidden(timeout=RECONNECT_TIMEOUT_MS)
+    everything += ["are you still there?", "yes, I am"]
+    expect(words(store)).to_have_text(everything)
+    expect(words(winner)).to_have_text(everything)
 
     winner.click("#close")
     expect(store.locator("#status")).to_contain_text("closed")
