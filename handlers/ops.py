@@ -24,6 +24,7 @@ class MetricsHandler(tornado.web.RequestHandler):
 
     async def get(self) -> None:
         try:
+            await check_storage(self.storage)  # the same check as /readyz, for its gauge
             # The queue's length and oldest wait are read from storage, so they
             # are right across every process and node, not just what this one saw.
             count = await asyncio.wait_for(self.storage.count_open_sessions(),
@@ -32,12 +33,21 @@ class MetricsHandler(tornado.web.RequestHandler):
                                             READY_TIMEOUT_SECS)
             metrics.SESSIONS_OPEN.set(count)
             metrics.QUEUE_OLDEST_WAIT.set(seconds_since(oldest[0].queued_at) if oldest else 0)
-            metrics.STORAGE_READY.set(1)
         except Exception:
-            # storage down: /readyz says so; still expose everything else
-            metrics.STORAGE_READY.set(0)
+            pass  # storage down: /readyz says so; still expose everything else
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.finish(generate_latest(metrics_registry()))
+
+
+async def check_storage(storage: ChatStorage) -> None:
+    """Ping storage within READY_TIMEOUT_SECS (raises if not), and record the
+    outcome in ``chat_storage_ready``. Runs for /readyz and for each scrape."""
+    try:
+        await asyncio.wait_for(storage.ping(), READY_TIMEOUT_SECS)
+    except Exception:
+        metrics.STORAGE_READY.set(0)
+        raise
+    metrics.STORAGE_READY.set(1)
 
 
 def seconds_since(iso: str) -> float:
@@ -66,14 +76,12 @@ class ReadyHandler(tornado.web.RequestHandler):
 
     async def get(self) -> None:
         try:
-            await asyncio.wait_for(self.storage.ping(), READY_TIMEOUT_SECS)
+            await check_storage(self.storage)
         except Exception as exc:
-            metrics.STORAGE_READY.set(0)
             self.set_status(503)
             self.set_header("Retry-After", "5")
             self.finish({"status": "unavailable", "detail": str(exc) or type(exc).__name__})
             return
-        metrics.STORAGE_READY.set(1)
         self.finish({"status": "ready"})
 
 

@@ -104,3 +104,23 @@ def test_promtool_accepts_the_alert_rules():
     result = subprocess.run(["promtool", "check", "rules", ALERTS],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_readiness_gauge_the_not_ready_alert_reads_follows_storage(
+        db_url, processes, tmp_path):
+    proc = ServerProcess(db_url).start(str(tmp_path / "log"))
+    processes.append(proc)
+    api = Api(proc.base_url)
+    assert (await api.get("/readyz")).status == 200
+    assert parse_metrics((await api.get("/metrics")).json)["chat_storage_ready"] == 1
+    path = db_url[len("sqlite:///"):]
+    os.rename(path, path + ".away")
+    try:
+        assert (await api.get("/readyz")).status == 503
+        assert parse_metrics((await api.get("/metrics")).json)["chat_storage_ready"] == 0
+    finally:
+        os.rename(path + ".away", path)
+    assert (await api.get("/readyz")).status == 200
+    assert parse_metrics((await api.get("/metrics")).json)["chat_storage_ready"] == 1
+    api.close()
