@@ -38,7 +38,8 @@ export class QueueView {
       el("div", { className: "row-main" },
         el("div", { className: "row-top" },
           el("span", { className: "store-name" }),
-          el("span", { className: "wait", title: "Waiting for", "aria-label": "waiting" })),
+          el("span", { className: "visually-hidden", text: "waiting" }),
+          el("span", { className: "wait", title: "Waiting for" })),
         el("div", { className: "last" })),
       el("button", { type: "button", className: "claim", text: "Claim",
         onclick: () => this.onClaim(id) }));
