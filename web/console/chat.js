@@ -57,7 +57,7 @@ export class ChatView {
     if (this.shownId !== session.id) {
       this.shownId = session.id;
       this.log.replaceChildren(); // another chat: its rows are not this one's
-      const fresh = logo(session.store.logo_url, "logo");
+      const fresh = logo(session.store.logo_url, session.store.name);
       fresh.id = "chat-logo";
       this.logoSlot.replaceWith(fresh);
       this.logoSlot = fresh;

@@ -34,7 +34,7 @@ export class QueueView {
   buildRow(entry) {
     const id = entry.session.id;
     return el("li", { className: "row queue-row", "data-session": id },
-      logo(entry.session.store.logo_url),
+      logo(entry.session.store.logo_url, entry.session.store.name),
       el("div", { className: "row-main" },
         el("div", { className: "row-top" },
           el("span", { className: "store-name" }),

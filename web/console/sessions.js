@@ -37,7 +37,7 @@ export class MySessionsView {
     const id = entry.session.id;
     return el("li", { className: "row mine-row", "data-session": id },
       el("button", { type: "button", className: "open-chat", onclick: () => this.onOpen(id) },
-        logo(entry.session.store.logo_url),
+        logo(entry.session.store.logo_url, entry.session.store.name),
         el("span", { className: "row-main" },
           el("span", { className: "row-top" },
             el("span", { className: "store-name" }),

@@ -57,13 +57,16 @@ export function formatTime(iso) {
     : date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 }
 
-// A store logo, only from https (the CSP allows nothing else off-site).
-export function logo(url, className = "logo") {
-  const img = el("img", { className, alt: "", width: 32, height: 32, loading: "lazy" });
+// A store's logo on a tile showing its initial: the image only from https
+// (the CSP allows nothing else off-site), and if it fails the initial stays.
+export function logo(url, name) {
+  const tile = el("span", { className: "logo", "aria-hidden": "true",
+    text: (name || "?").trim().charAt(0).toUpperCase() });
   if (typeof url === "string" && url.startsWith("https://")) {
+    const img = el("img", { alt: "", loading: "lazy" });
+    img.addEventListener("error", () => img.remove());
     img.src = url;
-    // An unreachable logo leaves the plain tile, not a broken-image icon.
-    img.addEventListener("error", () => img.removeAttribute("src"));
+    tile.append(img);
   }
-  return img;
+  return tile;
 }
