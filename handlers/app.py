@@ -18,7 +18,7 @@ from actors.feed import EventFeed
 from actors.hub import Hub
 from actors.instrumented import InstrumentedStorage
 from actors.key_watch import KeyWatch
-from handlers import admin, ops, store
+from handlers import admin, ops, pages, store
 from handlers.base import InFlight
 from handlers.errors import WS_CLOSE_BAD_KEY, WS_CLOSE_GOING_AWAY
 from handlers.logs import log_request
@@ -82,6 +82,7 @@ class ChatServer:
             (rf"{p}/store/session/?", store.StoreSessionHandler, api),
             (rf"{p}/admin/ws/?", AdminSocket, sockets),
             (rf"{p}/store/ws/?", StoreSocket, sockets),
+            *pages.page_routes(),
         ]
         if with_ops:
             routes += self.ops_routes()
