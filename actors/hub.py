@@ -136,7 +136,9 @@ class Hub:
                           else self._by_store.get(event.store_id, ()))
             self._send_all(other_side, frame)
         elif kind in ("session_opened", "session_claimed", "session_released"):
-            self._send_all(self._admins, Frame(kind, session=session))
+            # A claim names its winner, so a console that lost the race can say who.
+            extra = {"admin": payload["admin"]} if kind == "session_claimed" else {}
+            self._send_all(self._admins, Frame(kind, session=session, **extra))
             if kind == "session_claimed":
                 self._send_all(self._by_store.get(event.store_id, ()),
                                Frame("admin_connected", session_id=event.session_id,

@@ -61,6 +61,13 @@ SESSION_WAIT = Histogram(
 FIRST_RESPONSE = Histogram(
     "chat_first_response_seconds", "From a session's first store message to the first admin reply.",
     buckets=WAIT_BUCKETS_SECS)
+QUEUE_OLDEST_WAIT = Gauge(
+    "chat_queue_oldest_wait_seconds",
+    "How long the oldest session in the queue has waited (read from storage at scrape; 0 when empty).",
+    multiprocess_mode="mostrecent")
+STORAGE_READY = Gauge(
+    "chat_storage_ready", "1 when storage answered the last check (/readyz or a scrape), else 0.",
+    multiprocess_mode="mostrecent")
 
 # --- the support workflow (issue 12) -----------------------------------------------
 TRANSFERS = Counter("chat_transfers_total", "Sessions handed from one admin to another.")
@@ -75,3 +82,9 @@ WEBHOOK_LAG = Gauge(
     "chat_webhook_lag_seconds",
     "Age of the oldest webhook event not yet delivered (0 when caught up).",
     multiprocess_mode="mostrecent")
+# Every outcome and reason is exported from the start (at 0), so dashboards and
+# alerts see the series before the first one happens.
+for _reason in ("offline", "unanswered"):
+    REQUEUES.labels(_reason)
+for _outcome in ("delivered", "failed", "expired"):
+    WEBHOOK_DELIVERIES.labels(_outcome)

@@ -22,7 +22,7 @@ from actors.presence import PresenceSettings, PresenceTracker
 from actors.requeue import RequeueSettings, RequeueSweeper
 from actors.webhooks import WebhookDispatcher, WebhookSettings, WebhookTarget
 from actors.workflow_events import deliver_workflow_event
-from handlers import admin, ops, store, workflow
+from handlers import admin, ops, pages, store, workflow
 from handlers.base import InFlight
 from handlers.errors import WS_CLOSE_BAD_KEY, WS_CLOSE_GOING_AWAY
 from handlers.logs import log_request
@@ -102,6 +102,7 @@ class ChatServer:
             (rf"{p}/admin/admins/?", workflow.AdminsHandler, api),
             (rf"{p}/admin/ws/?", AdminSocket, sockets),
             (rf"{p}/store/ws/?", StoreSocket, sockets),
+            *pages.page_routes(),
         ]
         if with_ops:
             routes += self.ops_routes()

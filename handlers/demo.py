@@ -26,7 +26,7 @@ async def seed_demo(storage: ChatStorage, config: dict[str, Any], cli: str) -> N
                   if (a.name, a.email) == DEMO_ADMIN), None)
     store = next((s for s in await storage.list_stores()
                   if (s.name, s.email, s.logo_url) == DEMO_STORE), None)
-    base = f"http://{config['server']['host']}:{config['server']['port']}/v1/chat"
+    site = f"http://{config['server']['host']}:{config['server']['port']}"
     if admin is None and store is None:
         if await storage.count_accounts():
             print("--demo: the database already has accounts; not creating demo ones.\n"
@@ -36,10 +36,12 @@ async def seed_demo(storage: ChatStorage, config: dict[str, Any], cli: str) -> N
         admin, admin_key = await storage.create_admin(*DEMO_ADMIN)
         store, store_key = await storage.create_store(*DEMO_STORE)
         keys = CREATED.format(admin_key=admin_key, store_key=store_key)
+        browser = BROWSER.format(site=site, admin_key=admin_key, store_key=store_key)
     else:
         keys = REUSED.format(cli=cli, admin=_rotate(cli, "admin", admin),
                              store=_rotate(cli, "store", store))
-    print(keys + WALKTHROUGH.format(base=base), flush=True)
+        browser = BROWSER.format(site=site, admin_key="$ADMIN", store_key="$STORE")
+    print(keys + browser + WALKTHROUGH.format(base=f"{site}/v1/chat"), flush=True)
 
 
 def _rotate(cli: str, role: str, account: Any) -> str:
@@ -59,6 +61,12 @@ REUSED = """
 hashed and cannot be shown again; get new ones (the old ones stop working) with:
   ADMIN={admin}
   STORE={store}
+"""
+
+BROWSER = """
+In a browser (paste the key into the sign-in box; keys never go in URLs):
+  agent console: {site}/console/   with the admin key {admin_key}
+  store widget:  {site}/widget/    with the store key {store_key}
 """
 
 WALKTHROUGH = """

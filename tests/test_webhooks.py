@@ -19,6 +19,7 @@ import yaml
 from handlers.webhook_delivery import render_body, sign
 from storage.workflow import OutboxEntry
 from tests.helpers import Api, ServerProcess, free_port
+from tests.test_ops import parse_metrics
 from tests.test_processes import create_keys
 
 SECRET = "s3cret"
@@ -163,10 +164,12 @@ async def test_every_event_arrives_in_order_per_session_signed_across_a_restart(
         seqs = [e["message"]["seq"] for e in events if e["type"] == "message"]
         assert sorted(set(seqs)) == list(range(1, len(set(seqs)) + 1))
     assert receiver.requests > len({e["id"] for e in receiver.accepted})  # it did misbehave
-    metrics = (await Api(second.base_url).get("/metrics")).json
-    assert 'chat_webhook_deliveries_total{outcome="delivered"}' in metrics
-    assert 'chat_webhook_deliveries_total{outcome="failed"}' in metrics
-    assert "chat_webhook_lag_seconds" in metrics
+    samples = parse_metrics((await Api(second.base_url).get("/metrics")).json)
+    # The second server delivered what reached the receiver, after failures.
+    assert samples['chat_webhook_deliveries_total{outcome="delivered"}'] >= total
+    assert samples['chat_webhook_deliveries_total{outcome="failed"}'] > 0
+    assert samples['chat_webhook_deliveries_total{outcome="expired"}'] == 0
+    assert samples["chat_webhook_lag_seconds"] < 5  # caught up, or nearly
 
 
 def test_the_body_and_signature_a_receiver_sees():
