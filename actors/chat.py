@@ -17,7 +17,7 @@ from actors.session import (
     record_new_message,
 )
 from actors.session import MarkRead, Requeue, Transfer
-from storage.workflow import ReadResult, StaleClaim, StaleCutoffs
+from storage.workflow import AdminPresence, ReadResult, StaleClaim, StaleCutoffs
 from storage.base import (
     Admin, ChatStorage, Message, PostResult, Principal, Role, Session, SessionStatus,
 )
@@ -178,6 +178,11 @@ class ChatService:
         """Each session with ``who``'s side's unread count."""
         counts = await self.storage.unread_counts([s.id for s in sessions], who.role.value)
         return [(s, counts.get(s.id, 0)) for s in sessions]
+
+    async def admins_with_presence(self, limit: int, after_id: int) -> list[AdminPresence]:
+        """A page of admins by id, with presence and the sessions each holds."""
+        return await self.storage.list_admins_with_presence(limit, after_id,
+                                                            self.presence.live_after())
 
     async def requeue(self, stale: StaleClaim, cutoffs: StaleCutoffs) -> bool:
         """A sweep found ``stale``; the session's actor tries the guarded requeue."""

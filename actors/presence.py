@@ -73,19 +73,17 @@ class PresenceTracker:
                        loop.create_task(self._heartbeat())]
 
     async def stop(self) -> None:
-        """Graceful stop: this node's sockets stop counting at once (runs after
-        the sockets are closed, before storage closes)."""
+        """Graceful stop: this node's sockets stop counting at once, and other
+        processes announce who went offline (runs after the sockets are
+        closed, before storage closes)."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for admin_id in list(self._sockets) + list(self._dirty):
-            try:
-                await self.storage.set_presence_sockets(self.node, admin_id, 0,
-                                                        self.live_after())
-            except Exception as exc:  # storage down: the rows expire on their own
-                log.warning("presence: could not clear admin %s at stop: %s", admin_id, exc)
-                break
         self._sockets.clear()
+        try:  # a heartbeat with no sockets: every row of this node to zero
+            await self.storage.heartbeat_presence(self.node, {}, self.live_after())
+        except Exception as exc:  # storage down: the rows expire on their own
+            log.warning("presence: could not clear this node's rows at stop: %s", exc)
 
     # --- called by the admin WebSocket ------------------------------------------
     def socket_opened(self, admin_id: int) -> None:

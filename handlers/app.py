@@ -157,8 +157,8 @@ class ChatServer:
         await self.inflight.wait_idle()
         # Finish every queued command (their acks go out), then hand what was
         # stored to the sockets, then close them: clients resume elsewhere.
+        await self.requeue.stop()  # before the actors stop: it asks them
         await self.service.shutdown(float(self.config["server"]["shutdown_timeout_secs"]))
-        await self.requeue.stop()
         await self.feed.catch_up()
         await self.feed.stop()
         await self.key_watch.stop()

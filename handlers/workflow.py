@@ -60,9 +60,7 @@ class AdminsHandler(APIHandler):
     async def get(self) -> None:
         limit = list_limit(self)
         after = decode_admin_cursor(self.get_query_argument("cursor", None))
-        presence = self.service.presence
-        rows = await self.service.storage.list_admins_with_presence(
-            limit + 1, after, presence.live_after())
+        rows = await self.service.admins_with_presence(limit + 1, after)
         self.respond({"results": [admin_presence_json(r) for r in rows[:limit]],
                       "next": self._next(rows, limit)})
 

@@ -183,3 +183,23 @@ async def test_a_transfer_raced_against_a_close_and_a_second_transfer_across_pro
             mine = (await apis[0].get("/admin/sessions/mine/", holder_key)).json["results"]
             assert sid in [s["id"] for s in mine]
         assert (await apis[0].get("/admin/sessions/mine/", dana)).json["results"] == []
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_a_graceful_stop_takes_its_sockets_offline_at_once_not_at_expiry(
+        db_url, processes, tmp_path):
+    admin_keys, _ = create_keys(db_url, admins=2, stores=0)
+    dana_key, watcher_key = admin_keys
+    one, two = start_two(db_url, processes, tmp_path,
+                         {"presence": {"heartbeat_secs": 10, "expiry_secs": 60}})
+    api_two = Api(two.base_url + "/v1/chat")
+    dana_id = next(r["id"] for r in (await api_two.get("/admin/admins/", dana_key)).json[
+        "results"] if r["name"] == "Admin0")
+    watcher = await admin_socket(two, watcher_key)
+    await admin_socket(one, dana_key)
+    assert await presence_event(watcher, dana_id) == "online"
+    stopped_at = time.monotonic()
+    assert one.stop() == 0  # SIGTERM: sockets closed with 1001, rows cleared
+    assert await presence_event(watcher, dana_id, timeout=10) == "offline"
+    assert time.monotonic() - stopped_at < 10  # far sooner than the 60 s expiry
+    watcher.close()
