@@ -268,35 +268,53 @@ class MongoWorkflow:
             "seq", DESCENDING).limit(1).to_list(1)
         return bool(last) and last[0]["sender"] == "store"
 
+    async def _holder_quiet_before(self, session_id: int, before: float, s: Any = None) -> bool:
+        """The holder has not claimed, taken over or written in the session
+        since ``before`` (the store writing on does not keep the claim)."""
+        last = await self.db.messages.find(
+            {"session_id": session_id, "$or": [
+                {"sender": "admin"}, {"event": {"$in": ["admin_connected",
+                                                        "session_transferred"]}}]},
+            session=s).sort("seq", DESCENDING).limit(1).to_list(1)
+        return not last or last[0]["created"] < iso_from_epoch(before)
+
     @_available
     async def find_stale_claims(self, cutoffs: StaleCutoffs, limit: int) -> list[StaleClaim]:
-        cutoff = max(c for c in (cutoffs.offline_before, cutoffs.unanswered_before)
-                     if c is not None)
-        docs = await self.db.sessions.find(
-            {"status": "claimed", "updated": {"$lt": iso_from_epoch(cutoff)}}).sort(
-            "updated", ASCENDING).limit(limit).to_list(None)
-        found = []
-        for doc in docs:
-            reason = None
-            if (cutoffs.offline_before is not None
-                    and doc["updated"] < iso_from_epoch(cutoffs.offline_before)
-                    and await self._holder_offline_before(doc["admin_id"], cutoffs)):
-                reason = RequeueReason.OFFLINE
-            elif (cutoffs.unanswered_before is not None
-                    and doc["updated"] < iso_from_epoch(cutoffs.unanswered_before)
-                    and await self._awaits_reply(doc["_id"])):
-                reason = RequeueReason.UNANSWERED
-            if reason is not None:
-                found.append(StaleClaim(doc["_id"], doc["admin_id"], doc["last_seq"],
-                                        doc["updated"], reason))
-        return found
+        found: dict[int, StaleClaim] = {}
+        if cutoffs.offline_before is not None:
+            offline: dict[int, bool] = {}  # per holder, judged once per sweep
+            claimed = await self.db.sessions.find(
+                {"status": "claimed"},
+                {"admin_id": 1, "last_seq": 1, "updated": 1}).to_list(None)
+            for doc in claimed:
+                if len(found) >= limit:
+                    break
+                admin_id = doc["admin_id"]
+                if admin_id not in offline:
+                    offline[admin_id] = await self._holder_offline_before(admin_id, cutoffs)
+                if offline[admin_id] and await self._holder_quiet_before(
+                        doc["_id"], cutoffs.offline_before):
+                    found[doc["_id"]] = StaleClaim(doc["_id"], admin_id, doc["last_seq"],
+                                                   doc["updated"], RequeueReason.OFFLINE)
+        if cutoffs.unanswered_before is not None:
+            docs = await self.db.sessions.find(
+                {"status": "claimed",
+                 "updated": {"$lt": iso_from_epoch(cutoffs.unanswered_before)}}).sort(
+                "updated", ASCENDING).limit(limit).to_list(None)
+            for doc in docs:
+                if doc["_id"] not in found and await self._awaits_reply(doc["_id"]):
+                    found[doc["_id"]] = StaleClaim(doc["_id"], doc["admin_id"], doc["last_seq"],
+                                                   doc["updated"], RequeueReason.UNANSWERED)
+        return list(found.values())[:limit]
 
     @_available
     async def requeue_session(self, stale: StaleClaim, cutoffs: StaleCutoffs) -> SessionWrite:
         async def requeue(s: Any) -> SessionWrite:
             if stale.reason is RequeueReason.OFFLINE and (
                     cutoffs.offline_before is None
-                    or not await self._holder_offline_before(stale.admin_id, cutoffs, s)):
+                    or not await self._holder_offline_before(stale.admin_id, cutoffs, s)
+                    or not await self._holder_quiet_before(stale.session_id,
+                                                           cutoffs.offline_before, s)):
                 return SessionWrite(WriteOutcome.UNCHANGED,
                                     await self._find_session(stale.session_id, s))
             now = utc_now_iso()

@@ -207,6 +207,11 @@ def list_admins_with_presence(conn: sqlite3.Connection, limit: int, after_id: in
 # The holder is offline (no live row) and was last seen before the cutoff.
 _HOLDER_OFFLINE = (f"NOT {_LIVE.format(admin='s.admin_id')} AND COALESCE((SELECT MAX(p.seen)"
                    " FROM admin_presence p WHERE p.admin_id = s.admin_id), 0) < ?")
+# ... and has not claimed, taken over or written in the session since the cutoff
+# (the store writing on does not keep an absent admin's claim).
+_HOLDER_QUIET = ("(SELECT MAX(m.created) FROM messages m WHERE m.session_id = s.id AND"
+                 " (m.sender = 'admin' OR m.event IN ('admin_connected', 'session_transferred')))"
+                 " < ?")
 # The last store-or-admin message is the store's: it waits for a reply.
 _AWAITS_REPLY = ("(SELECT m.sender FROM messages m WHERE m.session_id = s.id"
                  " AND m.sender != 'system' ORDER BY m.seq DESC LIMIT 1) = 'store'")
@@ -218,9 +223,9 @@ def find_stale_claims(conn: sqlite3.Connection, cutoffs: StaleCutoffs,
     if cutoffs.offline_before is not None:
         rows = conn.execute(
             f"SELECT s.id, s.admin_id, s.last_seq, s.updated FROM sessions s"
-            f" WHERE s.status = 'claimed' AND s.updated < ? AND {_HOLDER_OFFLINE} LIMIT ?",
-            (iso_from_epoch(cutoffs.offline_before), cutoffs.live_after,
-             cutoffs.offline_before, limit))
+            f" WHERE s.status = 'claimed' AND {_HOLDER_OFFLINE} AND {_HOLDER_QUIET} LIMIT ?",
+            (cutoffs.live_after, cutoffs.offline_before,
+             iso_from_epoch(cutoffs.offline_before), limit))
         for r in rows:
             found[r[0]] = StaleClaim(r[0], r[1], r[2], r[3], RequeueReason.OFFLINE)
     if cutoffs.unanswered_before is not None:
@@ -244,7 +249,8 @@ def requeue_write(conn: sqlite3.Connection, stale: StaleClaim,
     if stale.reason is RequeueReason.OFFLINE:
         if cutoffs.offline_before is None:
             return SessionWrite(WriteOutcome.UNCHANGED, None)
-        guard, args = f" AND {_HOLDER_OFFLINE}", [cutoffs.live_after, cutoffs.offline_before]
+        guard = f" AND {_HOLDER_OFFLINE} AND {_HOLDER_QUIET}"
+        args = [cutoffs.live_after, cutoffs.offline_before, iso_from_epoch(cutoffs.offline_before)]
     cur = conn.execute(
         "UPDATE sessions AS s SET status = 'open', admin_id = NULL, updated = ?, activity_at = ?"
         " WHERE s.id = ? AND s.status = 'claimed' AND s.admin_id = ? AND s.last_seq = ?"

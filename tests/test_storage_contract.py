@@ -477,3 +477,23 @@ async def test_with_both_rules_on_each_finds_what_it_judges_stale(storage):
                            live_after=time.time() - 10)
     assert [(s.session_id, s.reason) for s in await storage.find_stale_claims(cutoffs, 10)] \
         == [(sid, RequeueReason.UNANSWERED)]
+
+
+@pytest.mark.gen_test
+async def test_a_store_writing_on_does_not_keep_an_offline_admins_claim(storage):
+    dana, _ = await storage.create_admin("Dana", None)
+    store, sid = await a_claimed_session(storage, dana)
+    await asyncio.sleep(0.01)
+    quiet_since = time.time()
+    await storage.post_store_message(store.id, "hello?", None)
+    await storage.post_store_message(store.id, "anyone?", None)
+    cutoffs = StaleCutoffs(offline_before=quiet_since, unanswered_before=None,
+                           live_after=time.time() - 10)
+    [stale] = await storage.find_stale_claims(cutoffs, 10)
+    assert (stale.session_id, stale.reason) == (sid, RequeueReason.OFFLINE)
+    # ... but a claim since the cutoff does: a transfer to a fresh holder.
+    omar, _ = await storage.create_admin("Omar", None)
+    assert (await storage.transfer_session(sid, dana.id, omar.id, 0)).outcome \
+        is TransferOutcome.DONE
+    assert await storage.find_stale_claims(cutoffs, 10) == []
+    assert (await storage.requeue_session(stale, cutoffs)).outcome is WriteOutcome.UNCHANGED
