@@ -71,7 +71,7 @@ async def test_a_transfer_raced_against_a_close_and_a_second_transfer_on_two_nod
 async def test_presence_across_two_nodes_and_a_sigkilled_node(wire_server, tmp_path,
                                                               processes):
     db, (a, b) = start_nodes(wire_server, tmp_path, processes,
-                             "presence:\n  heartbeat_secs: 0.2\n  expiry_secs: 1.0\n")
+                             "presence:\n  heartbeat_secs: 0.3\n  expiry_secs: 3.0\n")
     (dana, watcher_key), _ = await accounts(wire_server, db, admins=2, stores=0)
     api_b = Api(b.base_url + "/v1/chat")
     dana_id = (await admin_ids(api_b, watcher_key))["Admin0"]
