@@ -225,6 +225,17 @@ class Console {
         desk.entry(frame.session);
         desk.dequeue(frame.session.id);
         break;
+      case "session_transferred": { // to us or from us; the session names the new holder
+        const entry = desk.entry(frame.session);
+        if (desk.isMine(entry)) {
+          this.notify(`${frame.from_admin.name} handed you ${frame.session.store.name}.`);
+          if (!entry.watching) this.watch(entry).catch(() => {});
+        } else {
+          entry.watching = false; // the server stopped sending it here
+          if (desk.activeId === frame.session.id) desk.activeId = null;
+        }
+        break;
+      }
       case "error":
         this.notify(frame.detail || "The server refused a request.");
         break;
