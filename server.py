@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from storage.base import StorageMisconfigured
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG_PATH = os.path.join(HERE, "config.yaml")
 ENV_OVERRIDES = {
@@ -282,7 +284,11 @@ def main(argv: list[str] | None = None) -> int:
         key = asyncio.run(_create_account(config, args.command.split("-")[1], args))
         print(key)
         return 0
-    return serve(config, demo=args.demo)
+    try:
+        return serve(config, demo=args.demo)
+    except StorageMisconfigured as exc:  # e.g. a MongoDB without transactions
+        print(f"server.py: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

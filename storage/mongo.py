@@ -79,8 +79,6 @@ def _available(method):
     async def wrapper(*args, **kwargs):
         try:
             return await method(*args, **kwargs)
-        except DuplicateKeyError:
-            raise
         except PyMongoError as exc:
             raise StorageUnavailable(str(exc)) from exc
 

@@ -75,7 +75,7 @@ def secantus_command() -> str | None:
     return beside if os.path.exists(beside) else shutil.which("secantusd-py")
 
 
-def start_secantus(data_dir: str) -> WireServer:
+def start_secantus(data_dir: str, *extra_args: str) -> WireServer:
     """Start SecantusDB with test commands on a free port; wait until it answers."""
     port = free_port()
     log_path = os.path.join(data_dir, "secantusd.log")
@@ -83,7 +83,7 @@ def start_secantus(data_dir: str) -> WireServer:
     proc = subprocess.Popen(
         [secantus_command(), "--host", "127.0.0.1", "--port", str(port),
          "--storage-path", os.path.join(data_dir, "data"), "--enable-test-commands",
-         "--log-level", "WARNING"], stdout=log, stderr=log)
+         "--log-level", "WARNING", *extra_args], stdout=log, stderr=log)
     log.close()
     server = WireServer(f"mongodb://127.0.0.1:{port}", proc, log_path)
     deadline = time.monotonic() + START_TIMEOUT_SECS

@@ -1,0 +1,188 @@
+"""Faults injected into the wire server (``configureFailPoint`` ``failCommand``,
+aimed with ``appName`` at the chat server's client only) at every step of a
+claim, a message (a store's first, which opens its session), a release and a
+close, failing once and twice; and a step-down in the middle of a claim race.
+
+A step is the n-th command of its name that the request sends (``skip`` n).
+Every step gets a fault, the five kinds taking turns along the steps, and
+every kind hits every request's commit (where the outcome can be unknown).
+
+After each fault: the client got success or 503 with Retry-After (never a
+500), a retry succeeds once the database is back, and the database holds no
+half-done change (tests/mongo_checks.py: seq contiguous, no client_id twice,
+every change with its system message and event, each admin's count right).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pymongo.common
+import pytest
+
+from tests.conftest import make_admin, make_store, open_session
+from tests.mongo_checks import assert_consistent
+
+# The commands each request sends, in order: the key's lookup, then its
+# transaction (storage/mongo.py). "fam" is findAndModify.
+_HAND_BACK = ["find", "fam", "update", "fam", "fam", "insert", "fam", "insert", "fam",
+              "insert", "commitTransaction"]
+COMMANDS = {
+    "claim": ["find", "find", "fam", "fam", "fam", "insert", "fam", "fam", "insert", "fam",
+              "insert", "commitTransaction"],
+    "store_message": ["find", "find", "find", "find", "find", "find", "fam", "insert", "fam",
+                      "insert", "fam", "fam", "insert", "fam", "insert", "commitTransaction"],
+    "release": _HAND_BACK,
+    "close": _HAND_BACK,
+}
+FAULTS = {
+    "closeConnection": {"closeConnection": True},
+    "ShutdownInProgress-91": {"errorCode": 91},
+    "PrimarySteppedDown-189": {"errorCode": 189},
+    "InterruptedAtShutdown-11600": {"errorCode": 11600},
+    "writeConcernError-64": {"writeConcernError": {"code": 64, "errmsg": "waiting for "
+                                                   "replication timed out"}},
+}
+
+
+@pytest.fixture
+def app_name() -> str:
+    return f"chat-fault-{uuid.uuid4().hex[:8]}"
+
+
+def steps(op: str) -> list[tuple[str, int]]:
+    """``(command, how many of that name come before it)`` for each command."""
+    seen: dict[str, int] = {}
+    result = []
+    for name in COMMANDS[op]:
+        name = "findAndModify" if name == "fam" else name
+        result.append((name, seen.get(name, 0)))
+        seen[name] = seen.get(name, 0) + 1
+    return result
+
+
+def steps_for(op: str, fault: str) -> list[tuple[str, int]]:
+    kind = list(FAULTS).index(fault)
+    every = steps(op)
+    return [step for i, step in enumerate(every)
+            if i % len(FAULTS) == kind or step[0] == "commitTransaction"]
+
+
+@pytest.fixture
+def fast_recovery(monkeypatch):
+    # After a "not primary" error the driver re-checks the server at once but
+    # no sooner than this after its last check (0.5 s): shortened so that
+    # a hundred faults fit in seconds. The recovery path itself is unchanged.
+    monkeypatch.setattr(pymongo.common, "MIN_HEARTBEAT_INTERVAL", 0.05)
+
+
+@pytest.fixture
+def overrides(wire_server, app_name, fast_recovery):
+    # The feed polls rarely (its change stream wakes it), so that its reads
+    # seldom take a "find" fault meant for the request.
+    return {"storage": {"url": wire_server.url_for(app_name=app_name),
+                        "mongo_timeout_ms": 2000},
+            "events": {"poll_interval_secs": 5.0}}
+
+
+@pytest.fixture
+def control(wire_server, io_loop):
+    client = wire_server.control_client()
+    yield client
+    io_loop.run_sync(lambda: client.admin.command(
+        {"configureFailPoint": "failCommand", "mode": "off"}))
+    io_loop.run_sync(client.close)
+
+
+class Chat:
+    """One fault case's people: a store with a session, and its admin."""
+
+    def __init__(self, server, api):
+        self.server, self.api = server, api
+
+    async def prepare(self, op: str) -> None:
+        _, self.store_key = await make_store(self.server)
+        _, self.admin_key = await make_admin(self.server)
+        if op == "store_message":
+            return
+        self.sid = (await open_session(self.api, self.store_key, "help"))["id"]
+        if op != "claim":
+            reply = await self.claim()
+            assert reply.status == 200, reply
+
+    async def claim(self):
+        return await self.api.post("/admin/session/claim/", self.admin_key,
+                                   {"session_id": self.sid})
+
+    async def run(self, op: str):
+        """The request under test; repeating it is the client's retry."""
+        if op == "claim":
+            return await self.claim()
+        if op == "admin_message":
+            return await self.api.post("/admin/message/", self.admin_key,
+                                       {"session_id": self.sid, "body": "reply",
+                                        "client_id": "a-1"})
+        if op == "store_message":
+            return await self.api.post("/store/message/", self.store_key,
+                                       {"body": "first", "client_id": "s-1"})
+        path = {"release": "/admin/session/release/", "close": "/admin/session/close/"}[op]
+        return await self.api.post(path, self.admin_key, {"session_id": self.sid})
+
+
+def assert_success_or_retry_later(reply) -> None:
+    assert reply.status in (200, 201) or (
+        reply.status == 503 and reply.headers.get("Retry-After")), reply
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.parametrize("op", list(COMMANDS))
+@pytest.mark.gen_test(timeout=60)
+async def test_a_fault_at_any_step_leaves_the_change_whole_or_absent_and_a_retry_succeeds(
+        op, fault, server, api, control, app_name):
+    db = server.raw_storage.db
+    for command, skip in steps_for(op, fault):
+        for times in (1, 2):
+            chat = Chat(server, api)
+            await chat.prepare(op)
+            await control.admin.command({
+                "configureFailPoint": "failCommand", "mode": {"skip": skip, "times": times},
+                "data": {"failCommands": [command], "appName": app_name, **FAULTS[fault]}})
+            first = await chat.run(op)
+            await control.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+            assert_success_or_retry_later(first)
+            again = await chat.run(op)
+            if first.status == 200 and op == "release":
+                assert again.status == 403  # released already: the admin holds nothing
+            else:
+                assert again.status in (200, 201), (command, times, first, again)
+            if op == "store_message" and first.status == 201:
+                assert again.status == 200 and again.json["id"] == first.json["id"]
+            await assert_consistent(db)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_step_down_during_a_claim_race_leaves_one_holder(server, api, control):
+    _, store_key = await make_store(server)
+    admin_keys = [(await make_admin(server, f"A{i}"))[1] for i in range(20)]
+    sid = (await open_session(api, store_key))["id"]
+
+    async def claim(key):
+        return await api.post("/admin/session/claim/", key, {"session_id": sid})
+
+    async def step_down():
+        await asyncio.sleep(0.02)
+        await control.admin.command("replSetStepDown", 2, force=True)
+
+    *replies, _ = await asyncio.gather(*[claim(k) for k in admin_keys], step_down())
+    for reply in replies:
+        assert reply.status in (200, 409) or (
+            reply.status == 503 and reply.headers.get("Retry-After")), reply
+    assert [r.status for r in replies].count(200) <= 1
+    await asyncio.sleep(2.5)  # primary again
+    retried = [await claim(k) if r.status == 503 else r for k, r in zip(admin_keys, replies)]
+    winners = [k for k, r in zip(admin_keys, retried) if r.status == 200]
+    assert len(winners) == 1 and all(r.status in (200, 409) for r in retried)
+    history = await api.get(f"/admin/session/{sid}/", winners[0])
+    assert [m.get("event") for m in history.json["messages"]] == [None, "admin_connected"]
+    await assert_consistent(server.raw_storage.db)
