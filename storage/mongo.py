@@ -30,46 +30,33 @@ change or answers what is stored, and never does it twice.
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import logging
 import time
 from typing import Any, Callable
 
 import pymongo
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
-from pymongo.errors import (
-    DuplicateKeyError, OperationFailure, PyMongoError,
-)
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from storage.base import (
     Admin, ClaimOutcome, ClaimResult, Event, Message, PostResult, Principal, Role, Session,
-    SessionStatus, SessionWrite, Store, StorageMisconfigured, StorageUnavailable, WriteOutcome, digest_key,
-    holder_refusal, message_from_doc, message_to_doc, new_api_key, session_from_doc,
+    SessionStatus, SessionWrite, Store, StorageMisconfigured, StorageUnavailable, WriteOutcome,
+    digest_key, holder_refusal, message_from_doc, message_to_doc, new_api_key, session_from_doc,
     session_to_doc, utc_now_iso, why_claim_failed,
 )
 from storage.mongo_txn import ChangeRunner, Refused
+from storage.mongo_watch import watch_inserts
 
-log = logging.getLogger(__name__)
-
-# The feed is numbered from a counter. Changes take their event ids inside
-# their transaction, so ids become visible in order; a typing event is written
-# outside one and can show up a moment after a later id. A reader waits this
-# long for a missing id before it decides the id is gone for good.
+# The feed is numbered from a counter that every change bumps inside its
+# transaction, so ids become visible in order. Should one ever show up late (a
+# node of an older version, which wrote events outside transactions), a reader
+# waits this long for a missing id before it decides the id is gone for good.
 FEED_GAP_WAIT_SECS = 2.0
 # The counters every id comes from, created at start-up.
 COUNTERS = ("admins", "stores", "sessions", "messages", "events")
 # A first-time upsert racing another can return None (seen on a wire-protocol
 # server); it is simply tried again.
 NEXT_ID_ATTEMPTS = 3
-# Reopening a change stream that ended: the first wait, doubled up to the
-# last; a stream that stayed open this long is healthy and resets the wait.
-WATCH_RETRY_FIRST_SECS = 0.1
-WATCH_RETRY_MAX_SECS = 5.0
-WATCH_HEALTHY_SECS = 10.0
-# Server error codes meaning change streams cannot work here at all (a
-# standalone server): the feed then just polls.
-CHANGE_STREAMS_UNSUPPORTED = frozenset({40573, 40324})
 
 
 def _available(method):
@@ -455,46 +442,10 @@ class MongoStorage:
         await self.changes.run(typing)
 
     async def watch_event_inserts(self, on_insert: Callable[[], None]) -> bool:
-        """Call ``on_insert`` for each event any node stores, until cancelled.
-
-        Uses a change stream, so other nodes' events are read at once instead
-        of at the next poll. The stream is only a wake-up: events are still
-        read by id through ``read_events``, which keeps their order. A stream
-        that ends for any reason is reopened, waiting longer after each
-        failure; while it is down the feed's polling bridges the gap, and
-        ``on_insert`` runs on each reopen to read what arrived meanwhile.
-        Returns False at once where change streams are unsupported (the
-        mongomock stand-in): the feed then just polls.
-        """
-        wait = WATCH_RETRY_FIRST_SECS
-        reopening = False
-        loop = asyncio.get_running_loop()
-        while True:
-            opened_at = loop.time()
-            try:
-                stream = await self.db.events.watch([{"$match": {"operationType": "insert"}}])
-                async with stream:
-                    if reopening:
-                        log.info("change stream reopened")
-                        on_insert()
-                    async for _change in stream:
-                        on_insert()
-                reason = "the server closed it"
-            except (NotImplementedError, AttributeError, TypeError):
-                return False
-            except OperationFailure as exc:
-                if exc.code in CHANGE_STREAMS_UNSUPPORTED:
-                    log.info("change streams unsupported here (%s); the feed polls", exc)
-                    return False
-                reason = str(exc)
-            except PyMongoError as exc:
-                reason = str(exc)
-            if loop.time() - opened_at > WATCH_HEALTHY_SECS:
-                wait = WATCH_RETRY_FIRST_SECS
-            log.warning("change stream ended (%s); polling, reopening in %.1fs", reason, wait)
-            reopening = True
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, WATCH_RETRY_MAX_SECS)
+        """Call ``on_insert`` for each event any node stores, until cancelled
+        (``storage/mongo_watch.py``); False at once where change streams are
+        unsupported, and the feed then just polls."""
+        return await watch_inserts(self.db.events, on_insert)
 
     @_available
     async def last_event_id(self) -> int:

@@ -1,7 +1,7 @@
 """Faults injected into the wire server (``configureFailPoint`` ``failCommand``,
 aimed with ``appName`` at the chat server's client only) at every step of a
-claim, a message (a store's first, which opens its session), a release and a
-close, failing once and twice; and a step-down in the middle of a claim race.
+claim, an admin's message, a store's first message (which opens its session),
+a release and a close, failing once and twice; and a step-down in the middle of a claim race.
 
 A step is the n-th command of its name that the request sends (``skip`` n).
 Every step gets a fault, the five kinds taking turns along the steps, and
@@ -24,13 +24,16 @@ import pytest
 from tests.conftest import make_admin, make_store, open_session
 from tests.mongo_checks import assert_consistent
 
-# The commands each request sends, in order: the key's lookup, then its
-# transaction (storage/mongo.py). "fam" is findAndModify.
+# The commands each request sends, in order: the key's lookup (and a new
+# actor's read of its session, or a store's look for its active session), then
+# its transaction (storage/mongo.py). "fam" is findAndModify.
 _HAND_BACK = ["find", "fam", "update", "fam", "fam", "insert", "fam", "insert", "fam",
               "insert", "commitTransaction"]
 COMMANDS = {
-    "claim": ["find", "find", "fam", "fam", "fam", "insert", "fam", "fam", "insert", "fam",
-              "insert", "commitTransaction"],
+    "claim": ["find", "find", "find", "fam", "fam", "fam", "insert", "fam", "fam", "insert",
+              "fam", "insert", "commitTransaction"],
+    "admin_message": ["find", "find", "find", "fam", "fam", "insert", "fam", "insert",
+                      "commitTransaction"],
     "store_message": ["find", "find", "find", "find", "find", "find", "fam", "insert", "fam",
                       "insert", "fam", "fam", "insert", "fam", "insert", "commitTransaction"],
     "release": _HAND_BACK,
@@ -82,7 +85,7 @@ def overrides(wire_server, app_name, fast_recovery):
     # The feed polls rarely (its change stream wakes it), so that its reads
     # seldom take a "find" fault meant for the request.
     return {"storage": {"url": wire_server.url_for(app_name=app_name),
-                        "mongo_timeout_ms": 2000},
+                        "mongo_timeout_ms": 1000},
             "events": {"poll_interval_secs": 5.0}}
 
 
@@ -156,33 +159,65 @@ async def test_a_fault_at_any_step_leaves_the_change_whole_or_absent_and_a_retry
                 assert again.status == 403  # released already: the admin holds nothing
             else:
                 assert again.status in (200, 201), (command, times, first, again)
-            if op == "store_message" and first.status == 201:
+            if op in ("admin_message", "store_message") and first.status == 201:
                 assert again.status == 200 and again.json["id"] == first.json["id"]
             await assert_consistent(db)
 
 
+@pytest.mark.parametrize("fault", ["closeConnection", "writeConcernError-64"])
+@pytest.mark.parametrize("op", list(COMMANDS))
 @pytest.mark.gen_test(timeout=60)
-async def test_a_step_down_during_a_claim_race_leaves_one_holder(server, api, control):
-    _, store_key = await make_store(server)
-    admin_keys = [(await make_admin(server, f"A{i}"))[1] for i in range(20)]
-    sid = (await open_session(api, store_key))["id"]
+async def test_a_commit_failing_past_the_deadline_answers_503_and_the_retry_finds_the_outcome(
+        op, fault, server, api, control, app_name):
+    # The commit never gets through (closeConnection), or it is applied each
+    # time but never confirmed (writeConcernError): either way the outcome is
+    # unknown to the server when the deadline passes.
+    chat = Chat(server, api)
+    await chat.prepare(op)
+    await control.admin.command({
+        "configureFailPoint": "failCommand", "mode": "alwaysOn",
+        "data": {"failCommands": ["commitTransaction"], "appName": app_name,
+                 **FAULTS[fault]}})
+    first = await chat.run(op)
+    await control.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+    assert first.status == 503 and first.headers["Retry-After"], first
+    again = await chat.run(op)
+    applied = fault == "writeConcernError-64"
+    expected = {"claim": 200, "admin_message": 200 if applied else 201,
+                "store_message": 200 if applied else 201, "close": 200,
+                "release": 403 if applied else 200}
+    assert again.status == expected[op], again
+    await assert_consistent(server.raw_storage.db)
 
-    async def claim(key):
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_step_down_during_a_claim_race_leaves_one_holder_per_session(
+        server, api, control):
+    # Five sessions, each raced by ten admins; the database steps down while
+    # the claims are going through (one process takes them one at a time).
+    sids = [(await open_session(api, (await make_store(server, f"S{i}"))[1]))["id"]
+            for i in range(5)]
+    admin_keys = [(await make_admin(server, f"A{i}"))[1] for i in range(10)]
+    race = [(sid, key) for key in admin_keys for sid in sids]
+
+    async def claim(sid, key):
         return await api.post("/admin/session/claim/", key, {"session_id": sid})
 
     async def step_down():
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)  # some claims done, some on their way
         await control.admin.command("replSetStepDown", 2, force=True)
 
-    *replies, _ = await asyncio.gather(*[claim(k) for k in admin_keys], step_down())
+    *replies, _ = await asyncio.gather(*[claim(*pair) for pair in race], step_down())
     for reply in replies:
         assert reply.status in (200, 409) or (
             reply.status == 503 and reply.headers.get("Retry-After")), reply
-    assert [r.status for r in replies].count(200) <= 1
+    assert 503 in {r.status for r in replies}, "the step-down came too late to matter"
     await asyncio.sleep(2.5)  # primary again
-    retried = [await claim(k) if r.status == 503 else r for k, r in zip(admin_keys, replies)]
-    winners = [k for k, r in zip(admin_keys, retried) if r.status == 200]
-    assert len(winners) == 1 and all(r.status in (200, 409) for r in retried)
-    history = await api.get(f"/admin/session/{sid}/", winners[0])
-    assert [m.get("event") for m in history.json["messages"]] == [None, "admin_connected"]
+    final = [await claim(*pair) if r.status == 503 else r for pair, r in zip(race, replies)]
+    assert {r.status for r in final} <= {200, 409}
+    for sid in sids:
+        won = [key for (s, key), r in zip(race, final) if s == sid and r.status == 200]
+        assert len(won) == 1, (sid, won)
+        history = await api.get(f"/admin/session/{sid}/", won[0])
+        assert [m.get("event") for m in history.json["messages"]] == [None, "admin_connected"]
     await assert_consistent(server.raw_storage.db)
