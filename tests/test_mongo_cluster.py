@@ -123,6 +123,7 @@ async def test_readyz_is_503_while_the_database_is_stepped_down_and_200_after(
     ops = Api(a.base_url)
     assert (await ops.get("/readyz")).status == 200
     control = wire_server.control_client()
+    await wire_server.require_test_commands(control)
     await control.admin.command("replSetStepDown", 3, force=True)
     await asyncio.sleep(1.0)  # the node's next check of the server sees it
     down = await ops.get("/readyz")
@@ -164,6 +165,7 @@ async def test_a_killed_change_stream_is_reopened_and_cross_node_latency_recover
     before = await cross_node_latencies(store, admin, 8, "before")
     assert statistics.median(before) < 0.25, before
     control = wire_server.control_client()
+    await wire_server.require_test_commands(control)
     # Node B's stream dies with an error the driver does not resume from
     # (ChangeStreamFatalError), and its reopening fails a few times more.
     await control.admin.command({

@@ -92,6 +92,7 @@ def overrides(wire_server, app_name, fast_recovery):
 @pytest.fixture
 def control(wire_server, io_loop):
     client = wire_server.control_client()
+    io_loop.run_sync(lambda: wire_server.require_test_commands(client))
     yield client
     io_loop.run_sync(lambda: client.admin.command(
         {"configureFailPoint": "failCommand", "mode": "off"}))

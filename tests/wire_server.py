@@ -20,6 +20,7 @@ import urllib.parse
 import uuid
 
 import pymongo
+import pytest
 
 from tests.helpers import free_port
 
@@ -57,6 +58,14 @@ class WireServer:
         """A client for the tests' own commands (failpoints, step-down, checks)."""
         return pymongo.AsyncMongoClient(self.url_for("admin", app_name="chat-tests"),
                                         serverSelectionTimeoutMS=5000, w="majority")
+
+    async def require_test_commands(self, client: pymongo.AsyncMongoClient) -> None:
+        """Skip the test unless the server takes failpoints (test commands on)."""
+        try:
+            await client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        except pymongo.errors.OperationFailure as exc:
+            pytest.skip(f"the server refuses configureFailPoint ({exc.code}): start it "
+                        "with enableTestCommands=1")
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
