@@ -43,7 +43,8 @@ T = TypeVar("T")
 # reads that node's write and answers from it), or a write-concern error on a
 # statement inside the transaction (nothing was committed).
 CHANGE_ATTEMPTS = 3
-# How long to spend killing the server session of a change that failed.
+# How long to spend killing the server session of a change that failed: short,
+# as it only spares other changes the wait for the server's 60 s reaping.
 KILL_SESSION_TIMEOUT_SECS = 1.0
 
 

@@ -81,6 +81,30 @@ async def test_a_claim_raced_across_two_nodes_has_one_winner(wire_server, tmp_pa
 
 
 @pytest.mark.gen_test(timeout=60)
+async def test_a_first_message_sent_to_both_nodes_at_once_opens_one_session_once(
+        wire_server, tmp_path, processes):
+    # A client that retries on the other node while its first try is still
+    # going: the two transactions collide on the store's one active session
+    # and on the client_id; one stores, the other answers what it stored.
+    db, (a, b) = start_nodes(wire_server, tmp_path, processes)
+    _, store_keys = await accounts(wire_server, db, admins=0, stores=10)
+    apis = [Api(a.base_url + "/v1/chat"), Api(b.base_url + "/v1/chat")]
+    replies = await asyncio.gather(*[
+        api.post("/store/message/", key, {"body": "help", "client_id": "first"})
+        for key in store_keys for api in apis])
+    for i in range(0, len(replies), 2):
+        pair = replies[i:i + 2]
+        assert sorted(r.status for r in pair) == [200, 201], pair
+        assert pair[0].json["id"] == pair[1].json["id"]
+        assert pair[0].json["session_id"] == pair[1].json["session_id"]
+    control = wire_server.control_client()
+    assert await control[db].sessions.count_documents({}) == 10
+    assert await control[db].messages.count_documents({}) == 10
+    await assert_consistent(control[db])
+    await control.close()
+
+
+@pytest.mark.gen_test(timeout=60)
 async def test_a_store_on_one_node_and_its_admin_on_the_other_talk_live_and_resume(
         wire_server, tmp_path, processes):
     db, (a, b) = start_nodes(wire_server, tmp_path, processes)
