@@ -194,21 +194,22 @@ async def test_a_commit_failing_past_the_deadline_answers_503_and_the_retry_find
 @pytest.mark.gen_test(timeout=60)
 async def test_a_step_down_during_a_claim_race_leaves_one_holder_per_session(
         server, api, control):
-    # Five sessions, each raced by ten admins; the database steps down while
-    # the claims are going through (one process takes them one at a time).
+    # Five sessions, each raced by ten admins; the database steps down once
+    # the first claim is answered, while the others are going through (one
+    # process takes them one at a time, session after session).
     sids = [(await open_session(api, (await make_store(server, f"S{i}"))[1]))["id"]
             for i in range(5)]
     admin_keys = [(await make_admin(server, f"A{i}"))[1] for i in range(10)]
-    race = [(sid, key) for key in admin_keys for sid in sids]
+    race = [(sid, key) for sid in sids for key in admin_keys]
 
     async def claim(sid, key):
         return await api.post("/admin/session/claim/", key, {"session_id": sid})
 
-    async def step_down():
-        await asyncio.sleep(0.05)  # some claims done, some on their way
-        await control.admin.command("replSetStepDown", 2, force=True)
-
-    *replies, _ = await asyncio.gather(*[claim(*pair) for pair in race], step_down())
+    claims = [asyncio.ensure_future(claim(*pair)) for pair in race]
+    await asyncio.wait(claims, return_when=asyncio.FIRST_COMPLETED)
+    # the first claim is answered; the later sessions' claims are on their way
+    await control.admin.command("replSetStepDown", 2, force=True)
+    replies = await asyncio.gather(*claims)
     for reply in replies:
         assert reply.status in (200, 409) or (
             reply.status == 503 and reply.headers.get("Retry-After")), reply
