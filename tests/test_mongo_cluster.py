@@ -148,10 +148,12 @@ async def test_readyz_is_503_while_the_database_is_stepped_down_and_200_after(
     assert (await ops.get("/readyz")).status == 200
     control = wire_server.control_client()
     await wire_server.require_test_commands(control)
-    await control.admin.command("replSetStepDown", 3, force=True)
-    await asyncio.sleep(1.0)  # the node's next check of the server sees it
-    down = await ops.get("/readyz")
-    assert down.status == 503 and down.headers["Retry-After"]
+    await control.admin.command("replSetStepDown", 5, force=True)
+    stepped_down_until = time.monotonic() + 5
+    while (down := await ops.get("/readyz")).status == 200:  # until the node's check sees it
+        assert time.monotonic() < stepped_down_until - 1, "ready throughout the step-down"
+        await asyncio.sleep(0.1)
+    assert down.status == 503 and down.headers["Retry-After"], down
     deadline = time.monotonic() + 15
     while (await ops.get("/readyz")).status != 200:
         assert time.monotonic() < deadline, "never ready again after the step-down"
