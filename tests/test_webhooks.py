@@ -110,9 +110,20 @@ async def expected_events(api: Api, admin_key: str, sids: list[int]) -> dict[int
     return wanted
 
 
+@pytest.fixture(params=["sqlite", "mongodb-compatible-wire-server"])
+def storage_url(request, db_url) -> str:
+    """The database both server processes share: a SQLite file, or a database
+    on the MongoDB-compatible wire server (skipped where that tier is absent)."""
+    if request.param == "sqlite":
+        return db_url
+    wire_server = request.getfixturevalue("wire_server")
+    return wire_server.url_for(f"chat_hooks_{time.monotonic_ns()}")
+
+
 @pytest.mark.gen_test(timeout=180)
 async def test_every_event_arrives_in_order_per_session_signed_across_a_restart(
-        db_url, processes, tmp_path):
+        storage_url, processes, tmp_path):
+    db_url = storage_url
     admin_keys, store_keys = create_keys(db_url, admins=1, stores=6)
     receiver = Receiver()
     receiver_port = free_port()
