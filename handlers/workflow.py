@@ -17,7 +17,7 @@ from actors.errors import Invalid, NotFound, PermissionDenied
 from handlers.base import APIHandler
 from handlers.paging import list_limit
 from handlers.render import session_json
-from handlers.validation import MAX_INT, NOT_STRING, REQUIRED, Fields, decode_json, is_int
+from handlers.validation import MAX_INT, Fields, decode_json, is_int
 from storage.base import Admin, Principal, Role
 from storage.workflow import AWAY, ONLINE, AdminPresence
 
@@ -125,18 +125,11 @@ async def on_presence_frame(socket: Any, frame: dict[str, Any], ref: Any) -> Non
         raise PermissionDenied()
     status = frame.get("status")
     if status not in PRESENCE_CHOICES:
-        raise Invalid({"status": [describe_choice(status)]})
+        from handlers.websocket import describe_bad_choice  # (it imports this module)
+
+        raise Invalid({"status": [describe_bad_choice(status)]})
     await socket.service.presence.set_away(who.id, status == AWAY)
     socket.send({"type": "ack", "ref": ref, "status": status})
-
-
-def describe_choice(value: Any) -> str:
-    if value is None:
-        return REQUIRED
-    if not isinstance(value, str):
-        return NOT_STRING
-    return f'"{value}" is not a valid choice.' if len(value) <= 64 and value.isprintable() \
-        else "Not a valid choice."
 
 
 FRAME_HANDLERS = {"read": on_read_frame, "presence": on_presence_frame}

@@ -22,11 +22,12 @@ Rules every backend keeps:
 
 from __future__ import annotations
 
+import datetime
 import enum
 from dataclasses import dataclass
 from typing import Any
 
-from storage.base import Admin, Session, SessionStatus
+from storage.base import Admin, Session, SessionStatus, session_to_doc
 
 ONLINE, AWAY, OFFLINE = "online", "away", "offline"
 PRESENCE_STATUSES = (ONLINE, AWAY, OFFLINE)
@@ -68,8 +69,7 @@ def why_transfer_refused(session: Session | None, caller_id: int,
 
 
 def transfer_payload(session: Session, from_admin: Admin, to_admin: Admin) -> dict[str, Any]:
-    from storage.base import session_to_doc
-
+    """The ``session_transferred`` event's payload (the hub's and webhooks')."""
     return {"session": session_to_doc(session),
             "from_admin": {"id": from_admin.id, "name": from_admin.name},
             "admin": {"id": to_admin.id, "name": to_admin.name}}
@@ -154,7 +154,5 @@ class OutboxEntry:
 def iso_from_epoch(epoch: float) -> str:
     """Epoch seconds as the fixed-width text timestamps are stored in, so the
     two compare as text (``storage.base.utc_now_iso``)."""
-    import datetime
-
     moment = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
