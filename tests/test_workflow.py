@@ -202,7 +202,7 @@ async def test_the_admins_list_pages_with_a_cursor_and_counts_active_sessions(se
 
 
 # --- stale claims ----------------------------------------------------------------------------
-@pytest.mark.parametrize("overrides", [{"chat": {"requeue_unanswered_secs": 0.5,
+@pytest.mark.parametrize("overrides", [{"chat": {"requeue_unanswered_secs": 1.5,
                                                  "requeue_sweep_secs": 0.1}}], indirect=True)
 @pytest.mark.gen_test(timeout=30)
 async def test_an_unanswered_claim_goes_back_to_the_queue_in_its_original_place(server, api):
@@ -220,7 +220,7 @@ async def test_an_unanswered_claim_goes_back_to_the_queue_in_its_original_place(
     # answered in time: stays claimed
     await api.post("/admin/session/claim/", admin_key, {"session_id": sid})
     await api.post("/admin/message/", admin_key, {"session_id": sid, "body": "on it"})
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(2.5)
     assert (await api.get(f"/admin/session/{sid}/", admin_key)).json["status"] == "claimed"
     admin_ws.close()
 

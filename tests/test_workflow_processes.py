@@ -118,7 +118,7 @@ async def test_a_sweep_run_by_two_processes_requeues_each_stale_claim_once(
 async def test_replies_during_the_sweep_keep_the_claim(db_url, processes, tmp_path):
     admin_keys, store_keys = create_keys(db_url, admins=1, stores=2)
     one, two = start_two(db_url, processes, tmp_path, {
-        "chat": {"requeue_unanswered_secs": 0.6, "requeue_sweep_secs": 0.02}})
+        "chat": {"requeue_unanswered_secs": 1.5, "requeue_sweep_secs": 0.02}})
     apis = [Api(p.base_url + "/v1/chat") for p in (one, two)]
     key = admin_keys[0]
     answered, ignored = [
@@ -129,11 +129,11 @@ async def test_replies_during_the_sweep_keep_the_claim(db_url, processes, tmp_pa
             == 200
     # The store writes and the admin answers, back and forth, while both
     # processes sweep every 20 ms: every store message is answered in time.
-    until = time.monotonic() + 2.5
+    until = time.monotonic() + 4.0
     turn = 0
     while time.monotonic() < until:
         await apis[turn % 2].post("/store/message/", store_keys[0], {"body": f"q{turn}"})
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.3)
         reply = await apis[(turn + 1) % 2].post("/admin/message/", key,
                                                 {"session_id": answered, "body": f"a{turn}"})
         assert reply.status == 201, reply
