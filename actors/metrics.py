@@ -9,6 +9,9 @@ name their cross-process mode: ``livesum`` for per-process counts that add up,
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -61,3 +64,40 @@ SESSION_WAIT = Histogram(
 FIRST_RESPONSE = Histogram(
     "chat_first_response_seconds", "From a session's first store message to the first admin reply.",
     buckets=WAIT_BUCKETS_SECS)
+
+
+class Tally:
+    """A labelled counter counted in bulk: increments collect in a dict and
+    reach the Prometheus counter once per event-loop pass, so the hot path pays
+    a dict update per event instead of a locked counter update (or several).
+    A scrape runs in a later pass, so it always sees every increment."""
+
+    def __init__(self, counter: Counter, *leading_labels: str):
+        self._counter = counter
+        self._leading = leading_labels
+        self._counts: dict[str, int] = {}
+        self._children: dict[str, Any] = {}
+
+    def add(self, label: str, n: int = 1) -> None:
+        counts = self._counts
+        if not counts:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop (a script, a test): count at once
+                counts[label] = n
+                self.flush()
+                return
+        counts[label] = counts.get(label, 0) + n
+
+    def flush(self) -> None:
+        """Add the collected counts to the counter (runs at the end of a pass)."""
+        counts, self._counts = self._counts, {}
+        for label, n in counts.items():
+            child = self._children.get(label)
+            if child is None:
+                child = self._children[label] = self._counter.labels(*self._leading, label)
+            child.inc(n)
+
+
+FRAMES_OUT = Tally(WS_FRAMES, "out")
+MESSAGES_STORED = Tally(MESSAGES)

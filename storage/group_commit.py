@@ -24,6 +24,8 @@ import sqlite3
 import threading
 from typing import Any, Callable
 
+from storage.threads import name_os_thread
+
 log = logging.getLogger(__name__)
 
 WriteFn = Callable[[sqlite3.Connection], Any]
@@ -53,6 +55,7 @@ class GroupCommitWriter:
 
     # --- the writer thread -------------------------------------------------
     def _run(self) -> None:
+        name_os_thread("sqlite-writer")
         conn = self._connect()
         try:
             while True:

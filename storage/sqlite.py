@@ -26,6 +26,7 @@ from storage.base import (
     holder_refusal, new_api_key, session_to_doc, utc_now_iso, why_claim_failed,
 )
 from storage.group_commit import GroupCommitWriter
+from storage.threads import name_os_thread
 
 # How long a statement waits for another process's write lock before failing.
 BUSY_TIMEOUT_MS = 10_000
@@ -40,7 +41,8 @@ class SQLiteStorage:
         self._synchronous = synchronous
         self._writer: GroupCommitWriter | None = None
         self._local = threading.local()
-        self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="sqlite-read")
+        self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="sqlite-read",
+                                           initializer=name_os_thread, initargs=("sqlite-read",))
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> "SQLiteStorage":

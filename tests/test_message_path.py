@@ -1,0 +1,107 @@
+"""The lean message path (issue 9): one frame fewer, frames coalesced, storage
+per batch, local delivery from the commit, all without giving up ordering."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.conftest import claimed_session, make_store
+from tests.helpers import Socket
+
+
+async def connect(server, role, key, **kw) -> Socket:
+    sock = await Socket.connect(f"{server.ws_url}/v1/chat/{role}/ws/", key, **kw)
+    assert (await sock.recv())["type"] == "hello"
+    return sock
+
+
+@pytest.mark.gen_test(timeout=30)
+@pytest.mark.parametrize("protocol", ["json", "msgpack"])
+async def test_the_sending_socket_gets_its_ack_and_not_an_echo_other_sockets_get_message(
+        server, api, protocol):
+    store_key, admin_key, session = await claimed_session(server, api)
+    sender = await connect(server, "store", store_key, protocol=protocol)
+    other_tab = await connect(server, "store", store_key, protocol=protocol)
+    admin = await connect(server, "admin", admin_key, protocol=protocol)
+
+    ack = await sender.request({"type": "message", "body": "one", "client_id": "c-1"})
+    assert ack["type"] == "ack" and ack["message"]["body"] == "one"
+    assert ack["message"]["session_id"] == session["id"]
+    seen_by_tab = await other_tab.recv_type("message")
+    seen_by_admin = await admin.recv_type("message")
+    assert seen_by_tab["message"] == ack["message"] == seen_by_admin["message"]
+    assert await sender.expect_silence(0.3) == []
+
+    # An admin's reply still reaches both of the store's sockets, in seq order.
+    await admin.request({"type": "message", "session_id": session["id"], "body": "two"})
+    for sock in (sender, other_tab):
+        frame = await sock.recv_type("message")
+        assert frame["message"]["body"] == "two"
+        assert frame["message"]["seq"] == ack["message"]["seq"] + 1
+    assert await admin.expect_silence(0.3) == []
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_repeated_client_id_is_acked_with_the_first_message_and_not_echoed(server, api):
+    store_key, _admin_key, _session = await claimed_session(server, api)
+    sender = await connect(server, "store", store_key)
+    first = await sender.request({"type": "message", "body": "once", "client_id": "same"})
+    again = await sender.request({"type": "message", "body": "once", "client_id": "same"})
+    assert again["message"] == first["message"]
+    assert await sender.expect_silence(0.3) == []
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_concurrent_senders_get_gap_free_seqs_and_every_reader_sees_them_in_order(
+        server, api):
+    store_key, admin_key, session = await claimed_session(server, api)
+    admin = await connect(server, "admin", admin_key)
+    watcher = await connect(server, "admin", admin_key)  # the holder's second tab
+    observer = await connect(server, "store", store_key)  # a store tab that only reads
+    stores = [await connect(server, "store", store_key) for _ in range(4)]
+    per_socket = 25
+
+    async def send_all(sock: Socket, name: str) -> list[int]:
+        return [(await sock.request({"type": "message", "body": f"{name}{i}"}))["message"]["seq"]
+                for i in range(per_socket)]
+
+    async def admin_sends() -> list[int]:
+        return [(await admin.request({"type": "message", "session_id": session["id"],
+                                      "body": f"a{i}"}))["message"]["seq"]
+                for i in range(per_socket)]
+
+    acked = await asyncio.gather(*[send_all(s, f"s{n}-") for n, s in enumerate(stores)],
+                                 admin_sends())
+    seqs = sorted(seq for chunk in acked for seq in chunk)
+    first = seqs[0]
+    assert seqs == list(range(first, first + 5 * per_socket))  # no gap, no repeat
+    for reader in (watcher, observer):
+        got = [f["message"]["seq"] for f in await reader.expect_silence(0.5)
+               if f["type"] == "message"]
+        assert got == seqs  # each exactly once, in order
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_frames_queued_in_one_pass_arrive_whole_and_in_order(server, api):
+    # A burst of store messages with the admin reading: every frame arrives,
+    # in seq order, though many of them shared one write.
+    store_key, admin_key, session = await claimed_session(server, api)
+    admin = await connect(server, "admin", admin_key, protocol="msgpack")
+    senders = [await connect(server, "store", store_key) for _ in range(3)]
+    await asyncio.gather(*[s.request({"type": "message", "body": "x" * 300 * (i + 1)})
+                           for i, s in enumerate(senders)])
+    frames = [f for f in await admin.expect_silence(0.5) if f["type"] == "message"]
+    assert sorted(len(f["message"]["body"]) for f in frames) == [300, 600, 900]
+    assert [f["message"]["seq"] for f in frames] == sorted(f["message"]["seq"] for f in frames)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_new_stores_first_message_over_the_socket_opens_a_session_once(server, api):
+    _store, key = await make_store(server, "Fresh")
+    tabs = [await connect(server, "store", key) for _ in range(3)]
+    acks = await asyncio.gather(*[t.request({"type": "message", "body": f"hi {i}"})
+                                  for i, t in enumerate(tabs)])
+    assert len({a["message"]["session_id"] for a in acks}) == 1
+    assert sorted(a["message"]["seq"] for a in acks) == [1, 2, 3]
