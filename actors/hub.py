@@ -192,15 +192,12 @@ class Hub:
     # --- fan-out -------------------------------------------------------------
     def publish(self, event: Event) -> None:
         """Deliver one stored event to its audience (in commit order: from the
-        feed, or straight from this process's commit). A message event's
-        payload holds the ``Message`` record or its document form."""
+        feed, or straight from this process's commit)."""
         kind, payload = event.kind, event.payload
         doc = payload.get("session")
         session = session_from_doc(doc) if doc is not None else None
         if kind == "message":
-            message = payload["message"]
-            if not isinstance(message, Message):
-                message = message_from_doc(message)
+            message = message_from_doc(payload["message"])
             frame = Frame("message", message=message)
             session_id, seq = message.session_id, message.seq
             for sub in self._message_audience(event, session):

@@ -105,3 +105,49 @@ async def test_a_new_stores_first_message_over_the_socket_opens_a_session_once(s
                                   for i, t in enumerate(tabs)])
     assert len({a["message"]["session_id"] for a in acks}) == 1
     assert sorted(a["message"]["seq"] for a in acks) == [1, 2, 3]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_each_process_delivers_its_own_and_the_others_events_once_in_commit_order(tmp_path):
+    # Two storages on one file stand for two server processes: each feed gets
+    # its own events from the commit and the other's from the file, and must
+    # hand the hub every event exactly once, in id (commit) order.
+    from actors.feed import EventFeed
+    from storage.sqlite import SQLiteStorage
+
+    path = str(tmp_path / "two.sqlite3")
+    a, b = SQLiteStorage(path), SQLiteStorage(path)
+    await a.setup()
+    await b.setup()
+    store, _ = await a.create_store("S", None, None)
+    admin, _ = await a.create_admin("Dana", None)
+    first = await a.post_store_message(store.id, "open", None)
+    await a.claim_session(first.session.id, admin, 0)
+    seen_a, seen_b = [], []
+    feed_a = EventFeed(a, seen_a.append, poll_interval_secs=0.005)
+    feed_b = EventFeed(b, seen_b.append, poll_interval_secs=0.005)
+    await feed_a.start()
+    await feed_b.start()
+
+    async def store_side(n: int) -> None:
+        for i in range(n):
+            await a.post_store_message(store.id, f"s{i}", None)
+
+    async def admin_side(n: int) -> None:
+        for i in range(n):
+            await b.post_admin_message(first.session.id, admin.id, f"a{i}", None)
+
+    await asyncio.gather(store_side(60), admin_side(60), store_side(40))
+    await asyncio.sleep(0.2)
+    await feed_a.catch_up()
+    await feed_b.catch_up()
+    for seen in (seen_a, seen_b):
+        ids = [e.id for e in seen]
+        assert ids == sorted(set(ids))  # once each, in commit order
+        seqs = [e.payload["message"]["seq"] for e in seen if e.kind == "message"]
+        assert seqs == list(range(seqs[0], seqs[0] + 160))  # gap-free, in order
+    assert [e.id for e in seen_a] == [e.id for e in seen_b]
+    await feed_a.stop()
+    await feed_b.stop()
+    await a.close()
+    await b.close()

@@ -1,0 +1,182 @@
+"""Storing a group of chat messages at once (the SQLite writer's batch handler).
+
+Every store or admin message posted while the writer is busy ends up in one
+call of ``store_posts``, inside the group's transaction (so under SQLite's
+write lock, serialised against every other process on the file). For the lot
+it reads the repeated ``client_id``s in one query and the target sessions in
+one or two, allocates each session's next ``seq`` numbers in Python from the
+row it just read (the lock makes that read-then-write atomic; UNIQUE
+(session_id, seq) backs it up), and writes with one ``executemany`` per table:
+messages, sessions, events. A message event carries no JSON: it names its
+message row, which is what the feed reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from storage import sqlite_schema as schema
+from storage.base import (
+    Event, Message, PostResult, Session, WriteOutcome, holder_refusal, message_to_doc,
+    utc_now_iso,
+)
+
+
+@dataclass(frozen=True)
+class Post:
+    """One message to store: from a store (to its active session, opened if
+    none) or from an admin (to ``session_id``, which it must hold)."""
+
+    sender: str  # "store" or "admin"
+    sender_id: int
+    session_id: int | None
+    body: str
+    client_id: str | None
+
+
+def store_posts(conn: Any, posts: Sequence[Post]) -> list[PostResult]:
+    """Store ``posts`` (in order) and answer each; runs inside a transaction."""
+    results: list[PostResult | None] = [None] * len(posts)
+    first_of: dict[tuple[str, int, str], int] = {}  # client_id repeated inside the group
+    _answer_repeats(conn, posts, results, first_of)
+    copies = _later_copies(first_of, posts)
+    todo = [i for i, r in enumerate(results) if r is None and i not in copies]
+    active = _active_sessions(conn, [posts[i] for i in todo if posts[i].sender == "store"])
+    by_id = _sessions_by_id(conn, [posts[i] for i in todo if posts[i].sender == "admin"])
+    now = utc_now_iso()
+    accepted: list[tuple[int, Session]] = []
+    for i in todo:
+        post = posts[i]
+        if post.sender == "store":
+            session = active.get(post.sender_id)
+            if session is None:  # the store's first message opens its session
+                session = schema.insert_session(conn, post.sender_id)
+                schema.insert_event(conn, "session_opened", session, None,
+                                    {"session": schema.session_to_doc(session)})
+                active[post.sender_id] = session
+        else:
+            session = by_id.get(post.session_id)
+            refused = holder_refusal(session, post.sender_id)
+            if refused:
+                results[i] = PostResult(refused.outcome, session=refused.session)
+                continue
+        accepted.append((i, session))
+    if accepted:
+        _insert(conn, posts, accepted, results, now)
+    for key, first in first_of.items():  # a copy inside the group repeats its first
+        for i, post in enumerate(posts):
+            if i != first and results[i] is None and _client_key(post) == key:
+                stored = results[first]
+                results[i] = dataclasses.replace(stored, created=False) \
+                    if stored.message is not None else stored
+    return results  # type: ignore[return-value]
+
+
+def _client_key(post: Post) -> tuple[str, int, str] | None:
+    return (post.sender, post.sender_id, post.client_id) if post.client_id is not None else None
+
+
+def _later_copies(first_of: dict, posts: Sequence[Post]) -> set[int]:
+    if not first_of:
+        return set()
+    return {i for i, p in enumerate(posts)
+            if (k := _client_key(p)) in first_of and first_of[k] != i}
+
+
+def _answer_repeats(conn: Any, posts: Sequence[Post], results: list,
+                    first_of: dict[tuple[str, int, str], int]) -> None:
+    """Posts whose ``client_id`` was stored before get that message back."""
+    keyed = [(i, _client_key(p)) for i, p in enumerate(posts) if p.client_id is not None]
+    if not keyed:
+        return
+    # ORed equalities: each one a search of the (sender, sender_id, client_id)
+    # index (an IN over row values would scan the table).
+    where = " OR ".join(["(sender = ? AND sender_id = ? AND client_id = ?)"] * len(keyed))
+    rows = conn.execute(f"SELECT * FROM messages WHERE {where}",
+                        [part for _i, key in keyed for part in key]).fetchall()
+    stored = {(r["sender"], r["sender_id"], r["client_id"]): r for r in rows}
+    sessions: dict[int, Session | None] = {}
+    for i, key in keyed:
+        row = stored.get(key)
+        if row is None:
+            first_of.setdefault(key, i)
+            continue
+        message = schema.row_to_message(row)
+        if message.session_id not in sessions:
+            sessions[message.session_id] = schema.fetch_session(conn, message.session_id)
+        results[i] = PostResult(WriteOutcome.DONE, message, sessions[message.session_id],
+                                created=False)
+
+
+def _active_sessions(conn: Any, posts: list[Post]) -> dict[int, Session]:
+    store_ids = sorted({p.sender_id for p in posts})
+    if not store_ids:
+        return {}
+    marks = ",".join("?" * len(store_ids))
+    sessions = schema.fetch_sessions(conn, f"s.store_id IN ({marks}) AND s.status != 'closed'",
+                                     store_ids, "s.id", len(store_ids))
+    return {s.store_id: s for s in sessions}
+
+
+def _sessions_by_id(conn: Any, posts: list[Post]) -> dict[int, Session]:
+    ids = sorted({p.session_id for p in posts})
+    if not ids:
+        return {}
+    marks = ",".join("?" * len(ids))
+    return {s.id: s for s in schema.fetch_sessions(conn, f"s.id IN ({marks})", ids, "s.id",
+                                                   len(ids))}
+
+
+def _insert(conn: Any, posts: Sequence[Post], accepted: list[tuple[int, Session]],
+            results: list, now: str) -> None:
+    """Allocate ids and seqs, write the three tables, answer the posts."""
+    counters = dict(conn.execute(
+        "SELECT name, seq FROM sqlite_sequence WHERE name IN ('messages', 'events')"))
+    message_id = counters.get("messages", 0)
+    event_id = counters.get("events", 0)
+    created = time.time()
+    origin = getattr(conn, "origin", None)
+    committed = getattr(conn, "committed", None)
+    latest: dict[int, Session] = {}
+    message_rows, event_rows, stored = [], [], []
+    for i, session in accepted:
+        post = posts[i]
+        session = latest.get(session.id, session)
+        message_id += 1
+        event_id += 1
+        seq = session.last_seq + 1
+        session = dataclasses.replace(
+            session, last_seq=seq, activity_at=now, last_message_at=now, updated=now,
+            first_store_message_at=session.first_store_message_at or (
+                now if post.sender == "store" else None),
+            first_admin_reply_at=session.first_admin_reply_at or (
+                now if post.sender == "admin" else None))
+        latest[session.id] = session
+        message = Message(message_id, session.id, seq, post.sender, post.sender_id, post.body,
+                          post.client_id, now, None)
+        audience = session.admin_id
+        message_rows.append((message_id, session.id, seq, post.sender, post.sender_id,
+                             post.body, post.client_id, now))
+        event_rows.append((event_id, session.id, session.store_id, audience, created,
+                           message_id, origin))
+        stored.append((i, message, audience))
+    conn.executemany(
+        "INSERT INTO messages (id, session_id, seq, sender, sender_id, body, client_id, created)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", message_rows)
+    conn.executemany(
+        "UPDATE sessions SET last_seq = ?, activity_at = ?, last_message_at = ?, updated = ?,"
+        " first_store_message_at = ?, first_admin_reply_at = ? WHERE id = ?",
+        [(s.last_seq, s.activity_at, s.last_message_at, s.updated, s.first_store_message_at,
+          s.first_admin_reply_at, s.id) for s in latest.values()])
+    conn.executemany(
+        "INSERT INTO events (id, kind, session_id, store_id, admin_id, payload, created,"
+        " message_id, origin) VALUES (?, 'message', ?, ?, ?, '', ?, ?, ?)", event_rows)
+    for (i, message, audience), row in zip(stored, event_rows):
+        session = latest[message.session_id]
+        results[i] = PostResult(WriteOutcome.DONE, message, session, created=True)
+        if committed is not None:
+            committed.append(Event(row[0], "message", session.id, session.store_id, audience,
+                                   {"message": message_to_doc(message)}))
