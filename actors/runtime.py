@@ -15,6 +15,12 @@ command for that key, and guarantees:
   next command for its key starts a fresh one;
 * when an actor stops, every command still in its mailbox fails with
   ``ActorStopped``.
+
+An ``ask`` that finds its actor started, idle and with an empty mailbox runs
+the command at once in the asking task instead of queueing it for the actor's
+loop: the same one-at-a-time guarantee (the actor is marked running, and
+commands arriving meanwhile queue behind it), without two task wake-ups and a
+future per command. The mailbox loop takes over whenever commands queue up.
 """
 
 from __future__ import annotations
@@ -53,8 +59,10 @@ class _Cell:
     def __init__(self, key: Hashable, actor: Actor):
         self.key = key
         self.actor = actor
-        self.mailbox: asyncio.Queue = asyncio.Queue()
-        self.busy = False
+        self.mailbox: collections.deque[tuple[Any, asyncio.Future | None]] = collections.deque()
+        self.wake: asyncio.Future | None = None  # set while the loop waits for work
+        self.started = False
+        self.busy = False  # a command is running (in the loop, or inline in an ask)
         self.stopped = False
         self.last_active = time.monotonic()
         self.restarts: collections.deque[float] = collections.deque()
@@ -86,10 +94,34 @@ class ActorSystem:
         self._enqueue(key, command, None)
 
     async def ask(self, key: Hashable, command: Any) -> Any:
-        """Enqueue and wait for the reply (or the command's error)."""
+        """Enqueue and wait for the reply (or the command's error); run it at
+        once if the actor has nothing else to do."""
+        cell = self._cells.get(key)
+        if cell is not None and cell.started and not cell.busy and not cell.mailbox \
+                and not self._closing:
+            metrics.ACTOR_MAILBOX_DEPTH.observe(0)
+            return await self._run_inline(cell, command)
         future = asyncio.get_running_loop().create_future()
         self._enqueue(key, command, future)
         return await future
+
+    async def _run_inline(self, cell: _Cell, command: Any) -> Any:
+        cell.busy = True
+        try:
+            return await cell.actor.receive(command)
+        except ChatError:
+            raise
+        except Exception:
+            log.exception("actor %r failed on %r", cell.key, command)
+            if not await self._restart(cell):
+                self._forget(cell)
+                cell.mailbox.append((_STOP, None))
+            raise
+        finally:
+            cell.busy = False
+            cell.last_active = time.monotonic()
+            if cell.mailbox:
+                _wake(cell)
 
     def _enqueue(self, key: Hashable, command: Any, future: asyncio.Future | None) -> None:
         # No await between lookup and put: a passivation (also synchronous)
@@ -97,11 +129,12 @@ class ActorSystem:
         if self._closing:
             raise ActorStopped()
         cell = self._cells.get(key) or self._spawn(key)
-        depth = cell.mailbox.qsize()
+        depth = len(cell.mailbox)
         if depth >= self._mailbox_size:
             raise MailboxFull()
         metrics.ACTOR_MAILBOX_DEPTH.observe(depth)
-        cell.mailbox.put_nowait((command, future))
+        cell.mailbox.append((command, future))
+        _wake(cell)
 
     # --- lifecycle --------------------------------------------------------
     def _spawn(self, key: Hashable) -> _Cell:
@@ -118,8 +151,12 @@ class ActorSystem:
         try:
             if not await self._start(cell):
                 return
+            cell.started = True
             while True:
-                command, future = await cell.mailbox.get()
+                while cell.busy or not cell.mailbox:  # idle, or an ask runs inline
+                    cell.wake = asyncio.get_running_loop().create_future()
+                    await cell.wake
+                command, future = cell.mailbox.popleft()
                 if command is _STOP:
                     return
                 cell.busy = True
@@ -139,8 +176,8 @@ class ActorSystem:
                     cell.last_active = time.monotonic()
         finally:
             self._forget(cell)
-            while not cell.mailbox.empty():
-                _command, future = cell.mailbox.get_nowait()
+            while cell.mailbox:
+                _command, future = cell.mailbox.popleft()
                 _settle(future, exc=ActorStopped())
             try:
                 await cell.actor.on_stop()
@@ -188,9 +225,10 @@ class ActorSystem:
             await asyncio.sleep(interval)
             cutoff = time.monotonic() - self._idle_timeout_secs
             for cell in list(self._cells.values()):
-                if not cell.busy and cell.mailbox.empty() and cell.last_active < cutoff:
+                if not cell.busy and not cell.mailbox and cell.last_active < cutoff:
                     self._forget(cell)  # from now on, new commands start a fresh actor
-                    cell.mailbox.put_nowait((_STOP, None))
+                    cell.mailbox.append((_STOP, None))
+                    _wake(cell)
                     metrics.ACTOR_PASSIVATIONS.inc()
         self._sweeper = None
 
@@ -199,12 +237,19 @@ class ActorSystem:
         self._closing = True
         cells = list(self._cells.values())
         for cell in cells:
-            cell.mailbox.put_nowait((_STOP, None))  # after the commands already queued
+            cell.mailbox.append((_STOP, None))  # after the commands already queued
+            _wake(cell)
         tasks = [c.task for c in cells if c.task]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout_secs)
         if self._sweeper:
             self._sweeper.cancel()
+
+
+def _wake(cell: _Cell) -> None:
+    """Let the actor's loop look at its mailbox again (it may be waiting)."""
+    if cell.wake is not None and not cell.wake.done():
+        cell.wake.set_result(None)
 
 
 def _settle(future: asyncio.Future | None, result: Any = None,

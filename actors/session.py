@@ -66,11 +66,7 @@ class SessionActor(Actor):
         self.session = await self.storage.get_session(self.session_id)
 
     async def receive(self, command: Any) -> Any:
-        handler = {
-            Claim: self._claim, Release: self._release, Close: self._close,
-            PostAdminMessage: self._post_admin, PostStoreMessage: self._post_store,
-        }[type(command)]
-        return await handler(command)
+        return await _HANDLERS[type(command)](self, command)
 
     async def _claim(self, cmd: Claim) -> Session:
         result = await self.storage.claim_session(self.session_id, cmd.admin, cmd.max_sessions)
@@ -129,6 +125,12 @@ class SessionActor(Actor):
     def _remember(self, session: Session | None) -> None:
         if session is not None:
             self.session = session
+
+
+_HANDLERS: dict[type, Callable[[SessionActor, Any], Any]] = {
+    Claim: SessionActor._claim, Release: SessionActor._release, Close: SessionActor._close,
+    PostAdminMessage: SessionActor._post_admin, PostStoreMessage: SessionActor._post_store,
+}
 
 
 def record_new_message(result: PostResult) -> None:
