@@ -137,7 +137,7 @@ def record_new_message(result: PostResult) -> None:
     """Count a newly stored message, and the first response time on an
     admin's first reply (runs once per message, after its commit)."""
     message, session = result.message, result.session
-    metrics.MESSAGES_STORED.add(message.sender)
+    metrics.MESSAGES.labels(message.sender).inc()
     if message.sender == "admin" and session.first_admin_reply_at == message.created \
             and session.first_store_message_at:
         metrics.FIRST_RESPONSE.observe(_seconds_between(session.first_store_message_at,

@@ -241,7 +241,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             asyncio.get_running_loop().call_soon(self._flush)
         self._out.append(payload)
         self._out_bytes += len(payload)
-        metrics.FRAMES_OUT.add(kind)
+        metrics.WS_FRAMES.labels("out", kind).inc()
 
     def _flush(self) -> None:
         """Write the frames queued in this loop pass (runs once per pass that queued)."""

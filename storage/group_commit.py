@@ -65,6 +65,7 @@ class GroupCommitWriter:
         self._max_batch = max_batch
         self._origin = origin
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._handover: list = []  # batched items of this loop pass, not yet queued
         self._listener: tuple[CommitListener, asyncio.AbstractEventLoop] | None = None
         # First event id of each group committed (or committing) here whose
         # events the listener has not had yet, oldest first.
@@ -95,13 +96,28 @@ class GroupCommitWriter:
 
     async def submit_batched(self, handler: BatchHandler, item: Any) -> Any:
         """Give ``item`` to ``handler`` with the group's other items for it;
-        return its answer once committed."""
-        future = asyncio.get_running_loop().create_future()
-        self._queue.put((handler, item, future))
+        return its answer once committed.
+
+        Items submitted in one loop pass reach the writer thread together, in
+        one hand-over at the end of the pass: one thread wake-up, not one each.
+        """
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self._handover:
+            loop.call_soon(self.hand_over)
+        self._handover.append((handler, item, future))
         return await future
 
+    def hand_over(self) -> None:
+        """Queue this pass's batched items for the writer (end of the pass; and
+        at stop, so none is left behind the stop marker)."""
+        items, self._handover = self._handover, []
+        if items:
+            self._queue.put(items)
+
     def stop(self) -> None:
-        """Finish the pending writes, then end the thread (runs at shutdown)."""
+        """Finish the pending writes, then end the thread (runs at shutdown,
+        after ``hand_over`` on the loop)."""
         self._queue.put(_STOP)
         self._thread.join(timeout=30)
 
@@ -115,7 +131,7 @@ class GroupCommitWriter:
                 item = self._queue.get()
                 if item is _STOP:
                     return
-                batch = [item]
+                batch = item if isinstance(item, list) else [item]
                 stopping = False
                 while len(batch) < self._max_batch:
                     try:
@@ -125,7 +141,10 @@ class GroupCommitWriter:
                     if nxt is _STOP:
                         stopping = True
                         break
-                    batch.append(nxt)
+                    if isinstance(nxt, list):  # one loop pass's hand-over, kept whole
+                        batch.extend(nxt)
+                    else:
+                        batch.append(nxt)
                 self._commit_batch(conn, batch)
                 if stopping:
                     return

@@ -103,6 +103,7 @@ class SQLiteStorage:
     async def close(self) -> None:
         if self._writer is not None:
             writer, self._writer = self._writer, None
+            writer.hand_over()  # this pass's messages go before the stop marker
             await asyncio.get_running_loop().run_in_executor(None, writer.stop)
         self._readers.shutdown(wait=True)
 

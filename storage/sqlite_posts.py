@@ -20,8 +20,7 @@ from typing import Any, Sequence
 
 from storage import sqlite_schema as schema
 from storage.base import (
-    Event, Message, PostResult, Session, WriteOutcome, holder_refusal, message_to_doc,
-    utc_now_iso,
+    Event, Message, PostResult, Session, WriteOutcome, holder_refusal, utc_now_iso,
 )
 
 
@@ -139,44 +138,48 @@ def _insert(conn: Any, posts: Sequence[Post], accepted: list[tuple[int, Session]
     event_id = counters.get("events", 0)
     created = time.time()
     origin = getattr(conn, "origin", None)
-    committed = getattr(conn, "committed", None)
-    latest: dict[int, Session] = {}
-    message_rows, event_rows, stored = [], [], []
+    # Per session: [session as read, last seq, first store message, first admin reply].
+    state: dict[int, list[Any]] = {}
+    message_rows, event_rows = [], []
     for i, session in accepted:
         post = posts[i]
-        session = latest.get(session.id, session)
+        entry = state.get(session.id)
+        if entry is None:
+            entry = state[session.id] = [session, session.last_seq,
+                                         session.first_store_message_at,
+                                         session.first_admin_reply_at]
         message_id += 1
         event_id += 1
-        seq = session.last_seq + 1
-        session = dataclasses.replace(
-            session, last_seq=seq, activity_at=now, last_message_at=now, updated=now,
-            first_store_message_at=session.first_store_message_at or (
-                now if post.sender == "store" else None),
-            first_admin_reply_at=session.first_admin_reply_at or (
-                now if post.sender == "admin" else None))
-        latest[session.id] = session
-        message = Message(message_id, session.id, seq, post.sender, post.sender_id, post.body,
-                          post.client_id, now, None)
-        audience = session.admin_id
+        entry[1] = seq = entry[1] + 1
+        if post.sender == "store":
+            entry[2] = entry[2] or now
+        else:
+            entry[3] = entry[3] or now
         message_rows.append((message_id, session.id, seq, post.sender, post.sender_id,
                              post.body, post.client_id, now))
-        event_rows.append((event_id, session.id, session.store_id, audience, created,
+        event_rows.append((event_id, session.id, session.store_id, session.admin_id, created,
                            message_id, origin))
-        stored.append((i, message, audience))
     conn.executemany(
         "INSERT INTO messages (id, session_id, seq, sender, sender_id, body, client_id, created)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", message_rows)
     conn.executemany(
         "UPDATE sessions SET last_seq = ?, activity_at = ?, last_message_at = ?, updated = ?,"
         " first_store_message_at = ?, first_admin_reply_at = ? WHERE id = ?",
-        [(s.last_seq, s.activity_at, s.last_message_at, s.updated, s.first_store_message_at,
-          s.first_admin_reply_at, s.id) for s in latest.values()])
+        [(last_seq, now, now, now, first_store, first_admin, sid)
+         for sid, (_s, last_seq, first_store, first_admin) in state.items()])
     conn.executemany(
         "INSERT INTO events (id, kind, session_id, store_id, admin_id, payload, created,"
         " message_id, origin) VALUES (?, 'message', ?, ?, ?, '', ?, ?, ?)", event_rows)
-    for (i, message, audience), row in zip(stored, event_rows):
-        session = latest[message.session_id]
-        results[i] = PostResult(WriteOutcome.DONE, message, session, created=True)
+    # Each session's record as this group leaves it, built once per session.
+    after = {sid: Session(s.id, s.store, s.admin_id, s.status, now, s.created, now,
+                          s.queued_at, now, last_seq, first_store, first_admin)
+             for sid, (s, last_seq, first_store, first_admin) in state.items()}
+    committed = getattr(conn, "committed", None)
+    for (i, _session), m, e in zip(accepted, message_rows, event_rows):
+        message = Message(m[0], m[1], m[2], m[3], m[4], m[5], m[6], now, None)
+        results[i] = PostResult(WriteOutcome.DONE, message, after[m[1]], created=True)
         if committed is not None:
-            committed.append(Event(row[0], "message", session.id, session.store_id, audience,
-                                   {"message": message_to_doc(message)}))
+            doc = {"id": m[0], "session_id": m[1], "seq": m[2], "sender": m[3],
+                   "sender_id": m[4], "body": m[5], "client_id": m[6], "created": now,
+                   "event": None}
+            committed.append(Event(e[0], "message", m[1], e[2], e[3], {"message": doc}))
