@@ -159,17 +159,22 @@ def _insert(conn: Any, posts: Sequence[Post], accepted: list[tuple[int, Session]
                              post.body, post.client_id, now))
         event_rows.append((event_id, session.id, session.store_id, session.admin_id, created,
                            message_id, origin))
-    conn.executemany(
-        "INSERT INTO messages (id, session_id, seq, sender, sender_id, body, client_id, created)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", message_rows)
-    conn.executemany(
-        "UPDATE sessions SET last_seq = ?, activity_at = ?, last_message_at = ?, updated = ?,"
-        " first_store_message_at = ?, first_admin_reply_at = ? WHERE id = ?",
-        [(last_seq, now, now, now, first_store, first_admin, sid)
-         for sid, (_s, last_seq, first_store, first_admin) in state.items()])
-    conn.executemany(
-        "INSERT INTO events (id, kind, session_id, store_id, admin_id, payload, created,"
-        " message_id, origin) VALUES (?, 'message', ?, ?, ?, '', ?, ?, ?)", event_rows)
+    # One statement per table for the group: each statement is one trip into
+    # SQLite (and one release of the GIL), where executemany makes one a row.
+    _insert_rows(conn, "INSERT INTO messages (id, session_id, seq, sender, sender_id, body,"
+                 " client_id, created) VALUES ", "(?, ?, ?, ?, ?, ?, ?, ?)", message_rows)
+    updates = [(sid, last_seq, first_store, first_admin)
+               for sid, (_s, last_seq, first_store, first_admin) in state.items()]
+    for chunk in _chunks(updates):
+        conn.execute(
+            "UPDATE sessions SET last_seq = v.column2, activity_at = ?1, last_message_at = ?1,"
+            " updated = ?1, first_store_message_at = v.column3, first_admin_reply_at = v.column4"
+            " FROM (VALUES " + ",".join(["(?, ?, ?, ?)"] * len(chunk)) + ") AS v"
+            " WHERE sessions.id = v.column1",
+            [now, *(value for row in chunk for value in row)])
+    _insert_rows(conn, "INSERT INTO events (id, kind, session_id, store_id, admin_id, payload,"
+                 " created, message_id, origin) VALUES ",
+                 "(?, 'message', ?, ?, ?, '', ?, ?, ?)", event_rows)
     # Each session's record as this group leaves it, built once per session.
     after = {sid: Session(s.id, s.store, s.admin_id, s.status, now, s.created, now,
                           s.queued_at, now, last_seq, first_store, first_admin)
@@ -183,3 +188,17 @@ def _insert(conn: Any, posts: Sequence[Post], accepted: list[tuple[int, Session]
                    "sender_id": m[4], "body": m[5], "client_id": m[6], "created": now,
                    "event": None}
             committed.append(Event(e[0], "message", m[1], e[2], e[3], {"message": doc}))
+
+
+# Rows per multi-row statement: well under SQLite's 32,766 bound parameters.
+ROWS_PER_STATEMENT = 500
+
+
+def _chunks(rows: list) -> list[list]:
+    return [rows[i:i + ROWS_PER_STATEMENT] for i in range(0, len(rows), ROWS_PER_STATEMENT)]
+
+
+def _insert_rows(conn: Any, head: str, row_marks: str, rows: list[tuple]) -> None:
+    for chunk in _chunks(rows):
+        conn.execute(head + ",".join([row_marks] * len(chunk)),
+                     [value for row in chunk for value in row])
