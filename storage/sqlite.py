@@ -32,6 +32,12 @@ from storage.threads import name_os_thread
 # How long a statement waits for another process's write lock before failing.
 BUSY_TIMEOUT_MS = 10_000
 READER_THREADS = 2
+# Every REST request authenticates; a key's owner is remembered this long, so
+# a busy client costs no database read (and reader-thread hop) per request.
+# Keys are never changed or revoked through the API; this bounds how long a
+# key removed from the file by hand keeps working in a running process.
+PRINCIPAL_TTL_SECS = 30.0
+PRINCIPALS_KEPT = 10_000
 
 
 class SQLiteStorage:
@@ -42,6 +48,7 @@ class SQLiteStorage:
         self._synchronous = synchronous
         self._writer: GroupCommitWriter | None = None
         self._local = threading.local()
+        self._principals: dict[str, tuple[Principal, float]] = {}  # digest -> (owner, until)
         # Stamped on the events this process writes, so its feed reader can
         # leave them out (they are delivered straight from the commit).
         self.origin = secrets.token_hex(8)
@@ -139,6 +146,9 @@ class SQLiteStorage:
 
     async def authenticate(self, key: str) -> Principal | None:
         digest = digest_key(key)
+        known = self._principals.get(digest)
+        if known is not None and known[1] > time.monotonic():
+            return known[0]
 
         def read(conn: sqlite3.Connection) -> Principal | None:
             row = conn.execute("SELECT id, name, email FROM admins WHERE key_digest = ?",
@@ -152,7 +162,12 @@ class SQLiteStorage:
                                  row["logo_url"])
             return None
 
-        return await self._read(read)
+        principal = await self._read(read)
+        if principal is not None:
+            if len(self._principals) >= PRINCIPALS_KEPT:
+                self._principals.pop(next(iter(self._principals)))  # the oldest
+            self._principals[digest] = (principal, time.monotonic() + PRINCIPAL_TTL_SECS)
+        return principal
 
     async def get_admin(self, admin_id: int) -> Admin | None:
         row = await self._read(lambda c: c.execute(
