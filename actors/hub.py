@@ -20,7 +20,7 @@ import collections
 import contextvars
 from typing import Any, Callable, Iterable
 
-from storage.base import Event, Message, Role, message_from_doc, session_from_doc
+from storage.base import Event, Message, Role, session_from_doc
 
 
 class Frame:
@@ -197,7 +197,7 @@ class Hub:
         doc = payload.get("session")
         session = session_from_doc(doc) if doc is not None else None
         if kind == "message":
-            message = message_from_doc(payload["message"])
+            message = _message_from_doc(payload["message"])
             frame = Frame("message", message=message)
             session_id, seq = message.session_id, message.seq
             for sub in self._message_audience(event, session):
@@ -258,6 +258,12 @@ def _send_if_new(sub: Subscriber, session_id: int, seq: int, frame: Frame) -> No
     if seq > sub.last_seq.get(session_id, 0):
         sub.last_seq[session_id] = seq
         sub.deliver(frame)
+
+
+def _message_from_doc(doc: dict[str, Any]) -> Message:
+    # Positional: a frozen record built per delivered message, so it matters.
+    return Message(doc["id"], doc["session_id"], doc["seq"], doc["sender"], doc["sender_id"],
+                   doc["body"], doc.get("client_id"), doc["created"], doc.get("event"))
 
 
 def _discard(index: dict[int, set[int]], key: int | None, conn_id: int) -> None:
