@@ -460,7 +460,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--window", type=int, default=2)
-    parser.add_argument("--messages", type=int, default=150, help="per pair per rep")
+    parser.add_argument("--messages", type=int, default=200, help="per pair per rep")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--rates", type=int, nargs="+", default=[1000, 2000])
     parser.add_argument("--open-secs", type=float, default=4.0)

@@ -151,3 +151,58 @@ async def test_each_process_delivers_its_own_and_the_others_events_once_in_commi
     await feed_b.stop()
     await a.close()
     await b.close()
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_two_worker_processes_on_uvloop_keep_one_frame_fewer_and_every_seq_in_order(
+        db_url, processes, tmp_path):
+    # Real server processes (the event loop server.py picks, uvloop where
+    # installed), one store socket on each, one admin reading on the first.
+    from tests.helpers import Api, ServerProcess, run_cli
+
+    env = {"CHAT_STORAGE_URL": db_url}
+    admin_key = run_cli("create-admin", "--name", "Dana", env=env).splitlines()[-1]
+    store_key = run_cli("create-store", "--name", "Tech", env=env).splitlines()[-1]
+    for _ in range(2):
+        processes.append(ServerProcess(db_url).start(str(tmp_path / "log")))
+    first = await Api(processes[0].base_url + "/v1/chat").post(
+        "/store/message/", store_key, {"body": "open"})
+    sid = first.json["session"]["id"]
+    claimed = await Api(processes[0].base_url + "/v1/chat").post(
+        "/admin/session/claim/", admin_key, {"session_id": sid})
+    assert claimed.status == 200
+    url = "ws://127.0.0.1:{}/v1/chat/{}/ws/"
+    admin = await Socket.connect(url.format(processes[0].port, "admin"), admin_key)
+    senders = [await Socket.connect(url.format(p.port, "store"), store_key) for p in processes]
+    readers = [await Socket.connect(url.format(p.port, "store"), store_key) for p in processes]
+    for sock in (admin, *senders, *readers):
+        assert (await sock.recv())["type"] == "hello"
+    seen_by_sender: list[list[dict]] = [[], []]
+
+    async def send(n: int, name: str) -> list[int]:
+        seqs = []
+        for i in range(20):
+            ref = f"{name}{i}"
+            await senders[n].send({"type": "message", "body": ref, "ref": ref})
+            while True:  # keep every frame that arrives before the ack
+                frame = await senders[n].recv(10)
+                if frame["type"] == "ack" and frame.get("ref") == ref:
+                    seqs.append(frame["message"]["seq"])
+                    break
+                seen_by_sender[n].append(frame)
+        return seqs
+
+    acked = await asyncio.gather(send(0, "a"), send(1, "b"))
+    everything = sorted(acked[0] + acked[1])
+    assert everything == list(range(everything[0], everything[0] + 40))  # gap-free
+    for n in (0, 1):  # a sender never gets a message frame of its own message
+        seen_by_sender[n] += await senders[n].expect_silence(0.5)
+        echoed = {f["message"]["seq"] for f in seen_by_sender[n] if f["type"] == "message"}
+        assert not echoed & set(acked[n])
+    for sock in (admin, *readers):  # everyone else: every message once, in order
+        got: list[int] = []
+        while len(got) < 40:
+            frame = await sock.recv(10)
+            if frame["type"] == "message" and frame["message"]["sender"] == "store":
+                got.append(frame["message"]["seq"])
+        assert got == everything
