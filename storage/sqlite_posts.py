@@ -14,6 +14,7 @@ message row, which is what the feed reads.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sqlite3
 import time
 from typing import Any, NamedTuple, Sequence
@@ -145,9 +146,12 @@ def _fetch_sessions(conn: Any, where: str, args: list) -> list[Session]:
         (text,) = conn.execute(_SESSIONS_AS_JSON + where, args).fetchone()
     except sqlite3.OperationalError:  # an SQLite built without JSON functions
         return schema.fetch_sessions(conn, where, args, "s.id", len(args))
-    return [Session(r[0], Store(r[1], r[2], r[3], r[4]), r[5], SessionStatus(r[6]), r[7],
+    return [Session(r[0], Store(r[1], r[2], r[3], r[4]), r[5], _STATUS[r[6]], r[7],
                     r[8], r[9], r[10], r[11], r[12], r[13], r[14])
             for r in orjson.loads(text)]
+
+
+_STATUS = {status.value: status for status in SessionStatus}
 
 
 def _insert(conn: Any, posts: Sequence[Post], accepted: list[tuple[int, Session]],
@@ -192,7 +196,7 @@ def _insert(conn: Any, posts: Sequence[Post], accepted: list[tuple[int, Session]
             " updated = ?1, first_store_message_at = v.column3, first_admin_reply_at = v.column4"
             " FROM (VALUES " + ",".join(["(?, ?, ?, ?)"] * len(chunk)) + ") AS v"
             " WHERE sessions.id = v.column1",
-            [now, *(value for row in chunk for value in row)])
+            [now, *itertools.chain.from_iterable(chunk)])
     _insert_rows(conn, "INSERT INTO events (id, kind, session_id, store_id, admin_id, payload,"
                  " created, message_id, origin) VALUES ",
                  "(?, 'message', ?, ?, ?, '', ?, ?, ?)", event_rows)
@@ -222,4 +226,4 @@ def _chunks(rows: list) -> list[list]:
 def _insert_rows(conn: Any, head: str, row_marks: str, rows: list[tuple]) -> None:
     for chunk in _chunks(rows):
         conn.execute(head + ",".join([row_marks] * len(chunk)),
-                     [value for row in chunk for value in row])
+                     list(itertools.chain.from_iterable(chunk)))
