@@ -125,10 +125,11 @@ class EventFeed:
     async def _follow(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval_secs)
-            except asyncio.TimeoutError:
-                pass
+            # The poll timer only sets the event: cheaper than wait_for, which
+            # makes a task and a cancellation per poll.
+            timer = loop.call_later(self.poll_interval_secs, self._wake.set)
+            await self._wake.wait()
+            timer.cancel()
             self._wake.clear()
             try:
                 while await self._read_batch() == FEED_BATCH:

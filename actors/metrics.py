@@ -50,12 +50,14 @@ class BulkMetric:
     def _note(self, values: tuple[str, ...], amount: float) -> None:
         pending = self._pending
         if not pending:
-            try:
-                asyncio.get_running_loop().call_soon(self.flush)
-            except RuntimeError:  # no loop (a script): record at once
-                pending[values] = [amount]
-                self.flush()
-                return
+            if not _DIRTY:
+                try:
+                    asyncio.get_running_loop().call_soon(_flush_dirty)
+                except RuntimeError:  # no loop (a script): record at once
+                    pending[values] = [amount]
+                    self.flush()
+                    return
+            _DIRTY.append(self)
         notes = pending.get(values)
         if notes is None:
             pending[values] = [amount]
@@ -74,6 +76,18 @@ class BulkMetric:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.family, name)
+
+
+# Bulk metrics with notes in this loop pass: one flush call for all of them.
+_DIRTY: list[BulkMetric] = []
+
+
+def _flush_dirty() -> None:
+    """Runs once at the end of each loop pass in which a bulk metric was noted."""
+    dirty = _DIRTY[:]
+    _DIRTY.clear()
+    for metric in dirty:
+        metric.flush()
 
 
 class _BulkChild:
