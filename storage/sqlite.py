@@ -25,6 +25,7 @@ from storage.base import (
     Session, SessionWrite, Store, StorageUnavailable, WriteOutcome, digest_key,
     holder_refusal, new_api_key, session_to_doc, utc_now_iso, why_claim_failed,
 )
+from storage.checkpoint import Checkpointer
 from storage.group_commit import CommitListener, GroupCommitWriter, WriterConnection
 from storage.sqlite_posts import Post, store_posts
 from storage.threads import name_os_thread
@@ -47,6 +48,7 @@ class SQLiteStorage:
         self.path = path
         self._synchronous = synchronous
         self._writer: GroupCommitWriter | None = None
+        self._checkpointer: Checkpointer | None = None
         self._local = threading.local()
         self._principals: dict[str, tuple[Principal, float]] = {}  # digest -> (owner, until)
         # Stamped on the events this process writes, so its feed reader can
@@ -104,14 +106,23 @@ class SQLiteStorage:
             schema.migrate(conn)
         finally:
             conn.close()
-        self._writer = GroupCommitWriter(lambda: self._connect(WriterConnection),
-                                         origin=self.origin)
+        self._writer = GroupCommitWriter(self._connect_writer, origin=self.origin)
+        self._checkpointer = Checkpointer(self._connect)
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = self._connect(WriterConnection)
+        # Commits never checkpoint: the Checkpointer thread does, off their path.
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        return conn
 
     async def close(self) -> None:
         if self._writer is not None:
             writer, self._writer = self._writer, None
             writer.hand_over()  # this pass's messages go before the stop marker
             await asyncio.get_running_loop().run_in_executor(None, writer.stop)
+        if self._checkpointer is not None:
+            checkpointer, self._checkpointer = self._checkpointer, None
+            await asyncio.get_running_loop().run_in_executor(None, checkpointer.stop)
         self._readers.shutdown(wait=True)
 
     async def ping(self) -> None:

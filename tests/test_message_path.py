@@ -201,8 +201,10 @@ async def test_two_worker_processes_on_uvloop_keep_one_frame_fewer_and_every_seq
         assert not echoed & set(acked[n])
     for sock in (admin, *readers):  # everyone else: every message once, in order
         got: list[int] = []
+        frames = []
         while len(got) < 40:
             frame = await sock.recv(10)
+            frames.append(frame)
             if frame["type"] == "message" and frame["message"]["sender"] == "store":
                 got.append(frame["message"]["seq"])
-        assert got == everything
+        assert got == everything, frames[:3]
