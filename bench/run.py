@@ -9,7 +9,9 @@ One run prints issue 9's table from figures measured in that run:
   ``--reps`` times each; medians are reported. Server CPU per message per
   thread is read from ``/proc/<pid>/task/*/stat`` before and after each rep.
 * **open loop** at each of ``--rates`` msgs/s for ``--open-secs``: p50/p99 from
-  the store's send to the admin's receipt, relay and chat server alike.
+  the store's send to the admin's receipt, relay and chat server alike,
+  alternated ``--open-reps`` times (medians: one slow disk sync elsewhere on
+  the machine moves a single run's p99 a lot).
 * **claim storm**: ``--claim-sessions`` open sessions, each claimed by all of
   ``--claim-admins`` admins over REST, ``--claim-concurrency`` at a time:
   decisions (200 or 409) per second, and sessions won more than once.
@@ -410,14 +412,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             for name, rs in runs.items()}
         results["ratio"] = round(results["closed_loop"]["chat"]["msgs_per_sec"]
                                  / results["closed_loop"]["relay"]["msgs_per_sec"], 3)
-        results["open_loop"] = {}
-        for rate in args.rates:
-            for target in (bare, ours):
-                r = await open_loop(target, args.pairs, rate, args.open_secs)
-                results["open_loop"][f"{target.name}@{rate}"] = {
-                    k: round(r[k], 2) for k in ("p50_ms", "p99_ms", "cpu_us_per_msg", "lost")}
-                print(f"  open loop {rate}/s {target.name:5}: p50 {r['p50_ms']:.1f} ms "
-                      f"p99 {r['p99_ms']:.1f} ms lost {r['lost']}", flush=True)
+        open_runs: dict[str, list] = {}
+        for _rep in range(args.open_reps):  # A B A B here too; medians of the reps
+            for rate in args.rates:
+                for target in (bare, ours):
+                    r = await open_loop(target, args.pairs, rate, args.open_secs)
+                    open_runs.setdefault(f"{target.name}@{rate}", []).append(r)
+                    print(f"  open loop {rate}/s {target.name:5}: p50 {r['p50_ms']:.1f} ms "
+                          f"p99 {r['p99_ms']:.1f} ms lost {r['lost']}", flush=True)
+        results["open_loop"] = {
+            key: {k: round(med(rs, k), 2) for k in ("p50_ms", "p99_ms", "cpu_us_per_msg", "lost")}
+            for key, rs in open_runs.items()}
         if args.claim_sessions:
             results["claim_storm"] = await claim_storm(
                 ours, data["claim_sessions"], data["claim_admin_keys"], args.claim_concurrency)
@@ -463,7 +468,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=200, help="per pair per rep")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--rates", type=int, nargs="+", default=[1000, 2000])
-    parser.add_argument("--open-secs", type=float, default=4.0)
+    parser.add_argument("--open-secs", type=float, default=3.0)
+    parser.add_argument("--open-reps", type=int, default=3)
     parser.add_argument("--claim-sessions", type=int, default=1000)
     parser.add_argument("--claim-admins", type=int, default=10)
     parser.add_argument("--claim-concurrency", type=int, default=50)
