@@ -201,10 +201,10 @@ async def test_two_worker_processes_on_uvloop_keep_one_frame_fewer_and_every_seq
         assert not echoed & set(acked[n])
     for sock in (admin, *readers):  # everyone else: every message once, in order
         got: list[int] = []
-        frames = []
         while len(got) < 40:
             frame = await sock.recv(10)
-            frames.append(frame)
-            if frame["type"] == "message" and frame["message"]["sender"] == "store":
+            # A socket may also get "open" (seq 1): the second process reads it
+            # from the file a poll later, possibly after its sockets connected.
+            if frame["type"] == "message" and frame["message"]["seq"] >= everything[0]:
                 got.append(frame["message"]["seq"])
-        assert got == everything, frames[:3]
+        assert got == everything
