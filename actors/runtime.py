@@ -37,6 +37,8 @@ from actors.errors import ActorStopped, ChatError, MailboxFull
 log = logging.getLogger(__name__)
 
 _STOP = object()
+# Most commands one mailbox pass starts together (see Actor.overlap_key).
+MAX_GROUP = 100
 
 
 class Actor:
@@ -51,6 +53,14 @@ class Actor:
 
     async def on_stop(self) -> None:
         """Runs once when the actor stops (passivation, shutdown, too many failures)."""
+
+    def overlap_key(self, command: Any) -> Any:
+        """Commands queued back to back with the same key (not None) may run
+        overlapped: all started at once, answered in order. Only for commands
+        whose effects storage applies in the order they were started. Called
+        by the mailbox loop when it takes a command; None (the default) runs
+        each command alone."""
+        return None
 
 
 class _Cell:
@@ -159,6 +169,11 @@ class ActorSystem:
                 command, future = cell.mailbox.popleft()
                 if command is _STOP:
                     return
+                group = self._take_group(cell, command, future)
+                if len(group) > 1:
+                    if not await self._run_group(cell, group):
+                        return
+                    continue
                 cell.busy = True
                 try:
                     result = await cell.actor.receive(command)
@@ -183,6 +198,47 @@ class ActorSystem:
                 await cell.actor.on_stop()
             except Exception:
                 log.exception("actor %r failed in on_stop", cell.key)
+
+    def _take_group(self, cell: _Cell, command: Any,
+                    future: asyncio.Future | None) -> list[tuple[Any, asyncio.Future | None]]:
+        """The command, and the queued ones right behind it that may overlap it
+        (same ``Actor.overlap_key``), up to ``MAX_GROUP``."""
+        group = [(command, future)]
+        key = cell.actor.overlap_key(command)
+        if key is None:
+            return group
+        mailbox = cell.mailbox
+        while mailbox and len(group) < MAX_GROUP:
+            nxt = mailbox[0][0]
+            if nxt is _STOP or cell.actor.overlap_key(nxt) != key:
+                break
+            group.append(mailbox.popleft())
+        return group
+
+    async def _run_group(self, cell: _Cell, group: list) -> bool:
+        """Start every command of the group at once (each reaches storage in
+        mailbox order, so one commit can take them all), then answer each in
+        order. False if the actor must stop."""
+        cell.busy = True
+        loop = asyncio.get_running_loop()
+        failed = False
+        try:
+            tasks = [loop.create_task(cell.actor.receive(command)) for command, _f in group]
+            for (command, future), task in zip(group, tasks):
+                try:
+                    result = await task
+                except ChatError as exc:
+                    _settle(future, exc=exc)
+                except Exception as exc:
+                    log.exception("actor %r failed on %r", cell.key, command)
+                    _settle(future, exc=exc)
+                    failed = True
+                else:
+                    _settle(future, result=result)
+            return not failed or await self._restart(cell)
+        finally:
+            cell.busy = False
+            cell.last_active = time.monotonic()
 
     async def _start(self, cell: _Cell) -> bool:
         while True:

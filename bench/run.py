@@ -328,7 +328,9 @@ async def claim_storm(target: Target, sessions: list[int], admin_keys: list[str]
             "decisions_per_sec": decisions / elapsed, "statuses": statuses,
             "double_wins": sum(1 for n in wins.values() if n > 1),
             "sessions_won": len(wins),
-            "cpu_us_per_decision": round(sum(cpu.values()) / max(1, decisions) * 1e6, 1)}
+            "cpu_us_per_decision": round(sum(cpu.values()) / max(1, decisions) * 1e6, 1),
+            "cpu_us_per_decision_by_thread": {
+                k: round(v / max(1, decisions) * 1e6, 1) for k, v in cpu.items() if v > 0}}
 
 
 # --- memory per idle socket ----------------------------------------------------------------

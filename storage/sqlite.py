@@ -44,6 +44,11 @@ PRINCIPALS_KEPT = 10_000
 class SQLiteStorage:
     """``ChatStorage`` over one SQLite file."""
 
+    # Writes of one kind (session changes; message posts) reach the database
+    # in the order they were submitted: one writer thread, FIFO, each group's
+    # items in order. The session actor relies on it to overlap commands.
+    writes_in_submission_order = True
+
     def __init__(self, path: str, synchronous: str = "FULL"):
         self.path = path
         self._synchronous = synchronous

@@ -208,3 +208,45 @@ async def test_two_worker_processes_on_uvloop_keep_one_frame_fewer_and_every_seq
             if frame["type"] == "message" and frame["message"]["seq"] >= everything[0]:
                 got.append(frame["message"]["seq"])
         assert got == everything
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_queued_commands_that_may_overlap_start_together_and_are_answered_in_order():
+    from actors.runtime import Actor, ActorSystem
+
+    started: list[str] = []
+    gate = asyncio.Event()
+
+    class Slow(Actor):
+        def overlap_key(self, command):
+            return None if command == "alone" else "write"
+
+        async def receive(self, command):
+            started.append(command)
+            await gate.wait()
+            return command.upper()
+
+    system = ActorSystem(lambda key: Slow())
+    asks = [asyncio.ensure_future(system.ask(1, c)) for c in ("a", "b", "c", "alone", "d")]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert started == ["a", "b", "c"]  # one group, all started; "alone" waits its turn
+    gate.set()
+    assert await asyncio.gather(*asks) == ["A", "B", "C", "ALONE", "D"]
+    assert started == ["a", "b", "c", "alone", "d"]
+    await system.stop_all()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_ten_admins_racing_for_one_session_over_rest_get_one_winner(server, api):
+    from tests.conftest import make_admin, open_session
+
+    _store, store_key = await make_store(server, "Racer")
+    session = await open_session(api, store_key)
+    keys = [(await make_admin(server, f"A{i}"))[1] for i in range(10)]
+    replies = await asyncio.gather(*[api.post("/admin/session/claim/", k,
+                                              {"session_id": session["id"]}) for k in keys])
+    assert sorted(r.status for r in replies) == [200] + [409] * 9
+    winner = next(r for r in replies if r.status == 200)
+    stored = await server.raw_storage.get_session(session["id"])
+    assert stored.admin_id == winner.json["admin_id"] and stored.last_seq == 2
