@@ -8,10 +8,15 @@ never hold up the feed, the actors, or other clients.
 Connections are known by id only; every index here holds ids, and a delivery to
 an id that has gone is skipped.
 
-Ordering: ``publish`` is called in the feed's commit order. For each socket and
-session the hub remembers the last ``seq`` sent and drops anything at or below
-it, and while the socket is replaying history (``resume``) it holds live
-messages back; together these give "each ``seq`` exactly once, in order".
+Ordering: ``publish`` is called in commit order (the feed merges this
+process's commits with what others stored). For each socket and session the
+hub remembers the last ``seq`` sent and drops anything at or below it, and
+while the socket is replaying history (``resume``) it holds live messages
+back; together these give "each ``seq`` exactly once, in order".
+
+A socket's own message: while the service stores it (``begin_post`` ..
+``end_post``) the socket's frames are held; then the stored copy of its own
+message is dropped (its ``ack`` carries it) and the rest go out, before the ack.
 """
 
 from __future__ import annotations
