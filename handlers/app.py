@@ -17,7 +17,7 @@ from actors.chat import ChatService, ChatSettings
 from actors.feed import EventFeed
 from actors.hub import Hub
 from actors.instrumented import InstrumentedStorage
-from handlers import admin, ops, store
+from handlers import admin, ops, schema, store
 from handlers.base import InFlight
 from handlers.errors import WS_CLOSE_GOING_AWAY
 from handlers.logs import log_request
@@ -75,6 +75,7 @@ class ChatServer:
             (rf"{p}/admin/message/?", admin.AdminMessageHandler, api),
             (rf"{p}/store/message/?", store.StoreMessageHandler, api),
             (rf"{p}/store/session/?", store.StoreSessionHandler, api),
+            (rf"{p}/schema/?", schema.SchemaHandler, dict(document=schema.load_document())),
             (rf"{p}/admin/ws/?", AdminSocket, sockets),
             (rf"{p}/store/ws/?", StoreSocket, sockets),
         ]
