@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from actors.errors import NotFound
 from handlers.base import APIHandler
 from handlers.paging import decode_cursor, history_window, list_limit, next_url
 from handlers.render import message_json, session_json
-from handlers.validation import Fields
+from handlers.validation import Fields, path_id
 from storage.base import Role
 
 
@@ -45,7 +46,10 @@ class SessionDetailHandler(AdminHandler):
 
     async def get(self, session_id: str) -> None:
         after_seq, limit = history_window(self)
-        session = await self.service.readable_session(self.principal, int(session_id))
+        wanted = path_id(session_id)
+        if wanted is None:
+            raise NotFound()
+        session = await self.service.readable_session(self.principal, wanted)
         await self.respond_with_history(session, after_seq, limit)
 
 

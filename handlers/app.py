@@ -21,16 +21,19 @@ from handlers import admin, ops, schema, store
 from handlers.base import InFlight
 from handlers.errors import WS_CLOSE_GOING_AWAY
 from handlers.logs import log_request
+from handlers.proxies import ChatHTTPServer
 from handlers.throttle import Throttle
 from handlers.websocket import AdminSocket, SocketSettings, StoreSocket
 from storage import open_storage
 
 log = logging.getLogger("chat.server")
 
-# Tornado's own cap on a streamed body (it answers a bare 400 past it). Ours,
-# server.max_body_bytes, is checked first from Content-Length (413); this one
-# only bounds chunked bodies that declare no length.
-BODY_HEADROOM = 4
+# Tornado's own cap on a request body (it drops the connection past it). Ours,
+# server.max_body_bytes, answers 413: from Content-Length before the body is
+# read, or for a chunked body once it has arrived, read and dropped past our
+# limit, so that a client still sending is not reset before it reads the 413.
+# This bounds what such a client may send in vain.
+DISCARDED_BODY_LIMIT_BYTES = 64 * 1024 * 1024
 
 
 class ChatServer:
@@ -92,22 +95,30 @@ class ChatServer:
                 (r"/healthz", ops.HealthHandler),
                 (r"/readyz", ops.ReadyHandler, dict(storage=self.storage))]
 
+    def http_server(self, app: tornado.web.Application) -> ChatHTTPServer:
+        srv = self.config["server"]
+        return ChatHTTPServer(
+            app, max_body_size=max(DISCARDED_BODY_LIMIT_BYTES, int(srv["max_body_bytes"])),
+            trusted_proxies=srv.get("trusted_proxies") or (),
+            idle_connection_timeout=float(srv.get("idle_connection_timeout_secs", 60)),
+            header_timeout=float(srv.get("header_timeout_secs", 10)),
+            body_timeout=float(srv.get("body_timeout_secs", 30)))
+
     async def start(self, sockets: list | None = None, ops_sockets: list | None = None,
                     port: int | None = None) -> None:
         """Open storage and start serving on ``sockets`` (or ``port``)."""
         await self.raw_storage.setup()
         await self.feed.start()
-        max_body = int(self.config["server"]["max_body_bytes"]) * BODY_HEADROOM
-        main = tornado.httpserver.HTTPServer(self.make_app(with_ops=ops_sockets is None),
-                                             max_body_size=max_body, xheaders=True)
+        main = self.http_server(self.make_app(with_ops=ops_sockets is None))
         if sockets is not None:
             main.add_sockets(sockets)
         else:
             main.listen(port or 0, self.config["server"]["host"])
         self.servers.append(main)
         if ops_sockets is not None:
-            ops_server = tornado.httpserver.HTTPServer(
-                tornado.web.Application(self.ops_routes(), log_function=log_request))
+            ops_server = self.http_server(tornado.web.Application(
+                self.ops_routes(), default_handler_class=ops.NotFoundHandler,
+                log_function=log_request))
             ops_server.add_sockets(ops_sockets)
             self.servers.append(ops_server)
 

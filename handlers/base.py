@@ -17,16 +17,17 @@ import tornado.web
 from actors.chat import ChatService
 from actors.errors import ChatError
 from handlers.errors import (
-    BODY_TOO_LARGE, INVALID_TOKEN, NOT_PROVIDED, NO_PERMISSION, HTTPProblem, describe_error,
+    BODY_TOO_LARGE, INVALID_TOKEN, NOT_PROVIDED, NO_PERMISSION, HTTPProblem, JSONErrors,
+    describe_error,
 )
 from handlers.throttle import Throttle
-from handlers.validation import parse_json_object
+from handlers.validation import is_storable_text, parse_json_object
 from handlers.render import message_json, session_json
 from storage.base import Principal, Role, Session
 
 
 @tornado.web.stream_request_body
-class APIHandler(tornado.web.RequestHandler):
+class APIHandler(JSONErrors):
     """Base for the REST endpoints; subclasses set ``role`` and ``metric_name``."""
 
     role: Role | None = None
@@ -61,7 +62,11 @@ class APIHandler(tornado.web.RequestHandler):
     def data_received(self, chunk: bytes) -> None:
         """Runs for each piece of the request body, after ``prepare``."""
         if len(self._body) + len(chunk) > self.max_body_bytes:
-            self._body_too_large = True  # keep reading, keep nothing
+            # A body with no declared length (chunked) passed the limit. Read
+            # on and keep nothing: answering now would make Tornado close the
+            # connection while the client still sends, and a client reset
+            # mid-upload often never reads the 413.
+            self._body_too_large = True
         else:
             self._body += chunk
 
@@ -86,32 +91,6 @@ class APIHandler(tornado.web.RequestHandler):
         messages, has_more = await self.service.history(session.id, after_seq, limit)
         self.respond({**session_json(session), "messages": [message_json(m) for m in messages],
                       "has_more": has_more})
-
-    def _handle_request_exception(self, e: BaseException) -> None:
-        # Domain errors are answers, not crashes: render them without a traceback.
-        if isinstance(e, ChatError) and not self._finished:
-            self.send_error(describe_error(e)[0], exc_info=(type(e), e, e.__traceback__))
-            return
-        super()._handle_request_exception(e)
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """Every error body in DRF's shape, 405 and 500 included."""
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, ChatError):
-            status, body, headers = describe_error(exc)
-        elif status_code == 405:
-            status, body, headers = 405, {
-                "detail": f'Method "{self.request.method}" not allowed.'}, {}
-        else:
-            status, body, headers = describe_error(exc) if status_code >= 500 else (
-                status_code, {"detail": self._reason}, {})
-        self.set_status(status)
-        for name, value in headers.items():
-            self.set_header(name, value)
-        if status == 401:
-            self.set_header("WWW-Authenticate", "Token")
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(body))
 
 
 class InFlight:
@@ -145,7 +124,13 @@ async def authenticate_header(service: ChatService, header: str | None) -> Princ
     return await authenticate_key(service, key.strip())
 
 
+# Our keys are 40 characters; anything far longer is not one (and is not hashed).
+MAX_KEY_CHARS = 256
+
+
 async def authenticate_key(service: ChatService, key: str) -> Principal:
+    if len(key) > MAX_KEY_CHARS or not is_storable_text(key):
+        raise HTTPProblem(401, INVALID_TOKEN)  # cannot be a key; and cannot be hashed
     principal = await service.storage.authenticate(key)
     if principal is None:
         raise HTTPProblem(401, INVALID_TOKEN)

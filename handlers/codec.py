@@ -11,21 +11,23 @@ import msgpack
 from actors.errors import Invalid
 from actors.hub import Frame
 from handlers.render import render_value
+from handlers.validation import check_depth, decode_json
 
 JSON = "json"
 MSGPACK = "msgpack"
 
 
 def decode_frame(raw: str | bytes) -> dict[str, Any]:
-    """A client frame as a dict; text frames are JSON, binary frames msgpack."""
-    try:
-        if isinstance(raw, bytes):
+    """A client frame as a dict; text frames are JSON, binary frames msgpack.
+    Raises ``Invalid`` (a 400 error frame) for anything else, nesting included."""
+    if isinstance(raw, str):
+        data = decode_json(raw)
+    else:
+        try:
             data = msgpack.unpackb(raw, raw=False, strict_map_key=True)
-        else:
-            data = json.loads(raw)
-    except (ValueError, msgpack.UnpackException, UnicodeDecodeError) as exc:
-        raise Invalid(detail=f"JSON parse error - {exc}" if isinstance(raw, str)
-                      else f"msgpack parse error - {exc}") from None
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise Invalid(detail=f"msgpack parse error - {exc}") from None
+        check_depth(data, "msgpack")
     if not isinstance(data, dict):
         raise Invalid(detail="A frame must be a map with a \"type\".")
     return data

@@ -3,7 +3,10 @@ WebSocket close codes / error frames."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+import tornado.web
 
 from actors.errors import ChatError, Conflict, Invalid, NotFound, Overloaded, PermissionDenied
 
@@ -17,6 +20,7 @@ BODY_TOO_LARGE = "Request body too large."
 WS_CLOSE_BAD_KEY = 4001
 WS_CLOSE_WRONG_KIND = 4003
 WS_CLOSE_GOING_AWAY = 1001
+WS_CLOSE_INTERNAL_ERROR = 1011  # a bug of ours while a client authenticated
 WS_CLOSE_TRY_AGAIN_LATER = 1013  # used to cut off a client too slow to read
 
 
@@ -49,6 +53,38 @@ def describe_error(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, s
     if isinstance(exc, Overloaded):
         return 503, {"detail": exc.detail}, {"Retry-After": str(exc.retry_after_secs)}
     return 500, {"detail": "A server error occurred."}, {}
+
+
+class JSONErrors(tornado.web.RequestHandler):
+    """Mix in first, before any Tornado handler class: every error this handler
+    answers (ours, Tornado's own 405, 400s, 500) is a DRF-shaped JSON body."""
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        # Domain errors are answers, not crashes: render them without a traceback.
+        if isinstance(e, ChatError) and not self._finished:
+            self.send_error(describe_error(e)[0], exc_info=(type(e), e, e.__traceback__))
+            return
+        super()._handle_request_exception(e)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Runs when Tornado or ``send_error`` ends a request with an error."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ChatError):
+            status, body, headers = describe_error(exc)
+        elif status_code == 405:
+            status, body, headers = 405, {
+                "detail": f'Method "{self.request.method}" not allowed.'}, {}
+        elif status_code >= 500:
+            status, body, headers = describe_error(exc)
+        else:
+            status, body, headers = status_code, {"detail": self._reason}, {}
+        self.set_status(status)
+        for name, value in headers.items():
+            self.set_header(name, value)
+        if status == 401:
+            self.set_header("WWW-Authenticate", "Token")
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body))
 
 
 def error_frame(exc: BaseException, ref: Any = None) -> dict[str, Any]:

@@ -6,18 +6,20 @@ import asyncio
 import os
 
 import prometheus_client
-import tornado.web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client import multiprocess
 
 from actors import metrics
+from handlers.errors import JSONErrors
 from storage.base import ChatStorage
 
 # /readyz answers 503 when storage has not answered within this bound.
 READY_TIMEOUT_SECS = 2.0
 
 
-class MetricsHandler(tornado.web.RequestHandler):
+class MetricsHandler(JSONErrors):
+    metric_name = "metrics"
+
     def initialize(self, storage: ChatStorage) -> None:
         self.storage = storage
 
@@ -43,13 +45,17 @@ def metrics_registry() -> CollectorRegistry:
     return prometheus_client.REGISTRY
 
 
-class HealthHandler(tornado.web.RequestHandler):
+class HealthHandler(JSONErrors):
+    metric_name = "healthz"
+
     def get(self) -> None:
         # The pid tells operators (and tests) which worker answered.
         self.finish({"status": "ok", "pid": os.getpid()})
 
 
-class ReadyHandler(tornado.web.RequestHandler):
+class ReadyHandler(JSONErrors):
+    metric_name = "readyz"
+
     def initialize(self, storage: ChatStorage) -> None:
         self.storage = storage
 
@@ -64,8 +70,10 @@ class ReadyHandler(tornado.web.RequestHandler):
         self.finish({"status": "ready"})
 
 
-class NotFoundHandler(tornado.web.RequestHandler):
+class NotFoundHandler(JSONErrors):
     """Any path the API does not have: DRF's 404 body."""
+
+    metric_name = "not_found"
 
     def prepare(self) -> None:
         self.set_status(404)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+import re
 import urllib.parse
 from typing import Any
 
-from actors.errors import NotFound
-from handlers.validation import query_int
+from actors.errors import Invalid, NotFound
+from handlers.validation import MAX_INT, decode_json, is_int, is_storable_text, query_int
 from storage.base import MAX_HISTORY_PAGE, MAX_LIST_PAGE, Session
 
 DEFAULT_LIST_LIMIT = 50
@@ -17,15 +19,14 @@ DEFAULT_HISTORY_LIMIT = 100
 
 def list_limit(handler: Any) -> int:
     return query_int(handler.get_query_argument("limit", None), "limit",
-                     DEFAULT_LIST_LIMIT, 1, MAX_LIST_PAGE)
+                     DEFAULT_LIST_LIMIT, 1, clamp_to=MAX_LIST_PAGE)
 
 
 def history_window(handler: Any) -> tuple[int, int]:
     """``(after_seq, limit)`` from the query string."""
-    after_seq = query_int(handler.get_query_argument("after_seq", None), "after_seq",
-                          0, 0, 2**62)
+    after_seq = query_int(handler.get_query_argument("after_seq", None), "after_seq", 0, 0)
     limit = query_int(handler.get_query_argument("limit", None), "limit",
-                      DEFAULT_HISTORY_LIMIT, 1, MAX_HISTORY_PAGE)
+                      DEFAULT_HISTORY_LIMIT, 1, clamp_to=MAX_HISTORY_PAGE)
     return after_seq, limit
 
 
@@ -38,12 +39,34 @@ def decode_cursor(handler: Any) -> tuple[str, int] | None:
     raw = handler.get_query_argument("cursor", None)
     if not raw:
         return None
+    position = _parse_cursor(raw)
+    if position is None:
+        raise NotFound()  # DRF's CursorPagination: 404 "Invalid cursor"
+    return position
+
+
+# The sort keys are our own timestamps (storage.base.utc_now_iso).
+_STAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z\Z")
+# A cursor we made is ~60 characters; anything much longer is not ours.
+MAX_CURSOR_CHARS = 200
+
+
+def _parse_cursor(raw: str) -> tuple[str, int] | None:
+    """Exactly what ``next_url`` encodes, or None: strict base64url of a JSON
+    ``[timestamp, id]`` with the id in range."""
+    if len(raw) > MAX_CURSOR_CHARS or not raw.isascii():
+        return None
     try:
-        stamp, session_id = json.loads(base64.urlsafe_b64decode(raw.encode()))
-        if not isinstance(stamp, str) or not isinstance(session_id, int):
-            raise ValueError
-    except (ValueError, TypeError):
-        raise NotFound() from None  # DRF's CursorPagination: 404 "Invalid cursor"
+        decoded = base64.b64decode(raw.encode(), altchars=b"-_", validate=True)
+        position = decode_json(decoded)
+    except (binascii.Error, ValueError, Invalid):
+        return None
+    if not (isinstance(position, list) and len(position) == 2):
+        return None
+    stamp, session_id = position
+    if not (is_storable_text(stamp) and _STAMP.match(stamp)
+            and is_int(session_id) and 1 <= session_id <= MAX_INT):
+        return None
     return stamp, session_id
 
 

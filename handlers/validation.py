@@ -1,8 +1,16 @@
-"""Input validation with DRF's wording, raising ``Invalid`` with a field map."""
+"""Input validation with DRF's wording, raising ``Invalid`` with a field map.
+
+Everything a client sends is checked here, at the edge, against what storage
+can hold: integers within SQLite's and BSON's signed 64 bits, strings of
+Unicode scalar values without NUL (a lone surrogate cannot be encoded as UTF-8;
+NUL truncates strings in C APIs), JSON no deeper than ``MAX_JSON_DEPTH``. So no
+client's input can make an actor or a storage call fail (API.md "Limits").
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from actors.errors import Invalid
@@ -11,18 +19,76 @@ REQUIRED = "This field is required."
 NOT_NULL = "This field may not be null."
 NOT_INTEGER = "A valid integer is required."
 NOT_STRING = "Not a valid string."
+NUL_CHARACTER = "Null characters are not allowed."
 BLANK = "This field may not be blank."
 
 MAX_BODY_CHARS = 10_000
 MAX_CLIENT_ID_CHARS = 64
+# The largest integer SQLite (INTEGER) and BSON (int64) store.
+MAX_INT = 2**63 - 1
+TOO_LARGE = f"Ensure this value is less than or equal to {MAX_INT}."
+# Deep enough for any real request (ours are flat maps); shallow enough that
+# no decoder or walk over the result comes near Python's recursion limit.
+MAX_JSON_DEPTH = 32
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_DECIMAL = re.compile(r"-?[0-9]+\Z")
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored as text (DRF's message), or None if it can."""
+    if "\x00" in value:
+        return NUL_CHARACTER
+    if _LONE_SURROGATE.search(value):
+        return NOT_STRING
+    return None
+
+
+def is_storable_text(value: Any) -> bool:
+    return isinstance(value, str) and text_problem(value) is None
+
+
+def is_int(value: Any) -> bool:
+    """A JSON/msgpack integer (bool is an int subclass in Python; JSON's true is not)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"Out of range float values are not JSON compliant: {name}")
+
+
+def decode_json(raw: bytes | str) -> Any:
+    """Strict JSON (no NaN/Infinity, bounded depth); ``Invalid`` with DRF's
+    ``JSON parse error - ...`` otherwise."""
+    try:
+        data = json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError:  # nesting far past the bound: the decoder gave up
+        raise Invalid(detail=f"JSON parse error - nesting deeper than {MAX_JSON_DEPTH} levels"
+                      ) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Invalid(detail=f"JSON parse error - {exc}") from None
+    check_depth(data, "JSON")
+    return data
+
+
+def check_depth(data: Any, syntax: str) -> None:
+    """``Invalid`` if ``data`` nests more than ``MAX_JSON_DEPTH`` lists/maps."""
+    level, containers = 0, [data]
+    while containers:  # breadth first, one level at a time: no recursion
+        level += 1
+        if level > MAX_JSON_DEPTH:
+            raise Invalid(detail=f"{syntax} parse error - nesting deeper than "
+                                 f"{MAX_JSON_DEPTH} levels")
+        inner = []
+        for item in containers:
+            values = item.values() if isinstance(item, dict) else item
+            inner.extend(v for v in values if isinstance(v, (dict, list)))
+        containers = inner
 
 
 def parse_json_object(raw: bytes | str) -> dict[str, Any]:
     """Decode a request body that must be a JSON object."""
-    try:
-        data = json.loads(raw or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Invalid(detail=f"JSON parse error - {exc}") from None
+    data = decode_json(raw or b"{}")
     if not isinstance(data, dict):
         kind = {list: "list", str: "str", int: "int", float: "float", bool: "bool"}.get(
             type(data), type(data).__name__)
@@ -39,16 +105,21 @@ class Fields:
         self.errors: dict[str, list[str]] = {}
 
     def positive_int(self, name: str) -> int | None:
+        return self.int_in_range(name, minimum=1)
+
+    def int_in_range(self, name: str, minimum: int, default: int | None = None) -> int | None:
+        """An integer ``minimum``..``MAX_INT``; ``default`` when absent (if given)."""
         if name not in self.data:
-            return self._fail(name, REQUIRED)
+            return default if default is not None else self._fail(name, REQUIRED)
         value = self.data[name]
         if value is None:
             return self._fail(name, NOT_NULL)
-        # bool is an int subclass in Python; JSON's true is not an id.
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_int(value):
             return self._fail(name, NOT_INTEGER)
-        if value < 1:
-            return self._fail(name, "Ensure this value is greater than or equal to 1.")
+        if value < minimum:
+            return self._fail(name, f"Ensure this value is greater than or equal to {minimum}.")
+        if value > MAX_INT:
+            return self._fail(name, TOO_LARGE)
         return value
 
     def text(self, name: str, max_chars: int, required: bool = True) -> str | None:
@@ -59,6 +130,9 @@ class Fields:
             return None
         if not isinstance(value, str):
             return self._fail(name, NOT_STRING)
+        problem = text_problem(value)
+        if problem:
+            return self._fail(name, problem)
         value = value.strip()
         if not value:
             return self._fail(name, BLANK)
@@ -81,14 +155,26 @@ class Fields:
         return None
 
 
-def query_int(raw: str | None, name: str, default: int, minimum: int, maximum: int) -> int:
-    """A paging parameter from the query string, clamped to ``maximum``."""
+def query_int(raw: str | None, name: str, default: int, minimum: int,
+              clamp_to: int | None = None) -> int:
+    """An integer parameter of the query string: plain decimal digits only,
+    ``minimum``..``MAX_INT``, then lowered to ``clamp_to`` if given (page sizes)."""
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise Invalid({name: [NOT_INTEGER]}) from None
+    if not _DECIMAL.match(raw) or len(raw) > 30:  # 30 digits: far past MAX_INT, cheap to parse
+        raise Invalid({name: [NOT_INTEGER]})
+    value = int(raw)
     if value < minimum:
         raise Invalid({name: [f"Ensure this value is greater than or equal to {minimum}."]})
-    return min(value, maximum)
+    if value > MAX_INT:
+        raise Invalid({name: [TOO_LARGE]})
+    return value if clamp_to is None else min(value, clamp_to)
+
+
+def path_id(raw: str) -> int | None:
+    """An id from a URL path (the route admits digits only), or None when it
+    cannot name a stored row: such a path is simply not found (404)."""
+    if len(raw) > 30:
+        return None
+    value = int(raw)
+    return value if 1 <= value <= MAX_INT else None

@@ -23,12 +23,15 @@ from actors.hub import Frame, Hub
 from handlers import codec
 from handlers.base import authenticate_header, authenticate_key
 from handlers.errors import (
-    WS_CLOSE_BAD_KEY, WS_CLOSE_TRY_AGAIN_LATER, WS_CLOSE_WRONG_KIND, HTTPProblem,
-    error_frame,
+    WS_CLOSE_BAD_KEY, WS_CLOSE_INTERNAL_ERROR, WS_CLOSE_TRY_AGAIN_LATER, WS_CLOSE_WRONG_KIND,
+    HTTPProblem, JSONErrors, error_frame,
 )
 from handlers.throttle import Throttle
 from handlers.render import message_json, principal_json
-from handlers.validation import Fields, NOT_INTEGER, REQUIRED
+from handlers.validation import (
+    MAX_INT, NOT_STRING, REQUIRED, Fields, is_int, is_storable_text,
+)
+from handlers.ws_protocol import StrictProtocol, strict_protocol
 from storage.base import MAX_HISTORY_PAGE, Principal, Role
 
 log = logging.getLogger("chat.access")
@@ -46,8 +49,9 @@ class SocketSettings:
     typing_interval_secs: float = 1.0
 
 
-class ChatSocket(tornado.websocket.WebSocketHandler):
+class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
     role: Role = Role.STORE
+    metric_name = "store_ws"
 
     def initialize(self, service: ChatService, hub: Hub, settings: SocketSettings,
                    throttle: Throttle) -> None:
@@ -62,6 +66,35 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         self._typing_at = 0.0
 
     # --- handshake --------------------------------------------------------
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        """Runs for the upgrade request. Refusals that Tornado would answer in
+        plain text are answered here first, as DRF-shaped JSON."""
+        refusal = self._handshake_refusal()
+        if refusal is not None:
+            self.send_error(refusal.status, exc_info=(HTTPProblem, refusal, None))
+            return
+        await super().get(*args, **kwargs)
+
+    def _handshake_refusal(self) -> HTTPProblem | None:
+        headers = self.request.headers
+        if headers.get("Upgrade", "").lower() != "websocket":
+            return HTTPProblem(400, 'Can "Upgrade" only to "WebSocket".')
+        if "upgrade" not in (s.strip().lower() for s in headers.get("Connection", "").split(",")):
+            return HTTPProblem(400, '"Connection" must be "Upgrade".')
+        origin = headers.get("Origin") or headers.get("Sec-Websocket-Origin")
+        if origin is not None and not self.check_origin(origin):
+            return HTTPProblem(403, "Cross origin websockets not allowed.")
+        if not headers.get("Sec-WebSocket-Key"):
+            return HTTPProblem(400, "Missing or invalid WebSocket headers.")
+        if headers.get("Sec-WebSocket-Version") != "13":
+            return HTTPProblem(426, "Upgrade required: WebSocket version 13.",
+                               {"Sec-WebSocket-Version": "13"})
+        return None
+
+    def get_websocket_protocol(self) -> StrictProtocol | None:
+        """Tornado's hook at the handshake: our RFC 6455-strict framing."""
+        return strict_protocol(self)
+
     def check_origin(self, origin: str) -> bool:
         """Same host, or one of ``server.allowed_origins``. (Tornado calls this
         only when the request has an Origin header: non-browser clients pass.)"""
@@ -123,26 +156,44 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
 
     # --- incoming frames ----------------------------------------------------
     async def on_message(self, raw: str | bytes) -> None:
-        """Runs for each client frame, one at a time (tornado awaits each)."""
+        """Runs for each client frame, one at a time (tornado awaits each).
+
+        Every frame gets an answer and the socket stays open: an ``error``
+        frame for a bad one (before auth, close 4001). An exception escaping
+        from here would make Tornado drop the connection with no close frame.
+        """
         ref = None
         try:
             frame = codec.decode_frame(raw)
-            ref = frame.get("ref")
             kind = frame.get("type")
             known = isinstance(kind, str) and kind in _FRAME_TYPES
             metrics.WS_FRAMES.labels("in", kind if known else "other").inc()
             if self.principal is None:
                 await self._on_auth_frame(frame)
                 return
+            ref = frame.get("ref")
+            if ref is not None and not is_echoable_ref(ref):
+                self._send_error(Invalid({"ref": [BAD_REF]}), ref=None)
+                return
             if not known or kind == "auth":
-                raise Invalid({"type": [f'"{kind}" is not a valid choice.']}
-                              if kind is not None else {"type": [REQUIRED]})
+                raise Invalid({"type": [describe_bad_choice(kind)]})
             await _FRAME_HANDLERS[kind](self, frame, ref)
         except ChatError as exc:
             if self.principal is None:  # before auth, nothing but a good auth frame
                 self.close(WS_CLOSE_BAD_KEY, "Authenticate first.")
             else:
                 self.send(error_frame(exc, ref))
+        except Exception:  # a bug of ours, not the client's: answer it, keep the socket
+            log.exception("ws %d: frame handling failed", self.conn_id)
+            if self.principal is None:
+                self.close(WS_CLOSE_INTERNAL_ERROR, "Server error.")
+            else:
+                self.send(error_frame(RuntimeError(), ref))
+
+    def _send_error(self, exc: ChatError, ref: None) -> None:
+        # ``send`` leaves out a null ref; here the client must see that its
+        # ref was refused, so the frame says "ref": null.
+        self._write(codec.encode(self.protocol, {**error_frame(exc), "ref": ref}), "error")
 
     async def _on_auth_frame(self, frame: dict[str, Any]) -> None:
         token = frame.get("token")
@@ -179,9 +230,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
     async def _on_resume_frame(self, frame: dict[str, Any], ref: Any) -> None:
         fields = Fields(frame)
         session_id = fields.positive_int("session_id")
-        after_seq = frame.get("after_seq", 0)
-        if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0:
-            fields.errors["after_seq"] = [NOT_INTEGER]
+        after_seq = fields.int_in_range("after_seq", minimum=0, default=0)
         fields.check()
         await self.service.readable_session(self.principal, session_id)
         # Hold live messages back, replay the stored ones, then release the
@@ -243,6 +292,7 @@ def _ignore_closed(future: asyncio.Future) -> None:
 
 class AdminSocket(ChatSocket):
     role = Role.ADMIN
+    metric_name = "admin_ws"
 
 
 class StoreSocket(ChatSocket):
@@ -256,3 +306,25 @@ _FRAME_HANDLERS = {
     "ping": ChatSocket._on_ping_frame,
 }
 _FRAME_TYPES = set(_FRAME_HANDLERS) | {"auth"}
+
+MAX_REF_CHARS = 64
+BAD_REF = (f"Must be a string of at most {MAX_REF_CHARS} characters or an integer "
+           f"from 0 to {MAX_INT}.")
+
+
+def is_echoable_ref(ref: Any) -> bool:
+    """A ``ref`` we can send back as it came, in JSON and in msgpack alike."""
+    if is_int(ref):
+        return 0 <= ref <= MAX_INT
+    return is_storable_text(ref) and len(ref) <= MAX_REF_CHARS
+
+
+def describe_bad_choice(kind: Any) -> str:
+    """DRF's choice error, echoing the value only when it is short, clean text."""
+    if kind is None:
+        return REQUIRED
+    if not isinstance(kind, str):
+        return NOT_STRING
+    if is_storable_text(kind) and len(kind) <= MAX_REF_CHARS:
+        return f'"{kind}" is not a valid choice.'
+    return "Not a valid choice."
