@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 
-import tornado.web
 import yaml
+
+from handlers.errors import JSONErrors
 
 DOCUMENT_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                              "docs", "openapi.yaml")
@@ -24,7 +25,7 @@ def load_document(path: str = DOCUMENT_PATH) -> bytes:
     return json.dumps(document).encode()
 
 
-class SchemaHandler(tornado.web.RequestHandler):
+class SchemaHandler(JSONErrors):
     """No auth: the document describes the API, it holds nothing of a user's."""
 
     metric_name = "schema"
@@ -35,10 +36,3 @@ class SchemaHandler(tornado.web.RequestHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "application/json")
         self.finish(self.document)
-
-    def write_error(self, status_code: int, **kwargs) -> None:
-        """Runs for any error (405 for another method): DRF's JSON body."""
-        detail = (f'Method "{self.request.method}" not allowed.' if status_code == 405
-                  else self._reason)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"detail": detail}))
