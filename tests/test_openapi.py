@@ -15,6 +15,8 @@ from openapi_spec_validator.validation import OpenAPIV31SpecValidator
 
 from handlers.app import ChatServer
 from handlers.schema import DOCUMENT_PATH
+from tests.conftest import make_admin, make_store
+from tests.helpers import Api
 
 # Routes that are not REST operations: the web pages (the console and the
 # widget, static files) are documented in docs/api.md, not in the schema.
@@ -142,3 +144,30 @@ async def test_another_method_on_the_schema_gets_a_json_405(server, api):
     assert reply.status == 405
     assert reply.headers["Content-Type"] == "application/json"
     assert reply.json == {"detail": 'Method "POST" not allowed.'}
+
+
+@pytest.mark.gen_test
+async def test_every_method_a_path_does_not_list_gets_drfs_405(server):
+    """The document lists each path's methods; any other is a 405 in the shape
+    of #/components/responses/MethodNotAllowed."""
+    document = load_document()
+    schema = {**document["components"]["responses"]["MethodNotAllowed"]["content"][
+        "application/json"]["schema"], "components": document["components"]}
+    _, admin_key = await make_admin(server)
+    _, store_key = await make_store(server)
+    keys = {"AdminToken": admin_key, "StoreToken": store_key}
+    client = Api(server.url)  # paths here start at the root: ops ones too
+    for path, item in document["paths"].items():
+        security = [name for req in next(iter(item.values())).get("security") or []
+                    for name in req]
+        key = keys[security[0]] if security else None
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+            if method.lower() in item:
+                continue
+            reply = await client.call(method, path.replace("{session_id}", "1"), key,
+                                         raw=b"{}" if method != "GET" else None)
+            assert reply.status == 405, (method, path, reply)
+            assert reply.headers["Content-Type"] == "application/json", (method, path)
+            assert reply.json == {"detail": f'Method "{method}" not allowed.'}, (method, path)
+            assert not list(jsonschema.Draft202012Validator(schema).iter_errors(reply.json))
+    client.close()
