@@ -10,8 +10,7 @@
   5xx, every frame answered (an error frame, or a close with 4001 before auth
   and 1009 when oversized), never a socket dropped without a close code.
 
-Every test also checks the server's log: no record at ERROR carries a
-traceback. The server runs in-process on its own event loop in a thread
+Every test also checks the server's log: no error and no traceback. The server runs in-process on its own event loop in a thread
 (``LiveServer``), so the synchronous clients here (requests, under
 schemathesis) and hypothesis's examples can call it on a real port while the
 log is captured.
