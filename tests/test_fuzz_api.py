@@ -146,9 +146,13 @@ def world(tmp_path_factory):
         "events": {"poll_interval_secs": 0.01},
     })
     live = LiveServer(config).start()
+    world = None
     try:
-        yield World(live)
+        world = World(live)
+        yield world
     finally:
+        if world is not None:
+            world.http.close()
         live.stop()
 
 
@@ -614,7 +618,7 @@ def test_a_frame_over_the_limit_is_closed_with_1009_never_dropped(world, authent
     loop = asyncio.new_event_loop()
     codes = []
     try:
-        for _ in range(4):
+        for _ in range(6):
             for protocol, raw in OVERSIZED_FRAMES:
                 outcome = loop.run_until_complete(exchange(
                     world.url.replace("http", "ws"), "store",
