@@ -1,64 +1,50 @@
 #!/usr/bin/env python3
-"""The store support chat server: configuration, command line and wiring.
+"""The store support chat server: command line, worker processes and wiring.
 
     python server.py [serve] [--config PATH] [--port N] [--storage URL] [--demo]
+    python server.py check-config
     python server.py create-admin --name NAME [--email EMAIL]
     python server.py create-store --name NAME [--email EMAIL] [--logo-url URL]
+    python server.py list-admins | list-stores
+    python server.py rotate-key --admin ID | --store ID
+    python server.py revoke-key --admin ID | --store ID
 
-Settings come from ``config.yaml`` beside this file, then the file named by
-``--config`` or CHAT_CONFIG, then CHAT_* environment variables, then flags.
+Settings (``handlers/settings.py``) come from ``config.yaml`` beside this file,
+then the file named by ``--config`` or CHAT_CONFIG, then CHAT_* environment
+variables, then flags. Exit status: 0 done, 1 the server or command could not
+do its work (port in use, database unreachable, no such account), 2 bad
+settings or arguments; each failure is one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
+import contextlib
+import errno
 import logging
 import os
+import shlex
 import shutil
 import signal
 import sys
 import tempfile
-from typing import Any
+from typing import Any, AsyncIterator
 
-import yaml
+from handlers.settings import (  # noqa: F401  (_merge: tests build configs with it)
+    DEFAULT_CONFIG_PATH, ConfigError, load_config, merge as _merge,
+)
+from handlers.shown_settings import describe_storage, dump_config
+from storage.base import Role, StorageUnavailable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_CONFIG_PATH = os.path.join(HERE, "config.yaml")
-ENV_OVERRIDES = {
-    "CHAT_STORAGE_URL": ("storage", "url", str),
-    "CHAT_HOST": ("server", "host", str),
-    "CHAT_PORT": ("server", "port", int),
-    "CHAT_PROCESSES": ("server", "processes", int),
-}
+# The largest id storage can hold (SQLite's INTEGER, MongoDB's int64).
+MAX_ID = 2**63 - 1
 log = logging.getLogger("chat.server")
 
 
-# --- configuration -----------------------------------------------------------
-def load_config(path: str | None = None, environ: dict[str, str] | None = None,
-                overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Defaults from config.yaml, merged with ``path``, the environment and flags."""
-    environ = os.environ if environ is None else environ
-    with open(DEFAULT_CONFIG_PATH, encoding="utf-8") as f:
-        config = yaml.safe_load(f)
-    path = path or environ.get("CHAT_CONFIG")
-    if path:
-        with open(path, encoding="utf-8") as f:
-            _merge(config, yaml.safe_load(f) or {})
-    for name, (section, key, kind) in ENV_OVERRIDES.items():
-        if environ.get(name):
-            config[section][key] = kind(environ[name])
-    _merge(config, overrides or {})
-    return config
-
-
-def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = copy.deepcopy(value)
+class StartupError(Exception):
+    """The server cannot start (port in use, storage unreachable): one line, exit 1."""
 
 
 def worker_count(config: dict[str, Any]) -> int:
@@ -67,10 +53,12 @@ def worker_count(config: dict[str, Any]) -> int:
 
 
 # --- serving -------------------------------------------------------------------
-def serve(config: dict[str, Any], demo: bool) -> int:
-    """Bind, prepare storage, fork the workers (if more than one) and serve."""
-    import tornado.netutil
+def serve(config: dict[str, Any], demo: bool, cli: str = "server.py") -> int:
+    """Bind, prepare storage, fork the workers (if more than one) and serve.
 
+    Raises ``StartupError`` before serving when a port or the storage fails.
+    ``cli`` is how to run this program again, for the demo's hints.
+    """
     workers = worker_count(config)
     metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -78,17 +66,24 @@ def serve(config: dict[str, Any], demo: bool) -> int:
         # all workers write their values where /metrics reads them.
         metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
             prefix="chat-metrics-")
-    _setup_logging(config)
-    asyncio.run(_prepare_storage(config, demo))
-    srv = config["server"]
-    sockets = tornado.netutil.bind_sockets(int(srv["port"]), srv["host"])
-    ops_sockets = None
-    if config["ops"]["bind"]:
-        host, _, port = config["ops"]["bind"].rpartition(":")
-        ops_sockets = tornado.netutil.bind_sockets(int(port), host or srv["host"])
+    try:
+        _setup_logging(config)
+        srv = config["server"]
+        # Bind before touching storage: a second `make run` on a busy port
+        # stops here, before --demo changes anything.
+        sockets = _bind(srv["host"], int(srv["port"]), "--port or server.port")
+        ops_sockets = None
+        if config["ops"]["bind"]:
+            host, _, port = config["ops"]["bind"].rpartition(":")
+            ops_sockets = _bind(host or srv["host"], int(port), "ops.bind")
+        asyncio.run(_prepare_storage(config, demo, cli))
+    except StartupError:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+        raise
     port = sockets[0].getsockname()[1]
-    print(f"Serving on http://{srv['host']}:{port} with {workers} worker process(es)",
-          flush=True)
+    print(f"Serving on http://{srv['host']}:{port} with {workers} worker process(es); "
+          f"{describe_storage(config['storage']['url'])}", flush=True)
     if workers > 1:
         index = supervise_workers(workers)
         if index is None:  # the parent, once every worker has exited
@@ -98,6 +93,18 @@ def serve(config: dict[str, Any], demo: bool) -> int:
         if config["events"].get("node"):  # each worker follows the feed on its own
             config["events"]["node"] = f"{config['events']['node']}/{index}"
     return asyncio.run(_run_worker(config, sockets, ops_sockets))
+
+
+def _bind(host: str, port: int, setting: str) -> list:
+    import tornado.netutil
+
+    try:
+        return tornado.netutil.bind_sockets(port, host)
+    except OSError as exc:
+        why = ("the address is already in use (another server running?)"
+               if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc))
+        raise StartupError(f"cannot listen on {host}:{port}: {why}; "
+                           f"set another with {setting}") from None
 
 
 async def _run_worker(config: dict[str, Any], sockets: list, ops_sockets: list | None) -> int:
@@ -174,58 +181,36 @@ def _mark_metrics_dead(pid: int) -> None:
     multiprocess.mark_process_dead(pid)
 
 
-async def _prepare_storage(config: dict[str, Any], demo: bool) -> None:
+async def _prepare_storage(config: dict[str, Any], demo: bool, cli: str) -> None:
     """Create the schema once, before any worker starts; seed the demo data."""
-    storage = _open_storage(config)
-    await storage.setup()
-    try:
+    from handlers.demo import seed_demo
+
+    async with opened_storage(config) as storage:
         if demo:
-            await _seed_demo(storage, config)
+            await seed_demo(storage, config, cli)
+
+
+@contextlib.asynccontextmanager
+async def opened_storage(config: dict[str, Any]) -> AsyncIterator[Any]:
+    """The configured storage, set up, closed on the way out; an unreachable or
+    unwritable database becomes a one-line ``StartupError``."""
+    from storage import open_storage
+
+    storage = open_storage(config["storage"]["url"], config["storage"])
+    try:
+        await storage.setup()
+        yield storage
+    except StorageUnavailable as exc:
+        where = describe_storage(config["storage"]["url"])
+        raise StartupError(f"storage unavailable ({where}): {_one_line(exc)}") from None
     finally:
         await storage.close()
 
 
-async def _seed_demo(storage: Any, config: dict[str, Any]) -> None:
-    if await storage.count_accounts():
-        print("--demo: the database already has accounts; not creating demo keys.\n"
-              "Create new ones with: python server.py create-admin --name NAME", flush=True)
-        return
-    admin, admin_key = await storage.create_admin("Dana (demo admin)", "dana@example.com")
-    store, store_key = await storage.create_store("Tech Store (demo)", "store@example.com",
-                                                  "https://example.com/logo.jpg")
-    base = f"http://{config['server']['host']}:{config['server']['port']}/v1/chat"
-    print(DEMO_WALKTHROUGH.format(admin_key=admin_key, store_key=store_key, base=base),
-          flush=True)
-
-
-DEMO_WALKTHROUGH = """
-Demo accounts created (these keys are shown only now):
-  admin key: {admin_key}
-  store key: {store_key}
-
-Try the whole flow in another terminal:
-  ADMIN={admin_key}
-  STORE={store_key}
-  # the store writes to support (this opens a session)
-  curl -s -X POST {base}/store/message/ -H "Authorization: Token $STORE" \\
-       -H "Content-Type: application/json" -d '{{"body": "Hello, my payouts stopped"}}'
-  # the admin looks at the queue
-  curl -s {base}/admin/sessions/open/ -H "Authorization: Token $ADMIN"
-  # the admin claims the session (use the id from the queue)
-  curl -s -X POST {base}/admin/session/claim/ -H "Authorization: Token $ADMIN" \\
-       -H "Content-Type: application/json" -d '{{"session_id": 1}}'
-  # the admin replies
-  curl -s -X POST {base}/admin/message/ -H "Authorization: Token $ADMIN" \\
-       -H "Content-Type: application/json" -d '{{"session_id": 1, "body": "Looking into it now"}}'
-  # the store reads its session with the whole history
-  curl -s {base}/store/session/ -H "Authorization: Token $STORE"
-"""
-
-
-def _open_storage(config: dict[str, Any]) -> Any:
-    from storage import open_storage
-
-    return open_storage(config["storage"]["url"], config["storage"])
+def _one_line(exc: BaseException) -> str:
+    # PyMongo appends a long topology description; the cause comes before it.
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text.split(", Timeout:")[0].split(" Topology Description:")[0][:300]
 
 
 def _setup_logging(config: dict[str, Any]) -> None:
@@ -235,18 +220,27 @@ def _setup_logging(config: dict[str, Any]) -> None:
 
 
 # --- account commands ----------------------------------------------------------
-async def _create_account(config: dict[str, Any], kind: str, args: argparse.Namespace) -> str:
-    storage = _open_storage(config)
-    await storage.setup()
-    try:
-        if kind == "admin":
-            account, key = await storage.create_admin(args.name, args.email)
-        else:
-            account, key = await storage.create_store(args.name, args.email, args.logo_url)
-    finally:
-        await storage.close()
-    print(f"Created {kind} {account.id} ({account.name}). Its key, shown only now:")
-    return key
+async def run_account_command(config: dict[str, Any], args: argparse.Namespace) -> str:
+    """Run one account command; return what to print last (a key, a table, a line)."""
+    from handlers import accounts
+
+    command = args.command
+    if command.startswith("create-"):
+        name = accounts.clean_name(args.name)
+        email = accounts.clean_email(args.email)
+        logo_url = accounts.clean_logo_url(getattr(args, "logo_url", None))
+    async with opened_storage(config) as storage:
+        if command == "create-admin":
+            return await accounts.create_account(storage, Role.ADMIN, name, email)
+        if command == "create-store":
+            return await accounts.create_account(storage, Role.STORE, name, email, logo_url)
+        if command in ("list-admins", "list-stores"):
+            role = Role.ADMIN if command == "list-admins" else Role.STORE
+            return await accounts.list_accounts(storage, role)
+        role, account_id = (Role.ADMIN, args.admin) if args.admin else (Role.STORE, args.store)
+        if command == "rotate-key":
+            return await accounts.rotate_key(storage, role, account_id)
+        return await accounts.revoke_key(storage, role, account_id)
 
 
 # --- command line ---------------------------------------------------------------
@@ -259,15 +253,54 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for p in (parser, run):
         p.add_argument("--port", type=int, help="API port (or CHAT_PORT)")
         p.add_argument("--demo", action="store_true",
-                       help="on an empty database, create demo keys and print a walkthrough")
+                       help="create demo accounts on an empty database (or reuse them) "
+                            "and print a walkthrough")
+    commands.add_parser("check-config", help="print the effective settings, or the bad one")
     admin = commands.add_parser("create-admin", help="create an admin; prints its key last")
     admin.add_argument("--name", required=True)
     admin.add_argument("--email")
     store = commands.add_parser("create-store", help="create a store; prints its key last")
     store.add_argument("--name", required=True)
     store.add_argument("--email")
-    store.add_argument("--logo-url")
+    store.add_argument("--logo-url", help="https:// URL of the store's logo")
+    commands.add_parser("list-admins", help="list admins (id, name, email); never keys")
+    commands.add_parser("list-stores", help="list stores (id, name, email, logo); never keys")
+    for name, what in (("rotate-key", "give a new key (printed last); the old one stops working"),
+                       ("revoke-key", "leave the account with no working key")):
+        cmd = commands.add_parser(name, help=what)
+        who = cmd.add_mutually_exclusive_group(required=True)
+        who.add_argument("--admin", type=_account_id, metavar="ID")
+        who.add_argument("--store", type=_account_id, metavar="ID")
     return parser.parse_args(argv)
+
+
+def _account_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an id (a whole number)") from None
+    if not 1 <= value <= MAX_ID:
+        raise argparse.ArgumentTypeError(f"{text} is not an id (1 to {MAX_ID})")
+    return value
+
+
+def cli_hint(args: argparse.Namespace, config: dict[str, Any]) -> str:
+    """How to run this program again on the same database (the venv's python,
+    the same settings file, the storage if it is not the default), for hints
+    printed to the user."""
+    words = [_short_path(sys.executable), _short_path(os.path.join(HERE, "server.py"))]
+    settings_file = args.config or os.environ.get("CHAT_CONFIG")
+    if settings_file:
+        words += ["--config", settings_file]
+    url = config["storage"]["url"]
+    if url != load_config(settings_file, environ={})["storage"]["url"]:
+        words += ["--storage", url]
+    return shlex.join(words)
+
+
+def _short_path(path: str) -> str:
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,12 +310,26 @@ def main(argv: list[str] | None = None) -> int:
         overrides["storage"] = {"url": args.storage}
     if getattr(args, "port", None) is not None:
         overrides["server"] = {"port": args.port}
-    config = load_config(args.config, overrides=overrides)
-    if args.command in ("create-admin", "create-store"):
-        key = asyncio.run(_create_account(config, args.command.split("-")[1], args))
-        print(key)
-        return 0
-    return serve(config, demo=args.demo)
+    from handlers.accounts import AccountError, NoSuchAccount
+
+    try:
+        config = load_config(args.config, overrides=overrides)
+        if args.command == "check-config":
+            print(f"# effective settings: {DEFAULT_CONFIG_PATH} < "
+                  f"{args.config or os.environ.get('CHAT_CONFIG') or '(no --config)'} "
+                  f"< environment < flags; secrets shown as ***")
+            print(dump_config(config), end="")
+            return 0
+        if args.command not in (None, "serve"):
+            print(asyncio.run(run_account_command(config, args)))
+            return 0
+        return serve(config, demo=args.demo, cli=cli_hint(args, config))
+    except (ConfigError, AccountError) as exc:
+        print(f"server.py: {exc}", file=sys.stderr)
+        return 2
+    except (StartupError, NoSuchAccount) as exc:
+        print(f"server.py: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -87,6 +87,15 @@ class Hub:
         for sub in list(self._subs.values()):
             sub.close(code, reason)
 
+    def close_principal(self, role: Role, principal_id: int, code: int, reason: str) -> int:
+        """Close every socket of one account (its key was rotated or revoked);
+        return how many."""
+        index = self._by_admin if role is Role.ADMIN else self._by_store
+        subs = [self._subs[i] for i in index.get(principal_id, ()) if i in self._subs]
+        for sub in subs:
+            sub.close(code, reason)
+        return len(subs)
+
     # --- resume --------------------------------------------------------------
     def begin_replay(self, conn_id: int, session_id: int, after_seq: int) -> None:
         """From now on hold live messages of the session back for this socket."""
@@ -127,7 +136,9 @@ class Hub:
                           else self._by_store.get(event.store_id, ()))
             self._send_all(other_side, frame)
         elif kind in ("session_opened", "session_claimed", "session_released"):
-            self._send_all(self._admins, Frame(kind, session=session))
+            # A claim names its winner, so a console that lost the race can say who.
+            extra = {"admin": payload["admin"]} if kind == "session_claimed" else {}
+            self._send_all(self._admins, Frame(kind, session=session, **extra))
             if kind == "session_claimed":
                 self._send_all(self._by_store.get(event.store_id, ()),
                                Frame("admin_connected", session_id=event.session_id,

@@ -61,3 +61,10 @@ SESSION_WAIT = Histogram(
 FIRST_RESPONSE = Histogram(
     "chat_first_response_seconds", "From a session's first store message to the first admin reply.",
     buckets=WAIT_BUCKETS_SECS)
+QUEUE_OLDEST_WAIT = Gauge(
+    "chat_queue_oldest_wait_seconds",
+    "How long the oldest session in the queue has waited (read from storage at scrape; 0 when empty).",
+    multiprocess_mode="mostrecent")
+STORAGE_READY = Gauge(
+    "chat_storage_ready", "1 when storage answered the last check (/readyz or a scrape), else 0.",
+    multiprocess_mode="mostrecent")

@@ -17,9 +17,10 @@ from actors.chat import ChatService, ChatSettings
 from actors.feed import EventFeed
 from actors.hub import Hub
 from actors.instrumented import InstrumentedStorage
-from handlers import admin, ops, schema, store
+from actors.key_watch import KeyWatch
+from handlers import admin, ops, pages, schema, store
 from handlers.base import InFlight
-from handlers.errors import WS_CLOSE_GOING_AWAY
+from handlers.errors import WS_CLOSE_BAD_KEY, WS_CLOSE_GOING_AWAY
 from handlers.logs import log_request
 from handlers.proxies import ChatHTTPServer
 from handlers.throttle import Throttle
@@ -53,6 +54,7 @@ class ChatServer:
             max_restarts=int(actors_cfg["max_restarts"]),
             restart_window_secs=float(actors_cfg["restart_window_secs"]),
         ), on_stored=self.feed.poke)
+        self.key_watch = KeyWatch(self.storage, self.hub, WS_CLOSE_BAD_KEY)
         self.inflight = InFlight()
         self.servers: list[tornado.httpserver.HTTPServer] = []
 
@@ -81,6 +83,7 @@ class ChatServer:
             (rf"{p}/schema/?", schema.SchemaHandler, dict(document=schema.load_document())),
             (rf"{p}/admin/ws/?", AdminSocket, sockets),
             (rf"{p}/store/ws/?", StoreSocket, sockets),
+            *pages.page_routes(),
         ]
         if with_ops:
             routes += self.ops_routes()
@@ -109,6 +112,7 @@ class ChatServer:
         """Open storage and start serving on ``sockets`` (or ``port``)."""
         await self.raw_storage.setup()
         await self.feed.start()
+        await self.key_watch.start()
         main = self.http_server(self.make_app(with_ops=ops_sockets is None))
         if sockets is not None:
             main.add_sockets(sockets)
@@ -134,6 +138,7 @@ class ChatServer:
         await self.service.shutdown(float(self.config["server"]["shutdown_timeout_secs"]))
         await self.feed.catch_up()
         await self.feed.stop()
+        await self.key_watch.stop()
         self.hub.close_all(WS_CLOSE_GOING_AWAY, "Server shutting down; resume elsewhere.")
         for server in self.servers:
             await server.close_all_connections()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 
 import prometheus_client
@@ -25,15 +26,35 @@ class MetricsHandler(JSONErrors):
 
     async def get(self) -> None:
         try:
-            # The queue's length is read from storage, so it is right across
-            # every process and node, not just what this one saw.
+            await check_storage(self.storage)  # the same check as /readyz, for its gauge
+            # The queue's length and oldest wait are read from storage, so they
+            # are right across every process and node, not just what this one saw.
             count = await asyncio.wait_for(self.storage.count_open_sessions(),
                                            READY_TIMEOUT_SECS)
+            oldest = await asyncio.wait_for(self.storage.list_open_sessions(1, None),
+                                            READY_TIMEOUT_SECS)
             metrics.SESSIONS_OPEN.set(count)
+            metrics.QUEUE_OLDEST_WAIT.set(seconds_since(oldest[0].queued_at) if oldest else 0)
         except Exception:
             pass  # storage down: /readyz says so; still expose everything else
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.finish(generate_latest(metrics_registry()))
+
+
+async def check_storage(storage: ChatStorage) -> None:
+    """Ping storage within READY_TIMEOUT_SECS (raises if not), and record the
+    outcome in ``chat_storage_ready``. Runs for /readyz and for each scrape."""
+    try:
+        await asyncio.wait_for(storage.ping(), READY_TIMEOUT_SECS)
+    except Exception:
+        metrics.STORAGE_READY.set(0)
+        raise
+    metrics.STORAGE_READY.set(1)
+
+
+def seconds_since(iso: str) -> float:
+    then = datetime.datetime.fromisoformat(iso.rstrip("Z")).replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, (datetime.datetime.now(datetime.timezone.utc) - then).total_seconds())
 
 
 def metrics_registry() -> CollectorRegistry:
@@ -61,7 +82,7 @@ class ReadyHandler(JSONErrors):
 
     async def get(self) -> None:
         try:
-            await asyncio.wait_for(self.storage.ping(), READY_TIMEOUT_SECS)
+            await check_storage(self.storage)
         except Exception as exc:
             self.set_status(503)
             self.set_header("Retry-After", "5")

@@ -318,6 +318,48 @@ class ChatStorage(Protocol):
     async def save_feed_position(self, node: str, last_id: int) -> None:
         """Remember where ``node`` got to, so a restart continues from there."""
 
+    # --- account administration (the CLI's list/rotate/revoke commands) -----
+    async def list_admins(self) -> list[Admin]:
+        """Every admin, by id."""
+
+    async def list_stores(self) -> list[Store]:
+        """Every store, by id."""
+
+    async def rotate_key(self, role: Role, account_id: int) -> str | None:
+        """Give the account a new key and return it (None: no such account).
+        The old key stops authenticating with this write. A ``KeyChange`` is
+        appended with it (in the same transaction where there are any, else
+        right after), so a watcher that sees the change finds the old key
+        already refused."""
+
+    async def revoke_key(self, role: Role, account_id: int) -> bool:
+        """Leave the account with no working key (False: no such account); a
+        ``KeyChange`` is appended as for ``rotate_key``, which gives it a key
+        again."""
+
+    async def last_key_change_id(self) -> int:
+        """The id of the newest ``KeyChange``: where a new watcher starts."""
+
+    async def key_changes_since(self, after_id: int) -> list[KeyChange]:
+        """Key changes with ``id > after_id`` in order, so every process can
+        close the sockets opened with a key that no longer works."""
+
+
+@dataclass(frozen=True)
+class KeyChange:
+    """An account's key was rotated or revoked (``kind``: "rotated" or "revoked")."""
+
+    id: int
+    role: Role
+    account_id: int
+    kind: str
+
+
+def revoked_digest() -> str:
+    """What a revoked account keeps as its key digest: unique (the column is), and
+    never the SHA-256 hex of any key, so nothing authenticates as it."""
+    return "revoked:" + secrets.token_hex(16)
+
 
 # --- plain-dict forms, for event payloads and document stores ------------------
 def session_to_doc(session: Session) -> dict[str, Any]:

@@ -21,9 +21,10 @@ from typing import Any, Callable
 
 from storage import sqlite_schema as schema
 from storage.base import (
-    Admin, ClaimOutcome, ClaimResult, Event, Message, PostResult, Principal, Role,
-    Session, SessionWrite, Store, StorageUnavailable, WriteOutcome, digest_key,
-    holder_refusal, new_api_key, session_to_doc, utc_now_iso, why_claim_failed,
+    Admin, ClaimOutcome, ClaimResult, Event, KeyChange, Message, PostResult, Principal,
+    Role, Session, SessionWrite, Store, StorageUnavailable, WriteOutcome, digest_key,
+    holder_refusal, new_api_key, revoked_digest, session_to_doc, utc_now_iso,
+    why_claim_failed,
 )
 from storage.group_commit import GroupCommitWriter
 
@@ -84,12 +85,18 @@ class SQLiteStorage:
     # --- lifecycle ------------------------------------------------------
     async def setup(self) -> None:
         directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
-        conn = self._connect()
         try:
-            conn.executescript(schema.DDL)
-        finally:
-            conn.close()
+            os.makedirs(directory, exist_ok=True)
+            conn = self._connect()
+            try:
+                conn.executescript(schema.DDL)
+            finally:
+                conn.close()
+        except OSError as exc:  # the data folder cannot be made or written
+            raise StorageUnavailable(f"cannot create {self.path}: "
+                                     f"{exc.strerror}: {exc.filename}") from exc
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(f"cannot open {self.path}: {exc}") from exc
         self._writer = GroupCommitWriter(self._connect)
 
     async def close(self) -> None:
@@ -320,3 +327,48 @@ class SQLiteStorage:
         await self._write(lambda c: c.execute(
             "INSERT INTO feed_positions (node, last_id) VALUES (?, ?)"
             " ON CONFLICT (node) DO UPDATE SET last_id = excluded.last_id", (node, last_id)))
+
+    # --- account administration -----------------------------------------
+    async def list_admins(self) -> list[Admin]:
+        return await self._read(lambda c: [
+            Admin(r["id"], r["name"], r["email"])
+            for r in c.execute("SELECT id, name, email FROM admins ORDER BY id")])
+
+    async def list_stores(self) -> list[Store]:
+        return await self._read(lambda c: [
+            Store(r["id"], r["name"], r["email"], r["logo_url"])
+            for r in c.execute("SELECT id, name, email, logo_url FROM stores ORDER BY id")])
+
+    async def rotate_key(self, role: Role, account_id: int) -> str | None:
+        key = new_api_key()
+        changed = await self._change_key(role, account_id, digest_key(key), "rotated")
+        return key if changed else None
+
+    async def revoke_key(self, role: Role, account_id: int) -> bool:
+        return await self._change_key(role, account_id, revoked_digest(), "revoked")
+
+    async def _change_key(self, role: Role, account_id: int, digest: str, kind: str) -> bool:
+        table = "admins" if role is Role.ADMIN else "stores"
+
+        def write(conn: sqlite3.Connection) -> bool:
+            # The new digest and its announcement in one transaction: a watcher
+            # that sees the change finds the old key already refused.
+            cur = conn.execute(f"UPDATE {table} SET key_digest = ? WHERE id = ?",
+                               (digest, account_id))
+            if cur.rowcount != 1:
+                return False
+            conn.execute("INSERT INTO key_changes (role, account_id, kind, created)"
+                         " VALUES (?, ?, ?, ?)", (role.value, account_id, kind, utc_now_iso()))
+            return True
+
+        return await self._write(write)
+
+    async def last_key_change_id(self) -> int:
+        return await self._read(lambda c: c.execute(
+            "SELECT COALESCE(MAX(id), 0) FROM key_changes").fetchone()[0])
+
+    async def key_changes_since(self, after_id: int) -> list[KeyChange]:
+        return await self._read(lambda c: [
+            KeyChange(r["id"], Role(r["role"]), r["account_id"], r["kind"])
+            for r in c.execute("SELECT * FROM key_changes WHERE id > ? ORDER BY id",
+                               (after_id,))])

@@ -72,6 +72,12 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS feed_positions (
     node TEXT PRIMARY KEY, last_id INTEGER NOT NULL
 );
+-- Rotated and revoked keys, so every process closes the sockets they opened.
+CREATE TABLE IF NOT EXISTS key_changes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    role TEXT NOT NULL CHECK (role IN ('admin', 'store')),
+    account_id INTEGER NOT NULL, kind TEXT NOT NULL, created TEXT NOT NULL
+);
 """
 
 _SESSION_SELECT = (

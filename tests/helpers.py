@@ -219,3 +219,14 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> str:
                             capture_output=True, text=True,
                             env={**os.environ, **(env or {})}, timeout=60)
     return result.stdout
+
+
+def run_server_py(*args: str, env: dict[str, str] | None = None, cwd: str = ROOT,
+                  timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``python server.py ARGS`` (found by absolute path, so ``cwd`` may be
+    anywhere) with no CHAT_* variables but ``env``'s; return the finished
+    process, whatever its exit status."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+    return subprocess.run([sys.executable, os.path.join(ROOT, "server.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, env={**base, **(env or {})},
+                          timeout=timeout)

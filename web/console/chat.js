@@ -1,0 +1,83 @@
+// The chat pane: the open session's history (with "load earlier"), the
+// store's typing indicator, the composer (Enter sends, Shift+Enter breaks the
+// line) and the release / close buttons.
+
+import { renderLog } from "../shared/chatlog.js";
+import { logo } from "../shared/dom.js";
+
+export class ChatView {
+  constructor(root, hooks) {
+    this.hooks = hooks; // onSend(body), onTyping(), onRelease(), onClose(), onOlder()
+    this.pane = root.querySelector("#chat");
+    this.none = root.querySelector("#chat-none");
+    this.title = root.querySelector("#chat-title");
+    this.status = root.querySelector("#chat-status");
+    this.logoSlot = root.querySelector("#chat-logo");
+    this.log = root.querySelector("#log");
+    this.typing = root.querySelector("#typing");
+    this.older = root.querySelector("#older");
+    this.draft = root.querySelector("#draft");
+    this.composer = root.querySelector("#composer");
+    this.releaseButton = root.querySelector("#release");
+    this.closeButton = root.querySelector("#close");
+    this.shownId = null;
+
+    this.composer.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.submit();
+    });
+    this.draft.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        this.submit();
+      }
+    });
+    this.draft.addEventListener("input", () => hooks.onTyping());
+    this.releaseButton.addEventListener("click", () => hooks.onRelease());
+    this.closeButton.addEventListener("click", () => hooks.onClose());
+    this.older.addEventListener("click", () => hooks.onOlder());
+  }
+
+  submit() {
+    const body = this.draft.value.trim();
+    if (!body || this.draft.disabled) return;
+    this.draft.value = "";
+    this.hooks.onSend(body);
+  }
+
+  render(desk, now = Date.now()) {
+    const entry = desk.active();
+    this.pane.hidden = !entry;
+    this.none.hidden = Boolean(entry);
+    if (!entry) {
+      this.shownId = null;
+      return;
+    }
+    const { session, conversation } = entry;
+    if (this.shownId !== session.id) {
+      this.shownId = session.id;
+      this.log.replaceChildren(); // another chat: its rows are not this one's
+      const fresh = logo(session.store.logo_url, session.store.name);
+      fresh.id = "chat-logo";
+      this.logoSlot.replaceWith(fresh);
+      this.logoSlot = fresh;
+    }
+    const holding = desk.isMine(entry);
+    this.title.textContent = `${session.store.name} · #${session.id}`;
+    this.status.textContent = session.status === "closed" ? "Closed"
+      : holding ? "" : "Not yours any more";
+    this.releaseButton.disabled = !holding;
+    this.closeButton.disabled = !holding;
+    this.draft.disabled = !holding;
+    this.older.hidden = conversation.floor === 0;
+    const typing = holding && entry.typingUntil > now;
+    this.typing.textContent = typing ? `${session.store.name} is typing…` : "";
+    renderLog(this.log, conversation, "admin", (message) =>
+      message.sender === "store" ? session.store.name
+        : message.sender_id === (desk.me && desk.me.id) ? "You" : "Admin");
+  }
+
+  focusDraft() {
+    this.draft.focus();
+  }
+}

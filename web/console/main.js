@@ -1,0 +1,380 @@
+// The agent console: wires the REST client, the socket and the views together.
+// State lives in the Desk; every change goes through here and ends in render().
+
+import { Api, ApiError } from "../shared/api.js";
+import { fetchOlder, findLastSeq } from "../shared/history.js";
+import { ChatSocket, CLOSE_WRONG_KIND, Disconnected } from "../shared/socket.js";
+import { ChatView } from "./chat.js";
+import { Desk } from "./desk.js";
+import { Alerts } from "./notify.js";
+import { QueueView } from "./queue.js";
+import { MySessionsView } from "./sessions.js";
+
+// sessionStorage: gone when the tab closes, never sent anywhere by itself.
+const KEY_SLOT = "chat.console.adminKey";
+const PAGE_SIZE = 50;
+const TYPING_SHOWN_MS = 4000; // the store's indicator, renewed by each typing frame
+const TYPING_SEND_EVERY_MS = 1500; // the server drops repeats within 1 s anyway
+const CLAIM_WINNER_WAIT_MS = 2000; // how long a lost claim waits to learn the winner
+const NOTICE_SHOWN_MS = 8000;
+const TICK_MS = 1000;
+
+class Console {
+  constructor(root) {
+    this.root = root;
+    this.$ = (selector) => root.querySelector(selector);
+    this.queueView = new QueueView(root, { onClaim: (id) => this.claim(id) });
+    this.mineView = new MySessionsView(root, { onOpen: (id) => this.open(id) });
+    this.chatView = new ChatView(root, {
+      onSend: (body) => this.send(body),
+      onTyping: () => this.typing(),
+      onRelease: () => this.release(),
+      onClose: () => this.close(),
+      onOlder: () => this.older(),
+    });
+    this.alerts = new Alerts(this.$("#notify"));
+    this.$("#signin-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.signIn(this.$("#key").value.trim());
+    });
+    this.$("#signout").addEventListener("click", () => this.signOut(""));
+    this.renderQueued = false;
+    this.socket = null;
+  }
+
+  boot() {
+    const key = window.sessionStorage.getItem(KEY_SLOT);
+    if (key) this.start(key);
+    else this.showSignIn("");
+  }
+
+  // --- signing in and out ---------------------------------------------------
+  async signIn(key) {
+    if (!key) return;
+    const error = this.$("#signin-error");
+    error.textContent = "";
+    try {
+      await new Api(key).get("/admin/sessions/mine/?limit=1"); // a wrong key fails here, visibly
+    } catch (exc) {
+      error.textContent = exc.status === 403 ? "That is not an admin key."
+        : exc instanceof ApiError ? exc.message : "The server cannot be reached.";
+      return;
+    }
+    this.$("#key").value = "";
+    window.sessionStorage.setItem(KEY_SLOT, key);
+    this.start(key);
+  }
+
+  signOut(why) {
+    if (this.socket) this.socket.stop();
+    this.socket = null;
+    clearInterval(this.ticker);
+    window.sessionStorage.removeItem(KEY_SLOT);
+    // Whoever signs in next in this tab must not see this admin's chats.
+    // (start() makes a fresh Desk again, so late answers land in this one.)
+    this.desk = new Desk();
+    this.claiming = new Set();
+    this.render();
+    this.showSignIn(why);
+  }
+
+  showSignIn(why) {
+    this.$("#desk").hidden = true;
+    this.$("#signout").hidden = true;
+    this.$("#whoami").hidden = true;
+    this.$("#banner").hidden = true;
+    this.$("#signin").hidden = false;
+    this.$("#signin-error").textContent = why;
+    this.$("#key").focus();
+  }
+
+  start(key) {
+    this.api = new Api(key);
+    this.desk = new Desk();
+    this.claiming = new Set();
+    this.typingSentAt = 0;
+    this.$("#signin").hidden = true;
+    this.$("#desk").hidden = false;
+    this.$("#signout").hidden = false;
+    this.alerts.showButton();
+    this.socket = new ChatSocket("/v1/chat/admin/ws/", key, {
+      onReady: (hello) => this.ready(hello),
+      onFrame: (frame) => this.onFrame(frame),
+      onState: (state) => this.showConnection(state),
+      onRejected: (code) => this.signOut(code === CLOSE_WRONG_KIND
+        ? "That is not an admin key." : "The key was not accepted. Sign in again."),
+    });
+    this.socket.start();
+    this.ticker = setInterval(() => this.render(), TICK_MS); // waits and typing expire
+    this.render();
+  }
+
+  showConnection(state) {
+    const banner = this.$("#banner");
+    banner.hidden = state === "online" || state === "stopped";
+    banner.textContent = state === "reconnecting"
+      ? "Reconnecting… the chats will catch up by themselves." : "Connecting…";
+    banner.classList.toggle("reconnecting", state === "reconnecting");
+  }
+
+  // --- after every (re)connect: the server's view, then resume every chat ---
+  async ready(hello) {
+    this.desk.me = hello.admin;
+    const whoami = this.$("#whoami");
+    whoami.textContent = `Signed in as ${hello.admin.name}`;
+    whoami.hidden = false;
+    for (const entry of this.desk.entries.values()) entry.watching = false;
+    try {
+      const [open, mine] = await Promise.all([
+        this.api.listAll("/admin/sessions/open/?limit=200"),
+        this.api.listAll("/admin/sessions/mine/?limit=200"),
+      ]);
+      this.desk.setQueue(open);
+      for (const session of mine) this.desk.entry(session);
+      await this.forgetLost(new Set(mine.map((session) => session.id)));
+      const watched = [...this.desk.queued(), ...this.desk.mine()];
+      await Promise.all(watched.map((entry) => this.watch(entry)));
+      for (const entry of this.desk.mine()) this.flushPending(entry);
+    } catch (exc) {
+      if (exc instanceof Disconnected) return; // the next hello starts over
+      this.notify(`Could not load the sessions: ${exc.message}`);
+    }
+    this.render();
+  }
+
+  // Sessions we held that the server no longer lists: released or closed
+  // while we were away. Learn what became of them.
+  async forgetLost(mineIds) {
+    for (const entry of [...this.desk.entries.values()]) {
+      const id = entry.session.id;
+      if (!this.desk.isMine(entry) || mineIds.has(id)) continue;
+      try {
+        const { messages, has_more: more, ...session } = await this.api.get(`/admin/session/${id}/?limit=1`);
+        entry.session = session;
+      } catch (exc) {
+        if (!(exc instanceof ApiError)) throw exc;
+        this.desk.entries.delete(id); // no longer ours to read
+        if (this.desk.activeId === id) this.desk.activeId = null;
+      }
+    }
+  }
+
+  // Resume a session on this socket from the last seq we hold. A held session
+  // seen for the first time loads only its newest page.
+  async watch(entry) {
+    const { conversation } = entry;
+    const id = entry.session.id;
+    if (!entry.primed && this.desk.isMine(entry) && conversation.lastSeq === 0) {
+      const last = await findLastSeq(this.pageOf(id));
+      conversation.floor = Math.max(0, last - PAGE_SIZE);
+      conversation.lastSeq = conversation.floor;
+      entry.seenSeq = last;
+    }
+    entry.primed = true;
+    const answer = await this.socket.request({
+      type: "resume", session_id: id, after_seq: conversation.lastSeq,
+    });
+    if (answer.type === "error") {
+      this.desk.dequeue(id); // gone, or another admin's by now
+      return;
+    }
+    entry.watching = true;
+  }
+
+  pageOf(id) {
+    return (afterSeq, limit) => this.api.get(`/admin/session/${id}/?after_seq=${afterSeq}&limit=${limit}`);
+  }
+
+  // --- frames from the server ---------------------------------------------
+  onFrame(frame) {
+    const { desk } = this;
+    switch (frame.type) {
+      case "message": {
+        const entry = desk.entries.get(frame.message.session_id);
+        if (!entry) return;
+        entry.conversation.add(frame.message);
+        if (frame.message.sender === "store") entry.typingUntil = 0;
+        break;
+      }
+      case "typing": {
+        const entry = desk.entries.get(frame.session_id);
+        if (entry && frame.sender === "store") entry.typingUntil = Date.now() + TYPING_SHOWN_MS;
+        break;
+      }
+      case "session_opened": {
+        desk.enqueue(frame.session);
+        this.alerts.sessionQueued(frame.session);
+        this.watch(desk.entry(frame.session)).catch(() => {}); // a lost socket resumes it on hello
+        break;
+      }
+      case "session_released": {
+        desk.enqueue(frame.session);
+        if (desk.activeId === frame.session.id) desk.activeId = null;
+        this.alerts.sessionQueued(frame.session);
+        const entry = desk.entry(frame.session);
+        if (!entry.watching) this.watch(entry).catch(() => {});
+        break;
+      }
+      case "session_claimed": {
+        const entry = desk.entry(frame.session);
+        entry.claimedBy = frame.admin ? frame.admin.name : entry.claimedBy;
+        desk.dequeue(frame.session.id);
+        break;
+      }
+      case "session_closed":
+        desk.entry(frame.session);
+        desk.dequeue(frame.session.id);
+        break;
+      case "error":
+        this.notify(frame.detail || "The server refused a request.");
+        break;
+      default:
+        return; // pong, and types newer than this page
+    }
+    this.render();
+  }
+
+  // --- actions ----------------------------------------------------------------
+  async claim(id) {
+    const entry = this.desk.entries.get(id);
+    this.claiming.add(id);
+    this.render();
+    try {
+      const session = await this.api.post("/admin/session/claim/", { session_id: id });
+      this.desk.entry(session);
+      this.desk.dequeue(id);
+      this.open(id);
+    } catch (exc) {
+      if (!(exc instanceof ApiError)) {
+        this.notify("The claim did not reach the server; try again.");
+      } else if (exc.status === 409 && exc.message === "Session already claimed.") {
+        this.desk.dequeue(id);
+        const winner = await this.winnerOf(entry);
+        this.notify(`${entry.session.store.name}: Taken by ${winner}.`);
+      } else {
+        if (exc.status === 404 || exc.status === 409) this.desk.dequeue(id);
+        this.notify(`${entry.session.store.name}: ${exc.message}`);
+      }
+    } finally {
+      this.claiming.delete(id);
+      this.render();
+    }
+  }
+
+  // The 409 does not say who won; the session_claimed frame does, and it may
+  // arrive a moment after the answer.
+  async winnerOf(entry) {
+    const deadline = Date.now() + CLAIM_WINNER_WAIT_MS;
+    while (!entry.claimedBy && Date.now() < deadline) {
+      await new Promise((resolve) => { setTimeout(resolve, 50); });
+    }
+    return entry.claimedBy || "another admin";
+  }
+
+  open(id) {
+    const entry = this.desk.entries.get(id);
+    if (!entry) return;
+    this.desk.activeId = id;
+    entry.seenSeq = entry.conversation.lastSeq;
+    this.render();
+    this.chatView.focusDraft();
+  }
+
+  send(body) {
+    const entry = this.desk.active();
+    if (!entry) return;
+    const pending = entry.conversation.addPending(body);
+    this.typingSentAt = 0; // the next keystroke is a new reply being typed
+    this.render();
+    this.deliver(entry, pending);
+  }
+
+  // Send one pending message; it stays "sending" through a lost connection and
+  // goes again after the next resume with the same client_id (stored once).
+  async deliver(entry, pending) {
+    try {
+      const answer = await this.socket.request({
+        type: "message", session_id: entry.session.id, body: pending.body,
+        client_id: pending.client_id,
+      });
+      if (answer.type === "ack") entry.conversation.add(answer.message);
+      else pending.failed = answer.detail || "refused";
+    } catch (exc) {
+      if (!(exc instanceof Disconnected)) throw exc;
+    }
+    this.render();
+  }
+
+  flushPending(entry) {
+    for (const pending of entry.conversation.pending.values()) {
+      if (!pending.failed) this.deliver(entry, pending);
+    }
+  }
+
+  typing() {
+    const entry = this.desk.active();
+    const now = Date.now();
+    if (!entry || !this.desk.isMine(entry) || now - this.typingSentAt < TYPING_SEND_EVERY_MS) return;
+    this.typingSentAt = now;
+    this.socket.send({ type: "typing", session_id: entry.session.id });
+  }
+
+  async release() {
+    await this.changeState("/admin/session/release/", (session) => {
+      this.desk.enqueue(session);
+      this.desk.activeId = null;
+    });
+  }
+
+  async close() {
+    await this.changeState("/admin/session/close/", () => {});
+  }
+
+  async changeState(path, after) {
+    const entry = this.desk.active();
+    if (!entry) return;
+    try {
+      const session = await this.api.post(path, { session_id: entry.session.id });
+      this.desk.entry(session);
+      after(session);
+    } catch (exc) {
+      this.notify(exc instanceof ApiError ? exc.message : "The server cannot be reached.");
+    }
+    this.render();
+  }
+
+  async older() {
+    const entry = this.desk.active();
+    if (!entry || entry.conversation.floor === 0) return;
+    const log = this.$("#log");
+    const fromBottom = log.scrollHeight - log.scrollTop;
+    try {
+      const page = await fetchOlder(this.pageOf(entry.session.id), entry.conversation.floor, PAGE_SIZE);
+      entry.conversation.addOlder(page.messages, page.floor);
+    } catch (exc) {
+      this.notify(exc instanceof ApiError ? exc.message : "The server cannot be reached.");
+    }
+    this.render();
+    log.scrollTop = log.scrollHeight - fromBottom; // keep the reader's place
+  }
+
+  notify(text) {
+    const notice = this.$("#notice");
+    notice.textContent = text;
+    notice.hidden = false;
+    clearTimeout(this.noticeTimer);
+    this.noticeTimer = setTimeout(() => { notice.hidden = true; }, NOTICE_SHOWN_MS);
+  }
+
+  render() {
+    if (!this.desk) return;
+    const active = this.desk.active();
+    if (active) active.seenSeq = active.conversation.lastSeq;
+    this.queueView.render(this.desk, this.claiming);
+    this.mineView.render(this.desk);
+    this.chatView.render(this.desk);
+    this.$("#desk").classList.toggle("chatting", Boolean(active));
+  }
+}
+
+new Console(document.body).boot();
