@@ -18,9 +18,9 @@ from handlers.schema import DOCUMENT_PATH
 from tests.conftest import make_admin, make_store
 from tests.helpers import Api
 
-# Routes that are not REST operations: the web pages (the console and the
-# widget, static files) are documented in docs/api.md, not in the schema.
-PAGE_PREFIXES = ("/console", "/widget")
+# Routes that are not REST operations, documented in docs/api.md instead: the
+# WebSockets, and the web pages (the console and the widget: static files and
+# the redirects to their folders).
 NOT_REST = (tornado.websocket.WebSocketHandler, tornado.web.StaticFileHandler,
             tornado.web.RedirectHandler)
 METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
@@ -82,7 +82,7 @@ def rest_routes(config) -> dict[str, tuple[type, str]]:
     for rule in app.wildcard_router.rules:
         handler = rule.target
         pattern = rule.matcher.regex.pattern.rstrip("$")
-        if issubclass(handler, NOT_REST) or pattern.startswith(PAGE_PREFIXES):
+        if issubclass(handler, NOT_REST):
             continue
         # Every API path is written with an optional trailing slash: "/x/?".
         path = re.sub(r"\([^)]*\)", "{}", pattern)
