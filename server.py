@@ -37,6 +37,8 @@ from handlers.settings import (  # noqa: F401  (_merge: tests build configs with
 from handlers.shown_settings import describe_storage, dump_config
 from storage.base import Role, StorageUnavailable
 
+from storage.base import StorageMisconfigured
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The largest id storage can hold (SQLite's INTEGER, MongoDB's int64).
 MAX_ID = 2**63 - 1
@@ -324,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             print(asyncio.run(run_account_command(config, args)))
             return 0
         return serve(config, demo=args.demo, cli=cli_hint(args, config))
-    except (ConfigError, AccountError) as exc:
+    except (ConfigError, AccountError, StorageMisconfigured) as exc:  # exit 2
         print(f"server.py: {exc}", file=sys.stderr)
         return 2
     except (StartupError, NoSuchAccount) as exc:

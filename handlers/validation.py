@@ -73,7 +73,8 @@ def decode_json(raw: bytes | str) -> Any:
 
 def check_depth(data: Any, syntax: str) -> None:
     """``Invalid`` if ``data`` nests more than ``MAX_JSON_DEPTH`` lists/maps."""
-    level, containers = 0, [data]
+    level = 0
+    containers = [data] if isinstance(data, (dict, list)) else []
     while containers:  # breadth first, one level at a time: no recursion
         level += 1
         if level > MAX_JSON_DEPTH:

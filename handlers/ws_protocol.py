@@ -29,6 +29,7 @@ import struct
 from typing import TYPE_CHECKING, Optional
 
 # Private to Tornado, but the only way to build its protocol and unmask a frame.
+from tornado.iostream import StreamClosedError
 from tornado.util import _websocket_mask
 from tornado.websocket import WebSocketProtocol13, _WebSocketParams
 
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_INVALID_DATA = 1007
 CLOSE_TOO_BIG = 1009
+# How much of a refused, oversized frame is read and dropped so the client reads
+# our 1009 (see _refuse_too_big); past it the connection is simply dropped.
+OVERSIZED_DRAIN_BYTES = 16 * 1024 * 1024
 
 _CONTINUATION, _TEXT, _BINARY, _CLOSE = 0x0, 0x1, 0x2, 0x8
 _OPCODES = frozenset({0x0, 0x1, 0x2, 0x8, 0x9, 0xA})
@@ -79,7 +83,7 @@ class StrictProtocol(WebSocketProtocol13):
             (length,) = struct.unpack("!Q", await self._read_bytes(8))
         buffered = self._fragmented_message_buffer
         if length + (len(buffered) if buffered is not None else 0) > self.params.max_message_size:
-            self._fail(CLOSE_TOO_BIG, "message too big")
+            await self._refuse_too_big(length + (4 if masked else 0))
             return
         mask = await self._read_bytes(4) if masked else b""
         data = await self._read_bytes(length)
@@ -107,6 +111,21 @@ class StrictProtocol(WebSocketProtocol13):
         handled = self._handle_message(opcode, data)
         if handled is not None:
             await handled
+
+    async def _refuse_too_big(self, unread: int) -> None:
+        """Close with 1009, then read and drop the refused frame (up to
+        ``OVERSIZED_DRAIN_BYTES``) before dropping TCP: a client still sending
+        it would otherwise get a reset, and a reset can destroy the close frame
+        before the client reads it. Tornado aborts anyway if this takes longer
+        than its close timeout."""
+        self.close(CLOSE_TOO_BIG, "message too big")
+        unread = min(unread, OVERSIZED_DRAIN_BYTES)
+        try:
+            while unread > 0:
+                unread -= len(await self.stream.read_bytes(min(unread, 65536), partial=True))
+        except StreamClosedError:
+            pass
+        self._abort()
 
     def _frame_problem(self, header: int, opcode: int, masked: bool, length: int) -> str | None:
         """Why this frame breaks RFC 6455 (5.2-5.5), or None if it does not."""

@@ -216,6 +216,11 @@ class StorageUnavailable(Exception):
     """The database cannot be reached or answered too slowly; retry later."""
 
 
+class StorageMisconfigured(Exception):
+    """The database cannot keep this contract at all (e.g. a MongoDB without
+    transactions); raised by ``setup`` so the server refuses to start."""
+
+
 class ChatStorage(Protocol):
     """What the actors need from a database. Every method is a coroutine.
 

@@ -1,25 +1,31 @@
 """The cluster backend: MongoDB through PyMongo's asyncio API (``AsyncMongoClient``).
 
-Guards, without multi-document transactions (DESIGN.md "Storage"):
+Every state change is one multi-document transaction (``storage/mongo_txn.py``):
+a claim (the session, the admin's count, the ``admin_connected`` message and
+the events), a release, a close and a message (the seq, the message, the
+session and the event) become visible whole or not at all. Transactions need a
+replica set (a single-node one will do); ``setup`` refuses a standalone server.
 
-* ids come from a ``counters`` collection (``$inc`` in ``find_one_and_update``);
-* a claim is one ``find_one_and_update`` whose filter only matches an open
-  session with no admin; a retry by the holder is recognised by reading after
-  the guard refused. The per-admin limit is a conditional ``$inc`` of the
-  admin's ``active`` count (``{active: {$lt: limit}}``), undone when the claim
-  then loses and recounted from the sessions at start-up;
-* a message's ``seq`` is claimed by inserting the message itself under the
-  unique ``(session_id, seq)`` index, with ``seq`` = the session's last + 1; a
-  duplicate-key error means another node got there first: re-read and retry.
-  Nothing is consumed until the insert succeeds, so there are no gaps;
+Guards inside the transactions:
+
+* the claim's update only matches an open session with no admin; the per-admin
+  limit is a conditional ``$inc`` of the admin's ``active`` count, which every
+  claim raises and every release and close lowers in the same transaction;
+* ``seq`` is ``$inc``-ed on the session document, so two writers of one session
+  conflict and one retries: numbered 1, 2, 3, ... with no gap and no repeat
+  (the unique ``(session_id, seq)`` index stays as a backstop);
+* ids come from a ``counters`` collection, ``$inc``-ed inside the transaction,
+  so the feed's event ids become visible in commit order with no gaps;
 * one open-or-claimed session per store: a unique index on ``store_id`` over
   documents with ``active: true`` (the flag is removed on close);
-* ``client_id``: a unique index on ``(sender, sender_id, client_id)``.
+* ``client_id``: a unique index on ``(sender, sender_id, client_id)``, and a
+  retry with a stored ``client_id`` answers the stored message.
 
-Writes use write concern ``majority`` and retryable writes by default: a ``w:1``
-claim can be rolled back by a failover and hand one session to two admins.
-Connection failures and timeouts become ``StorageUnavailable`` (503); the
-driver reconnects by itself when the database is back.
+Transactions commit with write concern ``majority`` (the default) and read at
+``snapshot``: a ``w:1`` claim can be rolled back by a failover and hand one
+session to two admins. Connection failures, timeouts and errors the driver
+gave up retrying become ``StorageUnavailable`` (503); a retry completes the
+change or answers what is stored, and never does it twice.
 """
 
 from __future__ import annotations
@@ -30,61 +36,73 @@ from typing import Any, Callable
 
 import pymongo
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from storage.base import (
     Admin, ClaimOutcome, ClaimResult, Event, KeyChange, Message, PostResult, Principal, Role,
-    Session, SessionWrite, Store, StorageUnavailable, WriteOutcome, digest_key,
-    holder_refusal, message_from_doc, message_to_doc, new_api_key, revoked_digest,
-    session_from_doc, session_to_doc, utc_now_iso, why_claim_failed,
+    Session, SessionStatus, SessionWrite, Store, StorageMisconfigured, StorageUnavailable,
+    WriteOutcome, digest_key, holder_refusal, message_from_doc, message_to_doc, new_api_key,
+    revoked_digest, session_from_doc, session_to_doc, utc_now_iso, why_claim_failed,
 )
+from storage.mongo_txn import ChangeRunner, Refused
+from storage.mongo_watch import watch_inserts
 
-# Attempts at a seq before giving up (each loss means another node just wrote).
-SEQ_ATTEMPTS = 50
-# The feed is numbered from a counter, so an event can become visible after a
-# later-numbered one. A reader waits this long for a missing id before it
-# decides the id is gone for good (its writer died between $inc and insert).
+# The feed is numbered from a counter that every change bumps inside its
+# transaction, so ids become visible in order. Should one ever show up late (a
+# node of an older version, which wrote events outside transactions), a reader
+# waits this long for a missing id before it decides the id is gone for good.
 FEED_GAP_WAIT_SECS = 2.0
+# The counters every id comes from, created at start-up.
+COUNTERS = ("admins", "stores", "sessions", "messages", "events")
+# A first-time upsert racing another can return None (seen on a wire-protocol
+# server); it is simply tried again.
+NEXT_ID_ATTEMPTS = 3
 
 
 def _available(method):
-    """Turn connection failures into ``StorageUnavailable`` (503, retry later)."""
+    """Turn driver failures into ``StorageUnavailable`` (503, retry later)."""
 
     @functools.wraps(method)
     async def wrapper(*args, **kwargs):
         try:
             return await method(*args, **kwargs)
-        except ConnectionFailure as exc:
-            raise StorageUnavailable(str(exc)) from exc
         except PyMongoError as exc:
-            if isinstance(exc, DuplicateKeyError):
-                raise
             raise StorageUnavailable(str(exc)) from exc
 
     return wrapper
 
 
 class MongoStorage:
-    """``ChatStorage`` over a MongoDB database (a ready ``AsyncDatabase``)."""
+    """``ChatStorage`` over a MongoDB database (a ready ``AsyncDatabase``).
 
-    def __init__(self, db: Any, client: Any = None):
+    ``client`` is None only for the mongomock stand-in of the tests, which has
+    no transactions: there each change just runs (its calls never suspend).
+    """
+
+    def __init__(self, db: Any, client: Any = None, timeout_secs: float = 5.0):
         self.db = db
         self.client = client
+        self.changes = ChangeRunner(client, timeout_secs)
 
     @classmethod
     def from_url(cls, url: str, write_concern: str = "majority", retry_writes: bool = True,
                  timeout_ms: int = 5000) -> "MongoStorage":
-        """``mongodb://host[:port]/dbname?...``; the database defaults to ``chat``."""
+        """``mongodb://host[:port]/dbname?...``; the database defaults to ``chat``.
+
+        ``timeout_ms`` bounds server selection, each socket operation, and each
+        state change as a whole (its retries included).
+        """
         w: Any = int(write_concern) if str(write_concern).isdigit() else write_concern
         client = pymongo.AsyncMongoClient(
             url, w=w, retryWrites=retry_writes, serverSelectionTimeoutMS=timeout_ms,
             socketTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms, tz_aware=True)
         db = client.get_default_database(default="chat")
-        return cls(db, client)
+        return cls(db, client, timeout_ms / 1000.0)
 
     # --- lifecycle ------------------------------------------------------
     @_available
     async def setup(self) -> None:
+        await self._require_replica_set()
         db = self.db
         await db.admins.create_index("key_digest", unique=True)
         await db.stores.create_index("key_digest", unique=True)
@@ -100,17 +118,43 @@ class MongoStorage:
             [("sender", ASCENDING), ("sender_id", ASCENDING), ("client_id", ASCENDING)],
             unique=True, partialFilterExpression={"client_id": {"$type": "string"}})
         await db.events.create_index("created")
-        await self._recount_admin_loads()
+        for name in COUNTERS:
+            try:  # created outside any transaction: no first-time upsert inside one
+                await db.counters.update_one({"_id": name}, {"$setOnInsert": {"value": 0}},
+                                             upsert=True)
+            except DuplicateKeyError:
+                pass  # another node created it at the same moment
+        await self._repair_admin_loads()
 
-    async def _recount_admin_loads(self) -> None:
-        """Rebuild each admin's ``active`` count from the sessions (a crash
-        between the $inc and its undo cannot leave it wrong past a restart)."""
-        counts: dict[int, int] = {}
+    async def _require_replica_set(self) -> None:
+        """Refuse a standalone server: without transactions a failure between
+        a change's writes would leave it half done."""
+        if self.client is None:
+            return
+        hello = await self.client.admin.command("hello")
+        if not hello.get("setName") and hello.get("msg") != "isdbgrid":
+            raise StorageMisconfigured(
+                "MongoDB at the storage URL is a standalone server; the chat needs a "
+                "replica set for transactions (a single-node one will do: start mongod "
+                "with --replSet rs0 and run rs.initiate() once)")
+
+    async def _repair_admin_loads(self) -> None:
+        """Set each admin's ``active`` count to the sessions it holds where it
+        differs (data written before counts were kept in every transaction).
+        Each fix is a transaction of its own, so a claim racing it on another
+        node conflicts and retries instead of being lost."""
+        held: dict[int, int] = {}
         for doc in await self.db.sessions.find({"status": "claimed"}).to_list(None):
-            counts[doc["admin_id"]] = counts.get(doc["admin_id"], 0) + 1
+            held[doc["admin_id"]] = held.get(doc["admin_id"], 0) + 1
         for admin in await self.db.admins.find({}).to_list(None):
-            await self.db.admins.update_one({"_id": admin["_id"]},
-                                            {"$set": {"active": counts.get(admin["_id"], 0)}})
+            if admin.get("active") != held.get(admin["_id"], 0):
+                await self.changes.run(functools.partial(self._recount, admin["_id"]))
+
+    async def _recount(self, admin_id: int, s: Any) -> None:
+        held = await self.db.sessions.count_documents(
+            {"status": "claimed", "admin_id": admin_id}, session=s)
+        await self.db.admins.update_one({"_id": admin_id}, {"$set": {"active": held}},
+                                        session=s)
 
     async def close(self) -> None:
         if self.client is not None:
@@ -120,11 +164,14 @@ class MongoStorage:
     async def ping(self) -> None:
         await self.db.command("ping")
 
-    async def _next_id(self, name: str) -> int:
-        doc = await self.db.counters.find_one_and_update(
-            {"_id": name}, {"$inc": {"value": 1}}, upsert=True,
-            return_document=ReturnDocument.AFTER)
-        return doc["value"]
+    async def _next_id(self, name: str, s: Any = None) -> int:
+        for _attempt in range(NEXT_ID_ATTEMPTS):
+            doc = await self.db.counters.find_one_and_update(
+                {"_id": name}, {"$inc": {"value": 1}}, upsert=True,
+                return_document=ReturnDocument.AFTER, session=s)
+            if doc is not None:
+                return doc["value"]
+        raise StorageUnavailable(f"the {name} counter returned nothing; try again")
 
     # --- accounts -------------------------------------------------------
     @_available
@@ -203,177 +250,169 @@ class MongoStorage:
     async def count_open_sessions(self) -> int:
         return await self.db.sessions.count_documents({"status": "open"})
 
+    # --- state changes: each one transaction ------------------------------
     @_available
     async def claim_session(self, session_id: int, admin: Admin,
                             max_sessions: int) -> ClaimResult:
-        if max_sessions > 0:
+        async def claim(s: Any) -> ClaimResult:
+            current = _session(await self.db.sessions.find_one({"_id": session_id}, session=s))
+            if current is None or current.status is not SessionStatus.OPEN \
+                    or current.admin_id is not None:
+                return ClaimResult(why_claim_failed(current, admin.id), current)
+            limit = {"active": {"$lt": max_sessions}} if max_sessions > 0 else {}
             counted = await self.db.admins.find_one_and_update(
-                {"_id": admin.id, "active": {"$lt": max_sessions}}, {"$inc": {"active": 1}})
+                {"_id": admin.id, **limit}, {"$inc": {"active": 1}}, session=s)
             if counted is None:
-                current = await self.get_session(session_id)
-                outcome = why_claim_failed(current, admin.id, limit_hit=True)
-                return ClaimResult(outcome, current)
-        now = utc_now_iso()
-        doc = await self.db.sessions.find_one_and_update(
-            {"_id": session_id, "status": "open", "admin_id": None},
-            {"$set": {"status": "claimed", "admin_id": admin.id, "updated": now,
-                      "activity_at": now}},
-            return_document=ReturnDocument.AFTER)
-        if doc is None:
-            if max_sessions > 0:  # the claim lost: give the admin's place back
-                await self.db.admins.update_one({"_id": admin.id}, {"$inc": {"active": -1}})
-            current = await self.get_session(session_id)
-            return ClaimResult(why_claim_failed(current, admin.id), current)
-        session = _session(doc)
-        await self._append_event("session_claimed", session, admin.id,
-                                 {"session": session_to_doc(session),
-                                  "admin": {"id": admin.id, "name": admin.name}})
-        _, session = await self._insert_message(session, "system", None,
-                                                f"{admin.name} joined the chat", None,
-                                                event="admin_connected", audience=admin.id)
-        return ClaimResult(ClaimOutcome.WON, session)
+                return ClaimResult(why_claim_failed(current, admin.id, limit_hit=True), current)
+            now = utc_now_iso()
+            doc = await self.db.sessions.find_one_and_update(
+                {"_id": session_id, "status": "open", "admin_id": None},
+                {"$set": {"status": "claimed", "admin_id": admin.id, "updated": now,
+                          "activity_at": now}},
+                return_document=ReturnDocument.AFTER, session=s)
+            if doc is None:  # changed since the read: undo the count with the rest
+                raise Refused(ClaimResult(ClaimOutcome.CONFLICT, current))
+            session = _session(doc)
+            await self._append_event(s, "session_claimed", session, admin.id,
+                                     {"session": session_to_doc(session),
+                                      "admin": {"id": admin.id, "name": admin.name}})
+            _, session = await self._insert_message(s, session, "system", None,
+                                                    f"{admin.name} joined the chat", None,
+                                                    event="admin_connected", audience=admin.id)
+            return ClaimResult(ClaimOutcome.WON, session)
+
+        return await self.changes.run(claim)
 
     @_available
     async def release_session(self, session_id: int, admin_id: int) -> SessionWrite:
-        now = utc_now_iso()
-        doc = await self.db.sessions.find_one_and_update(
-            {"_id": session_id, "status": "claimed", "admin_id": admin_id},
-            {"$set": {"status": "open", "admin_id": None, "updated": now, "queued_at": now,
-                      "activity_at": now}}, return_document=ReturnDocument.AFTER)
-        if doc is None:
-            return await self._refused(session_id, admin_id)
-        await self.db.admins.update_one({"_id": admin_id, "active": {"$gt": 0}},
-                                        {"$inc": {"active": -1}})
-        _, session = await self._insert_message(
-            _session(doc), "system", None, "The session went back to the queue", None,
-            event="session_released", audience=admin_id)
-        await self._append_event("session_released", session, admin_id,
-                                 {"session": session_to_doc(session)})
-        return SessionWrite(WriteOutcome.DONE, session)
+        async def release(s: Any) -> SessionWrite:
+            now = utc_now_iso()
+            return await self._hand_back(
+                s, session_id, admin_id,
+                {"$set": {"status": "open", "admin_id": None, "updated": now, "queued_at": now,
+                          "activity_at": now}},
+                "The session went back to the queue", "session_released", closed_ok=False)
+
+        return await self.changes.run(release)
 
     @_available
     async def close_session(self, session_id: int, admin_id: int) -> SessionWrite:
-        now = utc_now_iso()
+        async def close(s: Any) -> SessionWrite:
+            now = utc_now_iso()
+            return await self._hand_back(
+                s, session_id, admin_id,
+                {"$set": {"status": "closed", "updated": now, "activity_at": now},
+                 "$unset": {"active": ""}},
+                "The session was closed", "session_closed", closed_ok=True)
+
+        return await self.changes.run(close)
+
+    async def _hand_back(self, s: Any, session_id: int, admin_id: int, update: dict,
+                         text: str, kind: str, closed_ok: bool) -> SessionWrite:
+        """Release or close, in ``s``: the guarded update, the admin's count, the
+        system message and the event."""
         doc = await self.db.sessions.find_one_and_update(
-            {"_id": session_id, "status": "claimed", "admin_id": admin_id},
-            {"$set": {"status": "closed", "updated": now, "activity_at": now},
-             "$unset": {"active": ""}}, return_document=ReturnDocument.AFTER)
+            {"_id": session_id, "status": "claimed", "admin_id": admin_id}, update,
+            return_document=ReturnDocument.AFTER, session=s)
         if doc is None:
-            return await self._refused(session_id, admin_id, closed_ok=True)
-        await self.db.admins.update_one({"_id": admin_id, "active": {"$gt": 0}},
-                                        {"$inc": {"active": -1}})
-        _, session = await self._insert_message(
-            _session(doc), "system", None, "The session was closed", None,
-            event="session_closed", audience=admin_id)
-        await self._append_event("session_closed", session, admin_id,
+            session = _session(await self.db.sessions.find_one({"_id": session_id}, session=s))
+            return holder_refusal(session, admin_id, closed_ok) or SessionWrite(
+                WriteOutcome.FORBIDDEN, session)
+        await self.db.admins.update_one({"_id": admin_id}, {"$inc": {"active": -1}}, session=s)
+        _, session = await self._insert_message(s, _session(doc), "system", None, text, None,
+                                                event=kind, audience=admin_id)
+        await self._append_event(s, kind, session, admin_id,
                                  {"session": session_to_doc(session)})
         return SessionWrite(WriteOutcome.DONE, session)
-
-    async def _refused(self, session_id: int, admin_id: int,
-                       closed_ok: bool = False) -> SessionWrite:
-        """Why a holder's guarded write matched nothing, in API.md's order."""
-        session = await self.get_session(session_id)
-        return holder_refusal(session, admin_id, closed_ok) or SessionWrite(
-            WriteOutcome.FORBIDDEN, session)  # changed hands between guard and read
 
     # --- messages -------------------------------------------------------
     @_available
     async def post_admin_message(self, session_id: int, admin_id: int, body: str,
                                  client_id: str | None) -> PostResult:
-        repeated = await self._repeat("admin", admin_id, client_id)
-        if repeated:
-            return repeated
-        session = await self.get_session(session_id)
-        refused = holder_refusal(session, admin_id)
-        if refused:
-            return PostResult(refused.outcome, session=refused.session)
-        return await self._post(session, "admin", admin_id, body, client_id, admin_id)
+        async def post(s: Any) -> PostResult:
+            repeated = await self._repeat(s, "admin", admin_id, client_id)
+            if repeated:
+                return repeated
+            session = _session(await self.db.sessions.find_one({"_id": session_id}, session=s))
+            refused = holder_refusal(session, admin_id)
+            if refused:
+                return PostResult(refused.outcome, session=refused.session)
+            message, session = await self._insert_message(s, session, "admin", admin_id, body,
+                                                          client_id, audience=admin_id)
+            return PostResult(WriteOutcome.DONE, message, session, created=True)
+
+        return await self.changes.run(post)
 
     @_available
     async def post_store_message(self, store_id: int, body: str,
                                  client_id: str | None) -> PostResult:
-        repeated = await self._repeat("store", store_id, client_id)
-        if repeated:
-            return repeated
-        session = await self.get_active_session(store_id)
-        if session is None:
-            session = await self._open_session(store_id)
-        return await self._post(session, "store", store_id, body, client_id, session.admin_id)
+        async def post(s: Any) -> PostResult:
+            repeated = await self._repeat(s, "store", store_id, client_id)
+            if repeated:
+                return repeated
+            session = _session(await self.db.sessions.find_one(
+                {"store_id": store_id, "active": True}, session=s))
+            if session is None:
+                session = await self._open_session(s, store_id)
+            message, session = await self._insert_message(s, session, "store", store_id, body,
+                                                          client_id, audience=session.admin_id)
+            return PostResult(WriteOutcome.DONE, message, session, created=True)
 
-    async def _open_session(self, store_id: int) -> Session:
-        store = await self.db.stores.find_one({"_id": store_id})
+        return await self.changes.run(post)
+
+    async def _open_session(self, s: Any, store_id: int) -> Session:
+        """A new open session for the store, in ``s``. Another node opening one
+        at the same time makes this transaction fail on the unique index, and
+        its retry finds that session."""
+        store = await self.db.stores.find_one({"_id": store_id}, session=s)
         now = utc_now_iso()
-        doc = {"_id": await self._next_id("sessions"), "store_id": store_id,
+        doc = {"_id": await self._next_id("sessions", s), "store_id": store_id,
                "store": {"id": store_id, "name": store["name"], "email": store.get("email"),
                          "logo_url": store.get("logo_url")},
                "admin_id": None, "status": "open", "active": True, "last_message_at": None,
                "created": now, "updated": now, "queued_at": now, "activity_at": now,
                "last_seq": 0}
-        try:
-            await self.db.sessions.insert_one(doc)
-        except DuplicateKeyError:  # another node opened one first: use that
-            return await self.get_active_session(store_id)
+        await self.db.sessions.insert_one(doc, session=s)
         session = _session(doc)
-        await self._append_event("session_opened", session, None,
+        await self._append_event(s, "session_opened", session, None,
                                  {"session": session_to_doc(session)})
         return session
 
-    async def _post(self, session: Session, sender: str, sender_id: int, body: str,
-                    client_id: str | None, audience: int | None) -> PostResult:
-        try:
-            message, session = await self._insert_message(session, sender, sender_id, body,
-                                                          client_id, audience=audience)
-        except DuplicateKeyError:  # the same client_id won a race a moment ago
-            repeated = await self._repeat(sender, sender_id, client_id)
-            if repeated:
-                return repeated
-            raise
-        return PostResult(WriteOutcome.DONE, message, session, created=True)
-
-    async def _repeat(self, sender: str, sender_id: int,
+    async def _repeat(self, s: Any, sender: str, sender_id: int,
                       client_id: str | None) -> PostResult | None:
+        """The stored answer to a post whose ``client_id`` was seen before."""
         if client_id is None:
             return None
         doc = await self.db.messages.find_one({"sender": sender, "sender_id": sender_id,
-                                               "client_id": client_id})
+                                               "client_id": client_id}, session=s)
         if doc is None:
             return None
         message = _message(doc)
-        return PostResult(WriteOutcome.DONE, message, await self.get_session(message.session_id))
+        session = await self.db.sessions.find_one({"_id": message.session_id}, session=s)
+        return PostResult(WriteOutcome.DONE, message, _session(session))
 
-    async def _insert_message(self, session: Session, sender: str, sender_id: int | None,
-                              body: str, client_id: str | None, event: str | None = None,
+    async def _insert_message(self, s: Any, session: Session, sender: str,
+                              sender_id: int | None, body: str, client_id: str | None,
+                              event: str | None = None,
                               audience: int | None = None) -> tuple[Message, Session]:
-        """Claim the next seq by inserting under the unique (session_id, seq) index."""
-        seq = session.last_seq + 1
-        for _attempt in range(SEQ_ATTEMPTS):
-            now = utc_now_iso()
-            message = Message(await self._next_id("messages"), session.id, seq, sender,
-                              sender_id, body, client_id, now, event)
-            doc = message_to_doc(message)
-            doc["_id"] = doc.pop("id")
-            try:
-                await self.db.messages.insert_one(doc)
-                break
-            except DuplicateKeyError as exc:
-                if "client_id" in str(exc):
-                    raise
-                # another node took this seq: continue after the newest stored one
-                newest = await self.db.messages.find({"session_id": session.id}).sort(
-                    "seq", DESCENDING).limit(1).to_list(1)
-                seq = newest[0]["seq"] + 1
-        else:
-            raise StorageUnavailable("could not allocate a message seq; too much contention")
-        update: dict[str, Any] = {"$max": {"last_seq": seq, "activity_at": now}}
+        """Store a message and its event in ``s``: the session's ``$inc`` of
+        ``last_seq`` gives the seq (a second writer of the session conflicts)."""
+        now = utc_now_iso()
+        update: dict[str, Any] = {"$inc": {"last_seq": 1}, "$max": {"activity_at": now}}
         if sender != "system":
             update["$set"] = {"last_message_at": now, "updated": now}
             first = "first_store_message_at" if sender == "store" else "first_admin_reply_at"
-            await self.db.sessions.update_one({"_id": session.id, first: None},
-                                              {"$set": {first: now}})
+            if getattr(session, first) is None:
+                update["$set"][first] = now
         doc = await self.db.sessions.find_one_and_update(
-            {"_id": session.id}, update, return_document=ReturnDocument.AFTER)
+            {"_id": session.id}, update, return_document=ReturnDocument.AFTER, session=s)
         session = _session(doc)
-        await self._append_event("message", session, audience,
+        message = Message(await self._next_id("messages", s), session.id, session.last_seq,
+                          sender, sender_id, body, client_id, now, event)
+        stored = message_to_doc(message)
+        stored["_id"] = stored.pop("id")
+        await self.db.messages.insert_one(stored, session=s)
+        await self._append_event(s, "message", session, audience,
                                  {"message": message_to_doc(message),
                                   "session": session_to_doc(session)})
         return message, session
@@ -387,35 +426,26 @@ class MongoStorage:
         return [_message(d) for d in docs]
 
     # --- change feed ----------------------------------------------------
-    async def _append_event(self, kind: str, session: Session, admin_id: int | None,
+    async def _append_event(self, s: Any, kind: str, session: Session, admin_id: int | None,
                             payload: dict[str, Any]) -> None:
         await self.db.events.insert_one({
-            "_id": await self._next_id("events"), "kind": kind, "session_id": session.id,
+            "_id": await self._next_id("events", s), "kind": kind, "session_id": session.id,
             "store_id": session.store_id, "admin_id": admin_id, "payload": payload,
-            "created": time.time()})
+            "created": time.time()}, session=s)
 
     @_available
     async def append_typing(self, session: Session, sender: str) -> None:
-        await self._append_event("typing", session, session.admin_id,
-                                 {"session_id": session.id, "sender": sender})
+        async def typing(s: Any) -> None:
+            await self._append_event(s, "typing", session, session.admin_id,
+                                     {"session_id": session.id, "sender": sender})
+
+        await self.changes.run(typing)
 
     async def watch_event_inserts(self, on_insert: Callable[[], None]) -> bool:
-        """Call ``on_insert`` for each event any node stores, until cancelled.
-
-        Uses a change stream, so other nodes' events are read at once instead
-        of at the next poll. The stream is only a wake-up: events are still
-        read by id through ``read_events``, which keeps their order. Returns
-        False at once where change streams are unsupported (a standalone
-        server, or the mongomock stand-in): the feed then just polls.
-        """
-        try:
-            stream = await self.db.events.watch([{"$match": {"operationType": "insert"}}])
-        except (OperationFailure, NotImplementedError, AttributeError, TypeError):
-            return False
-        async with stream:
-            async for _change in stream:
-                on_insert()
-        return True
+        """Call ``on_insert`` for each event any node stores, until cancelled
+        (``storage/mongo_watch.py``); False at once where change streams are
+        unsupported, and the feed then just polls."""
+        return await watch_inserts(self.db.events, on_insert)
 
     @_available
     async def last_event_id(self) -> int:
@@ -442,7 +472,6 @@ class MongoStorage:
         result = await self.db.events.delete_many(
             {"created": {"$lt": time.time() - older_than_secs}})
         return result.deleted_count
-
 
     @_available
     async def load_feed_position(self, node: str) -> int | None:

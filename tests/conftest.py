@@ -96,3 +96,22 @@ async def open_session(api: Api, store_key: str, body: str = "Hello") -> dict[st
     reply = await api.post("/store/message/", store_key, {"body": body})
     assert reply.status in (200, 201), reply
     return reply.json["session"]
+
+
+@pytest.fixture(scope="session")
+def wire_server(tmp_path_factory):
+    """The real-Mongo tier's server, one per test run (tests/wire_server.py):
+    CHAT_TEST_MONGO_URL, else a SecantusDB started here; skipped with the
+    reason when neither is available."""
+    from tests.wire_server import WireServer, secantus_command, start_secantus
+
+    url = os.environ.get("CHAT_TEST_MONGO_URL")
+    if url:
+        yield WireServer(url)
+        return
+    if secantus_command() is None:
+        pytest.skip("no MongoDB-compatible server: secantusdb (Linux x86_64, CPython "
+                    "3.11-3.13) is not installed and CHAT_TEST_MONGO_URL is not set")
+    server = start_secantus(str(tmp_path_factory.mktemp("secantus")))
+    yield server
+    server.stop()

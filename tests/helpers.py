@@ -215,9 +215,10 @@ class ServerProcess:
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> str:
     """Run ``python server.py ARGS`` to completion; return its stdout."""
-    result = subprocess.run([sys.executable, "server.py", *args], cwd=ROOT, check=True,
+    result = subprocess.run([sys.executable, "server.py", *args], cwd=ROOT,
                             capture_output=True, text=True,
                             env={**os.environ, **(env or {})}, timeout=60)
+    assert result.returncode == 0, (args, result.returncode, result.stderr)
     return result.stdout
 
 

@@ -368,3 +368,34 @@ async def test_malformed_msgpack_and_json_frames_get_parse_errors(server):
         reply = await sock.recv()
         assert reply["type"] == "error" and reply["detail"].startswith("JSON parse error"), raw[:10]
     assert (await sock.request({"type": "ping"}, answer="pong"))["type"] == "pong"
+
+
+@pytest.mark.gen_test
+async def test_a_scalar_document_is_a_dictionary_error_not_a_crash(server, api):
+    _, store_key = await make_store(server)
+    for raw, kind in (("5", "int"), ("null", "NoneType"), ("true", "bool"), ('"x"', "str")):
+        reply = await api.post("/store/message/", store_key, raw=raw)
+        assert reply.status == 400, raw
+        assert reply.json == {"non_field_errors": [
+            f"Invalid data. Expected a dictionary, but got {kind}."]}, raw
+    sock = await store_socket(server, store_key)
+    for raw in ("5", "null", "true"):
+        await sock.send_raw(raw)
+        reply = await sock.recv()
+        assert (reply["type"], reply["status"]) == ("error", 400), raw
+
+
+@pytest.mark.parametrize("authenticated", [False, True])
+@pytest.mark.gen_test(timeout=60)
+async def test_an_oversized_frame_still_being_sent_gets_its_1009(server, authenticated):
+    """The server reads and drops the refused frame before it closes TCP, so a
+    client still writing it is not reset before it reads the close frame."""
+    _, store_key = await make_store(server)
+    for _ in range(3):
+        sock = await Socket.connect(server.ws_url + "/v1/chat/store/ws/",
+                                    store_key if authenticated else None)
+        if authenticated:
+            assert (await sock.recv())["type"] == "hello"
+        sending = asyncio.ensure_future(sock.send_raw("x" * (8 * 2**20)))
+        assert await sock.recv(timeout=30) is None and sock.close_code == 1009
+        await asyncio.gather(sending, return_exceptions=True)

@@ -3,15 +3,15 @@
 * ``sqlite``: always, on a real file.
 * ``mongomock-standin``: MongoStorage over mongomock, a stand-in for MongoDB's
   query semantics only (not a server; no replication, no real concurrency).
-* ``mongodb-real``: MongoStorage against the server in CHAT_TEST_MONGO_URL;
-  skipped, with the reason shown, when that variable is not set.
+* ``mongodb-compatible-wire-server``: MongoStorage over a real TCP port against
+  a MongoDB-compatible wire-protocol server (SecantusDB, started for the test
+  run), or the server in CHAT_TEST_MONGO_URL; skipped, with the reason shown,
+  where neither is available.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 
 import pytest
 
@@ -20,26 +20,19 @@ from storage.mongo import MongoStorage
 from storage.sqlite import SQLiteStorage
 from tests.mongomock_async import AsyncDatabase
 
-REAL_MONGO_URL = os.environ.get("CHAT_TEST_MONGO_URL")
 
-
-@pytest.fixture(params=[
-    "sqlite",
-    "mongomock-standin",
-    pytest.param("mongodb-real", marks=pytest.mark.skipif(
-        not REAL_MONGO_URL, reason="CHAT_TEST_MONGO_URL is not set: no real MongoDB here")),
-])
+@pytest.fixture(params=["sqlite", "mongomock-standin", "mongodb-compatible-wire-server"])
 def storage(request, tmp_path, io_loop):
     if request.param == "sqlite":
         backend = SQLiteStorage(str(tmp_path / "contract.sqlite3"))
     elif request.param == "mongomock-standin":
         backend = MongoStorage(AsyncDatabase())
     else:
-        base = REAL_MONGO_URL.rstrip("/")
-        backend = MongoStorage.from_url(f"{base}/chat_test_{uuid.uuid4().hex[:8]}")
+        wire_server = request.getfixturevalue("wire_server")
+        backend = MongoStorage.from_url(wire_server.url_for())
     io_loop.run_sync(backend.setup)
     yield backend
-    if request.param == "mongodb-real":
+    if request.param == "mongodb-compatible-wire-server":
         io_loop.run_sync(lambda: backend.client.drop_database(backend.db.name))
     io_loop.run_sync(backend.close)
 

@@ -218,9 +218,14 @@ async def test_invalid_utf8_in_a_close_reason_closes_with_1007(server):
 @pytest.mark.gen_test
 async def test_a_frame_over_the_size_limit_still_closes_with_1009(server):
     sock = await RawSocket.connect(server)
-    # Only the header: the server must refuse the frame without reading it.
+    # Only the header: the server refuses the frame before any of it arrives,
+    # then waits for the rest of it (so a client still sending is not reset)
+    # until the client gives up and closes its side.
     await sock.send_frame(BINARY, length=server.config["websocket"]["max_message_bytes"] + 1)
-    assert await sock.closed_with() == 1009
+    opcode, payload = await sock.read_frame()
+    assert (opcode, struct.unpack("!H", payload[:2])[0]) == (CLOSE, 1009)
+    sock.writer.write_eof()
+    assert await asyncio.wait_for(sock.reader.read(), 5) == b""  # then TCP is closed
     sock.close()
 
 

@@ -1,0 +1,117 @@
+"""``ChangeRunner``: runs each MongoDB state change as one multi-document transaction.
+
+A claim, release, close or message is several writes (the session, the admin's
+count, the message, the feed's events). On a replica set they are committed
+together or not at all, so a failure between them can leave nothing half done.
+The rules an implementation keeps:
+
+* the whole change runs inside ``with_transaction`` (read concern ``snapshot``,
+  the client's write concern, ``majority`` by default), which retries the
+  callback on ``TransientTransactionError`` and the commit on
+  ``UnknownTransactionCommitResult``, with jittered backoff;
+* every change has one deadline (``timeout_secs``, the driver's client-side
+  operation timeout) covering the wait for its turn, every retry and server
+  selection; past it the caller gets ``StorageUnavailable`` (503, retry later);
+* one change at a time per process. Every change bumps the feed's counter
+  document, so concurrent transactions would only conflict on it and retry;
+  queueing them here keeps the retries to conflicts between nodes;
+* after a change that failed for good its server session is killed, so a
+  transaction the driver could not abort does not keep documents locked until
+  the server's transaction lifetime limit (60 s) reaps it.
+
+The callback may raise ``Refused(result)`` to abort and answer ``result``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable, TypeVar
+
+import pymongo
+from pymongo.errors import DuplicateKeyError, PyMongoError, WriteConcernError
+from pymongo.read_concern import ReadConcern
+
+from storage.base import StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Whole-change attempts after an error the driver does not retry by itself: a
+# unique index refusing a key another node committed a moment ago (the retry
+# reads that node's write and answers from it), or a write-concern error on a
+# statement inside the transaction (nothing was committed).
+CHANGE_ATTEMPTS = 3
+# How long to spend killing the server session of a change that failed: short,
+# as it only spares other changes the wait for the server's 60 s reaping.
+KILL_SESSION_TIMEOUT_SECS = 1.0
+
+
+class Refused(Exception):
+    """Raised inside a change to abort its transaction and answer ``result``."""
+
+    def __init__(self, result: Any):
+        super().__init__("change refused")
+        self.result = result
+
+
+class ChangeRunner:
+    def __init__(self, client: Any, timeout_secs: float):
+        # None: the mongomock stand-in, which has no sessions. Its calls never
+        # suspend, so a change still runs without interleaving (tests only).
+        self.client = client
+        self.timeout_secs = timeout_secs
+        self._turn = asyncio.Lock()
+
+    async def run(self, change: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``change(session)`` in a transaction; its result, or the result
+        of the ``Refused`` it raised. Runs on every state change."""
+        if self.client is None:
+            try:
+                return await change(None)
+            except Refused as refused:
+                return refused.result
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_secs
+        try:
+            async with asyncio.timeout(self.timeout_secs):
+                await self._turn.acquire()  # gives the lock back if cancelled here
+        except TimeoutError:
+            raise StorageUnavailable("storage too slow: changes are queued past "
+                                     "their deadline") from None
+        failed: list[Any] = []  # the server session of a change that failed
+        try:
+            with pymongo.timeout(max(0.01, deadline - loop.time())):
+                return await self._run_with_retries(change, failed)
+        finally:
+            if failed:  # outside the change's deadline, which has usually expired
+                await self._kill(failed[0])
+            self._turn.release()
+
+    async def _run_with_retries(self, change: Callable[[Any], Awaitable[T]],
+                                failed: list[Any]) -> T:
+        for attempt in range(1, CHANGE_ATTEMPTS + 1):
+            async with self.client.start_session() as session:
+                try:
+                    return await session.with_transaction(
+                        change, read_concern=ReadConcern("snapshot"))
+                except Refused as refused:
+                    return refused.result
+                except (DuplicateKeyError, WriteConcernError) as exc:
+                    if attempt == CHANGE_ATTEMPTS:
+                        failed.append(session.session_id)
+                        raise
+                    log.info("change retried after %s", exc)
+                except PyMongoError:
+                    failed.append(session.session_id)
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _kill(self, session_id: Any) -> None:
+        """Abort the failed change's transaction on the server, if it is left."""
+        try:
+            with pymongo.timeout(KILL_SESSION_TIMEOUT_SECS):
+                await self.client.admin.command("killSessions", [session_id])
+        except PyMongoError as exc:
+            log.info("could not kill a failed change's session: %s", exc)
