@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from actors.errors import ActorStopped, Conflict, NotFound, PermissionDenied
+from actors.hub import SENDING_CONNECTION
 from actors.runtime import ActorSystem
 from actors.session import (
     SESSION_CLOSED, Claim, Close, PostAdminMessage, PostStoreMessage, Release, SessionActor,
@@ -63,12 +64,40 @@ class ChatService:
 
     async def post_admin_message(self, admin: Principal, session_id: int, body: str,
                                  client_id: str | None) -> PostResult:
-        return await self.actors.ask(session_id, PostAdminMessage(admin.id, body, client_id))
+        sender = SENDING_CONNECTION.get()
+        if sender is None:
+            return await self.actors.ask(session_id,
+                                         PostAdminMessage(admin.id, body, client_id))
+        sender.begin_post()
+        result = None
+        try:
+            result = await self.actors.ask(session_id,
+                                           PostAdminMessage(admin.id, body, client_id))
+            return result
+        finally:
+            sender.end_post(result.message if result is not None else None)
 
     # --- store commands -----------------------------------------------------
     async def post_store_message(self, store: Principal, body: str,
                                  client_id: str | None) -> PostResult:
-        """Send to the store's active session, opening one when it has none."""
+        """Send to the store's active session, opening one when it has none.
+
+        From a socket, the socket's copy of the stored message is left out:
+        the ack it gets carries the message (API.md "WebSocket").
+        """
+        sender = SENDING_CONNECTION.get()
+        if sender is None:
+            return await self._post_store_message(store, body, client_id)
+        sender.begin_post()
+        result = None
+        try:
+            result = await self._post_store_message(store, body, client_id)
+            return result
+        finally:
+            sender.end_post(result.message if result is not None else None)
+
+    async def _post_store_message(self, store: Principal, body: str,
+                                  client_id: str | None) -> PostResult:
         for _attempt in range(STORE_POST_ATTEMPTS):
             session_id = self._store_sessions.get(store.id)
             if session_id is None:

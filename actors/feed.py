@@ -1,14 +1,26 @@
-"""``EventFeed``: follows storage's change feed and hands events to the hub.
+"""``EventFeed``: hands every stored event to the hub, once, in commit order.
 
-Every process learns what was stored, by itself or by any other process or
-node, from the same feed, in commit order; that single path is what keeps each
-session's events in order for every client. The process that wrote an event
-``poke``s the feed so it is read at once instead of at the next poll.
+Two ways in, merged here by event id (storage's commit order):
+
+* **local**: with a backend that has a commit listener (SQLite), the events
+  this process commits reach the feed straight from the commit, in the same
+  loop wake-up that answers the writers: no read-back of our own writes;
+* **read**: what other processes and nodes stored is read from storage's
+  change feed (leaving ours out where the backend can), polled, or pushed by
+  change streams (MongoDB), or at once when a local group shows that others
+  committed before it.
+
+A local group carries the id of the last event committed before it; it is
+delivered as soon as everything up to that id has been, so each session's
+events reach every client in order whoever stored them. A backend without the
+listener (MongoDB) has only the read way; the writer ``poke``s the feed so it
+reads at once instead of at the next poll.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from typing import Callable
 
@@ -44,6 +56,10 @@ class EventFeed:
         self._task: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
         self._pruned_at = 0.0
+        # Groups this process committed, waiting for others' earlier events:
+        # (prior event id, events), oldest first.
+        self._local: collections.deque[tuple[int, list[Event]]] = collections.deque()
+        self._local_mode = False
 
     async def start(self) -> None:
         """Start where this node stopped, or after the newest event (runs once,
@@ -51,6 +67,10 @@ class EventFeed:
         saved = await self.storage.load_feed_position(self.node) if self.node else None
         self.last_id = saved if saved is not None else await self.storage.last_event_id()
         self._saved_id = self.last_id
+        listen = getattr(self.storage, "set_commit_listener", None)
+        if listen is not None:
+            listen(self.on_commit)
+            self._local_mode = True
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._follow())
         watch = getattr(self.storage, "watch_event_inserts", None)
@@ -67,8 +87,21 @@ class EventFeed:
             log.warning("change stream ended (%s); reading the feed by polling", exc)
 
     def poke(self) -> None:
-        """Read the feed now: this process just stored something."""
-        self._wake.set()
+        """This process just stored something: read the feed now (unless its
+        events come straight from the commit)."""
+        if not self._local_mode:
+            self._wake.set()
+
+    def on_commit(self, prior_id: int, events: list[Event]) -> None:
+        """Runs on the loop right after each group this process committed:
+        deliver its events now if everything before them has been."""
+        if not events:
+            return
+        if self._local or prior_id > self.last_id:
+            self._local.append((prior_id, events))  # others' events come first
+            self._wake.set()
+            return
+        self._deliver_local(events)
 
     async def catch_up(self) -> None:
         """Deliver everything stored so far (graceful stop, before sockets close)."""
@@ -76,6 +109,10 @@ class EventFeed:
             pass
 
     async def stop(self) -> None:
+        if self._local_mode:  # from now on our events wait in storage for a reader
+            self.storage.set_commit_listener(None)
+            while self._local:
+                self._deliver_local(self._local.popleft()[1])
         await self._save_position(force=True)
         for task in (self._watcher, self._task):
             if task:
@@ -88,10 +125,11 @@ class EventFeed:
     async def _follow(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval_secs)
-            except asyncio.TimeoutError:
-                pass
+            # The poll timer only sets the event: cheaper than wait_for, which
+            # makes a task and a cancellation per poll.
+            timer = loop.call_later(self.poll_interval_secs, self._wake.set)
+            await self._wake.wait()
+            timer.cancel()
             self._wake.clear()
             try:
                 while await self._read_batch() == FEED_BATCH:
@@ -119,11 +157,37 @@ class EventFeed:
         # One reader at a time (the follower and catch_up), or both would read
         # from the same last_id and deliver the same events twice.
         async with self._reading:
-            events = await self.storage.read_events(self.last_id, FEED_BATCH)
+            if not self._local_mode:
+                events = await self.storage.read_events(self.last_id, FEED_BATCH)
+                for event in events:
+                    self.last_id = event.id
+                    self._deliver(event)
+                return len(events)
+            waiting = len(self._local)  # groups committed before this read began
+            events = await self.storage.read_foreign_events(self.last_id, FEED_BATCH)
+            # Our own groups committed but not yet handed over: nothing past them.
+            fence = self.storage.first_unannounced_event_id()
             for event in events:
+                while self._local and self._local[0][1][0].id < event.id:
+                    self._deliver_local(self._local.popleft()[1])
+                    waiting -= 1
+                if fence is not None and event.id > fence:
+                    return len(events)  # read again once that group is delivered
                 self.last_id = event.id
-                try:
-                    self.deliver(event)
-                except Exception:
-                    log.exception("delivering event %s failed", event.id)
+                self._deliver(event)
+            if len(events) < FEED_BATCH:
+                # Every event of others committed before those groups is in.
+                for _ in range(max(0, waiting)):
+                    self._deliver_local(self._local.popleft()[1])
             return len(events)
+
+    def _deliver_local(self, events: list[Event]) -> None:
+        for event in events:
+            self._deliver(event)
+        self.last_id = max(self.last_id, events[-1].id)
+
+    def _deliver(self, event: Event) -> None:
+        try:
+            self.deliver(event)
+        except Exception:
+            log.exception("delivering event %s failed", event.id)

@@ -8,19 +8,24 @@ never hold up the feed, the actors, or other clients.
 Connections are known by id only; every index here holds ids, and a delivery to
 an id that has gone is skipped.
 
-Ordering: ``publish`` is called in the feed's commit order. For each socket and
-session the hub remembers the last ``seq`` sent and drops anything at or below
-it, and while the socket is replaying history (``resume``) it holds live
-messages back; together these give "each ``seq`` exactly once, in order".
+Ordering: ``publish`` is called in commit order (the feed merges this
+process's commits with what others stored). For each socket and session the
+hub remembers the last ``seq`` sent and drops anything at or below it, and
+while the socket is replaying history (``resume``) it holds live messages
+back; together these give "each ``seq`` exactly once, in order".
+
+A socket's own message: while the service stores it (``begin_post`` ..
+``end_post``) the socket's frames are held; then the stored copy of its own
+message is dropped (its ``ack`` carries it) and the rest go out, before the ack.
 """
 
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass, field
+import contextvars
 from typing import Any, Callable, Iterable
 
-from storage.base import Event, Message, Role, message_from_doc, session_from_doc
+from storage.base import Event, Message, Role, session_from_doc
 
 
 class Frame:
@@ -35,18 +40,61 @@ class Frame:
         self.encoded: dict[str, Any] = {}
 
 
-@dataclass(eq=False)
 class Subscriber:
-    """The hub's view of one socket."""
+    """The hub's view of one socket (slots and lazily made maps: a server
+    holds one per idle connection)."""
 
-    conn_id: int
-    role: Role
-    principal_id: int
-    send: Callable[[Frame], None]
-    close: Callable[[int, str], None]
-    last_seq: dict[int, int] = field(default_factory=dict)
-    replaying: dict[int, list[tuple[int, Frame]]] = field(default_factory=dict)
-    watching: set[int] = field(default_factory=set)
+    __slots__ = ("conn_id", "role", "principal_id", "send", "close", "last_seq",
+                 "replaying", "watching", "posting", "held", "acked")
+
+    def __init__(self, conn_id: int, role: Role, principal_id: int,
+                 send: Callable[[Frame], None], close: Callable[[int, str], None]):
+        self.conn_id = conn_id
+        self.role = role
+        self.principal_id = principal_id
+        self.send = send
+        self.close = close
+        self.last_seq: dict[int, int] = {}
+        self.replaying: dict[int, list[tuple[int, Frame]]] | None = None
+        self.watching: set[int] | None = None
+        # While the socket has a message of its own being stored, frames for it
+        # wait in ``held`` (in order), so the stored copy of its own message can
+        # be left out: its ack carries it. ``acked`` remembers acks whose copy
+        # had not arrived yet (a feed that delivers after the ack).
+        self.posting = 0
+        self.held: list[Frame] = []
+        self.acked: collections.deque[int] | None = None
+
+    def deliver(self, frame: Frame) -> None:
+        if self.posting:
+            self.held.append(frame)
+        else:
+            self.send(frame)
+
+
+class Sender:
+    """The socket a command came from, for the hub: ``ChatService`` marks the
+    start and end of storing that socket's message with it."""
+
+    __slots__ = ("hub", "conn_id")
+
+    def __init__(self, hub: "Hub", conn_id: int):
+        self.hub = hub
+        self.conn_id = conn_id
+
+    def begin_post(self) -> None:
+        self.hub.begin_post(self.conn_id)
+
+    def end_post(self, message: Message | None) -> None:
+        self.hub.end_post(self.conn_id, message)
+
+
+# Set by a socket for the frame handlers it runs (each runs in a copy of the
+# socket's context); None for REST requests.
+SENDING_CONNECTION: contextvars.ContextVar[Sender | None] = contextvars.ContextVar(
+    "sending_connection", default=None)
+# Acks remembered per socket whose stored copy had not been delivered yet.
+ACKED_KEPT = 32
 
 
 class Hub:
@@ -79,7 +127,7 @@ class Hub:
         self._admins.discard(conn_id)
         index = self._by_admin if sub.role is Role.ADMIN else self._by_store
         _discard(index, sub.principal_id, conn_id)
-        for session_id in sub.watching:
+        for session_id in sub.watching or ():
             _discard(self._watchers, session_id, conn_id)
 
     def close_all(self, code: int, reason: str) -> None:
@@ -101,7 +149,11 @@ class Hub:
         """From now on hold live messages of the session back for this socket."""
         sub = self._subs[conn_id]
         sub.last_seq[session_id] = after_seq
+        if sub.replaying is None:
+            sub.replaying = {}
         sub.replaying[session_id] = []
+        if sub.watching is None:
+            sub.watching = set()
         sub.watching.add(session_id)
         self._watchers[session_id].add(conn_id)
 
@@ -116,20 +168,58 @@ class Hub:
         sub = self._subs.get(conn_id)
         if sub is None:
             return 0
-        for seq, frame in sub.replaying.pop(session_id, []):
+        held = sub.replaying.pop(session_id, []) if sub.replaying else []
+        for seq, frame in held:
             _send_if_new(sub, session_id, seq, frame)
         return sub.last_seq.get(session_id, 0)
 
+    # --- a socket's own messages -------------------------------------------
+    def begin_post(self, conn_id: int) -> None:
+        """A socket's message is about to be stored: hold its frames back."""
+        sub = self._subs.get(conn_id)
+        if sub is not None:
+            sub.posting += 1
+
+    def end_post(self, conn_id: int, message: Message | None) -> None:
+        """The socket's message was stored (or refused): release what was held,
+        except the socket's own message, which its ack carries. Runs before
+        the ack is sent, so the released frames (earlier seqs) come first."""
+        sub = self._subs.get(conn_id)
+        if sub is None or not sub.posting:
+            return
+        sub.posting -= 1
+        if sub.posting:
+            return
+        held, sub.held = sub.held, []
+        echoed = False
+        for frame in held:
+            if message is not None and frame.type == "message" \
+                    and frame.fields["message"].id == message.id:
+                echoed = True
+                continue
+            sub.send(frame)
+        if message is not None and not echoed:
+            if sub.acked is None:
+                sub.acked = collections.deque(maxlen=ACKED_KEPT)
+            sub.acked.append(message.id)
+
     # --- fan-out -------------------------------------------------------------
     def publish(self, event: Event) -> None:
-        """Deliver one stored event to its audience (the feed calls this in order)."""
+        """Deliver one stored event to its audience (in commit order: from the
+        feed, or straight from this process's commit)."""
         kind, payload = event.kind, event.payload
-        session = session_from_doc(payload["session"]) if "session" in payload else None
+        doc = payload.get("session")
+        session = session_from_doc(doc) if doc is not None else None
         if kind == "message":
-            message = message_from_doc(payload["message"])
+            message = _message_from_doc(payload["message"])
             frame = Frame("message", message=message)
+            session_id, seq = message.session_id, message.seq
             for sub in self._message_audience(event, session):
-                self._send_in_order(sub, message.session_id, message.seq, frame)
+                if sub.acked and message.id in sub.acked:
+                    sub.acked.remove(message.id)  # its ack carried it already
+                    sub.last_seq[session_id] = max(seq, sub.last_seq.get(session_id, 0))
+                    continue
+                self._send_in_order(sub, session_id, seq, frame)
         elif kind == "typing":
             frame = Frame("typing", session_id=event.session_id, sender=payload["sender"])
             other_side = (self._by_admin.get(event.admin_id, ()) if payload["sender"] == "store"
@@ -148,10 +238,16 @@ class Hub:
             self._send_all(self._admins | self._by_store.get(event.store_id, set()), frame)
 
     def _message_audience(self, event: Event, session: Any) -> Iterable[Subscriber]:
-        ids = set(self._by_store.get(event.store_id, ()))
-        ids.update(self._by_admin.get(event.admin_id, ()))
+        stores = self._by_store.get(event.store_id, ())
+        admins = self._by_admin.get(event.admin_id, ())
+        watchers = self._watchers.get(event.session_id)
+        subs = self._subs
+        if not watchers:  # the usual case: the store's and the holder's sockets
+            return [subs[i] for i in (*stores, *admins) if i in subs]
+        ids = set(stores)
+        ids.update(admins)
         holder = session.admin_id if session else event.admin_id
-        for conn_id in self._watchers.get(event.session_id, ()):
+        for conn_id in watchers:
             sub = self._subs.get(conn_id)
             # A watching admin keeps getting messages only while it may read them.
             if sub and (sub.role is Role.STORE or holder is None
@@ -163,11 +259,11 @@ class Hub:
         for conn_id in list(conn_ids):
             sub = self._subs.get(conn_id)
             if sub is not None:
-                sub.send(frame)
+                sub.deliver(frame)
 
     @staticmethod
     def _send_in_order(sub: Subscriber, session_id: int, seq: int, frame: Frame) -> None:
-        held = sub.replaying.get(session_id)
+        held = sub.replaying.get(session_id) if sub.replaying else None
         if held is not None:
             held.append((seq, frame))  # sent by end_replay, after the stored ones
         else:
@@ -177,7 +273,13 @@ class Hub:
 def _send_if_new(sub: Subscriber, session_id: int, seq: int, frame: Frame) -> None:
     if seq > sub.last_seq.get(session_id, 0):
         sub.last_seq[session_id] = seq
-        sub.send(frame)
+        sub.deliver(frame)
+
+
+def _message_from_doc(doc: dict[str, Any]) -> Message:
+    # Positional: a frozen record built per delivered message, so it matters.
+    return Message(doc["id"], doc["session_id"], doc["seq"], doc["sender"], doc["sender_id"],
+                   doc["body"], doc.get("client_id"), doc["created"], doc.get("event"))
 
 
 def _discard(index: dict[int, set[int]], key: int | None, conn_id: int) -> None:

@@ -9,6 +9,10 @@ name their cross-process mode: ``livesum`` for per-process counts that add up,
 
 from __future__ import annotations
 
+import asyncio
+import bisect
+from typing import Any
+
 import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -19,6 +23,109 @@ prometheus_client.disable_created_metrics()
 WAIT_BUCKETS_SECS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800)
 MAILBOX_DEPTH_BUCKETS = (0, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
 
+class BulkMetric:
+    """A Counter or Histogram counted in bulk, for the families the message
+    path touches several times per message: ``labels(...).inc()`` and
+    ``.observe(v)`` only note the value (a dict or list update); the notes
+    reach the Prometheus family once per event-loop pass, added up. A scrape
+    runs in a later pass than any increment, so it sees every one."""
+
+    def __init__(self, family: Any):
+        self.family = family
+        self._children: dict[tuple[str, ...], _BulkChild] = {}
+        self._pending: dict[tuple[str, ...], list[float]] = {}
+
+    def labels(self, *values: str) -> "_BulkChild":
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = _BulkChild(self, values)
+        return child
+
+    def inc(self, amount: float = 1) -> None:
+        self._note((), amount)
+
+    def observe(self, amount: float) -> None:
+        self._note((), amount)
+
+    def _note(self, values: tuple[str, ...], amount: float) -> None:
+        pending = self._pending
+        if not pending:
+            if not _DIRTY:
+                try:
+                    asyncio.get_running_loop().call_soon(_flush_dirty)
+                except RuntimeError:  # no loop (a script): record at once
+                    pending[values] = [amount]
+                    self.flush()
+                    return
+            _DIRTY.append(self)
+        notes = pending.get(values)
+        if notes is None:
+            pending[values] = [amount]
+        else:
+            notes.append(amount)
+
+    def flush(self) -> None:
+        """Hand the notes to the family (runs at the end of a loop pass)."""
+        pending, self._pending = self._pending, {}
+        for values, notes in pending.items():
+            target = self.family.labels(*values) if values else self.family
+            if isinstance(self.family, Histogram):
+                _observe_all(target, notes)
+            else:
+                target.inc(sum(notes))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.family, name)
+
+
+# Bulk metrics with notes in this loop pass: one flush call for all of them.
+_DIRTY: list[BulkMetric] = []
+
+
+def _flush_dirty() -> None:
+    """Runs once at the end of each loop pass in which a bulk metric was noted."""
+    dirty = _DIRTY[:]
+    _DIRTY.clear()
+    for metric in dirty:
+        metric.flush()
+
+
+class _BulkChild:
+    __slots__ = ("metric", "values")
+
+    def __init__(self, metric: BulkMetric, values: tuple[str, ...]):
+        self.metric = metric
+        self.values = values
+
+    def inc(self, amount: float = 1) -> None:
+        self.metric._note(self.values, amount)
+
+    def observe(self, amount: float) -> None:
+        self.metric._note(self.values, amount)
+
+
+def _observe_all(histogram: Any, amounts: list[float]) -> None:
+    """Observe many values: one update per bucket touched, not per value."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None:  # another client version
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    counts: dict[int, int] = {}
+    for amount in amounts:
+        i = bisect.bisect_left(bounds, amount)
+        counts[i] = counts.get(i, 0) + 1
+    total.inc(sum(amounts))
+    for i, n in counts.items():
+        buckets[i].inc(n)
+
+
+def _bulk(family: Any) -> BulkMetric:
+    return BulkMetric(family)
+
+
 HTTP_REQUESTS = Counter(
     "chat_http_requests_total", "HTTP requests answered.", ["handler", "method", "status"])
 HTTP_DURATION = Histogram(
@@ -27,28 +134,28 @@ HTTP_DURATION = Histogram(
 WS_CONNECTIONS = Gauge(
     "chat_websocket_connections", "Open authenticated WebSocket connections.", ["role"],
     multiprocess_mode="livesum")
-WS_FRAMES = Counter(
+WS_FRAMES = _bulk(Counter(
     "chat_websocket_frames_total", "WebSocket frames by direction (in/out) and type.",
-    ["direction", "type"])
+    ["direction", "type"]))
 
 ACTORS_ACTIVE = Gauge(
     "chat_actors_active", "Session actors alive in memory.", multiprocess_mode="livesum")
-ACTOR_MAILBOX_DEPTH = Histogram(
+ACTOR_MAILBOX_DEPTH = _bulk(Histogram(
     "chat_actor_mailbox_depth", "Commands already waiting when one more is enqueued.",
-    buckets=MAILBOX_DEPTH_BUCKETS)
+    buckets=MAILBOX_DEPTH_BUCKETS))
 ACTOR_RESTARTS = Counter(
     "chat_actor_restarts_total", "Actors restarted after a failed command.")
 ACTOR_PASSIVATIONS = Counter(
     "chat_actor_passivations_total", "Idle actors stopped to free memory.")
 
-CLAIMS = Counter(
+CLAIMS = _bulk(Counter(
     "chat_claims_total", "Claim attempts by outcome (won, conflict, limit, not_found, closed).",
-    ["outcome"])
-MESSAGES = Counter(
-    "chat_messages_total", "Messages stored, by sender (store, admin, system).", ["sender"])
+    ["outcome"]))
+MESSAGES = _bulk(Counter(
+    "chat_messages_total", "Messages stored, by sender (store, admin, system).", ["sender"]))
 
-STORAGE_DURATION = Histogram(
-    "chat_storage_operation_duration_seconds", "Time of one storage call.", ["op"])
+STORAGE_DURATION = _bulk(Histogram(
+    "chat_storage_operation_duration_seconds", "Time of one storage call.", ["op"]))
 STORAGE_ERRORS = Counter(
     "chat_storage_errors_total", "Storage calls that failed on the database's side.", ["op"])
 

@@ -15,6 +15,12 @@ command for that key, and guarantees:
   next command for its key starts a fresh one;
 * when an actor stops, every command still in its mailbox fails with
   ``ActorStopped``.
+
+An ``ask`` that finds its actor started, idle and with an empty mailbox runs
+the command at once in the asking task instead of queueing it for the actor's
+loop: the same one-at-a-time guarantee (the actor is marked running, and
+commands arriving meanwhile queue behind it), without two task wake-ups and a
+future per command. The mailbox loop takes over whenever commands queue up.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from actors.errors import ActorStopped, ChatError, MailboxFull
 log = logging.getLogger(__name__)
 
 _STOP = object()
+# Most commands one mailbox pass starts together (see Actor.overlap_key).
+MAX_GROUP = 100
 
 
 class Actor:
@@ -46,6 +54,14 @@ class Actor:
     async def on_stop(self) -> None:
         """Runs once when the actor stops (passivation, shutdown, too many failures)."""
 
+    def overlap_key(self, command: Any) -> Any:
+        """Commands queued back to back with the same key (not None) may run
+        overlapped: all started at once, answered in order. Only for commands
+        whose effects storage applies in the order they were started. Called
+        by the mailbox loop when it takes a command; None (the default) runs
+        each command alone."""
+        return None
+
 
 class _Cell:
     """The runtime's record of one live actor: its mailbox and bookkeeping."""
@@ -53,8 +69,10 @@ class _Cell:
     def __init__(self, key: Hashable, actor: Actor):
         self.key = key
         self.actor = actor
-        self.mailbox: asyncio.Queue = asyncio.Queue()
-        self.busy = False
+        self.mailbox: collections.deque[tuple[Any, asyncio.Future | None]] = collections.deque()
+        self.wake: asyncio.Future | None = None  # set while the loop waits for work
+        self.started = False
+        self.busy = False  # a command is running (in the loop, or inline in an ask)
         self.stopped = False
         self.last_active = time.monotonic()
         self.restarts: collections.deque[float] = collections.deque()
@@ -86,10 +104,34 @@ class ActorSystem:
         self._enqueue(key, command, None)
 
     async def ask(self, key: Hashable, command: Any) -> Any:
-        """Enqueue and wait for the reply (or the command's error)."""
+        """Enqueue and wait for the reply (or the command's error); run it at
+        once if the actor has nothing else to do."""
+        cell = self._cells.get(key)
+        if cell is not None and cell.started and not cell.busy and not cell.mailbox \
+                and not self._closing:
+            metrics.ACTOR_MAILBOX_DEPTH.observe(0)
+            return await self._run_inline(cell, command)
         future = asyncio.get_running_loop().create_future()
         self._enqueue(key, command, future)
         return await future
+
+    async def _run_inline(self, cell: _Cell, command: Any) -> Any:
+        cell.busy = True
+        try:
+            return await cell.actor.receive(command)
+        except ChatError:
+            raise
+        except Exception:
+            log.exception("actor %r failed on %r", cell.key, command)
+            if not await self._restart(cell):
+                self._forget(cell)
+                cell.mailbox.append((_STOP, None))
+            raise
+        finally:
+            cell.busy = False
+            cell.last_active = time.monotonic()
+            if cell.mailbox:
+                _wake(cell)
 
     def _enqueue(self, key: Hashable, command: Any, future: asyncio.Future | None) -> None:
         # No await between lookup and put: a passivation (also synchronous)
@@ -97,11 +139,12 @@ class ActorSystem:
         if self._closing:
             raise ActorStopped()
         cell = self._cells.get(key) or self._spawn(key)
-        depth = cell.mailbox.qsize()
+        depth = len(cell.mailbox)
         if depth >= self._mailbox_size:
             raise MailboxFull()
         metrics.ACTOR_MAILBOX_DEPTH.observe(depth)
-        cell.mailbox.put_nowait((command, future))
+        cell.mailbox.append((command, future))
+        _wake(cell)
 
     # --- lifecycle --------------------------------------------------------
     def _spawn(self, key: Hashable) -> _Cell:
@@ -118,10 +161,19 @@ class ActorSystem:
         try:
             if not await self._start(cell):
                 return
+            cell.started = True
             while True:
-                command, future = await cell.mailbox.get()
+                while cell.busy or not cell.mailbox:  # idle, or an ask runs inline
+                    cell.wake = asyncio.get_running_loop().create_future()
+                    await cell.wake
+                command, future = cell.mailbox.popleft()
                 if command is _STOP:
                     return
+                group = self._take_group(cell, command, future)
+                if len(group) > 1:
+                    if not await self._run_group(cell, group):
+                        return
+                    continue
                 cell.busy = True
                 try:
                     result = await cell.actor.receive(command)
@@ -139,13 +191,54 @@ class ActorSystem:
                     cell.last_active = time.monotonic()
         finally:
             self._forget(cell)
-            while not cell.mailbox.empty():
-                _command, future = cell.mailbox.get_nowait()
+            while cell.mailbox:
+                _command, future = cell.mailbox.popleft()
                 _settle(future, exc=ActorStopped())
             try:
                 await cell.actor.on_stop()
             except Exception:
                 log.exception("actor %r failed in on_stop", cell.key)
+
+    def _take_group(self, cell: _Cell, command: Any,
+                    future: asyncio.Future | None) -> list[tuple[Any, asyncio.Future | None]]:
+        """The command, and the queued ones right behind it that may overlap it
+        (same ``Actor.overlap_key``), up to ``MAX_GROUP``."""
+        group = [(command, future)]
+        key = cell.actor.overlap_key(command)
+        if key is None:
+            return group
+        mailbox = cell.mailbox
+        while mailbox and len(group) < MAX_GROUP:
+            nxt = mailbox[0][0]
+            if nxt is _STOP or cell.actor.overlap_key(nxt) != key:
+                break
+            group.append(mailbox.popleft())
+        return group
+
+    async def _run_group(self, cell: _Cell, group: list) -> bool:
+        """Start every command of the group at once (each reaches storage in
+        mailbox order, so one commit can take them all), then answer each in
+        order. False if the actor must stop."""
+        cell.busy = True
+        loop = asyncio.get_running_loop()
+        failed = False
+        try:
+            tasks = [loop.create_task(cell.actor.receive(command)) for command, _f in group]
+            for (command, future), task in zip(group, tasks):
+                try:
+                    result = await task
+                except ChatError as exc:
+                    _settle(future, exc=exc)
+                except Exception as exc:
+                    log.exception("actor %r failed on %r", cell.key, command)
+                    _settle(future, exc=exc)
+                    failed = True
+                else:
+                    _settle(future, result=result)
+            return not failed or await self._restart(cell)
+        finally:
+            cell.busy = False
+            cell.last_active = time.monotonic()
 
     async def _start(self, cell: _Cell) -> bool:
         while True:
@@ -188,9 +281,10 @@ class ActorSystem:
             await asyncio.sleep(interval)
             cutoff = time.monotonic() - self._idle_timeout_secs
             for cell in list(self._cells.values()):
-                if not cell.busy and cell.mailbox.empty() and cell.last_active < cutoff:
+                if not cell.busy and not cell.mailbox and cell.last_active < cutoff:
                     self._forget(cell)  # from now on, new commands start a fresh actor
-                    cell.mailbox.put_nowait((_STOP, None))
+                    cell.mailbox.append((_STOP, None))
+                    _wake(cell)
                     metrics.ACTOR_PASSIVATIONS.inc()
         self._sweeper = None
 
@@ -199,12 +293,19 @@ class ActorSystem:
         self._closing = True
         cells = list(self._cells.values())
         for cell in cells:
-            cell.mailbox.put_nowait((_STOP, None))  # after the commands already queued
+            cell.mailbox.append((_STOP, None))  # after the commands already queued
+            _wake(cell)
         tasks = [c.task for c in cells if c.task]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout_secs)
         if self._sweeper:
             self._sweeper.cancel()
+
+
+def _wake(cell: _Cell) -> None:
+    """Let the actor's loop look at its mailbox again (it may be waiting)."""
+    if cell.wake is not None and not cell.wake.done():
+        cell.wake.set_result(None)
 
 
 def _settle(future: asyncio.Future | None, result: Any = None,

@@ -4,9 +4,11 @@ holding the same maps)."""
 from __future__ import annotations
 
 import json
+import struct
 from typing import Any
 
 import msgpack
+import orjson
 
 from actors.errors import Invalid
 from actors.hub import Frame
@@ -33,13 +35,19 @@ def decode_frame(raw: str | bytes) -> dict[str, Any]:
     return data
 
 
-def encode(protocol: str, data: dict[str, Any]) -> str | bytes:
+def encode(protocol: str, data: dict[str, Any]) -> bytes:
+    """One outgoing frame's payload: compact JSON (UTF-8) or msgpack."""
     if protocol == MSGPACK:
         return msgpack.packb(data, use_bin_type=True)
-    return json.dumps(data, separators=(",", ":"))
+    try:
+        return orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        # A lone surrogate (which only \u escapes can carry) echoed back in an
+        # error's detail: the stdlib escapes it instead of refusing.
+        return json.dumps(data, separators=(",", ":")).encode()
 
 
-def encode_event(protocol: str, frame: Frame) -> str | bytes:
+def encode_event(protocol: str, frame: Frame) -> bytes:
     """Encode a hub frame, once per protocol however many sockets it goes to."""
     payload = frame.encoded.get(protocol)
     if payload is None:
@@ -48,3 +56,24 @@ def encode_event(protocol: str, frame: Frame) -> str | bytes:
             data[name] = render_value(value)
         payload = frame.encoded[protocol] = encode(protocol, data)
     return payload
+
+
+def websocket_frames(payloads: list[bytes], binary: bool) -> bytes:
+    """Server-to-client WebSocket frames (RFC 6455: final, unmasked,
+    uncompressed) for ``payloads``, joined for a single write."""
+    first = 0x82 if binary else 0x81
+    parts = []
+    for payload in payloads:
+        n = len(payload)
+        if n < 126:
+            parts.append(bytes((first, n)))
+        elif n <= 0xFFFF:
+            parts.append(_HEADER_16.pack(first, 126, n))
+        else:
+            parts.append(_HEADER_64.pack(first, 127, n))
+        parts.append(payload)
+    return b"".join(parts)
+
+
+_HEADER_16 = struct.Struct("!BBH")
+_HEADER_64 = struct.Struct("!BBQ")

@@ -14,12 +14,13 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
+import tornado.iostream
 import tornado.websocket
 
 from actors import metrics
 from actors.chat import ChatService
 from actors.errors import ChatError, Invalid
-from actors.hub import Frame, Hub
+from actors.hub import SENDING_CONNECTION, Frame, Hub, Sender
 from handlers import codec
 from handlers.base import authenticate_header, authenticate_key
 from handlers.errors import (
@@ -64,6 +65,8 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         self.protocol = codec.JSON
         self._auth_timer: asyncio.TimerHandle | None = None
         self._typing_at = 0.0
+        self._out: list[bytes] = []  # frames queued in this loop pass
+        self._out_bytes = 0
 
     # --- handshake --------------------------------------------------------
     async def get(self, *args: Any, **kwargs: Any) -> None:
@@ -110,6 +113,10 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
 
     async def open(self, *args: Any) -> None:
         """Runs once the handshake is done: header auth, or wait for an auth frame."""
+        # Every frame handler of this socket runs in a copy of this context, so
+        # the service can tell the hub which socket a message came from (its
+        # ack replaces the echo).
+        SENDING_CONNECTION.set(Sender(self.hub, self.conn_id))
         self.protocol = self.selected_subprotocol or codec.JSON
         # Chat frames are small and each waits on the last; Nagle's algorithm
         # would hold them back for the peer's delayed ACK (~20-40 ms each).
@@ -193,7 +200,7 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
     def _send_error(self, exc: ChatError, ref: None) -> None:
         # ``send`` leaves out a null ref; here the client must see that its
         # ref was refused, so the frame says "ref": null.
-        self._write(codec.encode(self.protocol, {**error_frame(exc), "ref": ref}), "error")
+        self._queue(codec.encode(self.protocol, {**error_frame(exc), "ref": ref}), "error")
 
     async def _on_auth_frame(self, frame: dict[str, Any]) -> None:
         token = frame.get("token")
@@ -258,30 +265,61 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         """Send a reply frame (ack, error, hello, pong) to this socket only."""
         if data.get("ref", 0) is None:
             del data["ref"]
-        self._write(codec.encode(self.protocol, data), data["type"])
+        self._queue(codec.encode(self.protocol, data), data["type"])
 
     def send_event(self, frame: Frame) -> None:
         """The hub's way in: must not block; cuts off a client that stopped reading."""
-        self._write(codec.encode_event(self.protocol, frame), frame.type)
+        self._queue(codec.encode_event(self.protocol, frame), frame.type)
 
-    def _write(self, payload: str | bytes, kind: str) -> None:
+    def _queue(self, payload: bytes, kind: str) -> None:
+        """Queue one frame; every frame queued in one loop pass goes out in a
+        single write when the pass ends (``_flush``), not one syscall each."""
         conn = self.ws_connection
         if conn is None or conn.is_closing():
             return
-        stream = getattr(conn, "stream", None)
+        stream = conn.stream
         # Private to tornado, but the only measure of what the client has not read.
-        pending = len(stream._write_buffer) if stream is not None else 0
+        pending = self._out_bytes + (len(stream._write_buffer) if stream is not None else 0)
         if pending > self.settings_.max_buffered_bytes:
             log.warning("ws %d cut off: %d bytes unread", self.conn_id, pending)
+            self._out, self._out_bytes = [], 0
             self.hub.remove(self.conn_id)
             self.close(WS_CLOSE_TRY_AGAIN_LATER, "Too slow; resume when ready.")
             return
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(payload)
+        self._out_bytes += len(payload)
         metrics.WS_FRAMES.labels("out", kind).inc()
+
+    def _flush(self) -> None:
+        """Write the frames queued in this loop pass (runs once per pass that queued)."""
+        frames, self._out, self._out_bytes = self._out, [], 0
+        conn = self.ws_connection
+        if not frames or conn is None or conn.is_closing():
+            return
+        binary = self.protocol == codec.MSGPACK
+        if getattr(conn, "_compressor", None) is not None:  # permessage-deflate: tornado frames it
+            for payload in frames:
+                self._write_one(conn, payload, binary)
+            return
         try:
-            sent = self.write_message(payload, binary=isinstance(payload, bytes))
+            conn.stream.write(codec.websocket_frames(frames, binary))
+        except tornado.iostream.StreamClosedError:
+            pass  # on_close follows; the client resumes from its last seq
+
+    @staticmethod
+    def _write_one(conn: Any, payload: bytes, binary: bool) -> None:
+        try:
+            sent = conn.write_message(payload, binary=binary)
         except tornado.websocket.WebSocketClosedError:
             return
         sent.add_done_callback(_ignore_closed)
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Close after the frames already queued (a close frame must come last)."""
+        self._flush()
+        super().close(code, reason)
 
 
 def _ignore_closed(future: asyncio.Future) -> None:

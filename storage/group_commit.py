@@ -3,63 +3,135 @@
 Committing each chat message in its own transaction costs an fsync per message
 and a thread hand-off per message (DESIGN.md measured ~6k msg/s that way versus
 ~17.5k/s in groups). ``GroupCommitWriter`` owns the only write connection of a
-process, on its own thread. Callers submit small functions; the thread takes
-every pending one (up to ``max_batch``), runs each inside a SAVEPOINT of a single
-``BEGIN IMMEDIATE`` transaction, commits once, and only then resolves the
-callers' futures. So:
+process, on its own thread. It takes every pending write (up to ``max_batch``)
+into a single ``BEGIN IMMEDIATE`` transaction, commits once, and only then
+answers the callers. Two kinds of write:
+
+* ``submit(fn)``: ``fn(conn)`` runs inside its own SAVEPOINT; one failing
+  function rolls back its own savepoint, not its neighbours';
+* ``submit_batched(handler, item)``: the items of one ``handler`` in a group are
+  given to it together, ``handler(conn, items)``, which answers each (a result
+  or an exception) and may do its work in one statement per table for the
+  lot. If the handler fails as a whole, each item is retried on its own.
+
+So:
 
 * a caller learns its result only after its write is durable (ack after commit);
-* one failing function rolls back its own savepoint, not its neighbours';
-* ``BEGIN IMMEDIATE`` takes SQLite's write lock up front, so every function runs
+* ``BEGIN IMMEDIATE`` takes SQLite's write lock up front, so every write runs
   with the database serialised against other processes sharing the file: a
-  read-then-write inside one function is atomic across processes.
+  read-then-write inside a transaction is atomic across processes;
+* the loop is woken once per group (one ``call_soon_threadsafe``), not once per
+  write; the group's events go to the commit listener, in commit order, in that
+  same wake-up, before any caller is answered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import queue
 import sqlite3
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
+
+from storage.base import Event
+from storage.threads import name_os_thread
 
 log = logging.getLogger(__name__)
 
 WriteFn = Callable[[sqlite3.Connection], Any]
+# handler(conn, items) -> one result or exception per item, in order.
+BatchHandler = Callable[[sqlite3.Connection, Sequence[Any]], list[Any]]
+# listener(prior_event_id, events): the events one group stored, in id order;
+# every event with an id up to prior_event_id was committed before them.
+CommitListener = Callable[[int, list[Event]], None]
 
 _STOP = object()
 
 
+class WriterConnection(sqlite3.Connection):
+    """The writer's connection: row helpers add the events they store to
+    ``committed`` (collected per transaction) and stamp them with ``origin``."""
+
+    origin: str | None = None
+    committed: list[Event] | None = None
+
+
 class GroupCommitWriter:
-    def __init__(self, connect: Callable[[], sqlite3.Connection], max_batch: int = 100):
+    def __init__(self, connect: Callable[[], sqlite3.Connection], max_batch: int = 100,
+                 origin: str | None = None):
         self._connect = connect
         self._max_batch = max_batch
+        self._origin = origin
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._handover: list = []  # batched items of this loop pass, not yet queued
+        self._listener: tuple[CommitListener, asyncio.AbstractEventLoop] | None = None
+        # First event id of each group committed (or committing) here whose
+        # events the listener has not had yet, oldest first.
+        self._unannounced: collections.deque[int] = collections.deque()
         self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
         self._thread.start()
 
+    def set_commit_listener(self, listener: CommitListener | None) -> None:
+        """Hand every committed group's events to ``listener`` on the calling
+        thread's event loop (set before the first write; None to stop). Only
+        events written while a listener is set carry this writer's origin: the
+        others are left for the feed to read like anyone else's."""
+        self._listener = (listener, asyncio.get_running_loop()) if listener else None
+
+    def first_unannounced_event_id(self) -> int | None:
+        """The smallest event id committed here that the listener has not had
+        yet; a reader of the feed must not pass it. Safe from any thread."""
+        try:
+            return self._unannounced[0]
+        except IndexError:
+            return None
+
     async def submit(self, fn: WriteFn) -> Any:
         """Run ``fn(conn)`` in the next group; return its result once committed."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._queue.put((fn, future, loop))
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put((None, fn, future))
         return await future
 
+    async def submit_batched(self, handler: BatchHandler, item: Any) -> Any:
+        """Give ``item`` to ``handler`` with the group's other items for it;
+        return its answer once committed.
+
+        Items submitted in one loop pass reach the writer thread together, in
+        one hand-over at the end of the pass: one thread wake-up, not one each.
+        """
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self._handover:
+            loop.call_soon(self.hand_over)
+        self._handover.append((handler, item, future))
+        return await future
+
+    def hand_over(self) -> None:
+        """Queue this pass's batched items for the writer (end of the pass; and
+        at stop, so none is left behind the stop marker)."""
+        items, self._handover = self._handover, []
+        if items:
+            self._queue.put(items)
+
     def stop(self) -> None:
-        """Finish the pending writes, then end the thread (runs at shutdown)."""
+        """Finish the pending writes, then end the thread (runs at shutdown,
+        after ``hand_over`` on the loop)."""
         self._queue.put(_STOP)
         self._thread.join(timeout=30)
 
     # --- the writer thread -------------------------------------------------
     def _run(self) -> None:
+        name_os_thread("sqlite-writer")
         conn = self._connect()
+        conn.origin = self._origin
         try:
             while True:
                 item = self._queue.get()
                 if item is _STOP:
                     return
-                batch = [item]
+                batch = item if isinstance(item, list) else [item]
                 stopping = False
                 while len(batch) < self._max_batch:
                     try:
@@ -69,42 +141,124 @@ class GroupCommitWriter:
                     if nxt is _STOP:
                         stopping = True
                         break
-                    batch.append(nxt)
+                    if isinstance(nxt, list):  # one loop pass's hand-over, kept whole
+                        batch.extend(nxt)
+                    else:
+                        batch.append(nxt)
                 self._commit_batch(conn, batch)
                 if stopping:
                     return
         finally:
             conn.close()
 
-    def _commit_batch(self, conn: sqlite3.Connection, batch: list) -> None:
-        outcomes: list[tuple[Any, BaseException | None]] = []
+    def _commit_batch(self, conn: WriterConnection, batch: list) -> None:
+        outcomes: list[tuple[Any, BaseException | None]] = [(None, None)] * len(batch)
+        events: list[Event] = []
+        conn.committed = events
+        listener = self._listener  # one listener for the whole group
+        conn.origin = self._origin if listener is not None else None
+        prior = 0
+        announced = False
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for fn, _future, _loop in batch:
-                conn.execute("SAVEPOINT op")
-                try:
-                    result = fn(conn)
-                except Exception as exc:  # the caller gets it; neighbours go on
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    outcomes.append((None, exc))
+            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+            prior = row[0] if row else 0
+            grouped: dict[BatchHandler, list[int]] = {}
+            for index, (handler, fn, _future) in enumerate(batch):
+                if handler is None:
+                    outcomes[index] = _run_in_savepoint(conn, fn)
                 else:
-                    conn.execute("RELEASE op")
-                    outcomes.append((result, None))
+                    grouped.setdefault(handler, []).append(index)
+            for handler, indexes in grouped.items():
+                self._run_handler(conn, handler, [batch[i][1] for i in indexes], indexes,
+                                  outcomes)
+            if events and listener is not None:
+                self._unannounced.append(events[0].id)
+                announced = True
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             log.warning("sqlite group commit failed: %s", exc)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            if announced:
+                self._unannounced.pop()
             outcomes = [(None, exc)] * len(batch)
-        for (_fn, future, loop), (result, exc) in zip(batch, outcomes):
-            loop.call_soon_threadsafe(_resolve, future, result, exc)
+            events = []
+        finally:
+            conn.committed = None
+        self._answer(batch, outcomes, prior, events if listener else [], listener)
+
+    @staticmethod
+    def _run_handler(conn: WriterConnection, handler: BatchHandler, items: list,
+                     indexes: list[int], outcomes: list) -> None:
+        mark = len(conn.committed)
+        conn.execute("SAVEPOINT op")
+        try:
+            answers = handler(conn, items)
+        except Exception as exc:  # one bad item must not fail the rest: one by one
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            del conn.committed[mark:]
+            log.debug("batched write failed (%s); retrying item by item", exc)
+            for item, index in zip(items, indexes):
+                result, error = _run_in_savepoint(conn, lambda c, item=item: handler(c, [item]))
+                if error is not None:
+                    outcomes[index] = (None, error)
+                else:
+                    outcomes[index] = _as_outcome(result[0])
+            return
+        conn.execute("RELEASE op")
+        for index, answer in zip(indexes, answers):
+            outcomes[index] = _as_outcome(answer)
+
+    def _answer(self, batch: list, outcomes: list, prior: int, events: list[Event],
+                listener: tuple[CommitListener, asyncio.AbstractEventLoop] | None) -> None:
+        """Wake each loop once: the listener first, then every caller."""
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for (_handler, _fn, future), outcome in zip(batch, outcomes):
+            by_loop.setdefault(future.get_loop(), []).append((future, outcome))
+        if events and listener is not None:
+            by_loop.setdefault(listener[1], [])
+        for loop, answers in by_loop.items():
+            announce = listener[0] if events and listener and listener[1] is loop else None
+            try:
+                loop.call_soon_threadsafe(self._settle, announce, prior, events, answers)
+            except RuntimeError:  # that loop has closed; nobody is waiting there
+                if announce is not None:
+                    self._unannounced.popleft()
+
+    def _settle(self, listener: CommitListener | None, prior: int, events: list[Event],
+                answers: list) -> None:
+        if listener is not None:
+            self._unannounced.popleft()
+            try:
+                listener(prior, events)
+            except Exception:
+                log.exception("commit listener failed")
+        for future, (result, exc) in answers:
+            if future.cancelled():
+                continue
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
 
 
-def _resolve(future: asyncio.Future, result: Any, exc: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
+def _run_in_savepoint(conn: WriterConnection, fn: WriteFn) -> tuple[Any, BaseException | None]:
+    mark = len(conn.committed)
+    conn.execute("SAVEPOINT op")
+    try:
+        result = fn(conn)
+    except Exception as exc:  # the caller gets it; neighbours go on
+        conn.execute("ROLLBACK TO op")
+        conn.execute("RELEASE op")
+        del conn.committed[mark:]
+        return None, exc
+    conn.execute("RELEASE op")
+    return result, None
+
+
+def _as_outcome(answer: Any) -> tuple[Any, BaseException | None]:
+    if isinstance(answer, BaseException):
+        return None, answer
+    return answer, None

@@ -11,9 +11,9 @@ serialises them, and the guards below are single statements or run inside one
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sqlite3
+import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +26,10 @@ from storage.base import (
     holder_refusal, new_api_key, revoked_digest, session_to_doc, utc_now_iso,
     why_claim_failed,
 )
-from storage.group_commit import GroupCommitWriter
+from storage.checkpoint import Checkpointer
+from storage.group_commit import CommitListener, GroupCommitWriter, WriterConnection
+from storage.sqlite_posts import Post, store_posts
+from storage.threads import name_os_thread
 
 # How long a statement waits for another process's write lock before failing.
 BUSY_TIMEOUT_MS = 10_000
@@ -36,12 +39,22 @@ READER_THREADS = 2
 class SQLiteStorage:
     """``ChatStorage`` over one SQLite file."""
 
+    # Writes of one kind (session changes; message posts) reach the database
+    # in the order they were submitted: one writer thread, FIFO, each group's
+    # items in order. The session actor relies on it to overlap commands.
+    writes_in_submission_order = True
+
     def __init__(self, path: str, synchronous: str = "FULL"):
         self.path = path
         self._synchronous = synchronous
         self._writer: GroupCommitWriter | None = None
+        self._checkpointer: Checkpointer | None = None
         self._local = threading.local()
-        self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="sqlite-read")
+        # Stamped on the events this process writes, so its feed reader can
+        # leave them out (they are delivered straight from the commit).
+        self.origin = secrets.token_hex(8)
+        self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="sqlite-read",
+                                           initializer=name_os_thread, initargs=("sqlite-read",))
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> "SQLiteStorage":
@@ -51,9 +64,9 @@ class SQLiteStorage:
             raise ValueError(f"no file in storage URL {url!r}")
         return cls(path, **options)
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, factory: type = sqlite3.Connection) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=BUSY_TIMEOUT_MS / 1000)
+                               timeout=BUSY_TIMEOUT_MS / 1000, factory=factory)
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode = WAL")
@@ -90,6 +103,7 @@ class SQLiteStorage:
             conn = self._connect()
             try:
                 conn.executescript(schema.DDL)
+                schema.migrate(conn)
             finally:
                 conn.close()
         except OSError as exc:  # the data folder cannot be made or written
@@ -97,12 +111,23 @@ class SQLiteStorage:
                                      f"{exc.strerror}: {exc.filename}") from exc
         except sqlite3.Error as exc:
             raise StorageUnavailable(f"cannot open {self.path}: {exc}") from exc
-        self._writer = GroupCommitWriter(self._connect)
+        self._writer = GroupCommitWriter(self._connect_writer, origin=self.origin)
+        self._checkpointer = Checkpointer(self._connect)
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = self._connect(WriterConnection)
+        # Commits never checkpoint: the Checkpointer thread does, off their path.
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        return conn
 
     async def close(self) -> None:
         if self._writer is not None:
             writer, self._writer = self._writer, None
+            writer.hand_over()  # this pass's messages go before the stop marker
             await asyncio.get_running_loop().run_in_executor(None, writer.stop)
+        if self._checkpointer is not None:
+            checkpointer, self._checkpointer = self._checkpointer, None
+            await asyncio.get_running_loop().run_in_executor(None, checkpointer.stop)
         self._readers.shutdown(wait=True)
 
     async def ping(self) -> None:
@@ -136,6 +161,8 @@ class SQLiteStorage:
         return await self._write(write), key
 
     async def authenticate(self, key: str) -> Principal | None:
+        # Read every time, not cached: rotate-key and revoke-key (another
+        # process) must take effect at once (API.md).
         digest = digest_key(key)
 
         def read(conn: sqlite3.Connection) -> Principal | None:
@@ -257,38 +284,20 @@ class SQLiteStorage:
     # --- messages -------------------------------------------------------
     async def post_admin_message(self, session_id: int, admin_id: int, body: str,
                                  client_id: str | None) -> PostResult:
-        def write(conn: sqlite3.Connection) -> PostResult:
-            repeated = schema.find_by_client_id(conn, "admin", admin_id, client_id)
-            if repeated:
-                return repeated
-            failed = holder_refusal(schema.fetch_session(conn, session_id), admin_id)
-            if failed:
-                return PostResult(failed.outcome, session=failed.session)
-            session = schema.fetch_session(conn, session_id)
-            message, session = schema.insert_message(
-                conn, session, "admin", admin_id, body, client_id, audience_admin=admin_id)
-            return PostResult(WriteOutcome.DONE, message, session, created=True)
-
-        return await self._write(write)
+        return await self._post(Post("admin", admin_id, session_id, body, client_id))
 
     async def post_store_message(self, store_id: int, body: str,
                                  client_id: str | None) -> PostResult:
-        def write(conn: sqlite3.Connection) -> PostResult:
-            repeated = schema.find_by_client_id(conn, "store", store_id, client_id)
-            if repeated:
-                return repeated
-            session = schema.fetch_session_where(
-                conn, "s.store_id = ? AND s.status != 'closed'", (store_id,))
-            if session is None:
-                session = schema.insert_session(conn, store_id)
-                schema.insert_event(conn, "session_opened", session, None,
-                                    {"session": session_to_doc(session)})
-            message, session = schema.insert_message(
-                conn, session, "store", store_id, body, client_id,
-                audience_admin=session.admin_id)
-            return PostResult(WriteOutcome.DONE, message, session, created=True)
+        return await self._post(Post("store", store_id, None, body, client_id))
 
-        return await self._write(write)
+    async def _post(self, post: Post) -> PostResult:
+        # Posts waiting for the same group are stored together (sqlite_posts).
+        if self._writer is None:
+            raise StorageUnavailable("storage is closed")
+        try:
+            return await self._writer.submit_batched(store_posts, post)
+        except sqlite3.OperationalError as exc:
+            raise StorageUnavailable(str(exc)) from exc
 
     async def list_messages(self, session_id: int, after_seq: int,
                             limit: int) -> list[Message]:
@@ -308,10 +317,28 @@ class SQLiteStorage:
 
     async def read_events(self, after_id: int, limit: int) -> list[Event]:
         rows = await self._read(lambda c: c.execute(
-            "SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?",
+            f"{schema.EVENTS_SELECT} WHERE e.id > ? ORDER BY e.id LIMIT ?",
             (after_id, limit)).fetchall())
-        return [Event(r["id"], r["kind"], r["session_id"], r["store_id"], r["admin_id"],
-                      json.loads(r["payload"])) for r in rows]
+        return [schema.row_to_event(r) for r in rows]
+
+    # --- this process's own events (optional hooks the feed looks for) -------
+    def set_commit_listener(self, listener: CommitListener | None) -> None:
+        """Hand the events this process commits to ``listener`` right after each
+        commit, in commit order (on the calling loop; set at start, None at stop)."""
+        if self._writer is not None:
+            self._writer.set_commit_listener(listener)
+
+    def first_unannounced_event_id(self) -> int | None:
+        """The smallest event id this process committed but has not yet handed
+        to the listener: the feed must not deliver past it."""
+        return self._writer.first_unannounced_event_id() if self._writer else None
+
+    async def read_foreign_events(self, after_id: int, limit: int) -> list[Event]:
+        """Like ``read_events``, leaving out the events this process wrote."""
+        rows = await self._read(lambda c: c.execute(
+            f"{schema.EVENTS_SELECT} WHERE e.id > ? AND e.origin IS NOT ?"
+            " ORDER BY e.id LIMIT ?", (after_id, self.origin, limit)).fetchall())
+        return [schema.row_to_event(r) for r in rows]
 
     async def prune_events(self, older_than_secs: float) -> int:
         cutoff = time.time() - older_than_secs

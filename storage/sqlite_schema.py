@@ -14,7 +14,7 @@ import time
 from typing import Any, Sequence
 
 from storage.base import (
-    Message, PostResult, Session, SessionStatus, Store, WriteOutcome,
+    Event, Message, PostResult, Session, SessionStatus, Store, WriteOutcome,
     message_to_doc, session_to_doc, utc_now_iso,
 )
 
@@ -62,11 +62,15 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE UNIQUE INDEX IF NOT EXISTS messages_client_id
     ON messages (sender, sender_id, client_id) WHERE client_id IS NOT NULL;
 -- The change feed other processes follow; rows are pruned after a while.
+-- A message event names its row in messages (message_id) and has no payload of
+-- its own; origin names the server process that wrote the event, so that one
+-- can leave its own events out when it reads the feed.
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL, session_id INTEGER NOT NULL,
     store_id INTEGER NOT NULL, admin_id INTEGER,
-    payload TEXT NOT NULL, created REAL NOT NULL
+    payload TEXT NOT NULL, created REAL NOT NULL,
+    message_id INTEGER, origin TEXT
 );
 -- Where each named node's feed reader got to, so a restart leaves no gap.
 CREATE TABLE IF NOT EXISTS feed_positions (
@@ -185,7 +189,46 @@ def find_by_client_id(conn: sqlite3.Connection, sender: str, sender_id: int,
 
 def insert_event(conn: sqlite3.Connection, kind: str, session: Session,
                  admin_id: int | None, payload: dict[str, Any]) -> None:
-    conn.execute(
-        "INSERT INTO events (kind, session_id, store_id, admin_id, payload, created)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (kind, session.id, session.store_id, admin_id, json.dumps(payload), time.time()))
+    """Append a feed event; on the writer's connection, also hand it to the
+    commit listener (``committed``) for delivery in this process."""
+    cur = conn.execute(
+        "INSERT INTO events (kind, session_id, store_id, admin_id, payload, created, origin)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (kind, session.id, session.store_id, admin_id, json.dumps(payload), time.time(),
+         getattr(conn, "origin", None)))
+    committed = getattr(conn, "committed", None)
+    if committed is not None:
+        committed.append(Event(cur.lastrowid, kind, session.id, session.store_id, admin_id,
+                               payload))
+
+
+# Columns added to events after its first release, for files made before them.
+EVENT_COLUMNS_ADDED = (("message_id", "INTEGER"), ("origin", "TEXT"))
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a file made by an earlier version up to this schema (runs at setup)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+    for name, kind in EVENT_COLUMNS_ADDED:
+        if name not in have:
+            conn.execute(f"ALTER TABLE events ADD COLUMN {name} {kind}")
+
+
+# The feed's read: events in id order, a message event with its message row.
+EVENTS_SELECT = (
+    "SELECT e.id, e.kind, e.session_id, e.store_id, e.admin_id, e.payload,"
+    " m.id AS m_id, m.seq, m.sender, m.sender_id, m.body, m.client_id, m.created, m.event"
+    " FROM events e LEFT JOIN messages m ON m.id = e.message_id"
+)
+
+
+def row_to_event(row: sqlite3.Row) -> Event:
+    if row["m_id"] is not None:
+        message = Message(row["m_id"], row["session_id"], row["seq"], row["sender"],
+                          row["sender_id"], row["body"], row["client_id"], row["created"],
+                          row["event"])
+        payload = {"message": message_to_doc(message)}
+    else:
+        payload = json.loads(row["payload"])
+    return Event(row["id"], row["kind"], row["session_id"], row["store_id"], row["admin_id"],
+                 payload)
