@@ -22,7 +22,7 @@ from actors.presence import PresenceSettings, PresenceTracker
 from actors.requeue import RequeueSettings, RequeueSweeper
 from actors.webhooks import WebhookDispatcher, WebhookSettings, WebhookTarget
 from actors.workflow_events import deliver_workflow_event
-from handlers import admin, ops, pages, store, workflow
+from handlers import admin, ops, pages, schema, store, workflow
 from handlers.base import InFlight
 from handlers.errors import WS_CLOSE_BAD_KEY, WS_CLOSE_GOING_AWAY
 from handlers.logs import log_request
@@ -100,6 +100,7 @@ class ChatServer:
             (rf"{p}/admin/session/read/?", workflow.ReadHandler, {**api, "role": Role.ADMIN}),
             (rf"{p}/store/session/read/?", workflow.ReadHandler, {**api, "role": Role.STORE}),
             (rf"{p}/admin/admins/?", workflow.AdminsHandler, api),
+            (rf"{p}/schema/?", schema.SchemaHandler, dict(document=schema.load_document())),
             (rf"{p}/admin/ws/?", AdminSocket, sockets),
             (rf"{p}/store/ws/?", StoreSocket, sockets),
             *pages.page_routes(),

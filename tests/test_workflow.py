@@ -254,3 +254,4 @@ def test_check_config_shows_webhooks_with_their_secrets_hidden():
                                                    ' "events": ["message"], "secret": "s3cret"}]'})
     shown = dump_config(config)
     assert "s3cret" not in shown and "pw@" not in shown and "crm.example/h" in shown
+

@@ -1,0 +1,173 @@
+"""The OpenAPI document (docs/openapi.yaml): valid OpenAPI 3.1, one path for
+every REST route of the app and no path without one, and served as it is."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import jsonschema
+import pytest
+import tornado.web
+import tornado.websocket
+import yaml
+from openapi_spec_validator.validation import OpenAPIV31SpecValidator
+
+from handlers.app import ChatServer
+from handlers.schema import DOCUMENT_PATH
+from tests.conftest import make_admin, make_store
+from tests.helpers import Api
+
+# Routes that are not REST operations, documented in docs/api.md instead: the
+# WebSockets, and the web pages (the console and the widget: static files and
+# the redirects to their folders).
+NOT_REST = (tornado.websocket.WebSocketHandler, tornado.web.StaticFileHandler,
+            tornado.web.RedirectHandler)
+METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
+
+
+def load_document() -> dict:
+    with open(DOCUMENT_PATH, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def test_the_document_is_valid_openapi_3_1():
+    document = load_document()
+    assert document["openapi"].startswith("3.1.")
+    errors = [e.message for e in OpenAPIV31SpecValidator(document).iter_errors()]
+    assert errors == []
+
+
+def test_the_validator_refuses_a_broken_document():
+    # So the test above can fail: Swagger 2's "in: body" is no OpenAPI 3 parameter.
+    document = copy.deepcopy(load_document())
+    document["components"]["parameters"]["Cursor"]["in"] = "body"
+    assert list(OpenAPIV31SpecValidator(document).iter_errors())
+
+
+def media_examples(node, where="#"):
+    """``(where, schema, example)`` for every example given beside a schema."""
+    if isinstance(node, dict):
+        if "schema" in node and ("example" in node or "examples" in node):
+            if "example" in node:
+                yield where, node["schema"], node["example"]
+            for name, example in node.get("examples", {}).items():
+                yield f"{where}/examples/{name}", node["schema"], example["value"]
+        if node.get("type") == "object" and "example" in node:  # a schema's own example
+            yield where, node, node["example"]
+        for key, value in node.items():
+            yield from media_examples(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from media_examples(value, f"{where}/{i}")
+
+
+def test_every_example_in_the_document_matches_its_schema():
+    document = load_document()
+    examples = list(media_examples(document))
+    assert len(examples) > 20
+    for where, schema, example in examples:
+        # The components ride along so that "#/components/..." refs resolve.
+        validator = jsonschema.Draft202012Validator({**schema, "components": document["components"]},
+                                                    format_checker=jsonschema.FormatChecker())
+        errors = [e.message for e in validator.iter_errors(example)]
+        assert errors == [], where
+
+
+def rest_routes(config) -> dict[str, tuple[type, str]]:
+    """``{canonical path: (handler class, route regex)}`` for every REST route,
+    the path written the way the document writes it (``{}`` for a parameter)."""
+    app = ChatServer(config).make_app(with_ops=True)
+    routes = {}
+    for rule in app.wildcard_router.rules:
+        handler = rule.target
+        pattern = rule.matcher.regex.pattern.rstrip("$")
+        if issubclass(handler, NOT_REST):
+            continue
+        # Every API path is written with an optional trailing slash: "/x/?".
+        path = re.sub(r"\([^)]*\)", "{}", pattern)
+        path = path[:-2] + "/" if path.endswith("/?") else path
+        assert "\\" not in path and "(" not in path, f"route too clever to map: {pattern}"
+        routes[path] = (handler, pattern)
+    return routes
+
+
+def documented_paths(document: dict) -> dict[str, set[str]]:
+    """``{path with {} for each parameter: methods}`` of the document."""
+    return {re.sub(r"\{[^}]+\}", "{}", path): {m for m in item if m in METHODS}
+            for path, item in document["paths"].items()}
+
+
+def implemented_methods(handler: type) -> set[str]:
+    return {m for m in METHODS
+            if getattr(handler, m) is not getattr(tornado.web.RequestHandler, m)}
+
+
+def test_every_rest_route_has_a_path_in_the_document_and_every_path_a_route(config):
+    routes = rest_routes(config)
+    documented = documented_paths(load_document())
+    assert sorted(set(routes) - set(documented)) == [], "routes without a schema entry"
+    assert sorted(set(documented) - set(routes)) == [], "schema paths without a route"
+    for path, (handler, _) in routes.items():
+        assert documented[path] == implemented_methods(handler), path
+
+
+def test_every_documented_path_is_served_with_and_without_its_trailing_slash(config):
+    routes = rest_routes(config)
+    for path, (handler, pattern) in routes.items():
+        concrete = path.replace("{}", "5")
+        assert re.fullmatch(pattern, concrete), (path, pattern)
+        if path.startswith("/v1/"):
+            assert re.fullmatch(pattern, concrete.rstrip("/")), (path, pattern)
+
+
+def test_the_route_check_sees_a_route_missing_from_the_document(config):
+    document = load_document()
+    del document["paths"]["/v1/chat/admin/session/close/"]
+    missing = set(rest_routes(config)) - set(documented_paths(document))
+    assert missing == {"/v1/chat/admin/session/close/"}
+
+
+@pytest.mark.gen_test
+async def test_the_served_document_is_the_file_as_json_without_auth(server, api):
+    document = load_document()
+    for path in ("/schema/", "/schema"):
+        reply = await api.get(path)
+        assert reply.status == 200, reply
+        assert reply.headers["Content-Type"] == "application/json"
+        assert reply.json == document
+
+
+@pytest.mark.gen_test
+async def test_another_method_on_the_schema_gets_a_json_405(server, api):
+    reply = await api.post("/schema/", body={})
+    assert reply.status == 405
+    assert reply.headers["Content-Type"] == "application/json"
+    assert reply.json == {"detail": 'Method "POST" not allowed.'}
+
+
+@pytest.mark.gen_test
+async def test_every_method_a_path_does_not_list_gets_drfs_405(server):
+    """The document lists each path's methods; any other is a 405 in the shape
+    of #/components/responses/MethodNotAllowed."""
+    document = load_document()
+    schema = {**document["components"]["responses"]["MethodNotAllowed"]["content"][
+        "application/json"]["schema"], "components": document["components"]}
+    _, admin_key = await make_admin(server)
+    _, store_key = await make_store(server)
+    keys = {"AdminToken": admin_key, "StoreToken": store_key}
+    client = Api(server.url)  # paths here start at the root: ops ones too
+    for path, item in document["paths"].items():
+        security = [name for req in next(iter(item.values())).get("security") or []
+                    for name in req]
+        key = keys[security[0]] if security else None
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+            if method.lower() in item:
+                continue
+            reply = await client.call(method, path.replace("{session_id}", "1"), key,
+                                         raw=b"{}" if method != "GET" else None)
+            assert reply.status == 405, (method, path, reply)
+            assert reply.headers["Content-Type"] == "application/json", (method, path)
+            assert reply.json == {"detail": f'Method "{method}" not allowed.'}, (method, path)
+            assert not list(jsonschema.Draft202012Validator(schema).iter_errors(reply.json))
+    client.close()
