@@ -90,6 +90,8 @@ def check_depth(data: Any, syntax: str) -> None:
 def parse_json_object(raw: bytes | str) -> dict[str, Any]:
     """Decode a request body that must be a JSON object."""
     data = decode_json(raw or b"{}")
+    if data is None:
+        raise Invalid({"non_field_errors": ["No data provided"]})  # DRF's words for null
     if not isinstance(data, dict):
         kind = {list: "list", str: "str", int: "int", float: "float", bool: "bool"}.get(
             type(data), type(data).__name__)

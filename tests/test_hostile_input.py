@@ -374,11 +374,13 @@ async def test_malformed_msgpack_and_json_frames_get_parse_errors(server):
 @pytest.mark.gen_test
 async def test_a_scalar_document_is_a_dictionary_error_not_a_crash(server, api):
     _, store_key = await make_store(server)
-    for raw, kind in (("5", "int"), ("null", "NoneType"), ("true", "bool"), ('"x"', "str")):
+    for raw, kind in (("5", "int"), ("true", "bool"), ('"x"', "str")):
         reply = await api.post("/store/message/", store_key, raw=raw)
         assert reply.status == 400, raw
         assert reply.json == {"non_field_errors": [
             f"Invalid data. Expected a dictionary, but got {kind}."]}, raw
+    reply = await api.post("/store/message/", store_key, raw="null")
+    assert (reply.status, reply.json) == (400, {"non_field_errors": ["No data provided"]})
     sock = await store_socket(server, store_key)
     for raw in ("5", "null", "true"):
         await sock.send_raw(raw)
