@@ -3,7 +3,7 @@
 // line) and the release / close buttons.
 
 import { renderLog } from "../shared/chatlog.js";
-import { logo } from "../shared/dom.js";
+import { bindComposer, logo } from "../shared/dom.js";
 
 export class ChatView {
   constructor(root, hooks) {
@@ -22,16 +22,7 @@ export class ChatView {
     this.closeButton = root.querySelector("#close");
     this.shownId = null;
 
-    this.composer.addEventListener("submit", (event) => {
-      event.preventDefault();
-      this.submit();
-    });
-    this.draft.addEventListener("keydown", (event) => {
-      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-        event.preventDefault();
-        this.submit();
-      }
-    });
+    bindComposer(this.composer, this.draft, () => this.submit());
     this.draft.addEventListener("input", () => hooks.onTyping());
     this.releaseButton.addEventListener("click", () => hooks.onRelease());
     this.closeButton.addEventListener("click", () => hooks.onClose());

@@ -70,3 +70,18 @@ export function logo(url, name) {
   }
   return tile;
 }
+
+// A composer: the form's submit button and Enter in its textarea both send;
+// Shift+Enter makes a new line, and Enter that ends an IME composition does not send.
+export function bindComposer(form, textarea, send) {
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    send();
+  });
+  textarea.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      send();
+    }
+  });
+}

@@ -5,6 +5,7 @@
 import { Api, ApiError } from "../shared/api.js";
 import { renderLog } from "../shared/chatlog.js";
 import { Conversation } from "../shared/conversation.js";
+import { bindComposer } from "../shared/dom.js";
 import { ChatSocket, CLOSE_WRONG_KIND, Disconnected } from "../shared/socket.js";
 
 const KEY_SLOT = "chat.widget.storeKey";
@@ -25,16 +26,7 @@ class Widget {
       this.signIn(this.$("#key").value.trim());
     });
     this.$("#signout").addEventListener("click", () => this.signOut(""));
-    this.$("#composer").addEventListener("submit", (event) => {
-      event.preventDefault();
-      this.submit();
-    });
-    this.draft.addEventListener("keydown", (event) => {
-      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-        event.preventDefault();
-        this.submit();
-      }
-    });
+    bindComposer(this.$("#composer"), this.draft, () => this.submit());
     this.draft.addEventListener("input", () => this.typing());
   }
 
