@@ -15,10 +15,8 @@ from typing import Any
 import tornado.web
 
 from actors.chat import ChatService
-from actors.errors import ChatError
 from handlers.errors import (
     BODY_TOO_LARGE, INVALID_TOKEN, NOT_PROVIDED, NO_PERMISSION, HTTPProblem, JSONErrors,
-    describe_error,
 )
 from handlers.throttle import Throttle
 from handlers.validation import is_storable_text, parse_json_object

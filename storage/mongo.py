@@ -36,15 +36,16 @@ from typing import Any, Callable
 
 import pymongo
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 
 from storage.base import (
-    Admin, ClaimOutcome, ClaimResult, Event, KeyChange, Message, PostResult, Principal, Role,
+    Admin, ClaimOutcome, ClaimResult, Event, Message, PostResult, Principal, Role,
     Session, SessionStatus, SessionWrite, Store, StorageMisconfigured, StorageUnavailable,
     WriteOutcome, digest_key, holder_refusal, message_from_doc, message_to_doc, new_api_key,
-    revoked_digest, session_from_doc, session_to_doc, utc_now_iso, why_claim_failed,
+    session_from_doc, session_to_doc, utc_now_iso, why_claim_failed,
 )
-from storage.mongo_txn import ChangeRunner, Refused
+from storage.mongo_accounts import MongoAccounts
+from storage.mongo_txn import ChangeRunner, Refused, available as _available
 from storage.mongo_watch import watch_inserts
 from storage.mongo_workflow import MongoWorkflow
 
@@ -54,26 +55,13 @@ from storage.mongo_workflow import MongoWorkflow
 # waits this long for a missing id before it decides the id is gone for good.
 FEED_GAP_WAIT_SECS = 2.0
 # The counters every id comes from, created at start-up.
-COUNTERS = ("admins", "stores", "sessions", "messages", "events")
+COUNTERS = ("admins", "stores", "sessions", "messages", "events", "key_changes")
 # A first-time upsert racing another can return None (seen on a wire-protocol
 # server); it is simply tried again.
 NEXT_ID_ATTEMPTS = 3
 
 
-def _available(method):
-    """Turn driver failures into ``StorageUnavailable`` (503, retry later)."""
-
-    @functools.wraps(method)
-    async def wrapper(*args, **kwargs):
-        try:
-            return await method(*args, **kwargs)
-        except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
-
-    return wrapper
-
-
-class MongoStorage(MongoWorkflow):
+class MongoStorage(MongoAccounts, MongoWorkflow):
     """``ChatStorage`` over a MongoDB database (a ready ``AsyncDatabase``).
 
     ``client`` is None only for the mongomock stand-in of the tests, which has
@@ -486,61 +474,6 @@ class MongoStorage(MongoWorkflow):
     async def save_feed_position(self, node: str, last_id: int) -> None:
         await self.db.feed_positions.update_one({"_id": node}, {"$set": {"last_id": last_id}},
                                                 upsert=True)
-
-    # --- account administration -----------------------------------------
-    @_available
-    async def list_admins(self) -> list[Admin]:
-        docs = await self.db.admins.find({}).sort("_id", ASCENDING).to_list(None)
-        return [Admin(d["_id"], d["name"], d.get("email")) for d in docs]
-
-    @_available
-    async def list_stores(self) -> list[Store]:
-        docs = await self.db.stores.find({}).sort("_id", ASCENDING).to_list(None)
-        return [Store(d["_id"], d["name"], d.get("email"), d.get("logo_url")) for d in docs]
-
-    @_available
-    async def rotate_key(self, role: Role, account_id: int) -> str | None:
-        key = new_api_key()
-        changed = await self._change_key(role, account_id, digest_key(key), "rotated")
-        return key if changed else None
-
-    @_available
-    async def revoke_key(self, role: Role, account_id: int) -> bool:
-        return await self._change_key(role, account_id, revoked_digest(), "revoked")
-
-    async def _change_key(self, role: Role, account_id: int, digest: str, kind: str) -> bool:
-        # The digest first, then the announcement: a watcher that sees the change
-        # finds the old key already refused. (A crash between the two leaves the
-        # key changed but its sockets open until they reconnect.)
-        collection = self.db.admins if role is Role.ADMIN else self.db.stores
-        result = await collection.update_one({"_id": account_id},
-                                             {"$set": {"key_digest": digest}})
-        if result.matched_count != 1:
-            return False
-        await self.db.key_changes.insert_one({
-            "_id": await self._next_id("key_changes"), "role": role.value,
-            "account_id": account_id, "kind": kind, "created": time.time()})
-        return True
-
-    @_available
-    async def last_key_change_id(self) -> int:
-        doc = await self.db.counters.find_one({"_id": "key_changes"})
-        return doc["value"] if doc else 0
-
-    @_available
-    async def key_changes_since(self, after_id: int) -> list[KeyChange]:
-        docs = await self.db.key_changes.find({"_id": {"$gt": after_id}}).sort(
-            "_id", ASCENDING).to_list(None)
-        changes, expected = [], after_id + 1
-        for doc in docs:
-            # Ids come from a counter, so a later id can be visible first: wait
-            # for the hole to fill, as the event feed does.
-            if doc["_id"] != expected and doc["created"] > time.time() - FEED_GAP_WAIT_SECS:
-                break
-            changes.append(KeyChange(doc["_id"], Role(doc["role"]), doc["account_id"],
-                                     doc["kind"]))
-            expected = doc["_id"] + 1
-        return changes
 
     # --- the support workflow's adapters (storage/mongo_workflow.py) --------------
     async def _wf_change(self, change: Callable[[Any], Any]) -> Any:

@@ -25,6 +25,7 @@ The callback may raise ``Refused(result)`` to abort and answer ``result``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -46,6 +47,19 @@ CHANGE_ATTEMPTS = 3
 # How long to spend killing the server session of a change that failed: short,
 # as it only spares other changes the wait for the server's 60 s reaping.
 KILL_SESSION_TIMEOUT_SECS = 1.0
+
+
+def available(method):
+    """Turn driver failures into ``StorageUnavailable`` (503, retry later)."""
+
+    @functools.wraps(method)
+    async def wrapper(*args, **kwargs):
+        try:
+            return await method(*args, **kwargs)
+        except PyMongoError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+
+    return wrapper
 
 
 class Refused(Exception):
