@@ -122,10 +122,10 @@ class ChatServer:
         srv = self.config["server"]
         return ChatHTTPServer(
             app, max_body_size=max(DISCARDED_BODY_LIMIT_BYTES, int(srv["max_body_bytes"])),
-            trusted_proxies=srv.get("trusted_proxies") or (),
-            idle_connection_timeout=float(srv.get("idle_connection_timeout_secs", 60)),
-            header_timeout=float(srv.get("header_timeout_secs", 10)),
-            body_timeout=float(srv.get("body_timeout_secs", 30)))
+            trusted_proxies=srv["trusted_proxies"],
+            idle_connection_timeout=srv["idle_connection_timeout_secs"],
+            header_timeout=srv["header_timeout_secs"],
+            body_timeout=srv["body_timeout_secs"])
 
     async def start(self, sockets: list | None = None, ops_sockets: list | None = None,
                     port: int | None = None) -> None:

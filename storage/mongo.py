@@ -45,7 +45,7 @@ from storage.base import (
     session_from_doc, session_to_doc, utc_now_iso, why_claim_failed,
 )
 from storage.mongo_accounts import MongoAccounts
-from storage.mongo_txn import ChangeRunner, Refused, available as _available
+from storage.mongo_txn import ChangeRunner, Refused, available as _available, read_numbered
 from storage.mongo_watch import watch_inserts
 from storage.mongo_workflow import MongoWorkflow
 
@@ -446,18 +446,9 @@ class MongoStorage(MongoAccounts, MongoWorkflow):
 
     @_available
     async def read_events(self, after_id: int, limit: int) -> list[Event]:
-        docs = await self.db.events.find({"_id": {"$gt": after_id}}).sort(
-            "_id", ASCENDING).limit(limit).to_list(None)
-        events, expected = [], after_id + 1
-        for doc in docs:
-            # Stop at a hole in the numbering until it fills (an earlier-numbered
-            # event not yet visible) or is old enough to be given up on.
-            if doc["_id"] != expected and doc["created"] > time.time() - FEED_GAP_WAIT_SECS:
-                break
-            events.append(Event(doc["_id"], doc["kind"], doc["session_id"], doc["store_id"],
-                                doc["admin_id"], doc["payload"]))
-            expected = doc["_id"] + 1
-        return events
+        docs = await read_numbered(self.db.events, after_id, limit, FEED_GAP_WAIT_SECS)
+        return [Event(d["_id"], d["kind"], d["session_id"], d["store_id"], d["admin_id"],
+                      d["payload"]) for d in docs]
 
     @_available
     async def prune_events(self, older_than_secs: float) -> int:

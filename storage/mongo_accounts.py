@@ -15,7 +15,7 @@ from typing import Any
 from pymongo import ASCENDING
 
 from storage.base import Admin, KeyChange, Role, Store, digest_key, new_api_key, revoked_digest
-from storage.mongo_txn import available
+from storage.mongo_txn import available, read_numbered
 
 # Ids come from a counter, so a later id can become visible before an earlier
 # one; a reader waits this long for the hole to fill, as the event feed does.
@@ -67,13 +67,6 @@ class MongoAccounts:
 
     @available
     async def key_changes_since(self, after_id: int) -> list[KeyChange]:
-        docs = await self.db.key_changes.find({"_id": {"$gt": after_id}}).sort(
-            "_id", ASCENDING).to_list(None)
-        changes, expected = [], after_id + 1
-        for doc in docs:
-            if doc["_id"] != expected and doc["created"] > time.time() - KEY_CHANGE_GAP_WAIT_SECS:
-                break
-            changes.append(KeyChange(doc["_id"], Role(doc["role"]), doc["account_id"],
-                                     doc["kind"]))
-            expected = doc["_id"] + 1
-        return changes
+        docs = await read_numbered(self.db.key_changes, after_id, None,
+                                   KEY_CHANGE_GAP_WAIT_SECS)
+        return [KeyChange(d["_id"], Role(d["role"]), d["account_id"], d["kind"]) for d in docs]

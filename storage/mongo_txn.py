@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 import logging
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -60,6 +61,25 @@ def available(method):
             raise StorageUnavailable(str(exc)) from exc
 
     return wrapper
+
+
+async def read_numbered(collection: Any, after_id: int, limit: int | None,
+                        gap_wait_secs: float) -> list[dict[str, Any]]:
+    """Documents numbered from a counter inside transactions (events, outbox,
+    key changes), in id order after ``after_id``. A later id can become visible
+    before an earlier one still committing: the read stops at such a hole until
+    it fills or is ``gap_wait_secs`` old (then the id is given up on). Each
+    document must carry ``created`` (epoch seconds)."""
+    cursor = collection.find({"_id": {"$gt": after_id}}).sort("_id", pymongo.ASCENDING)
+    if limit is not None:
+        cursor = cursor.limit(limit)
+    docs, expected = [], after_id + 1
+    for doc in await cursor.to_list(None):
+        if doc["_id"] != expected and doc["created"] > time.time() - gap_wait_secs:
+            break
+        docs.append(doc)
+        expected = doc["_id"] + 1
+    return docs
 
 
 class Refused(Exception):

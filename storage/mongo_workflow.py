@@ -26,6 +26,7 @@ from storage.base import (
     Admin, Session, SessionWrite, StorageUnavailable, WriteOutcome, session_from_doc,
     session_to_doc, utc_now_iso,
 )
+from storage.mongo_txn import read_numbered
 from storage.workflow import (
     OFFLINE, REQUEUE_BODIES, AdminPresence, OutboxEntry, ReadResult, RequeueReason, StaleClaim,
     StaleCutoffs, TransferOutcome, TransferResult, effective_presence, iso_from_epoch,
@@ -358,16 +359,10 @@ class MongoWorkflow:
 
     @_available
     async def read_outbox(self, after_id: int, limit: int) -> list[OutboxEntry]:
-        docs = await self.db.webhook_outbox.find({"_id": {"$gt": after_id}}).sort(
-            "_id", ASCENDING).limit(limit).to_list(None)
-        entries, expected = [], after_id + 1
-        for doc in docs:
-            if doc["_id"] != expected and doc["created"] > time.time() - OUTBOX_GAP_WAIT_SECS:
-                break
-            entries.append(OutboxEntry(doc["_id"], doc["kind"], doc["session_id"],
-                                       doc["payload"], doc["created"]))
-            expected = doc["_id"] + 1
-        return entries
+        docs = await read_numbered(self.db.webhook_outbox, after_id, limit,
+                                   OUTBOX_GAP_WAIT_SECS)
+        return [OutboxEntry(d["_id"], d["kind"], d["session_id"], d["payload"], d["created"])
+                for d in docs]
 
     @_available
     async def load_webhook_cursor(self, hook: str) -> int:

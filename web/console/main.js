@@ -1,7 +1,7 @@
 // The agent console: wires the REST client, the socket and the views together.
 // State lives in the Desk; every change goes through here and ends in render().
 
-import { Api, ApiError } from "../shared/api.js";
+import { Api, ApiError, keyProblem } from "../shared/api.js";
 import { fetchOlder, findLastSeq } from "../shared/history.js";
 import { ChatSocket, CLOSE_WRONG_KIND, Disconnected } from "../shared/socket.js";
 import { ChatView } from "./chat.js";
@@ -53,13 +53,8 @@ class Console {
     if (!key) return;
     const error = this.$("#signin-error");
     error.textContent = "";
-    try {
-      await new Api(key).get("/admin/sessions/mine/?limit=1"); // a wrong key fails here, visibly
-    } catch (exc) {
-      error.textContent = exc.status === 403 ? "That is not an admin key."
-        : exc instanceof ApiError ? exc.message : "The server cannot be reached.";
-      return;
-    }
+    error.textContent = await keyProblem(key, "/admin/sessions/mine/?limit=1", "an admin");
+    if (error.textContent) return; // a wrong key fails here, visibly
     this.$("#key").value = "";
     window.sessionStorage.setItem(KEY_SLOT, key);
     this.start(key);

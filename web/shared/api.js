@@ -68,3 +68,16 @@ function relativeToBase(url) {
   const { pathname, search } = new URL(url, window.location.href);
   return pathname.slice(pathname.indexOf(API_BASE) + API_BASE.length) + search;
 }
+
+// Try `key` on `path` before signing in with it: "" when it works (or answers one
+// of the `fine` statuses), else what to tell the person at the keyboard.
+export async function keyProblem(key, path, kind, fine = []) {
+  try {
+    await new Api(key).get(path);
+    return "";
+  } catch (exc) {
+    if (exc instanceof ApiError && fine.includes(exc.status)) return "";
+    if (exc.status === 403) return `That is not ${kind} key.`;
+    return exc instanceof ApiError ? exc.message : "The server cannot be reached.";
+  }
+}

@@ -2,7 +2,7 @@
 // shows as "NAME joined"; a lost connection reconnects and resumes from the
 // last seq, and unacknowledged messages go again with the same client_id.
 
-import { Api, ApiError } from "../shared/api.js";
+import { Api, ApiError, keyProblem } from "../shared/api.js";
 import { renderLog } from "../shared/chatlog.js";
 import { Conversation } from "../shared/conversation.js";
 import { bindComposer } from "../shared/dom.js";
@@ -38,15 +38,10 @@ class Widget {
 
   async signIn(key) {
     if (!key) return;
-    try {
-      await new Api(key).get("/store/session/?limit=1");
-    } catch (exc) {
-      if (!(exc instanceof ApiError) || exc.status !== 404) { // 404: no chat yet, a good key
-        this.$("#signin-error").textContent = exc.status === 403 ? "That is not a store key."
-          : exc instanceof ApiError ? exc.message : "The server cannot be reached.";
-        return;
-      }
-    }
+    const error = this.$("#signin-error");
+    // 404: no chat yet, which is a good key too.
+    error.textContent = await keyProblem(key, "/store/session/?limit=1", "a store", [404]);
+    if (error.textContent) return;
     this.$("#key").value = "";
     window.sessionStorage.setItem(KEY_SLOT, key);
     this.start(key);
