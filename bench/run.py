@@ -23,6 +23,7 @@ The machine is shared, so read the ratios (taken side by side) first.
 
     .venv/bin/python bench/run.py            # the default, a few minutes
     .venv/bin/python bench/run.py --reps 5 --messages 400
+    .venv/bin/python bench/run.py --only-claims   # the claim storm alone, ~15 s
 """
 
 from __future__ import annotations
@@ -378,11 +379,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     workdir = tempfile.mkdtemp(prefix="chat-bench-")
     db = os.path.join(workdir, "bench.sqlite3")
     print(f"preparing {db} ...", flush=True)
-    data = await prepare_database(db, args.pairs, args.claim_sessions, args.claim_admins)
+    pairs = 0 if args.only_claims else args.pairs
+    data = await prepare_database(db, pairs, args.claim_sessions, args.claim_admins)
     config = os.path.join(workdir, "bench.yaml")
     with open(config, "w") as f:
         f.write("logging:\n  level: WARNING\nactors:\n  idle_timeout_secs: 600\n")
     chat = ServerProcess(f"sqlite:///{db}", config_path=config).start()
+    print(f"chat server pid {chat.proc.pid}", flush=True)
+    if args.only_claims:
+        try:
+            return {"claim_storm": await run_claim_storm(args, chat, data)}
+        finally:
+            chat.stop()
     relay, relay_port = start_relay()
     ours = Target("chat", chat.port, chat.proc.pid, data["store_keys"], data["admin_keys"])
     bare = Target("relay", relay_port, relay.pid)
@@ -426,14 +434,21 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             key: {k: round(med(rs, k), 2) for k in ("p50_ms", "p99_ms", "cpu_us_per_msg", "lost")}
             for key, rs in open_runs.items()}
         if args.claim_sessions:
-            results["claim_storm"] = await claim_storm(
-                ours, data["claim_sessions"], data["claim_admin_keys"], args.claim_concurrency)
-            print(f"  claim storm: {results['claim_storm']}", flush=True)
+            results["claim_storm"] = await run_claim_storm(args, chat, data)
     finally:
         chat.stop()
         relay.kill()
         relay.wait()
     return results
+
+
+async def run_claim_storm(args: argparse.Namespace, chat: ServerProcess,
+                          data: dict[str, Any]) -> dict[str, Any]:
+    target = Target("chat", chat.port, chat.proc.pid, ["-"])
+    result = await claim_storm(target, data["claim_sessions"], data["claim_admin_keys"],
+                               args.claim_concurrency)
+    print(f"  claim storm: {result}", flush=True)
+    return result
 
 
 def print_table(r: dict[str, Any], rates: list[int]) -> None:
@@ -476,6 +491,8 @@ def main() -> None:
     parser.add_argument("--claim-admins", type=int, default=10)
     parser.add_argument("--claim-concurrency", type=int, default=50)
     parser.add_argument("--idle-sockets", type=int, default=500)
+    parser.add_argument("--only-claims", action="store_true",
+                        help="prepare the database and run the claim storm, nothing else")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     try:
@@ -484,7 +501,8 @@ def main() -> None:
     except ImportError:
         pass
     results = asyncio.run(main_async(args))
-    print_table(results, args.rates)
+    if not args.only_claims:
+        print_table(results, args.rates)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
