@@ -57,6 +57,7 @@ class SQLiteStorage:
         # Stamped on the events this process writes, so its feed reader can
         # leave them out (they are delivered straight from the commit).
         self.origin = secrets.token_hex(8)
+        self._loop_conns: list[sqlite3.Connection] = []  # see _lookup_now
         self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="sqlite-read",
                                            initializer=name_os_thread, initargs=("sqlite-read",))
 
@@ -133,6 +134,10 @@ class SQLiteStorage:
             checkpointer, self._checkpointer = self._checkpointer, None
             await asyncio.get_running_loop().run_in_executor(None, checkpointer.stop)
         self._readers.shutdown(wait=True)
+        for conn in self._loop_conns:
+            conn.close()
+        self._loop_conns.clear()
+        self._local.loop_conn = None
 
     async def ping(self) -> None:
         if not os.path.exists(self.path):
@@ -167,21 +172,32 @@ class SQLiteStorage:
     async def authenticate(self, key: str) -> Principal | None:
         # Read every time, not cached: rotate-key and revoke-key (another
         # process) must take effect at once (API.md).
+        if self._writer is None:
+            raise StorageUnavailable("storage is closed")
         digest = digest_key(key)
+        try:
+            return _principal_of(self._lookup_now(digest))
+        except sqlite3.OperationalError:
+            # Locked (recovery, another process's exclusive lock) or failing:
+            # the reader threads wait out the busy timeout and report outages.
+            return _principal_of(await self._read(lambda c: _key_owner_row(c, digest)))
 
-        def read(conn: sqlite3.Connection) -> Principal | None:
-            row = conn.execute("SELECT id, name, email FROM admins WHERE key_digest = ?",
-                               (digest,)).fetchone()
-            if row:
-                return Principal(Role.ADMIN, row["id"], row["name"], row["email"])
-            row = conn.execute("SELECT id, name, email, logo_url FROM stores"
-                               " WHERE key_digest = ?", (digest,)).fetchone()
-            if row:
-                return Principal(Role.STORE, row["id"], row["name"], row["email"],
-                                 row["logo_url"])
-            return None
+    def _lookup_now(self, digest: str) -> sqlite3.Row | None:
+        """The key's owner, read on the calling (event loop) thread.
 
-        return await self._read(read)
+        One indexed point read costs less than the hand-off to a reader thread
+        and back (every request and auth frame makes one). It never waits: its
+        connection has no busy timeout, so a locked database raises at once
+        and the caller falls back to the reader threads."""
+        conn = getattr(self._local, "loop_conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=0)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA query_only = ON")
+            self._local.loop_conn = conn
+            self._loop_conns.append(conn)
+        return _key_owner_row(conn, digest)
 
     async def get_admin(self, admin_id: int) -> Admin | None:
         row = await self._read(lambda c: c.execute(
@@ -466,3 +482,20 @@ class SQLiteStorage:
     async def take_lease(self, name: str, holder: str, duration_secs: float) -> bool:
         return await self._write(lambda c: flow.take_lease_write(c, name, holder,
                                                                  duration_secs))
+
+
+def _key_owner_row(conn: sqlite3.Connection, digest: str) -> sqlite3.Row | None:
+    """The admin or store whose key has ``digest`` (one statement, one snapshot;
+    fetchall ends the read at once, so no snapshot is held open)."""
+    rows = conn.execute(
+        "SELECT 'admin' AS role, id, name, email, NULL AS logo_url FROM admins"
+        " WHERE key_digest = ?1 UNION ALL"
+        " SELECT 'store', id, name, email, logo_url FROM stores WHERE key_digest = ?1",
+        (digest,)).fetchall()
+    return rows[0] if rows else None
+
+
+def _principal_of(row: sqlite3.Row | None) -> Principal | None:
+    if row is None:
+        return None
+    return Principal(Role(row["role"]), row["id"], row["name"], row["email"], row["logo_url"])
