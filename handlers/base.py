@@ -80,7 +80,19 @@ class APIHandler(JSONErrors):
 
     def on_finish(self) -> None:
         """Runs once the response is sent (errors included)."""
+        self._stop_counting()
+
+    def on_connection_close(self) -> None:
+        """Runs if the connection closes before the response is sent. Tornado
+        never finishes a request whose body stopped arriving (client gone, or
+        cut off by the body deadline), so it stops being in flight here; one
+        still being answered has no client left to wait for."""
+        super().on_connection_close()
+        self._stop_counting()
+
+    def _stop_counting(self) -> None:
         if self._counted:
+            self._counted = False
             self.inflight.leave()
 
     async def respond_with_history(self, session: Session, after_seq: int,

@@ -16,6 +16,8 @@ from typing import Any, Iterable
 import tornado.httpserver
 from tornado import httputil
 
+from handlers.deadlines import ReadDeadline
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -57,12 +59,17 @@ class ChatHTTPServer(tornado.httpserver.HTTPServer):
                    header_timeout: float | None = None, **kwargs: Any) -> None:
         super().initialize(*args, xheaders=False, **kwargs)
         self.trusted_proxies = parse_networks(trusted_proxies)
+        params = self.conn_params
         if header_timeout is not None:
             # Tornado times a request's headers from the moment the connection
             # is idle (idle_connection_timeout sets the same field); a client
             # trickling its headers is cut off by the shorter of the two.
-            self.conn_params.header_timeout = min(
-                header_timeout, self.conn_params.header_timeout or header_timeout)
+            params.header_timeout = min(header_timeout, params.header_timeout or header_timeout)
+        # Both limits are kept by a ReadDeadline per connection, not by Tornado
+        # (handlers/deadlines.py says why).
+        self.read_timeouts = (params.header_timeout, params.body_timeout)
+        params.header_timeout = params.body_timeout = None
+        self._deadlines: dict[object, ReadDeadline] = {}
 
     def start_request(self, server_conn: object,
                       request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
@@ -70,7 +77,17 @@ class ChatHTTPServer(tornado.httpserver.HTTPServer):
         delegate = super().start_request(server_conn, request_conn)
         if self.trusted_proxies:
             delegate = _ForwardedHeaders(delegate, request_conn, self.trusted_proxies)
-        return delegate
+        deadline = self._deadlines.get(server_conn)
+        if deadline is None:
+            deadline = self._deadlines[server_conn] = ReadDeadline(*self.read_timeouts)
+        return deadline.watch(request_conn, delegate)
+
+    def on_close(self, server_conn: object) -> None:
+        """Runs when a connection has closed (or was handed to a WebSocket)."""
+        deadline = self._deadlines.pop(server_conn, None)
+        if deadline is not None:
+            deadline.stop()
+        super().on_close(server_conn)
 
 
 class _ForwardedHeaders(httputil.HTTPMessageDelegate):

@@ -2,18 +2,22 @@
 
 Keys are read from storage on every request, on the event loop's thread when
 the database answers at once and through the reader threads when it is locked;
-a key changed by this process or by another one is refused at once.
+a key changed by this process or by another one is refused at once. Headers
+and bodies still have to arrive in time.
 """
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import sqlite3
+import time
 
 import pytest
 
 from storage.base import Role
 from storage.sqlite import SQLiteStorage
-from tests.conftest import make_admin
+from tests.conftest import make_admin, make_store, open_session
 
 
 @pytest.fixture
@@ -77,3 +81,68 @@ async def test_a_key_rotated_in_the_server_process_gets_401_on_the_next_request(
     await server.storage.rotate_key(Role.ADMIN, admin.id)
     reply = await api.get("/admin/sessions/open/", key)
     assert (reply.status, reply.json) == (401, {"detail": "Invalid token."})
+
+
+# --- read deadlines (handlers/deadlines.py) ---------------------------------------------
+def send_and_time_the_close(port: int, pieces: list[bytes], pause: float) -> tuple[float, bytes]:
+    """Send ``pieces`` ``pause`` seconds apart, then read until the server
+    closes; seconds from the first byte to the close, and what was read."""
+    started = time.monotonic()
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        try:
+            for i, piece in enumerate(pieces):
+                if i:
+                    time.sleep(pause)
+                conn.sendall(piece)
+            while True:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    return time.monotonic() - started, received
+
+
+def port_of(server) -> int:
+    return int(server.url.rsplit(":", 1)[1])
+
+
+def claim_request(key: str, session_id: int) -> bytes:
+    body = b'{"session_id": %d}' % session_id
+    return (b"POST /v1/chat/admin/session/claim/ HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Token " + key.encode() + b"\r\nContent-Length: %d\r\n\r\n"
+            % len(body) + body)
+
+
+class TestReadDeadlines:
+    @pytest.fixture
+    def overrides(self):
+        return {"server": {"header_timeout_secs": 0.5, "body_timeout_secs": 0.5}}
+
+    @pytest.mark.gen_test(timeout=20)
+    async def test_an_authenticated_body_that_stops_arriving_is_cut_off(self, server):
+        _, key = await make_admin(server)
+        head = (b"POST /v1/chat/admin/session/claim/ HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: Token " + key.encode() + b"\r\nContent-Length: 40\r\n\r\n{")
+        elapsed, received = await asyncio.get_running_loop().run_in_executor(
+            None, send_and_time_the_close, port_of(server), [head], 0)
+        assert received == b""  # closed, no answer to half a request
+        assert 0.4 < elapsed < 3.0
+        await asyncio.sleep(0.1)
+        assert server.inflight.count == 0  # so a graceful shutdown does not wait for it
+
+    @pytest.mark.gen_test(timeout=20)
+    async def test_a_busy_keep_alive_connection_lives_and_an_idle_one_is_closed(
+            self, server, api):
+        _, store_key = await make_store(server)
+        _, key = await make_admin(server)
+        session = await open_session(api, store_key)
+        # Eight requests 0.2 s apart: 1.4 s on one connection, each request in time.
+        elapsed, received = await asyncio.get_running_loop().run_in_executor(
+            None, send_and_time_the_close, port_of(server),
+            [claim_request(key, session["id"])] * 8, 0.2)
+        assert received.count(b"HTTP/1.1 200 OK") == 8
+        # Then idle: closed by the header deadline, within a timer tick of it.
+        assert 1.4 + 0.4 < elapsed < 1.4 + 3.0
