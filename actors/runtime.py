@@ -163,6 +163,7 @@ class ActorSystem:
                 return
             cell.started = True
             while True:
+                command = future = group = None  # an idle actor keeps no answered command
                 while cell.busy or not cell.mailbox:  # idle, or an ask runs inline
                     cell.wake = asyncio.get_running_loop().create_future()
                     await cell.wake
@@ -313,6 +314,10 @@ def _settle(future: asyncio.Future | None, result: Any = None,
     if future is None or future.done():
         return
     if exc is not None:
+        if isinstance(exc, ChatError):
+            # An answer, never shown with a traceback; its frames (which hold
+            # this future) would make each refusal a cycle for the GC.
+            exc.__traceback__ = None
         future.set_exception(exc)
     else:
         future.set_result(result)

@@ -63,6 +63,10 @@ class JSONErrors(tornado.web.RequestHandler):
         # Domain errors are answers, not crashes: render them without a traceback.
         if isinstance(e, ChatError) and not self._finished:
             self.send_error(describe_error(e)[0], exc_info=(type(e), e, e.__traceback__))
+            # Rendered. Its traceback's frames hold this handler and the
+            # future it came through: left alone, every refusal (a 409 in a
+            # claim storm) is a reference cycle only the GC's full passes free.
+            e.__traceback__ = None
             return
         super()._handle_request_exception(e)
 

@@ -9,12 +9,15 @@ and bodies still have to arrive in time.
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import sqlite3
 import time
 
 import pytest
 
+from actors.errors import ChatError
+from handlers.base import APIHandler
 from storage.base import Role
 from storage.sqlite import SQLiteStorage
 from tests.conftest import make_admin, make_store, open_session
@@ -81,6 +84,31 @@ async def test_a_key_rotated_in_the_server_process_gets_401_on_the_next_request(
     await server.storage.rotate_key(Role.ADMIN, admin.id)
     reply = await api.get("/admin/sessions/open/", key)
     assert (reply.status, reply.json) == (401, {"detail": "Invalid token."})
+
+
+@pytest.mark.gen_test
+async def test_refused_claims_are_freed_once_answered_without_the_gc(server, api):
+    _, store_key = await make_store(server)
+    _, winner = await make_admin(server, "Win")
+    _, loser = await make_admin(server, "Lose")
+    session = await open_session(api, store_key)
+    claim = {"session_id": session["id"]}
+    assert (await api.post("/admin/session/claim/", winner, claim)).status == 200
+    gc.collect()
+    gc.disable()
+    try:
+        # Ten at once: the first runs in its asker, the rest queue in the mailbox.
+        replies = await asyncio.gather(*[api.post("/admin/session/claim/", loser, claim)
+                                         for _ in range(10)])
+        assert [r.status for r in replies] == [409] * 10
+        await asyncio.sleep(0.05)
+        alive = [type(o).__name__ for o in gc.get_objects()
+                 if isinstance(o, (APIHandler, ChatError))]
+    finally:
+        gc.enable()
+    # Neither kept by the session's idle actor nor left in reference cycles
+    # (which only the GC's full passes would free, at a cost per object alive).
+    assert alive == []
 
 
 # --- read deadlines (handlers/deadlines.py) ---------------------------------------------
