@@ -126,10 +126,11 @@ def _bulk(family: Any) -> BulkMetric:
     return BulkMetric(family)
 
 
-HTTP_REQUESTS = Counter(
-    "chat_http_requests_total", "HTTP requests answered.", ["handler", "method", "status"])
-HTTP_DURATION = Histogram(
-    "chat_http_request_duration_seconds", "Time to answer an HTTP request.", ["handler"])
+# Counted in bulk too: every REST request touches both (handlers/logs.py).
+HTTP_REQUESTS = _bulk(Counter(
+    "chat_http_requests_total", "HTTP requests answered.", ["handler", "method", "status"]))
+HTTP_DURATION = _bulk(Histogram(
+    "chat_http_request_duration_seconds", "Time to answer an HTTP request.", ["handler"]))
 
 WS_CONNECTIONS = Gauge(
     "chat_websocket_connections", "Open authenticated WebSocket connections.", ["role"],

@@ -43,9 +43,11 @@ def log_request(handler: Any) -> None:
     name = getattr(handler, "metric_name", "other")  # a bounded set of labels
     metrics.HTTP_REQUESTS.labels(name, request.method, str(status)).inc()
     metrics.HTTP_DURATION.labels(name).observe(elapsed)
+    level = logging.WARNING if status >= 500 else logging.INFO
+    if not access_log.isEnabledFor(level):
+        return  # the line's fields are not even built (logging.level above INFO)
     principal = getattr(handler, "principal", None)
     who = f"{principal.role.value}:{principal.id}" if principal else "-"
-    level = logging.WARNING if status >= 500 else logging.INFO
     access_log.log(level, "%s %s %d %.1fms %s", request.method, request.path, status,
                    elapsed * 1000, who,
                    extra={"fields": {"method": request.method, "path": request.path,
