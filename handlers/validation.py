@@ -57,11 +57,26 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"Out of range float values are not JSON compliant: {name}")
 
 
+# One strict decoder for every request and frame: json.loads builds a new
+# decoder (and scanner) on each call that passes it an option.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _loads(raw: bytes | str) -> Any:
+    """``json.loads(raw, parse_constant=...)``, step for step, on ``_DECODER``."""
+    if isinstance(raw, str):
+        if raw.startswith("\ufeff"):
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", raw, 0)
+    else:
+        raw = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    return _DECODER.decode(raw)
+
+
 def decode_json(raw: bytes | str) -> Any:
     """Strict JSON (no NaN/Infinity, bounded depth); ``Invalid`` with DRF's
     ``JSON parse error - ...`` otherwise."""
     try:
-        data = json.loads(raw, parse_constant=_reject_constant)
+        data = _loads(raw)
     except RecursionError:  # nesting far past the bound: the decoder gave up
         raise Invalid(detail=f"JSON parse error - nesting deeper than {MAX_JSON_DEPTH} levels"
                       ) from None
