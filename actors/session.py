@@ -1,6 +1,6 @@
 """The session actor: one per chat session, serialising its writes.
 
-It keeps the session's snapshot (refreshed from every write's result) and
+It keeps the session's snapshot (taken from every write's result) and
 turns storage outcomes into replies or domain errors. The guards themselves
 are in storage, so a second process holding an actor for the same session is
 safe: a stale snapshot can only make a guard refuse, never let a write through.
@@ -67,8 +67,10 @@ class SessionActor(Actor):
             else {}
 
     async def on_start(self) -> None:
-        """Load the snapshot from storage (first start and every restart)."""
-        self.session = await self.storage.get_session(self.session_id)
+        """First start and every restart: nothing to load. Each command's guard
+        reads storage itself and the snapshot refills from the next write's
+        result; a read here cost a reader-thread round trip per session started."""
+        self.session = None
 
     async def receive(self, command: Any) -> Any:
         return await _HANDLERS[type(command)](self, command)
