@@ -18,7 +18,7 @@ import pytest
 
 from actors.errors import ChatError
 from handlers.base import APIHandler
-from storage.base import Role
+from storage.base import ClaimOutcome, Role, SessionStatus, WriteOutcome
 from storage.sqlite import SQLiteStorage
 from tests.conftest import make_admin, make_store, open_session
 
@@ -84,6 +84,30 @@ async def test_a_key_rotated_in_the_server_process_gets_401_on_the_next_request(
     await server.storage.rotate_key(Role.ADMIN, admin.id)
     reply = await api.get("/admin/sessions/open/", key)
     assert (reply.status, reply.json) == (401, {"detail": "Invalid token."})
+
+
+@pytest.mark.gen_test
+async def test_session_writes_of_one_loop_pass_apply_in_the_order_submitted(sqlite_storage):
+    store, _ = await sqlite_storage.create_store("Tech", None, None)
+    dana, _ = await sqlite_storage.create_admin("Dana", None)
+    eve, _ = await sqlite_storage.create_admin("Eve", None)
+    sid = (await sqlite_storage.post_store_message(store.id, "Hello", None)).session.id
+    # One pass, one savepoint: each write must see the ones submitted before it.
+    claimed, released, taken, refused, closed = await asyncio.gather(
+        sqlite_storage.claim_session(sid, dana, 0),
+        sqlite_storage.release_session(sid, dana.id),
+        sqlite_storage.claim_session(sid, eve, 0),
+        sqlite_storage.claim_session(sid, dana, 0),
+        sqlite_storage.close_session(sid, eve.id))
+    assert (claimed.outcome, released.outcome) == (ClaimOutcome.WON, WriteOutcome.DONE)
+    assert (taken.outcome, taken.session.admin_id) == (ClaimOutcome.WON, eve.id)
+    assert refused.outcome is ClaimOutcome.CONFLICT
+    assert closed.outcome is WriteOutcome.DONE
+    final = await sqlite_storage.get_session(sid)
+    assert (final.status, final.admin_id) == (SessionStatus.CLOSED, eve.id)
+    events = [m.event for m in await sqlite_storage.list_messages(sid, 0, 10)]
+    assert events == [None, "admin_connected", "session_released", "admin_connected",
+                      "session_closed"]
 
 
 @pytest.mark.gen_test
