@@ -14,7 +14,6 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-import tornado.iostream
 import tornado.websocket
 
 from actors import metrics
@@ -32,7 +31,7 @@ from handlers.render import message_json, principal_json
 from handlers.validation import (
     MAX_INT, NOT_STRING, REQUIRED, Fields, is_int, is_storable_text,
 )
-from handlers.ws_protocol import StrictProtocol, strict_protocol
+from handlers.ws_protocol import FramedConnection, framed_connection
 from storage.base import MAX_HISTORY_PAGE, Principal, Role
 
 log = logging.getLogger("chat.access")
@@ -94,9 +93,10 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
                                {"Sec-WebSocket-Version": "13"})
         return None
 
-    def get_websocket_protocol(self) -> StrictProtocol | None:
-        """Tornado's hook at the handshake: our RFC 6455-strict framing."""
-        return strict_protocol(self)
+    def get_websocket_protocol(self) -> FramedConnection | None:
+        """Tornado's hook at the handshake: our RFC 6455 framing, which takes
+        the socket over once the handshake is answered."""
+        return framed_connection(self)
 
     def check_origin(self, origin: str) -> bool:
         """Same host, or one of ``server.allowed_origins``. (Tornado calls this
@@ -281,9 +281,7 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         conn = self.ws_connection
         if conn is None or conn.is_closing():
             return
-        stream = conn.stream
-        # Private to tornado, but the only measure of what the client has not read.
-        pending = self._out_bytes + (len(stream._write_buffer) if stream is not None else 0)
+        pending = self._out_bytes + conn.buffered_bytes()
         if pending > self.settings_.max_buffered_bytes:
             log.warning("ws %d cut off: %d bytes unread", self.conn_id, pending)
             self._out, self._out_bytes = [], 0
@@ -302,34 +300,12 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         conn = self.ws_connection
         if not frames or conn is None or conn.is_closing():
             return
-        binary = self.protocol == codec.MSGPACK
-        if getattr(conn, "_compressor", None) is not None:  # permessage-deflate: tornado frames it
-            for payload in frames:
-                self._write_one(conn, payload, binary)
-            return
-        try:
-            conn.stream.write(codec.websocket_frames(frames, binary))
-        except tornado.iostream.StreamClosedError:
-            pass  # on_close follows; the client resumes from its last seq
-
-    @staticmethod
-    def _write_one(conn: Any, payload: bytes, binary: bool) -> None:
-        try:
-            sent = conn.write_message(payload, binary=binary)
-        except tornado.websocket.WebSocketClosedError:
-            return
-        sent.add_done_callback(_ignore_closed)
+        conn.write_frames(frames, binary=self.protocol == codec.MSGPACK)
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Close after the frames already queued (a close frame must come last)."""
         self._flush()
         super().close(code, reason)
-
-
-def _ignore_closed(future: asyncio.Future) -> None:
-    # A socket that closed mid-write is handled by on_close; don't log it again.
-    if not future.cancelled():
-        future.exception()
 
 
 class AdminSocket(ChatSocket):
