@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+
+import orjson
 from typing import Any
 
 from actors.errors import Invalid
@@ -57,9 +59,27 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"Out of range float values are not JSON compliant: {name}")
 
 
+# orjson reads integers past 64 bits as floats; such documents take the
+# stdlib's path, which keeps them integers (so range errors read as DRF's).
+_LONG_INTEGER_TEXT = re.compile(r"\d{19}")
+_LONG_INTEGER_BYTES = re.compile(rb"\d{19}")
+
+
 def decode_json(raw: bytes | str) -> Any:
     """Strict JSON (no NaN/Infinity, bounded depth); ``Invalid`` with DRF's
-    ``JSON parse error - ...`` otherwise."""
+    ``JSON parse error - ...`` otherwise.
+
+    orjson first (a few times faster); anything it refuses or might read
+    differently goes through the stdlib, whose errors are the ones we show."""
+    long_integer = _LONG_INTEGER_TEXT if isinstance(raw, str) else _LONG_INTEGER_BYTES
+    if long_integer.search(raw) is None:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            check_depth(data, "JSON")
+            return data
     try:
         data = json.loads(raw, parse_constant=_reject_constant)
     except RecursionError:  # nesting far past the bound: the decoder gave up
