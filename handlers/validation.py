@@ -78,7 +78,8 @@ def decode_json(raw: bytes | str) -> Any:
         except orjson.JSONDecodeError:
             pass
         else:
-            check_depth(data, "JSON")
+            if _openings(raw) > MAX_JSON_DEPTH:  # else it cannot nest that deep
+                check_depth(data, "JSON")
             return data
     try:
         data = json.loads(raw, parse_constant=_reject_constant)
@@ -89,6 +90,13 @@ def decode_json(raw: bytes | str) -> Any:
         raise Invalid(detail=f"JSON parse error - {exc}") from None
     check_depth(data, "JSON")
     return data
+
+
+def _openings(raw: bytes | str) -> int:
+    """How many ``{`` and ``[`` the text has: a bound on its nesting."""
+    if isinstance(raw, str):
+        return raw.count("{") + raw.count("[")
+    return raw.count(b"{") + raw.count(b"[")
 
 
 def check_depth(data: Any, syntax: str) -> None:
