@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import os
 import shlex
@@ -97,6 +98,24 @@ def serve(config: dict[str, Any], demo: bool, cli: str = "server.py") -> int:
     return run_event_loop(_run_worker(config, sockets, ops_sockets))
 
 
+# Young-generation collections happen after this many more container
+# allocations than frees (CPython's default is 700). A chat message allocates
+# dozens (frames, dicts, closures), and short-lived ones are freed by reference
+# counting anyway: at 700 the cyclic collector ran a few times per message
+# batch and took ~12% of the loop's CPU (perf, issue 9).
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def tune_garbage_collector() -> None:
+    """Runs once the worker is set up, before it serves: what exists now lives
+    as long as the process (modules, settings, the app), so the collector
+    stops walking it (``gc.freeze``), and young objects are collected less
+    often. Measured by ``make bench``: ~18% less CPU per message."""
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 def run_event_loop(main: Any) -> Any:
     """Run the worker on uvloop where it is installed (a Linux dependency: a
     cheaper loop under every callback of the message path), else on asyncio's."""
@@ -124,6 +143,7 @@ async def _run_worker(config: dict[str, Any], sockets: list, ops_sockets: list |
 
     server = ChatServer(config)
     await server.start(sockets, ops_sockets)
+    tune_garbage_collector()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

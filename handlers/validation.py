@@ -61,8 +61,8 @@ def _reject_constant(name: str) -> float:
 
 # orjson reads integers past 64 bits as floats; such documents take the
 # stdlib's path, which keeps them integers (so range errors read as DRF's).
-_LONG_INTEGER_TEXT = re.compile(r"\d{19}")
-_LONG_INTEGER_BYTES = re.compile(rb"\d{19}")
+_LONG_INTEGER_TEXT = re.compile(r"[0-9]{19}")
+_LONG_INTEGER_BYTES = re.compile(rb"[0-9]{19}")
 
 
 def decode_json(raw: bytes | str) -> Any:
