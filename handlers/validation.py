@@ -41,7 +41,7 @@ def text_problem(value: str) -> str | None:
     """Why ``value`` cannot be stored as text (DRF's message), or None if it can."""
     if "\x00" in value:
         return NUL_CHARACTER
-    if _LONE_SURROGATE.search(value):
+    if not value.isascii() and _LONE_SURROGATE.search(value):  # ASCII: none to find
         return NOT_STRING
     return None
 
