@@ -47,6 +47,8 @@ class ChatService:
         self.settings = settings
         self.on_stored = on_stored
         self._store_sessions: collections.OrderedDict[int, int] = collections.OrderedDict()
+        # SQLite's group commit answers writes by callback; MongoDB's are awaited.
+        self._replies = hasattr(storage, "post_store_message_with_reply")
         self.actors = ActorSystem(
             lambda session_id: SessionActor(session_id, storage, on_stored),
             mailbox_size=settings.mailbox_size, idle_timeout_secs=settings.idle_timeout_secs,
@@ -81,11 +83,15 @@ class ChatService:
             sender.end_post(result.message if result is not None else None)
 
     def post_admin_message_with_reply(self, admin: Principal, session_id: int, body: str,
-                                      client_id: str | None, reply: Reply) -> None:
+                                      client_id: str | None, reply: Reply) -> bool:
         """``post_admin_message`` answered by ``reply(result, error)`` (the
-        WebSocket message path: no coroutine per message)."""
+        WebSocket message path: no coroutine per message); False (and nothing
+        done) when storage takes no callbacks: the caller awaits instead."""
+        if not self._replies:
+            return False
         self._ask_with_reply(session_id, PostAdminMessage(admin.id, body, client_id),
                              _posted_from(SENDING_CONNECTION.get(), reply))
+        return True
 
     def _ask_with_reply(self, session_id: int, command: Any, reply: Reply) -> None:
         try:
@@ -115,10 +121,10 @@ class ChatService:
     def post_store_message_with_reply(self, store: Principal, body: str,
                                       client_id: str | None, reply: Reply) -> bool:
         """``post_store_message`` answered by ``reply(result, error)``; False
-        (and nothing done) while the store's session is not known here: its
-        first message is awaited through ``post_store_message``."""
+        (and nothing done) when storage takes no callbacks, or while the
+        store's session is not known here (its first message is awaited)."""
         session_id = self._store_sessions.get(store.id)
-        if session_id is None:
+        if session_id is None or not self._replies:
             return False
         reply = _posted_from(SENDING_CONNECTION.get(), reply)
 

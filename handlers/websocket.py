@@ -232,8 +232,9 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
 
     def _on_message_frame(self, frame: dict[str, Any], ref: Any) -> Awaitable[None] | None:
         """A chat message: stored through the session's actor, then acked
-        (``_answer_post``). Only a store's first message (its session not
-        known here yet) is awaited."""
+        (``_answer_post``). Awaited only where the service cannot take a
+        callback: a store's first message (its session not known here yet),
+        or a backend without callbacks (MongoDB)."""
         self.throttle.check(self.principal)  # the same per-key budget as REST
         fields = Fields(frame)
         session_id = fields.positive_int("session_id") if self.role is Role.ADMIN else None
@@ -241,16 +242,22 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         fields.check()
         reply = functools.partial(self._answer_post, ref)
         if self.role is Role.ADMIN:
-            self.service.post_admin_message_with_reply(self.principal, session_id, body,
-                                                       client_id, reply)
-        elif not self.service.post_store_message_with_reply(self.principal, body, client_id,
-                                                            reply):
-            return self._answering(self._post_first_store_message(body, client_id, ref), ref)
-        return None
+            started = self.service.post_admin_message_with_reply(
+                self.principal, session_id, body, client_id, reply)
+        else:
+            started = self.service.post_store_message_with_reply(
+                self.principal, body, client_id, reply)
+        if started:
+            return None
+        return self._answering(self._post_awaited(session_id, body, client_id, ref), ref)
 
-    async def _post_first_store_message(self, body: str, client_id: str | None,
-                                        ref: Any) -> None:
-        result = await self.service.post_store_message(self.principal, body, client_id)
+    async def _post_awaited(self, session_id: int | None, body: str, client_id: str | None,
+                            ref: Any) -> None:
+        if self.role is Role.ADMIN:
+            result = await self.service.post_admin_message(self.principal, session_id, body,
+                                                           client_id)
+        else:
+            result = await self.service.post_store_message(self.principal, body, client_id)
         self._answer_post(ref, result, None)
 
     def _answer_post(self, ref: Any, result: PostResult | None,
