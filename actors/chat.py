@@ -6,12 +6,13 @@ access rule of API.md checked here so REST and WebSocket share it.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
-from actors.errors import ActorStopped, Conflict, NotFound, PermissionDenied
-from actors.hub import SENDING_CONNECTION
+from actors.errors import ActorStopped, ChatError, Conflict, NotFound, PermissionDenied
+from actors.hub import SENDING_CONNECTION, Sender
 from actors.runtime import ActorSystem
 from actors.session import (
     SESSION_CLOSED, Claim, Close, PostAdminMessage, PostStoreMessage, Release, SessionActor,
@@ -20,7 +21,7 @@ from actors.session import (
 from actors.session import MarkRead, Requeue, Transfer
 from storage.workflow import AdminPresence, ReadResult, StaleClaim, StaleCutoffs
 from storage.base import (
-    Admin, ChatStorage, Message, PostResult, Principal, Role, Session, SessionStatus,
+    Admin, ChatStorage, Message, PostResult, Principal, Reply, Role, Session, SessionStatus,
 )
 
 # A store's message is routed to its active session's actor; if that session is
@@ -46,6 +47,8 @@ class ChatService:
         self.settings = settings
         self.on_stored = on_stored
         self._store_sessions: collections.OrderedDict[int, int] = collections.OrderedDict()
+        # SQLite's group commit answers writes by callback; MongoDB's are awaited.
+        self._replies = hasattr(storage, "post_store_message_with_reply")
         self.actors = ActorSystem(
             lambda session_id: SessionActor(session_id, storage, on_stored),
             mailbox_size=settings.mailbox_size, idle_timeout_secs=settings.idle_timeout_secs,
@@ -79,6 +82,23 @@ class ChatService:
         finally:
             sender.end_post(result.message if result is not None else None)
 
+    def post_admin_message_with_reply(self, admin: Principal, session_id: int, body: str,
+                                      client_id: str | None, reply: Reply) -> bool:
+        """``post_admin_message`` answered by ``reply(result, error)`` (the
+        WebSocket message path: no coroutine per message); False (and nothing
+        done) when storage takes no callbacks: the caller awaits instead."""
+        if not self._replies:
+            return False
+        self._ask_with_reply(session_id, PostAdminMessage(admin.id, body, client_id),
+                             _posted_from(SENDING_CONNECTION.get(), reply))
+        return True
+
+    def _ask_with_reply(self, session_id: int, command: Any, reply: Reply) -> None:
+        try:
+            self.actors.ask_with_reply(session_id, command, reply)
+        except ChatError as exc:  # a full mailbox, or shutting down: answered at once
+            reply(None, exc)
+
     # --- store commands -----------------------------------------------------
     async def post_store_message(self, store: Principal, body: str,
                                  client_id: str | None) -> PostResult:
@@ -97,6 +117,29 @@ class ChatService:
             return result
         finally:
             sender.end_post(result.message if result is not None else None)
+
+    def post_store_message_with_reply(self, store: Principal, body: str,
+                                      client_id: str | None, reply: Reply) -> bool:
+        """``post_store_message`` answered by ``reply(result, error)``; False
+        (and nothing done) when storage takes no callbacks, or while the
+        store's session is not known here (its first message is awaited)."""
+        session_id = self._store_sessions.get(store.id)
+        if session_id is None or not self._replies:
+            return False
+        reply = _posted_from(SENDING_CONNECTION.get(), reply)
+
+        def answer(result: PostResult | None, exc: BaseException | None) -> None:
+            if isinstance(exc, ActorStopped):  # the actor went: find the session again
+                self._store_sessions.pop(store.id, None)
+                task = asyncio.ensure_future(self._post_store_message(store, body, client_id))
+                task.add_done_callback(lambda t: reply(*_outcome(t)))
+                return
+            if result is not None:
+                self._remember_store_session(store.id, result.session)
+            reply(result, exc)
+
+        self._ask_with_reply(session_id, PostStoreMessage(store.id, body, client_id), answer)
+        return True
 
     async def _post_store_message(self, store: Principal, body: str,
                                   client_id: str | None) -> PostResult:
@@ -216,6 +259,28 @@ class ChatService:
     async def requeue(self, stale: StaleClaim, cutoffs: StaleCutoffs) -> bool:
         """A sweep found ``stale``; the session's actor tries the guarded requeue."""
         return await self.actors.ask(stale.session_id, Requeue(stale, cutoffs))
+
+
+def _posted_from(sender: Sender | None, reply: Reply) -> Reply:
+    """``reply``, told to the hub first when a socket sent the message: its
+    frames are held while the message is stored, and its own copy left out
+    (the ack carries it)."""
+    if sender is None:
+        return reply
+    sender.begin_post()
+
+    def answer(result: PostResult | None, exc: BaseException | None) -> None:
+        sender.end_post(result.message if result is not None else None)
+        reply(result, exc)
+
+    return answer
+
+
+def _outcome(task: asyncio.Future) -> tuple[Any, BaseException | None]:
+    if task.cancelled():
+        return None, ActorStopped()
+    exc = task.exception()
+    return (None, exc) if exc is not None else (task.result(), None)
 
 
 def may_read(who: Principal, session: Session) -> bool:

@@ -16,7 +16,10 @@ back; together these give "each ``seq`` exactly once, in order".
 
 A socket's own message: while the service stores it (``begin_post`` ..
 ``end_post``) the socket's frames are held; then the stored copy of its own
-message is dropped (its ``ack`` carries it) and the rest go out, before the ack.
+message is dropped (its ``ack`` carries it) and the frames before it go out,
+before the ack. A socket may have several messages being stored at once (it
+need not wait for an ack to send again): each ``end_post`` releases the held
+frames up to that message's copy, so every frame and ack leaves in seq order.
 """
 
 from __future__ import annotations
@@ -181,27 +184,31 @@ class Hub:
             sub.posting += 1
 
     def end_post(self, conn_id: int, message: Message | None) -> None:
-        """The socket's message was stored (or refused): release what was held,
-        except the socket's own message, which its ack carries. Runs before
+        """The socket's message was stored (or refused): release the frames
+        held before its copy, and drop the copy (the ack carries it); once no
+        message of the socket is being stored, release the rest. Runs before
         the ack is sent, so the released frames (earlier seqs) come first."""
         sub = self._subs.get(conn_id)
         if sub is None or not sub.posting:
             return
         sub.posting -= 1
-        if sub.posting:
-            return
-        held, sub.held = sub.held, []
-        echoed = False
-        for frame in held:
-            if message is not None and frame.type == "message" \
-                    and frame.fields["message"].id == message.id:
-                echoed = True
-                continue
+        held = sub.held
+        copy_at = None
+        if message is not None:
+            copy_at = next((i for i, frame in enumerate(held) if frame.type == "message"
+                            and frame.fields["message"].id == message.id), None)
+            if copy_at is None:  # its copy comes later (from the feed): skip it then
+                if sub.acked is None:
+                    sub.acked = collections.deque(maxlen=ACKED_KEPT)
+                sub.acked.append(message.id)
+        if copy_at is not None:
+            release, sub.held = held[:copy_at], held[copy_at + 1:]
+        else:
+            release, sub.held = [], held
+        if not sub.posting:
+            release, sub.held = release + sub.held, []
+        for frame in release:
             sub.send(frame)
-        if message is not None and not echoed:
-            if sub.acked is None:
-                sub.acked = collections.deque(maxlen=ACKED_KEPT)
-            sub.acked.append(message.id)
 
     # --- fan-out -------------------------------------------------------------
     def publish(self, event: Event) -> None:

@@ -24,6 +24,8 @@ class InstrumentedStorage:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.inner, name)
+        if name.endswith("_with_reply"):
+            return self._timed_with_reply(name, attr)
         if not inspect.iscoroutinefunction(attr) or name in UNTIMED:
             return attr
         duration = metrics.STORAGE_DURATION.labels(name)
@@ -42,4 +44,28 @@ class InstrumentedStorage:
                 duration.observe(time.perf_counter() - started)
 
         setattr(self, name, timed)  # built once per method, not per call
+        return timed
+
+    def _timed_with_reply(self, name: str, attr: Any) -> Any:
+        """The same for a write answered by a callback (its last argument)."""
+        duration = metrics.STORAGE_DURATION.labels(name)
+        errors = metrics.STORAGE_ERRORS.labels(name)
+
+        def timed(*args: Any) -> None:
+            *head, reply = args
+            started = time.perf_counter()
+
+            def answer(result: Any, exc: BaseException | None) -> None:
+                duration.observe(time.perf_counter() - started)
+                if isinstance(exc, StorageUnavailable):
+                    errors.inc()
+                    unavailable = exc
+                    exc = Overloaded("Storage is unavailable, try again later.",
+                                     STORAGE_RETRY_AFTER_SECS)
+                    exc.__cause__ = unavailable
+                reply(result, exc)
+
+            attr(*head, answer)
+
+        setattr(self, name, timed)
         return timed

@@ -98,10 +98,13 @@ class _BulkChild:
         self.values = values
 
     def inc(self, amount: float = 1) -> None:
-        self.metric._note(self.values, amount)
+        notes = self.metric._pending.get(self.values)
+        if notes is None:
+            self.metric._note(self.values, amount)
+        else:  # noted already in this pass: the common case, one append
+            notes.append(amount)
 
-    def observe(self, amount: float) -> None:
-        self.metric._note(self.values, amount)
+    observe = inc
 
 
 def _observe_all(histogram: Any, amounts: list[float]) -> None:

@@ -21,6 +21,13 @@ the command at once in the asking task instead of queueing it for the actor's
 loop: the same one-at-a-time guarantee (the actor is marked running, and
 commands arriving meanwhile queue behind it), without two task wake-ups and a
 future per command. The mailbox loop takes over whenever commands queue up.
+
+``ask_with_reply`` goes one step further for the hottest commands (a chat
+message): the reply is a callback, and an actor that can start the command
+without a coroutine (``Actor.start_now``: it hands the command to storage
+with a callback) does so at once, even beside other commands of the same
+overlap key still running. No task, no future, no coroutine per command;
+otherwise the command queues like any other and the callback gets the answer.
 """
 
 from __future__ import annotations
@@ -33,10 +40,14 @@ from typing import Any, Callable, Hashable
 
 from actors import metrics
 from actors.errors import ActorStopped, ChatError, MailboxFull
+from storage.base import Reply
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
+# Queued at the head of a mailbox when a command started by ``start_now``
+# failed unexpectedly: the loop restarts the actor before the next command.
+_RESTART = object()
 # Most commands one mailbox pass starts together (see Actor.overlap_key).
 MAX_GROUP = 100
 
@@ -62,6 +73,14 @@ class Actor:
         each command alone."""
         return None
 
+    def start_now(self, command: Any, reply: Reply) -> bool:
+        """Start ``command`` without a coroutine and return True, answering
+        ``reply(result, error)`` later (exactly once, on the loop); or return
+        False, and the command goes through ``receive``. Called by
+        ``ask_with_reply`` when nothing is queued and nothing runs but
+        commands of the same overlap key."""
+        return False
+
 
 class _Cell:
     """The runtime's record of one live actor: its mailbox and bookkeeping."""
@@ -72,7 +91,10 @@ class _Cell:
         self.mailbox: collections.deque[tuple[Any, asyncio.Future | None]] = collections.deque()
         self.wake: asyncio.Future | None = None  # set while the loop waits for work
         self.started = False
-        self.busy = False  # a command is running (in the loop, or inline in an ask)
+        # Commands running (in the loop, inline in an ask, or started now);
+        # more than one only for commands of one overlap key.
+        self.running = 0
+        self.running_key: Any = None  # their overlap key while some run beside others
         self.stopped = False
         self.last_active = time.monotonic()
         self.restarts: collections.deque[float] = collections.deque()
@@ -107,7 +129,7 @@ class ActorSystem:
         """Enqueue and wait for the reply (or the command's error); run it at
         once if the actor has nothing else to do."""
         cell = self._cells.get(key)
-        if cell is not None and cell.started and not cell.busy and not cell.mailbox \
+        if cell is not None and cell.started and not cell.running and not cell.mailbox \
                 and not self._closing:
             metrics.ACTOR_MAILBOX_DEPTH.observe(0)
             return await self._run_inline(cell, command)
@@ -115,8 +137,40 @@ class ActorSystem:
         self._enqueue(key, command, future)
         return await future
 
+    def ask_with_reply(self, key: Hashable, command: Any, reply: Reply) -> None:
+        """Like ``ask``, answered by ``reply(result, error)``: once, on the loop,
+        after this returns. A full mailbox or a stopping system raise here,
+        as with ``ask``."""
+        cell = self._cells.get(key)
+        if cell is not None and cell.started and not cell.mailbox and not self._closing:
+            overlap = cell.actor.overlap_key(command)
+            if not cell.running or (overlap is not None and overlap == cell.running_key):
+                cell.running += 1
+                cell.running_key = overlap
+                if cell.actor.start_now(command, lambda result, exc: self._finished_now(
+                        cell, command, reply, result, exc)):
+                    metrics.ACTOR_MAILBOX_DEPTH.observe(0)
+                    return
+                cell.running -= 1
+        self._enqueue(key, command, reply)
+
+    def _finished_now(self, cell: _Cell, command: Any, reply: Reply, result: Any,
+                      exc: BaseException | None) -> None:
+        """A command ``start_now`` started is answered: book it, reply, and let
+        queued commands run once nothing else does."""
+        cell.running -= 1
+        cell.last_active = time.monotonic()
+        if exc is not None and not isinstance(exc, ChatError):
+            log.error("actor %r failed on %r", cell.key, command, exc_info=exc)
+            cell.mailbox.appendleft((_RESTART, None))
+        _settle(reply, result, exc)
+        if not cell.running:
+            cell.running_key = None
+            if cell.mailbox:
+                _wake(cell)
+
     async def _run_inline(self, cell: _Cell, command: Any) -> Any:
-        cell.busy = True
+        cell.running += 1
         try:
             return await cell.actor.receive(command)
         except ChatError:
@@ -128,12 +182,13 @@ class ActorSystem:
                 cell.mailbox.append((_STOP, None))
             raise
         finally:
-            cell.busy = False
+            cell.running -= 1
             cell.last_active = time.monotonic()
             if cell.mailbox:
                 _wake(cell)
 
-    def _enqueue(self, key: Hashable, command: Any, future: asyncio.Future | None) -> None:
+    def _enqueue(self, key: Hashable, command: Any,
+                 future: asyncio.Future | Reply | None) -> None:
         # No await between lookup and put: a passivation (also synchronous)
         # cannot slip in between and strand the command in a dead mailbox.
         if self._closing:
@@ -164,18 +219,22 @@ class ActorSystem:
             cell.started = True
             while True:
                 command = future = group = None  # an idle actor keeps no answered command
-                while cell.busy or not cell.mailbox:  # idle, or an ask runs inline
+                while cell.running or not cell.mailbox:  # idle, or commands run inline
                     cell.wake = asyncio.get_running_loop().create_future()
                     await cell.wake
                 command, future = cell.mailbox.popleft()
                 if command is _STOP:
                     return
+                if command is _RESTART:
+                    if not await self._restart(cell):
+                        return
+                    continue
                 group = self._take_group(cell, command, future)
                 if len(group) > 1:
                     if not await self._run_group(cell, group):
                         return
                     continue
-                cell.busy = True
+                cell.running += 1
                 try:
                     result = await cell.actor.receive(command)
                 except ChatError as exc:
@@ -188,7 +247,7 @@ class ActorSystem:
                 else:
                     _settle(future, result=result)
                 finally:
-                    cell.busy = False
+                    cell.running -= 1
                     cell.last_active = time.monotonic()
         finally:
             self._forget(cell)
@@ -211,7 +270,7 @@ class ActorSystem:
         mailbox = cell.mailbox
         while mailbox and len(group) < MAX_GROUP:
             nxt = mailbox[0][0]
-            if nxt is _STOP or cell.actor.overlap_key(nxt) != key:
+            if nxt is _STOP or nxt is _RESTART or cell.actor.overlap_key(nxt) != key:
                 break
             group.append(mailbox.popleft())
         return group
@@ -220,7 +279,7 @@ class ActorSystem:
         """Start every command of the group at once (each reaches storage in
         mailbox order, so one commit can take them all), then answer each in
         order. False if the actor must stop."""
-        cell.busy = True
+        cell.running += 1
         loop = asyncio.get_running_loop()
         failed = False
         try:
@@ -238,7 +297,7 @@ class ActorSystem:
                     _settle(future, result=result)
             return not failed or await self._restart(cell)
         finally:
-            cell.busy = False
+            cell.running -= 1
             cell.last_active = time.monotonic()
 
     async def _start(self, cell: _Cell) -> bool:
@@ -282,7 +341,7 @@ class ActorSystem:
             await asyncio.sleep(interval)
             cutoff = time.monotonic() - self._idle_timeout_secs
             for cell in list(self._cells.values()):
-                if not cell.busy and not cell.mailbox and cell.last_active < cutoff:
+                if not cell.running and not cell.mailbox and cell.last_active < cutoff:
                     self._forget(cell)  # from now on, new commands start a fresh actor
                     cell.mailbox.append((_STOP, None))
                     _wake(cell)
@@ -309,9 +368,17 @@ def _wake(cell: _Cell) -> None:
         cell.wake.set_result(None)
 
 
-def _settle(future: asyncio.Future | None, result: Any = None,
+def _settle(future: asyncio.Future | Reply | None, result: Any = None,
             exc: BaseException | None = None) -> None:
-    if future is None or future.done():
+    if future is None:
+        return
+    if not isinstance(future, asyncio.Future):  # a reply callback
+        try:
+            future(result, exc)
+        except Exception:
+            log.exception("an actor's reply callback failed")
+        return
+    if future.done():
         return
     if exc is not None:
         if isinstance(exc, ChatError):

@@ -65,6 +65,7 @@ class SessionActor(Actor):
         # submitted lets queued commands of that kind share one commit.
         self._overlap = _OVERLAP if getattr(storage, "writes_in_submission_order", False) \
             else {}
+        self._replies = hasattr(storage, "post_store_message_with_reply")
 
     async def on_start(self) -> None:
         """First start and every restart: nothing to load. Each command's guard
@@ -74,6 +75,25 @@ class SessionActor(Actor):
 
     async def receive(self, command: Any) -> Any:
         return await _HANDLERS[type(command)](self, command)
+
+    def start_now(self, command: Any, reply: Any) -> bool:
+        """A message goes to storage with a callback, when the backend takes
+        one (SQLite's group commit): no coroutine per message. Its answer is
+        judged exactly as ``receive`` judges it."""
+        start = _STARTS_NOW.get(type(command))
+        if start is None or not self._replies:
+            return False
+        start(self, command, lambda result, exc: self._post_started_now(result, exc, reply))
+        return True
+
+    def _post_started_now(self, result: PostResult | None, exc: BaseException | None,
+                          reply: Any) -> None:
+        if exc is None:
+            try:
+                result = self._finish_post(result)
+            except Exception as refused:  # a refusal (Conflict...), or a bug
+                exc, result = refused, None
+        reply(result, exc)
 
     def overlap_key(self, command: Any) -> Any:
         """Queued claims, releases and closes overlap one another, and queued
@@ -183,6 +203,13 @@ _HANDLERS: dict[type, Callable[[SessionActor, Any], Any]] = {
     PostAdminMessage: SessionActor._post_admin, PostStoreMessage: SessionActor._post_store,
 }
 
+
+_STARTS_NOW: dict[type, Callable[[SessionActor, Any, Any], None]] = {
+    PostAdminMessage: lambda actor, cmd, reply: actor.storage.post_admin_message_with_reply(
+        actor.session_id, cmd.admin_id, cmd.body, cmd.client_id, reply),
+    PostStoreMessage: lambda actor, cmd, reply: actor.storage.post_store_message_with_reply(
+        cmd.store_id, cmd.body, cmd.client_id, reply),
+}
 
 _OVERLAP: dict[type, str] = {
     Claim: "session", Release: "session", Close: "session",

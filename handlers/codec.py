@@ -4,7 +4,6 @@ holding the same maps)."""
 from __future__ import annotations
 
 import json
-import struct
 from typing import Any
 
 import msgpack
@@ -56,24 +55,3 @@ def encode_event(protocol: str, frame: Frame) -> bytes:
             data[name] = render_value(value)
         payload = frame.encoded[protocol] = encode(protocol, data)
     return payload
-
-
-def websocket_frames(payloads: list[bytes], binary: bool) -> bytes:
-    """Server-to-client WebSocket frames (RFC 6455: final, unmasked,
-    uncompressed) for ``payloads``, joined for a single write."""
-    first = 0x82 if binary else 0x81
-    parts = []
-    for payload in payloads:
-        n = len(payload)
-        if n < 126:
-            parts.append(bytes((first, n)))
-        elif n <= 0xFFFF:
-            parts.append(_HEADER_16.pack(first, 126, n))
-        else:
-            parts.append(_HEADER_64.pack(first, 127, n))
-        parts.append(payload)
-    return b"".join(parts)
-
-
-_HEADER_16 = struct.Struct("!BBH")
-_HEADER_64 = struct.Struct("!BBQ")

@@ -8,13 +8,13 @@ directly from an actor.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable
 
-import tornado.iostream
 import tornado.websocket
 
 from actors import metrics
@@ -32,8 +32,8 @@ from handlers.render import message_json, principal_json
 from handlers.validation import (
     MAX_INT, NOT_STRING, REQUIRED, Fields, is_int, is_storable_text,
 )
-from handlers.ws_protocol import StrictProtocol, strict_protocol
-from storage.base import MAX_HISTORY_PAGE, Principal, Role
+from handlers.ws_protocol import FramedConnection, framed_connection
+from storage.base import MAX_HISTORY_PAGE, PostResult, Principal, Role
 
 log = logging.getLogger("chat.access")
 
@@ -94,9 +94,10 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
                                {"Sec-WebSocket-Version": "13"})
         return None
 
-    def get_websocket_protocol(self) -> StrictProtocol | None:
-        """Tornado's hook at the handshake: our RFC 6455-strict framing."""
-        return strict_protocol(self)
+    def get_websocket_protocol(self) -> FramedConnection | None:
+        """Tornado's hook at the handshake: our RFC 6455 framing, which takes
+        the socket over once the handshake is answered."""
+        return framed_connection(self)
 
     def check_origin(self, origin: str) -> bool:
         """Same host, or one of ``server.allowed_origins``. (Tornado calls this
@@ -166,12 +167,16 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
             self.principal = None
 
     # --- incoming frames ----------------------------------------------------
-    async def on_message(self, raw: str | bytes) -> None:
-        """Runs for each client frame, one at a time (tornado awaits each).
+    def on_message(self, raw: str | bytes) -> Awaitable[None] | None:
+        """Runs for each client frame, in order (handlers/ws_protocol.py).
+
+        A chat message is handed to the service with a callback, and its ack
+        or error frame goes out once it is stored: the next frame is read at
+        once, and the message costs no task. Any other frame returns a
+        coroutine, and nothing more is read from the socket until it is done.
 
         Every frame gets an answer and the socket stays open: an ``error``
-        frame for a bad one (before auth, close 4001). An exception escaping
-        from here would make Tornado drop the connection with no close frame.
+        frame for a bad one (before auth, close 4001).
         """
         ref = None
         try:
@@ -180,26 +185,38 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
             known = isinstance(kind, str) and kind in _FRAME_TYPES
             metrics.WS_FRAMES.labels("in", kind if known else "other").inc()
             if self.principal is None:
-                await self._on_auth_frame(frame)
-                return
+                return self._answering(self._on_auth_frame(frame), None)
             ref = frame.get("ref")
             if ref is not None and not is_echoable_ref(ref):
                 self._send_error(Invalid({"ref": [BAD_REF]}), ref=None)
-                return
+                return None
             if not known or kind == "auth":
                 raise Invalid({"type": [describe_bad_choice(kind)]})
-            await _FRAME_HANDLERS[kind](self, frame, ref)
-        except ChatError as exc:
-            if self.principal is None:  # before auth, nothing but a good auth frame
-                self.close(WS_CLOSE_BAD_KEY, "Authenticate first.")
-            else:
-                self.send(error_frame(exc, ref))
-        except Exception:  # a bug of ours, not the client's: answer it, keep the socket
-            log.exception("ws %d: frame handling failed", self.conn_id)
-            if self.principal is None:
-                self.close(WS_CLOSE_INTERNAL_ERROR, "Server error.")
-            else:
-                self.send(error_frame(RuntimeError(), ref))
+            if kind == "message":
+                return self._on_message_frame(frame, ref)
+            return self._answering(_FRAME_HANDLERS[kind](self, frame, ref), ref)
+        except Exception as exc:
+            self._answer_failure(exc, ref)
+            return None
+
+    async def _answering(self, handling: Awaitable[None], ref: Any) -> None:
+        """Await one frame's handling; answer whatever it raises."""
+        try:
+            await handling
+        except Exception as exc:
+            self._answer_failure(exc, ref)
+
+    def _answer_failure(self, exc: Exception, ref: Any) -> None:
+        """A frame failed: an error frame (the socket stays open), or before
+        auth the close. An exception escaping to the connection would drop it
+        with no close frame."""
+        if not isinstance(exc, ChatError):  # a bug of ours, not the client's
+            log.error("ws %d: frame handling failed", self.conn_id, exc_info=exc)
+        if self.principal is None:  # before auth, nothing but a good auth frame
+            self.close(WS_CLOSE_BAD_KEY if isinstance(exc, ChatError) else WS_CLOSE_INTERNAL_ERROR,
+                       "Authenticate first." if isinstance(exc, ChatError) else "Server error.")
+        else:
+            self.send(error_frame(exc if isinstance(exc, ChatError) else RuntimeError(), ref))
 
     def _send_error(self, exc: ChatError, ref: None) -> None:
         # ``send`` leaves out a null ref; here the client must see that its
@@ -213,18 +230,43 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
             return
         await self._authenticate(lambda: authenticate_key(self.service, token))
 
-    async def _on_message_frame(self, frame: dict[str, Any], ref: Any) -> None:
+    def _on_message_frame(self, frame: dict[str, Any], ref: Any) -> Awaitable[None] | None:
+        """A chat message: stored through the session's actor, then acked
+        (``_answer_post``). Awaited only where the service cannot take a
+        callback: a store's first message (its session not known here yet),
+        or a backend without callbacks (MongoDB)."""
         self.throttle.check(self.principal)  # the same per-key budget as REST
         fields = Fields(frame)
         session_id = fields.positive_int("session_id") if self.role is Role.ADMIN else None
         body, client_id = fields.message_fields()
         fields.check()
+        reply = functools.partial(self._answer_post, ref)
+        if self.role is Role.ADMIN:
+            started = self.service.post_admin_message_with_reply(
+                self.principal, session_id, body, client_id, reply)
+        else:
+            started = self.service.post_store_message_with_reply(
+                self.principal, body, client_id, reply)
+        if started:
+            return None
+        return self._answering(self._post_awaited(session_id, body, client_id, ref), ref)
+
+    async def _post_awaited(self, session_id: int | None, body: str, client_id: str | None,
+                            ref: Any) -> None:
         if self.role is Role.ADMIN:
             result = await self.service.post_admin_message(self.principal, session_id, body,
                                                            client_id)
         else:
             result = await self.service.post_store_message(self.principal, body, client_id)
-        self.send({"type": "ack", "ref": ref, "message": message_json(result.message)})
+        self._answer_post(ref, result, None)
+
+    def _answer_post(self, ref: Any, result: PostResult | None,
+                     exc: BaseException | None) -> None:
+        """Runs once this socket's message is stored (its ack) or refused."""
+        if exc is not None:
+            self._answer_failure(exc, ref)  # type: ignore[arg-type]
+        else:
+            self.send({"type": "ack", "ref": ref, "message": message_json(result.message)})
 
     async def _on_typing_frame(self, frame: dict[str, Any], ref: Any) -> None:
         session_id = None
@@ -281,9 +323,7 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         conn = self.ws_connection
         if conn is None or conn.is_closing():
             return
-        stream = conn.stream
-        # Private to tornado, but the only measure of what the client has not read.
-        pending = self._out_bytes + (len(stream._write_buffer) if stream is not None else 0)
+        pending = self._out_bytes + conn.buffered_bytes()
         if pending > self.settings_.max_buffered_bytes:
             log.warning("ws %d cut off: %d bytes unread", self.conn_id, pending)
             self._out, self._out_bytes = [], 0
@@ -302,34 +342,12 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         conn = self.ws_connection
         if not frames or conn is None or conn.is_closing():
             return
-        binary = self.protocol == codec.MSGPACK
-        if getattr(conn, "_compressor", None) is not None:  # permessage-deflate: tornado frames it
-            for payload in frames:
-                self._write_one(conn, payload, binary)
-            return
-        try:
-            conn.stream.write(codec.websocket_frames(frames, binary))
-        except tornado.iostream.StreamClosedError:
-            pass  # on_close follows; the client resumes from its last seq
-
-    @staticmethod
-    def _write_one(conn: Any, payload: bytes, binary: bool) -> None:
-        try:
-            sent = conn.write_message(payload, binary=binary)
-        except tornado.websocket.WebSocketClosedError:
-            return
-        sent.add_done_callback(_ignore_closed)
+        conn.write_frames(frames, binary=self.protocol == codec.MSGPACK)
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Close after the frames already queued (a close frame must come last)."""
         self._flush()
         super().close(code, reason)
-
-
-def _ignore_closed(future: asyncio.Future) -> None:
-    # A socket that closed mid-write is handled by on_close; don't log it again.
-    if not future.cancelled():
-        future.exception()
 
 
 class AdminSocket(ChatSocket):
@@ -342,7 +360,7 @@ class StoreSocket(ChatSocket):
 
 
 _FRAME_HANDLERS = {
-    "message": ChatSocket._on_message_frame,
+    "message": ChatSocket._on_message_frame,  # (answered without a coroutine)
     "typing": ChatSocket._on_typing_frame,
     "resume": ChatSocket._on_resume_frame,
     "ping": ChatSocket._on_ping_frame,

@@ -21,7 +21,7 @@ import enum
 import hashlib
 import secrets
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 if TYPE_CHECKING:
     from storage.workflow import (
@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 # Sizes of pages read from storage in one go (history replay, the change feed).
 MAX_HISTORY_PAGE = 1000
 MAX_LIST_PAGE = 200
+
+
+# reply(result, error): how a write offered with a callback answers (once, on
+# the event loop, after its commit).
+Reply = Callable[[Any, Optional[BaseException]], None]
 
 
 def utc_now_iso() -> str:

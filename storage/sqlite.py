@@ -22,7 +22,7 @@ from typing import Any, Callable
 from storage import sqlite_schema as schema
 from storage.base import (
     Admin, ClaimOutcome, ClaimResult, Event, KeyChange, Message, PostResult, Principal,
-    Role, Session, SessionWrite, Store, StorageUnavailable, WriteOutcome, digest_key,
+    Reply, Role, Session, SessionWrite, Store, StorageUnavailable, WriteOutcome, digest_key,
     holder_refusal, new_api_key, revoked_digest, session_to_doc, utc_now_iso,
     why_claim_failed,
 )
@@ -330,6 +330,28 @@ class SQLiteStorage:
             return await self._writer.submit_batched(store_posts, post)
         except sqlite3.OperationalError as exc:
             raise StorageUnavailable(str(exc)) from exc
+
+    # The same two posts answered by a callback, for the message path
+    # (``SessionActor.start_now``): no future or coroutine per message.
+    def post_admin_message_with_reply(self, session_id: int, admin_id: int, body: str,
+                                      client_id: str | None, reply: Reply) -> None:
+        self._post_with_reply(Post("admin", admin_id, session_id, body, client_id), reply)
+
+    def post_store_message_with_reply(self, store_id: int, body: str, client_id: str | None,
+                                      reply: Reply) -> None:
+        self._post_with_reply(Post("store", store_id, None, body, client_id), reply)
+
+    def _post_with_reply(self, post: Post, reply: Reply) -> None:
+        def answer(result: Any, exc: BaseException | None) -> None:
+            if isinstance(exc, sqlite3.OperationalError):
+                exc = StorageUnavailable(str(exc))
+            reply(result, exc)
+
+        if self._writer is None:
+            asyncio.get_running_loop().call_soon(
+                reply, None, StorageUnavailable("storage is closed"))
+            return
+        self._writer.submit_batched_with_reply(store_posts, post, answer)
 
     async def list_messages(self, session_id: int, after_seq: int,
                             limit: int) -> list[Message]:

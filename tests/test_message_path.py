@@ -250,3 +250,34 @@ async def test_ten_admins_racing_for_one_session_over_rest_get_one_winner(server
     winner = next(r for r in replies if r.status == 200)
     stored = await server.raw_storage.get_session(session["id"])
     assert stored.admin_id == winner.json["admin_id"] and stored.last_seq == 2
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_socket_sending_without_waiting_for_acks_gets_no_echo_and_frames_in_seq_order(
+        server, api):
+    # Frames are answered as they are stored, so a client may send a burst
+    # without waiting: each message is acked once, none comes back as an
+    # echo, and the admin's interleaved replies arrive in seq order with
+    # the acks.
+    store_key, admin_key, session = await claimed_session(server, api)
+    sender = await connect(server, "store", store_key)
+    admin = await connect(server, "admin", admin_key)
+    for round_ in range(5):
+        await admin.send({"type": "message", "session_id": session["id"],
+                          "body": f"admin {round_}", "ref": f"a{round_}"})
+        for n in range(10):
+            await sender.send({"type": "message", "body": f"store {round_}.{n}",
+                               "ref": round_ * 10 + n})
+    frames = []
+    while len([f for f in frames if f["type"] == "ack"]) < 50:
+        frames.append(await sender.recv())
+    frames += await sender.expect_silence(0.5)
+    acks = [f for f in frames if f["type"] == "ack"]
+    assert sorted(a["ref"] for a in acks) == list(range(50))
+    assert [a["ref"] for a in acks] == list(range(50))  # answered in the order sent
+    echoes = [f for f in frames if f["type"] == "message" and f["message"]["sender"] == "store"]
+    assert echoes == []
+    replies = [f["message"]["body"] for f in frames if f["type"] == "message"]
+    assert replies == [f"admin {i}" for i in range(5)]
+    seqs = [f["message"]["seq"] for f in frames if f["type"] in ("ack", "message")]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 55

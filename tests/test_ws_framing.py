@@ -247,3 +247,39 @@ async def test_well_formed_masked_frames_still_work_after_header_auth(server):
     await sock.send_close(1000)
     assert await sock.closed_with() == 1000
     sock.close()
+
+
+def masked_frame(opcode: int, payload: bytes) -> bytes:
+    """One final client frame, masked with a random key."""
+    mask = os.urandom(4)
+    head = bytes([0x80 | opcode]) + (bytes([0x80 | len(payload)]) if len(payload) < 126
+                                     else bytes([0x80 | 126]) + struct.pack("!H", len(payload)))
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+@pytest.mark.gen_test
+async def test_frames_sent_with_the_handshake_are_handled_in_order_after_auth(server, api):
+    # The upgrade request, an auth frame and two messages in one write: the
+    # server reads past the handshake before it takes the socket over, and
+    # must still handle each frame once, in order, the messages after auth.
+    _, key = await make_store(server)
+    port = urllib.parse.urlsplit(server.url).port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    nonce = base64.b64encode(os.urandom(16)).decode()
+    writer.write((f"GET {STORE_WS} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                  "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                  f"Sec-WebSocket-Key: {nonce}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+                 + masked_frame(TEXT, json.dumps({"type": "auth", "token": key}).encode())
+                 + masked_frame(TEXT, b'{"type": "message", "body": "first", "ref": 1}')
+                 + masked_frame(TEXT, b'{"type": "message", "body": "second", "ref": 2}'))
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    sock = RawSocket(reader, writer)
+    assert (await sock.read_json())["type"] == "hello"
+    first, second = await sock.read_json(), await sock.read_json()
+    assert (first["type"], first["ref"], first["message"]["body"]) == ("ack", 1, "first")
+    assert (second["type"], second["ref"], second["message"]["body"]) == ("ack", 2, "second")
+    assert second["message"]["seq"] == first["message"]["seq"] + 1
+    await sock.send_close(1000)
+    assert await sock.closed_with() == 1000
+    sock.close()
