@@ -147,11 +147,20 @@ class ActorSystem:
             if not cell.running or (overlap is not None and overlap == cell.running_key):
                 cell.running += 1
                 cell.running_key = overlap
-                if cell.actor.start_now(command, lambda result, exc: self._finished_now(
-                        cell, command, reply, result, exc)):
+                try:
+                    started = cell.actor.start_now(command, lambda result, exc: self._finished_now(
+                        cell, command, reply, result, exc))
+                except BaseException:
+                    started = False
+                    raise
+                finally:
+                    if not started:
+                        cell.running -= 1
+                        if not cell.running:
+                            cell.running_key = None
+                if started:
                     metrics.ACTOR_MAILBOX_DEPTH.observe(0)
                     return
-                cell.running -= 1
         self._enqueue(key, command, reply)
 
     def _finished_now(self, cell: _Cell, command: Any, reply: Reply, result: Any,
@@ -226,8 +235,12 @@ class ActorSystem:
                 if command is _STOP:
                     return
                 if command is _RESTART:
-                    if not await self._restart(cell):
-                        return
+                    cell.running += 1  # nothing starts beside on_start
+                    try:
+                        if not await self._restart(cell):
+                            return
+                    finally:
+                        cell.running -= 1
                     continue
                 group = self._take_group(cell, command, future)
                 if len(group) > 1:

@@ -170,13 +170,13 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
         nothing else of Tornado's uses it any more.)"""
         if stream.writing():  # the 101 answer: out before anything of ours
             await stream.write(b"")
-        early = bytes(stream._read_buffer[:stream._read_buffer_size])
+        # Ahead of anything the transport reads: uvloop starts reading right
+        # after connection_made, whatever pause_reading() said there.
+        self._buffer += stream._read_buffer[:stream._read_buffer_size]
         sock = stream.socket
         stream.io_loop.remove_handler(sock)
         stream._state = None
         await loop.connect_accepted_socket(lambda: self, sock=sock)
-        if early:
-            self._buffer += early
 
     def write_message(self, message: str | bytes | dict[str, Any],
                       binary: bool = False) -> "asyncio.Future[None]":
@@ -303,6 +303,8 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
         self._buffer += data
         if not self._held:
             self._parse()
+        elif self._transport is not None:
+            self._transport.pause_reading()  # (uvloop: see _take_over)
 
     def eof_received(self) -> bool:
         return False  # the transport closes itself
