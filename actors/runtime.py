@@ -144,17 +144,18 @@ class ActorSystem:
         cell = self._cells.get(key)
         if cell is not None and cell.started and not cell.mailbox and not self._closing:
             overlap = cell.actor.overlap_key(command)
-            if not cell.running or (overlap is not None and overlap == cell.running_key):
+            # At most mailbox_size started at once: past that they queue (and
+            # a full mailbox refuses), as with ask.
+            if not cell.running or (overlap is not None and overlap == cell.running_key
+                                    and cell.running < self._mailbox_size):
                 cell.running += 1
                 cell.running_key = overlap
+                started = False
                 try:
                     started = cell.actor.start_now(command, lambda result, exc: self._finished_now(
                         cell, command, reply, result, exc))
-                except BaseException:
-                    started = False
-                    raise
                 finally:
-                    if not started:
+                    if not started:  # declined, or raised: not running after all
                         cell.running -= 1
                         if not cell.running:
                             cell.running_key = None

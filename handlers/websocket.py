@@ -240,13 +240,20 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         session_id = fields.positive_int("session_id") if self.role is Role.ADMIN else None
         body, client_id = fields.message_fields()
         fields.check()
-        reply = functools.partial(self._answer_post, ref)
-        if self.role is Role.ADMIN:
-            started = self.service.post_admin_message_with_reply(
-                self.principal, session_id, body, client_id, reply)
-        else:
-            started = self.service.post_store_message_with_reply(
-                self.principal, body, client_id, reply)
+        conn = self.ws_connection
+        reply = functools.partial(self._answer_post_then_tell, conn, ref)
+        conn.expect_answer()
+        started = False
+        try:
+            if self.role is Role.ADMIN:
+                started = self.service.post_admin_message_with_reply(
+                    self.principal, session_id, body, client_id, reply)
+            else:
+                started = self.service.post_store_message_with_reply(
+                    self.principal, body, client_id, reply)
+        finally:
+            if not started:  # not owed after all: a coroutine answers (reading waits)
+                conn.answered()
         if started:
             return None
         return self._answering(self._post_awaited(session_id, body, client_id, ref), ref)
@@ -259,6 +266,11 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         else:
             result = await self.service.post_store_message(self.principal, body, client_id)
         self._answer_post(ref, result, None)
+
+    def _answer_post_then_tell(self, conn: FramedConnection, ref: Any,
+                               result: PostResult | None, exc: BaseException | None) -> None:
+        self._answer_post(ref, result, exc)
+        conn.answered()
 
     def _answer_post(self, ref: Any, result: PostResult | None,
                      exc: BaseException | None) -> None:
@@ -321,7 +333,7 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         """Queue one frame; every frame queued in one loop pass goes out in a
         single write when the pass ends (``_flush``), not one syscall each."""
         conn = self.ws_connection
-        if conn is None or conn.is_closing():
+        if conn is None or not conn.writable():
             return
         pending = self._out_bytes + conn.buffered_bytes()
         if pending > self.settings_.max_buffered_bytes:
@@ -340,7 +352,7 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         """Write the frames queued in this loop pass (runs once per pass that queued)."""
         frames, self._out, self._out_bytes = self._out, [], 0
         conn = self.ws_connection
-        if not frames or conn is None or conn.is_closing():
+        if not frames or conn is None or not conn.writable():
             return
         conn.write_frames(frames, binary=self.protocol == codec.MSGPACK)
 

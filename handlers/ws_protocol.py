@@ -121,6 +121,10 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
         # The context ``open`` ran in (the handler's request task): every
         # message handler runs in it, as under Tornado's own protocol.
         self._context: contextvars.Context | None = None
+        # Answers a handler still owes for frames it took synchronously
+        # (``expect_answer``): the client's close is echoed only after them.
+        self._unanswered = 0
+        self._close_echo_due = False
 
     # --- Tornado's side: the handshake and the handler's calls ----------------
     @property
@@ -207,6 +211,13 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1 if x else 0)
 
+    def writable(self) -> bool:
+        """Frames may still go out: our close frame has not (the client's
+        close may have come; answers it is owed go out before our echo)."""
+        transport = self._transport
+        return not self.server_terminated and transport is not None \
+            and not transport.is_closing()
+
     def is_closing(self) -> bool:
         transport = self._transport
         return (self.client_terminated or self.server_terminated or transport is None
@@ -250,9 +261,8 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
 
     def _write(self, data: bytes) -> None:
         """Write unless our close frame has gone (nothing may follow it)."""
-        transport = self._transport
-        if transport is not None and not self.server_terminated and not transport.is_closing():
-            transport.write(data)
+        if self.writable():
+            self._transport.write(data)
 
     def _process_server_headers(self, key: str | bytes, headers: Any) -> None:
         raise NotImplementedError("server side only")
@@ -459,7 +469,27 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
                 return
             self.close_code = code
         self.client_terminated = True
+        if self._unanswered:  # answers to earlier frames go first (5.5.1 allows the wait)
+            self._close_echo_due = True
+            self._close_timer = asyncio.get_running_loop().call_later(
+                CLOSE_TIMEOUT_SECS, self.close, self.close_code)
+            return
         self.close(self.close_code)  # a valid code is echoed (5.5.1)
+
+    def expect_answer(self) -> None:
+        """The handler took a frame without a coroutine and will answer it
+        later (``answered``); a close from the client waits for that answer."""
+        self._unanswered += 1
+
+    def answered(self) -> None:
+        """The handler queued the answer ``expect_answer`` announced. A close
+        the client sent meanwhile is echoed once every answer is out (after
+        the handler's writes of this loop pass)."""
+        self._unanswered -= 1
+        if not self._unanswered and self._close_echo_due:
+            self._close_echo_due = False
+            self._cancel_close_timer()
+            asyncio.get_running_loop().call_soon(self.close, self.close_code)
 
     def _dispatch(self, message: str | bytes) -> None:
         """Hand one message to the handler; if it returns a coroutine, hold the

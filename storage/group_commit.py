@@ -250,10 +250,13 @@ class GroupCommitWriter:
         for future, (result, exc) in answers:
             if future.cancelled():
                 continue
-            if exc is not None:
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
+            try:  # a reply callback runs its caller's code: one failing must not strand the rest
+                if exc is not None:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+            except Exception:
+                log.exception("answering a write failed")
 
 
 class _ReplyCallback:

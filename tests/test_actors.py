@@ -167,3 +167,72 @@ class TestOverHTTP:
         assert sorted(stored) == sorted(r.json["body"] for r in accepted)
         assert [m["seq"] for m in history.json["messages"]] == list(
             range(1, len(history.json["messages"]) + 1))
+
+
+# --- actors/runtime.py: commands started without a coroutine (start_now) -------------
+class Starter(Actor):
+    """Posts ("post", n) start now and are answered by ``finish``; anything
+    else goes through ``receive``. Records what overlaps ``on_start``."""
+
+    def __init__(self) -> None:
+        self.pending: list = []
+        self.starting = False
+        self.seen_while_starting: list = []
+        self.starts = 0
+        self.raise_in_start_now = False
+
+    async def on_start(self) -> None:
+        self.starts += 1
+        self.starting = True
+        await asyncio.sleep(0.05)
+        self.starting = False
+
+    def overlap_key(self, command):
+        return "post" if command[0] == "post" else None
+
+    def start_now(self, command, reply) -> bool:
+        if command[0] != "post":
+            return False
+        if self.raise_in_start_now:
+            raise RuntimeError("storage refused the hand-off")
+        if self.starting:
+            self.seen_while_starting.append(command)
+        self.pending.append(reply)
+        return True
+
+    async def receive(self, command):
+        if self.starting:
+            self.seen_while_starting.append(command)
+        return command
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_start_now_that_raises_does_not_wedge_the_actor():
+    actor = Starter()
+    system = ActorSystem(lambda key: actor)
+    await system.ask(1, ("read", 0))  # started
+    actor.raise_in_start_now = True
+    with pytest.raises(RuntimeError):
+        system.ask_with_reply(1, ("post", 1), lambda result, exc: None)
+    assert await asyncio.wait_for(system.ask(1, ("read", 2)), 2) == ("read", 2)
+    await system.stop_all(1)
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_no_command_runs_while_a_restart_reloads_the_actor():
+    actor = Starter()
+    system = ActorSystem(lambda key: actor)
+    await system.ask(1, ("read", 0))
+    answers = []
+    system.ask_with_reply(1, ("post", 1), lambda result, exc: answers.append((result, exc)))
+    actor.pending.pop()(None, RuntimeError("disk I/O error"))  # unexpected: restart
+    await asyncio.sleep(0.01)  # the loop is now in on_start (the restart)
+    assert actor.starting and actor.starts == 2
+    system.ask_with_reply(1, ("post", 2), lambda result, exc: answers.append((result, exc)))
+    read = asyncio.ensure_future(system.ask(1, ("read", 3)))
+    await asyncio.sleep(0.1)
+    assert actor.seen_while_starting == [], actor.seen_while_starting
+    for reply in actor.pending:
+        reply("ok", None)
+    await read
+    await system.stop_all(1)

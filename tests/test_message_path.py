@@ -4,11 +4,13 @@ per batch, local delivery from the commit, all without giving up ordering."""
 from __future__ import annotations
 
 import asyncio
+import struct
 
 import pytest
 
 from tests.conftest import claimed_session, make_store
 from tests.helpers import Socket
+from tests.test_ws_framing import CLOSE, TEXT, RawSocket, masked_frame
 
 
 async def connect(server, role, key, **kw) -> Socket:
@@ -281,3 +283,23 @@ async def test_a_socket_sending_without_waiting_for_acks_gets_no_echo_and_frames
     assert replies == [f"admin {i}" for i in range(5)]
     seqs = [f["message"]["seq"] for f in frames if f["type"] in ("ack", "message")]
     assert seqs == sorted(seqs) and len(set(seqs)) == 55
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_messages_then_close_in_one_write_still_get_their_acks(server, api):
+    # Frames are handled in the order sent (docs/api.md): the close frame
+    # comes after two messages, so their acks must go out before our close.
+    store_key, _admin_key, _session = await claimed_session(server, api)
+    sock = await RawSocket.connect(server, store_key)
+    assert (await sock.read_json())["type"] == "hello"
+    sock.writer.write(masked_frame(TEXT, b'{"type": "message", "body": "one", "ref": 1}')
+                      + masked_frame(TEXT, b'{"type": "message", "body": "two", "ref": 2}')
+                      + masked_frame(CLOSE, struct.pack("!H", 1000)))
+    frames = []
+    while True:
+        opcode, payload = await sock.read_frame()
+        if opcode == CLOSE:
+            break
+        frames.append(payload)
+    sock.close()
+    assert len(frames) == 2, frames

@@ -13,12 +13,15 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import struct
+import time
 import urllib.parse
 
 import pytest
 
 from tests.conftest import make_store
+from tests.helpers import ServerProcess
 
 TEXT, BINARY, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
 STORE_WS = "/v1/chat/store/ws/"
@@ -283,3 +286,45 @@ async def test_frames_sent_with_the_handshake_are_handled_in_order_after_auth(se
     await sock.send_close(1000)
     assert await sock.closed_with() == 1000
     sock.close()
+
+
+def _close_code_after_split_auth(port: int, delay: float) -> object:
+    """Handshake + the first 3 bytes of an auth frame in one write, the rest
+    ``delay`` later; the server's close code (the key is bad: 4001)."""
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    nonce = base64.b64encode(os.urandom(16)).decode()
+    head = (f"GET /v1/chat/store/ws/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {nonce}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+    frame = masked_frame(TEXT, b'{"type": "auth", "token": "not-a-key-of-ours"}')
+    s.sendall(head + frame[:3])
+    started = time.perf_counter()
+    while time.perf_counter() - started < delay:
+        pass
+    s.sendall(frame[3:])
+    s.settimeout(3)
+    data = b""
+    try:
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < 4:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except socket.timeout:
+        pass
+    finally:
+        s.close()
+    body = data.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in data else b""
+    return struct.unpack("!H", body[2:4])[0] if body[:1] == b"\x88" else ("no close", body)
+
+
+def test_bytes_sent_with_the_handshake_stay_ahead_of_later_bytes_on_uvloop(db_url, processes):
+    # server.py runs on uvloop, which ignores pause_reading() in connection_made:
+    # bytes read by the new transport can land in the buffer before the bytes
+    # Tornado had read past the handshake (``_take_over`` appends those last).
+    srv = ServerProcess(db_url)
+    processes.append(srv)
+    srv.start()
+    codes = [_close_code_after_split_auth(srv.port, (i % 30) * 0.0001) for i in range(300)]
+    assert set(codes) == {4001}, codes
