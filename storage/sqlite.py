@@ -93,10 +93,14 @@ class SQLiteStorage:
         and reach the database in the order they were submitted (the session
         actor overlaps them on that promise): ten admins racing for a session
         cost ten guarded statements, not ten savepoints as well."""
+        return await self._write_batched(_in_order, fn)
+
+    async def _write_batched(self, handler: Any, item: Any) -> Any:
+        """``item`` written by ``handler`` with the group's other items for it."""
         if self._writer is None:
             raise StorageUnavailable("storage is closed")
         try:
-            return await self._writer.submit_batched(_in_order, fn)
+            return await self._writer.submit_batched(handler, item)
         except sqlite3.OperationalError as exc:
             raise StorageUnavailable(str(exc)) from exc
 
@@ -324,12 +328,7 @@ class SQLiteStorage:
 
     async def _post(self, post: Post) -> PostResult:
         # Posts waiting for the same group are stored together (sqlite_posts).
-        if self._writer is None:
-            raise StorageUnavailable("storage is closed")
-        try:
-            return await self._writer.submit_batched(store_posts, post)
-        except sqlite3.OperationalError as exc:
-            raise StorageUnavailable(str(exc)) from exc
+        return await self._write_batched(store_posts, post)
 
     # The same two posts answered by a callback, for the message path
     # (``SessionActor.start_now``): no future or coroutine per message.
