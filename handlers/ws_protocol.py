@@ -32,7 +32,9 @@ otherwise get a reset, which can destroy the close frame before it is read.
 
 As in Tornado, frames are handled one at a time: while a handler's coroutine
 runs, reading pauses. A handler that answers synchronously (returns None)
-lets the next frame be handled at once. permessage-deflate is not offered.
+lets the next frame be handled at once; if it owes a later answer it says so
+(``expect_answer``/``answered``), and a close from the client is echoed only
+after that answer. permessage-deflate is not offered.
 """
 
 from __future__ import annotations
