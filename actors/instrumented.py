@@ -38,8 +38,7 @@ class InstrumentedStorage:
                 return await attr(*args, **kwargs)
             except StorageUnavailable as exc:
                 errors.inc()
-                raise Overloaded("Storage is unavailable, try again later.",
-                                 STORAGE_RETRY_AFTER_SECS) from exc
+                raise _overloaded() from exc
             finally:
                 duration.observe(time.perf_counter() - started)
 
@@ -59,13 +58,16 @@ class InstrumentedStorage:
                 duration.observe(time.perf_counter() - started)
                 if isinstance(exc, StorageUnavailable):
                     errors.inc()
-                    unavailable = exc
-                    exc = Overloaded("Storage is unavailable, try again later.",
-                                     STORAGE_RETRY_AFTER_SECS)
-                    exc.__cause__ = unavailable
+                    cause, exc = exc, _overloaded()
+                    exc.__cause__ = cause
                 reply(result, exc)
 
             attr(*head, answer)
 
         setattr(self, name, timed)
         return timed
+
+
+def _overloaded() -> Overloaded:
+    """What a client is told when storage is unreachable: 503 with Retry-After."""
+    return Overloaded("Storage is unavailable, try again later.", STORAGE_RETRY_AFTER_SECS)
