@@ -63,6 +63,9 @@ def serve(config: dict[str, Any], demo: bool, cli: str = "server.py") -> int:
     ``cli`` is how to run this program again, for the demo's hints.
     """
     workers = worker_count(config)
+    if config["server"]["pin_to_cpus"] and not hasattr(os, "sched_setaffinity"):
+        raise StartupError("server.pin_to_cpus needs Linux (os.sched_setaffinity); "
+                           "set it to false here")
     metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Must be set before prometheus_client is first imported (below), so
@@ -87,6 +90,7 @@ def serve(config: dict[str, Any], demo: bool, cli: str = "server.py") -> int:
     port = sockets[0].getsockname()[1]
     print(f"Serving on http://{srv['host']}:{port} with {workers} worker process(es); "
           f"{describe_storage(config['storage']['url'])}", flush=True)
+    index: int | None = 0
     if workers > 1:
         index = supervise_workers(workers)
         if index is None:  # the parent, once every worker has exited
@@ -95,6 +99,8 @@ def serve(config: dict[str, Any], demo: bool, cli: str = "server.py") -> int:
             return 0
         if config["events"].get("node"):  # each worker follows the feed on its own
             config["events"]["node"] = f"{config['events']['node']}/{index}"
+    if config["server"]["pin_to_cpus"]:
+        log.info("worker %d runs on CPU %d", index, pin_to_cpu(index))
     return run_event_loop(_run_worker(config, sockets, ops_sockets))
 
 
@@ -114,6 +120,24 @@ def tune_garbage_collector() -> None:
     gc.freeze()
     _young, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
+def pin_to_cpu(index: int) -> int:
+    """Runs in worker ``index`` before it starts its threads, when
+    ``server.pin_to_cpus`` is set: every thread of the worker (the loop, the
+    SQLite writer and readers, and those started later, which inherit it) runs
+    on one CPU, the index-th of those this process may use. The GIL lets a
+    worker use about one core anyway; kept on one, its threads hand the GIL to
+    each other without waking a second core, and the caches stay warm (issue 9:
+    ~15-25% less CPU per message on the message path). Returns the CPU."""
+    cpus = sorted(os.sched_getaffinity(0))
+    cpu = cpus[index % len(cpus)]
+    for thread_id in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(thread_id), {cpu})
+        except ProcessLookupError:  # a thread that has just ended
+            pass
+    return cpu
 
 
 def run_event_loop(main: Any) -> Any:

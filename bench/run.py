@@ -8,6 +8,8 @@ One run prints issue 9's table from figures measured in that run:
   (``bench/bare_relay.py``) and the chat server run alternately (A B A B ...),
   ``--reps`` times each; medians are reported. Server CPU per message per
   thread is read from ``/proc/<pid>/task/*/stat`` before and after each rep.
+  A second chat server, with ``server.pin_to_cpus: true`` (on a copy of the
+  database), runs in the same alternation (A B C A B C ...).
 * **open loop** at each of ``--rates`` msgs/s for ``--open-secs``: p50/p99 from
   the store's send to the admin's receipt, relay and chat server alike,
   alternated ``--open-reps`` times (medians: one slow disk sync elsewhere on
@@ -360,6 +362,14 @@ def start_relay() -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
+def copy_database(source: str, target: str) -> None:
+    """A consistent copy of a SQLite database (its WAL included)."""
+    import sqlite3
+
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+
+
 def med(runs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
@@ -391,8 +401,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             return {"claim_storm": await run_claim_storm(args, chat, data)}
         finally:
             chat.stop()
+    # The same server with `server.pin_to_cpus: true`, on a copy of the
+    # database (two servers on one file would read each other's feed).
+    pinned_db = os.path.join(workdir, "bench-pinned.sqlite3")
+    copy_database(db, pinned_db)
+    pinned = ServerProcess(f"sqlite:///{pinned_db}", config_path=config,
+                           env={"CHAT_SERVER__PIN_TO_CPUS": "true"}).start()
     relay, relay_port = start_relay()
     ours = Target("chat", chat.port, chat.proc.pid, data["store_keys"], data["admin_keys"])
+    ours_pinned = Target("pinned", pinned.port, pinned.proc.pid, data["store_keys"],
+                         data["admin_keys"])
     bare = Target("relay", relay_port, relay.pid)
     results: dict[str, Any] = {"pairs": args.pairs, "window": args.window,
                                "per_pair": args.messages, "reps": args.reps,
@@ -405,12 +423,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         print("warming up ...", flush=True)
         await closed_loop(bare, args.pairs, args.window, 20)
         await closed_loop(ours, args.pairs, args.window, 20)
-        runs: dict[str, list] = {"relay": [], "chat": []}
-        for rep in range(args.reps):  # A B A B: both see the same machine noise
-            for target in (bare, ours):
+        await closed_loop(ours_pinned, args.pairs, args.window, 20)
+        runs: dict[str, list] = {"relay": [], "chat": [], "pinned": []}
+        for rep in range(args.reps):  # A B C A B C: all see the same machine noise
+            for target in (bare, ours, ours_pinned):
                 r = await closed_loop(target, args.pairs, args.window, args.messages)
                 runs[target.name].append(r)
-                print(f"  rep {rep + 1} {target.name:5}: {r['msgs_per_sec']:8.0f} msgs/s "
+                print(f"  rep {rep + 1} {target.name:6}: {r['msgs_per_sec']:8.0f} msgs/s "
                       f"p50 {r['p50_ms']:6.1f} ms p99 {r['p99_ms']:6.1f} ms "
                       f"cpu {r['cpu_us_per_msg']:6.1f} µs/msg {r['cpu_us_per_msg_by_thread']}",
                       flush=True)
@@ -420,8 +439,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                    "cpu_us_per_msg": round(med(rs, "cpu_us_per_msg"), 1),
                    "cpu_us_per_msg_by_thread": median_threads(rs)}
             for name, rs in runs.items()}
-        results["ratio"] = round(results["closed_loop"]["chat"]["msgs_per_sec"]
-                                 / results["closed_loop"]["relay"]["msgs_per_sec"], 3)
+        relay_rate = results["closed_loop"]["relay"]["msgs_per_sec"]
+        results["ratio"] = round(results["closed_loop"]["chat"]["msgs_per_sec"] / relay_rate, 3)
+        results["ratio_pinned"] = round(
+            results["closed_loop"]["pinned"]["msgs_per_sec"] / relay_rate, 3)
         open_runs: dict[str, list] = {}
         for _rep in range(args.open_reps):  # A B A B here too; medians of the reps
             for rate in args.rates:
@@ -437,6 +458,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             results["claim_storm"] = await run_claim_storm(args, chat, data)
     finally:
         chat.stop()
+        pinned.stop()
         relay.kill()
         relay.wait()
     return results
@@ -463,6 +485,9 @@ def print_table(r: dict[str, Any], rates: list[int]) -> None:
                    f"{cl['relay']['msgs_per_sec']:,} msgs/s)"),
         ("server CPU per message, all threads", ISSUE_NOW["cpu"], "≤ 80 µs",
          f"{cl['chat']['cpu_us_per_msg']:.0f} µs (relay {cl['relay']['cpu_us_per_msg']:.0f})"),
+        ("the same, `server.pin_to_cpus: true`", "", "≤ 80 µs",
+         f"{cl['pinned']['cpu_us_per_msg']:.0f} µs, {r['ratio_pinned']:.2f}× "
+         f"({cl['pinned']['msgs_per_sec']:,} msgs/s)"),
         (f"p99 at {' / '.join(map(str, rates))} msgs/s open loop", ISSUE_NOW["p99"],
          "≤ 10 / 15 ms", f"{p99} ms (relay {p99_relay})"),
         ("claim storm decisions/s, 1 process", ISSUE_NOW["claims"], "≥ 3,000, 0 double wins",
@@ -474,7 +499,7 @@ def print_table(r: dict[str, Any], rates: list[int]) -> None:
     for row in rows:
         print("| " + " | ".join(row) + " |")
     print("\nserver CPU µs per message by thread (closed loop, medians):")
-    for name in ("relay", "chat"):
+    for name in ("relay", "chat", "pinned"):
         print(f"  {name}: {cl[name]['cpu_us_per_msg_by_thread']}")
 
 

@@ -100,6 +100,12 @@ def _check_bind(value: str) -> str:
     return value
 
 
+def _check_page_size(value: int) -> int:
+    if value < 512 or value > 65536 or value & (value - 1):
+        raise ValueError("not a power of two from 512 to 65536")
+    return value
+
+
 def _check_network(value: str) -> str:
     ipaddress.ip_network(value, strict=False)  # raises ValueError, which pydantic reports
     return value
@@ -124,6 +130,8 @@ Bind = Annotated[str, AfterValidator(_check_bind),
                  Field(description='"" or HOST:PORT with a port from 1 to 65535')]
 Synchronous = Annotated[Literal["OFF", "NORMAL", "FULL", "EXTRA"], BeforeValidator(_upper),
                         Field(description="one of OFF, NORMAL, FULL, EXTRA")]
+PageSize = Annotated[int, NoBool, AfterValidator(_check_page_size),
+                     Field(description="a power of two from 512 to 65536")]
 LogLevel = Annotated[Literal[LOG_LEVELS], BeforeValidator(_upper),
                      Field(description="one of " + ", ".join(LOG_LEVELS))]
 LogFormat = Annotated[Literal["text", "json"], BeforeValidator(_lower),
@@ -142,6 +150,7 @@ class ServerSettings(Section):
     host: NonEmptyText
     port: Port
     processes: Count
+    pin_to_cpus: Flag
     allowed_origins: StringList
     max_body_bytes: PositiveInt
     shutdown_timeout_secs: Seconds
@@ -154,6 +163,7 @@ class ServerSettings(Section):
 class StorageSettings(Section):
     url: StorageUrl
     sqlite_synchronous: Synchronous
+    sqlite_page_size: PageSize
     mongo_write_concern: WriteConcern
     mongo_retry_writes: Flag
     mongo_timeout_ms: PositiveInt

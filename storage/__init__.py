@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from storage.base import ChatStorage
+from storage.sqlite_schema import DEFAULT_PAGE_SIZE
 
 
 def open_storage(url: str, options: dict[str, Any] | None = None) -> ChatStorage:
@@ -13,7 +14,9 @@ def open_storage(url: str, options: dict[str, Any] | None = None) -> ChatStorage
     if url.startswith("sqlite:///"):
         from storage.sqlite import SQLiteStorage
 
-        return SQLiteStorage.from_url(url, synchronous=options.get("sqlite_synchronous", "FULL"))
+        return SQLiteStorage.from_url(
+            url, synchronous=options.get("sqlite_synchronous", "FULL"),
+            page_size=int(options.get("sqlite_page_size", DEFAULT_PAGE_SIZE)))
     if url.startswith(("mongodb://", "mongodb+srv://")):
         from storage.mongo import MongoStorage
 

@@ -48,9 +48,11 @@ class SQLiteStorage:
     # items in order. The session actor relies on it to overlap commands.
     writes_in_submission_order = True
 
-    def __init__(self, path: str, synchronous: str = "FULL"):
+    def __init__(self, path: str, synchronous: str = "FULL",
+                 page_size: int = schema.DEFAULT_PAGE_SIZE):
         self.path = path
         self._synchronous = synchronous
+        self._page_size = page_size
         self._writer: GroupCommitWriter | None = None
         self._checkpointer: Checkpointer | None = None
         self._local = threading.local()
@@ -74,6 +76,9 @@ class SQLiteStorage:
                                timeout=BUSY_TIMEOUT_MS / 1000, factory=factory)
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # Takes effect only on a file that has no page yet (before WAL mode is
+        # set on it); an existing database keeps the size it was made with.
+        conn.execute(f"PRAGMA page_size = {self._page_size}")
         conn.execute("PRAGMA journal_mode = WAL")
         # FULL: a committed message survives power loss, not only a crash.
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")

@@ -18,6 +18,14 @@ from storage.base import (
     message_to_doc, session_to_doc, utc_now_iso,
 )
 
+# The page size a new database file is made with (``storage.sqlite_page_size``).
+# SQLite's WAL logs whole pages, and a group of messages to many sessions
+# touches about one page per message in the (session_id, seq) index alone
+# (each session's newest entries sit on their own leaf): at 4 KiB pages that is
+# ~4 KiB logged, checksummed and synced per 100-byte message. 1 KiB pages log a
+# quarter of it; measured by make bench: ~15% less writer CPU, ~10% less in all.
+DEFAULT_PAGE_SIZE = 1024
+
 DDL = """
 CREATE TABLE IF NOT EXISTS admins (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -141,3 +141,54 @@ async def test_clients_of_a_killed_process_reconnect_elsewhere_resume_and_miss_n
         if frame["type"] == "message":
             admin_got.append(frame["message"]["seq"])
     assert admin_got == got
+
+
+def cpus_of_threads(pid: int) -> dict[str, str]:
+    """Each thread of ``pid`` (by name) -> the CPUs it may run on, as /proc lists them."""
+    cpus = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                fields = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+        except FileNotFoundError:  # a thread that has just ended
+            continue
+        cpus[f"{fields['Name']}/{tid}"] = fields["Cpus_allowed_list"]
+    return cpus
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="CPU affinity is Linux-only")
+@pytest.mark.gen_test(timeout=120)
+async def test_pinned_workers_each_keep_every_thread_on_a_cpu_of_their_own(
+        db_url, processes, tmp_path):
+    _admin_keys, store_keys = create_keys(db_url, admins=1, stores=1)
+    proc = ServerProcess(db_url, env={"CHAT_PROCESSES": "2", "CHAT_SERVER__PIN_TO_CPUS": "true"}
+                         ).start(str(tmp_path / "log"))
+    processes.append(proc)
+    pids = await worker_pids(proc.base_url)
+    assert len(pids) == 2
+    api = Api(proc.base_url + "/v1/chat")  # the pinned workers serve (and start their writers)
+    assert (await api.post("/store/message/", store_keys[0], {"body": "hi"})).status == 201
+    usable = sorted(os.sched_getaffinity(0))
+    pinned = []
+    for pid in pids:
+        threads = cpus_of_threads(pid)
+        assert any(name.startswith("sqlite-writer") for name in threads), threads
+        assert len(set(threads.values())) == 1, threads  # every thread on the same CPU...
+        (cpu,) = set(threads.values())
+        assert int(cpu) in usable  # ...one CPU, one this process may use
+        pinned.append(int(cpu))
+    if len(usable) >= 2:
+        assert len(set(pinned)) == 2  # and the two workers on different ones
+    assert proc.stop() == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="CPU affinity is Linux-only")
+@pytest.mark.gen_test(timeout=60)
+async def test_by_default_a_worker_may_run_on_every_cpu(db_url, processes, tmp_path):
+    proc = ServerProcess(db_url).start(str(tmp_path / "log"))
+    processes.append(proc)
+    with open("/proc/self/status") as f:
+        ours = next(line.split(":\t")[1].strip() for line in f
+                    if line.startswith("Cpus_allowed_list"))
+    assert set(cpus_of_threads(proc.proc.pid).values()) == {ours}
+    assert proc.stop() == 0

@@ -92,3 +92,32 @@ async def test_every_acknowledged_message_survives_a_sigkill(db_url, processes, 
     stored = {m["id"] for m in history.json["messages"]}
     assert len(acked) >= 100 and set(acked) <= stored
     assert [m["seq"] for m in history.json["messages"]] == list(range(1, len(stored) + 1))
+
+
+def page_size(db_url: str) -> int:
+    import sqlite3
+
+    with sqlite3.connect(db_url[len("sqlite:///"):]) as conn:
+        return conn.execute("PRAGMA page_size").fetchone()[0]
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_a_new_database_gets_the_configured_page_size_and_an_old_one_keeps_its_own(
+        db_url, tmp_path, processes):
+    _, store_keys = create_keys(db_url)  # the CLI makes the file, with the default
+    assert page_size(db_url) == 1024
+    other_url = f"sqlite:///{tmp_path}/made-with-4k.sqlite3"
+    store_key = run_cli("create-store", "--name", "S", env={
+        "CHAT_STORAGE_URL": other_url, "CHAT_STORAGE__SQLITE_PAGE_SIZE": "4096"}).splitlines()[-1]
+    assert page_size(other_url) == 4096
+    for url, key in ((db_url, store_keys[0]), (other_url, store_key)):
+        proc = ServerProcess(url).start(str(tmp_path / "log"))  # the default: 1024
+        processes.append(proc)
+        api = Api(proc.base_url + "/v1/chat")
+        sent = [await api.post("/store/message/", key, {"body": f"m{i}" * 300})
+                for i in range(20)]
+        assert [r.status for r in sent] == [201] * 20
+        history = await api.get("/store/session/?limit=100", key)
+        assert [m["body"] for m in history.json["messages"]] == [f"m{i}" * 300 for i in range(20)]
+        assert proc.stop() == 0
+    assert (page_size(db_url), page_size(other_url)) == (1024, 4096)
