@@ -6,7 +6,6 @@ access rule of API.md checked here so REST and WebSocket share it.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -126,20 +125,27 @@ class ChatService:
         session_id = self._store_sessions.get(store.id)
         if session_id is None or not self._replies:
             return False
-        reply = _posted_from(SENDING_CONNECTION.get(), reply)
+        self._post_store_with_reply(session_id, PostStoreMessage(store.id, body, client_id),
+                                    _posted_from(SENDING_CONNECTION.get(), reply),
+                                    STORE_POST_ATTEMPTS)
+        return True
 
+    def _post_store_with_reply(self, session_id: int, command: PostStoreMessage,
+                               reply: Reply, attempts: int) -> None:
         def answer(result: PostResult | None, exc: BaseException | None) -> None:
-            if isinstance(exc, ActorStopped):  # the actor went: find the session again
-                self._store_sessions.pop(store.id, None)
-                task = asyncio.ensure_future(self._post_store_message(store, body, client_id))
-                task.add_done_callback(lambda t: reply(*_outcome(t)))
+            if isinstance(exc, ActorStopped) and attempts > 1:
+                # The actor went (past its restart cap) with this message in
+                # its mailbox: ask a fresh one at once, in the order the old
+                # one answered, so the store's messages keep their order. The
+                # session id only routes: storage picks the store's active
+                # session itself.
+                self._post_store_with_reply(session_id, command, reply, attempts - 1)
                 return
             if result is not None:
-                self._remember_store_session(store.id, result.session)
+                self._remember_store_session(command.store_id, result.session)
             reply(result, exc)
 
-        self._ask_with_reply(session_id, PostStoreMessage(store.id, body, client_id), answer)
-        return True
+        self._ask_with_reply(session_id, command, answer)
 
     async def _post_store_message(self, store: Principal, body: str,
                                   client_id: str | None) -> PostResult:
@@ -274,13 +280,6 @@ def _posted_from(sender: Sender | None, reply: Reply) -> Reply:
         reply(result, exc)
 
     return answer
-
-
-def _outcome(task: asyncio.Future) -> tuple[Any, BaseException | None]:
-    if task.cancelled():
-        return None, ActorStopped()
-    exc = task.exception()
-    return (None, exc) if exc is not None else (task.result(), None)
 
 
 def may_read(who: Principal, session: Session) -> bool:

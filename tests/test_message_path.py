@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from tests.conftest import claimed_session, make_store
+from tests.conftest import claimed_session, make_admin, make_store, open_session
 from tests.helpers import Socket
 from tests.test_ws_framing import CLOSE, TEXT, RawSocket, masked_frame
 
@@ -303,3 +303,45 @@ async def test_messages_then_close_in_one_write_still_get_their_acks(server, api
         frames.append(payload)
     sock.close()
     assert len(frames) == 2, frames
+
+
+class TestAnActorThatStopsWithMessagesQueued:
+    @pytest.fixture
+    def overrides(self):
+        return {"actors": {"max_restarts": 0}}  # one failure stops the actor
+
+    @pytest.mark.gen_test(timeout=30)
+    async def test_its_messages_are_stored_by_a_fresh_actor_in_the_order_sent(self, server,
+                                                                               api):
+        _, store_key = await make_store(server)
+        _, admin_key = await make_admin(server)
+        session = await open_session(api, store_key, "first")
+        sender = await connect(server, "store", store_key)
+        entered, gate = asyncio.Event(), asyncio.Event()
+
+        async def claim_that_fails_like_a_bug(*_args, **_kwargs):
+            entered.set()
+            await gate.wait()
+            raise RuntimeError("a bug in storage")
+
+        server.raw_storage.claim_session = claim_that_fails_like_a_bug
+        claim = asyncio.ensure_future(
+            api.post("/admin/session/claim/", admin_key, {"session_id": session["id"]}))
+        await asyncio.wait_for(entered.wait(), 10)
+        # While the claim runs, the store's messages wait in the actor's mailbox.
+        for n in range(1, 6):
+            await sender.send({"type": "message", "body": f"m{n}", "ref": n})
+        cell = server.service.actors._cells[session["id"]]
+        for _ in range(500):
+            if len(cell.mailbox) == 5:
+                break
+            await asyncio.sleep(0.01)
+        assert len(cell.mailbox) == 5
+        gate.set()  # the claim fails, the actor stops: each message gets ActorStopped
+        assert (await claim).status == 500
+        acks = [await sender.recv_type("ack") for _ in range(5)]
+        assert [a["ref"] for a in acks] == [1, 2, 3, 4, 5]
+        assert [a["message"]["seq"] for a in acks] == [2, 3, 4, 5, 6]
+        history = await api.get("/store/session/?limit=10", store_key)
+        assert [m["body"] for m in history.json["messages"]] == \
+            ["first", "m1", "m2", "m3", "m4", "m5"]
