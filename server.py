@@ -90,13 +90,14 @@ def serve(config: dict[str, Any], demo: bool, cli: str = "server.py") -> int:
     port = sockets[0].getsockname()[1]
     print(f"Serving on http://{srv['host']}:{port} with {workers} worker process(es); "
           f"{describe_storage(config['storage']['url'])}", flush=True)
-    index: int | None = 0
+    index = 0  # this worker's number
     if workers > 1:
-        index = supervise_workers(workers)
-        if index is None:  # the parent, once every worker has exited
+        child = supervise_workers(workers)
+        if child is None:  # the parent, once every worker has exited
             if metrics_dir:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
             return 0
+        index = child
         if config["events"].get("node"):  # each worker follows the feed on its own
             config["events"]["node"] = f"{config['events']['node']}/{index}"
     if config["server"]["pin_to_cpus"]:
