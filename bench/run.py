@@ -122,12 +122,13 @@ class Target:
         return await WSClient.connect(self.port, f"/ws?pair={pair}&role={role}", on_frame)
 
 
-async def prepare_database(path: str, pairs: int, claim_sessions: int,
-                           claim_admins: int) -> dict[str, Any]:
-    """Accounts, one claimed session per pair, and the claim storm's open sessions."""
+async def prepare_database(path: str, pairs: int, claim_sessions: int, claim_admins: int,
+                           page_size: int | None = None) -> dict[str, Any]:
+    """Accounts, one claimed session per pair, and the claim storm's open sessions
+    (in a new file with ``page_size``, or the server's default)."""
     from storage.sqlite import SQLiteStorage
 
-    storage = SQLiteStorage(path)
+    storage = SQLiteStorage(path, page_size=page_size) if page_size else SQLiteStorage(path)
     await storage.setup()
     try:
         stores = await asyncio.gather(*[storage.create_store(f"S{i}", None, None)
