@@ -22,9 +22,9 @@ from typing import Any, Callable
 from storage import sqlite_schema as schema
 from storage.base import (
     Admin, ClaimOutcome, ClaimResult, Event, KeyChange, Message, PostResult, Principal,
-    Reply, Role, Session, SessionWrite, Store, StorageUnavailable, WriteOutcome, digest_key,
-    holder_refusal, new_api_key, revoked_digest, session_to_doc, utc_now_iso,
-    why_claim_failed,
+    Reply, Role, Session, SessionStatus, SessionWrite, Store, StorageUnavailable,
+    WriteOutcome, digest_key, holder_refusal, new_api_key, revoked_digest, session_to_doc,
+    utc_now_iso, why_claim_failed,
 )
 from storage.checkpoint import Checkpointer
 from storage.group_commit import CommitListener, GroupCommitWriter, WriterConnection
@@ -258,6 +258,13 @@ class SQLiteStorage:
     async def claim_session(self, session_id: int, admin: Admin,
                             max_sessions: int) -> ClaimResult:
         def write(conn: sqlite3.Connection) -> ClaimResult:
+            # This runs inside the writer's BEGIN IMMEDIATE, so nothing can
+            # change the row between this read and the decision: a session
+            # already claimed or closed is refused from the read alone, with
+            # no UPDATE (nine of ten claims in a storm are such losers).
+            current = schema.fetch_session(conn, session_id)
+            if current is None or current.status is not SessionStatus.OPEN:
+                return ClaimResult(why_claim_failed(current, admin.id), current)
             now = utc_now_iso()
             # The guard: one conditional UPDATE; the limit is a sub-select of
             # the same statement, so check and claim cannot be separated.
@@ -267,16 +274,16 @@ class SQLiteStorage:
                 " AND (? = 0 OR (SELECT COUNT(*) FROM sessions WHERE admin_id = ?"
                 "                AND status = 'claimed') < ?)",
                 (admin.id, now, now, session_id, max_sessions, admin.id, max_sessions))
+            if cur.rowcount != 1:
+                return ClaimResult(why_claim_failed(current, admin.id, limit_hit=True), current)
             session = schema.fetch_session(conn, session_id)
-            if cur.rowcount == 1:
-                payload = {"session": session_to_doc(session),
-                           "admin": {"id": admin.id, "name": admin.name}}
-                schema.insert_event(conn, "session_claimed", session, admin.id, payload)
-                _, session = schema.insert_message(
-                    conn, session, "system", None, f"{admin.name} joined the chat",
-                    None, event="admin_connected", audience_admin=admin.id)
-                return ClaimResult(ClaimOutcome.WON, session)
-            return ClaimResult(why_claim_failed(session, admin.id, limit_hit=True), session)
+            payload = {"session": session_to_doc(session),
+                       "admin": {"id": admin.id, "name": admin.name}}
+            schema.insert_event(conn, "session_claimed", session, admin.id, payload)
+            _, session = schema.insert_message(
+                conn, session, "system", None, f"{admin.name} joined the chat",
+                None, event="admin_connected", audience_admin=admin.id)
+            return ClaimResult(ClaimOutcome.WON, session)
 
         return await self._session_write(write)
 
