@@ -256,3 +256,49 @@ async def test_nagle_stays_off_on_a_kept_alive_connection_between_requests(serve
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
         writer.close()
+
+
+# --- claims, releases and closes queued together (storage/sqlite.py KnownSessions) ------
+@pytest.mark.gen_test
+async def test_session_writes_queued_together_are_decided_in_order_from_one_read(
+        sqlite_storage):
+    """Submitted together, these reach the writer in one group; each must be
+    decided on the row the previous one left (one read, then what was written)."""
+    storage = sqlite_storage
+    store, _ = await storage.create_store("Tech", None, None)
+    other_store, _ = await storage.create_store("Shoes", None, None)
+    admins = [(await storage.create_admin(name, None))[0] for name in ("Ann", "Bob", "Cy")]
+    ann, bob, cy = admins
+    session = (await storage.post_store_message(store.id, "hi", None)).session
+    held = (await storage.post_store_message(other_store.id, "hello", None)).session
+    assert (await storage.claim_session(held.id, cy, 0)).outcome is ClaimOutcome.WON
+    sid = session.id
+    results = await asyncio.gather(
+        storage.claim_session(sid, cy, 1),    # cy is at the limit of 1
+        storage.claim_session(sid, ann, 0),   # wins
+        storage.claim_session(sid, bob, 0),   # refused: held by ann
+        storage.claim_session(sid, ann, 0),   # ann again: already hers
+        storage.release_session(sid, bob.id),    # not bob's
+        storage.release_session(sid, ann.id),    # back to the queue
+        storage.claim_session(sid, bob, 0),   # wins the released session
+        storage.claim_session(sid, ann, 0),   # refused: held by bob
+        storage.close_session(sid, bob.id),      # closed
+        storage.claim_session(sid, ann, 0))   # refused: closed
+    assert [r.outcome for r in results] == [
+        ClaimOutcome.LIMIT, ClaimOutcome.WON, ClaimOutcome.CONFLICT, ClaimOutcome.ALREADY_HELD,
+        WriteOutcome.FORBIDDEN, WriteOutcome.DONE, ClaimOutcome.WON, ClaimOutcome.CONFLICT,
+        WriteOutcome.DONE, ClaimOutcome.CLOSED]
+    holders = [(r.session.status, r.session.admin_id) for r in results]
+    assert holders == [
+        (SessionStatus.OPEN, None), (SessionStatus.CLAIMED, ann.id),
+        (SessionStatus.CLAIMED, ann.id), (SessionStatus.CLAIMED, ann.id),
+        (SessionStatus.CLAIMED, ann.id), (SessionStatus.OPEN, None),
+        (SessionStatus.CLAIMED, bob.id), (SessionStatus.CLAIMED, bob.id),
+        (SessionStatus.CLOSED, bob.id), (SessionStatus.CLOSED, bob.id)]
+    # Every answer is the row as stored at that point: the last equals a fresh read.
+    assert results[-1].session == await storage.get_session(sid)
+    messages = await storage.list_messages(sid, 0, 100)
+    assert [m.seq for m in messages] == list(range(1, len(messages) + 1))
+    assert [m.event for m in messages[1:]] == [
+        "admin_connected", "session_released", "admin_connected", "session_closed"]
+    assert results[-1].session.last_seq == messages[-1].seq
