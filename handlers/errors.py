@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import tornado
 import tornado.web
+from tornado import httputil
 
 from actors.errors import ChatError, Conflict, Invalid, NotFound, Overloaded, PermissionDenied
+from handlers.http_date import http_date
 
 NOT_PROVIDED = "Authentication credentials were not provided."
 INVALID_TOKEN = "Invalid token."
@@ -55,9 +58,23 @@ def describe_error(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, s
     return 500, {"detail": "A server error occurred."}, {}
 
 
+_SERVER = f"TornadoServer/{tornado.version}"
+
+
 class JSONErrors(tornado.web.RequestHandler):
     """Mix in first, before any Tornado handler class: every error this handler
     answers (ours, Tornado's own 405, 400s, 500) is a DRF-shaped JSON body."""
+
+    def clear(self) -> None:
+        """Runs when the handler is made and again before an error is rendered:
+        Tornado's ``clear`` (same headers, same order), with the ``Date`` taken
+        from a once-a-second cache (handlers/http_date.py says why)."""
+        self._headers = httputil.HTTPHeaders({
+            "Server": _SERVER, "Content-Type": "text/html; charset=UTF-8", "Date": http_date()})
+        self.set_default_headers()
+        self._write_buffer: list[bytes] = []
+        self._status_code = 200
+        self._reason = httputil.responses[200]
 
     def _handle_request_exception(self, e: BaseException) -> None:
         # Domain errors are answers, not crashes: render them without a traceback.

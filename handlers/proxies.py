@@ -14,7 +14,7 @@ import ipaddress
 from typing import Any, Iterable
 
 import tornado.httpserver
-from tornado import httputil
+from tornado import httputil, iostream
 
 from handlers.deadlines import ReadDeadline
 
@@ -71,6 +71,14 @@ class ChatHTTPServer(tornado.httpserver.HTTPServer):
         params.header_timeout = params.body_timeout = None
         self._deadlines: dict[object, ReadDeadline] = {}
 
+    def handle_stream(self, stream: iostream.IOStream, address: tuple) -> None:
+        """Runs for each accepted connection. Nagle off once, for good: Tornado
+        turns it on and off again around every response (two setsockopt calls
+        per request), only to flush a response it has already written whole."""
+        stream.set_nodelay(True)
+        stream.set_nodelay = _nodelay_stays_on  # type: ignore[method-assign]
+        super().handle_stream(stream, address)
+
     def start_request(self, server_conn: object,
                       request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
         """Runs for each request on a connection, before its headers are read."""
@@ -125,3 +133,7 @@ class _ForwardedHeaders(httputil.HTTPMessageDelegate):
 
     def _restore(self) -> None:
         self.context.remote_ip, self.context.protocol = self.peer
+
+
+def _nodelay_stays_on(value: bool) -> None:
+    """A connection's ``set_nodelay`` once ``handle_stream`` has set it: a no-op."""

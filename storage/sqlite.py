@@ -11,6 +11,7 @@ serialises them, and the guards below are single statements or run inside one
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sqlite3
 import secrets
@@ -22,9 +23,9 @@ from typing import Any, Callable
 from storage import sqlite_schema as schema
 from storage.base import (
     Admin, ClaimOutcome, ClaimResult, Event, KeyChange, Message, PostResult, Principal,
-    Reply, Role, Session, SessionWrite, Store, StorageUnavailable, WriteOutcome, digest_key,
-    holder_refusal, new_api_key, revoked_digest, session_to_doc, utc_now_iso,
-    why_claim_failed,
+    Reply, Role, Session, SessionStatus, SessionWrite, Store, StorageUnavailable,
+    WriteOutcome, digest_key, holder_refusal, new_api_key, revoked_digest, session_to_doc,
+    utc_now_iso, why_claim_failed,
 )
 from storage.checkpoint import Checkpointer
 from storage.group_commit import CommitListener, GroupCommitWriter, WriterConnection
@@ -93,11 +94,13 @@ class SQLiteStorage:
         except sqlite3.OperationalError as exc:
             raise StorageUnavailable(str(exc)) from exc
 
-    async def _session_write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    async def _session_write(self, fn: Callable[[sqlite3.Connection, "KnownSessions"], Any]
+                             ) -> Any:
         """A claim, release or close. Those queued together share one savepoint
         and reach the database in the order they were submitted (the session
-        actor overlaps them on that promise): ten admins racing for a session
-        cost ten guarded statements, not ten savepoints as well."""
+        actor overlaps them on that promise), and read each session once
+        (``KnownSessions``): ten admins racing for a session cost one read and
+        one guarded UPDATE, the nine losers decided from the winner's row."""
         return await self._write_batched(_in_order, fn)
 
     async def _write_batched(self, handler: Any, item: Any) -> Any:
@@ -262,7 +265,14 @@ class SQLiteStorage:
 
     async def claim_session(self, session_id: int, admin: Admin,
                             max_sessions: int) -> ClaimResult:
-        def write(conn: sqlite3.Connection) -> ClaimResult:
+        def write(conn: sqlite3.Connection, known: KnownSessions) -> ClaimResult:
+            # This runs inside the writer's BEGIN IMMEDIATE, so nothing can
+            # change the row between this read and the decision: a session
+            # already claimed or closed is refused from the read alone, with
+            # no UPDATE (nine of ten claims in a storm are such losers).
+            current = known.read(conn, session_id)
+            if current is None or current.status is not SessionStatus.OPEN:
+                return ClaimResult(why_claim_failed(current, admin.id), current)
             now = utc_now_iso()
             # The guard: one conditional UPDATE; the limit is a sub-select of
             # the same statement, so check and claim cannot be separated.
@@ -272,22 +282,25 @@ class SQLiteStorage:
                 " AND (? = 0 OR (SELECT COUNT(*) FROM sessions WHERE admin_id = ?"
                 "                AND status = 'claimed') < ?)",
                 (admin.id, now, now, session_id, max_sessions, admin.id, max_sessions))
-            session = schema.fetch_session(conn, session_id)
-            if cur.rowcount == 1:
-                payload = {"session": session_to_doc(session),
-                           "admin": {"id": admin.id, "name": admin.name}}
-                schema.insert_event(conn, "session_claimed", session, admin.id, payload)
-                _, session = schema.insert_message(
-                    conn, session, "system", None, f"{admin.name} joined the chat",
-                    None, event="admin_connected", audience_admin=admin.id)
-                return ClaimResult(ClaimOutcome.WON, session)
-            return ClaimResult(why_claim_failed(session, admin.id, limit_hit=True), session)
+            if cur.rowcount != 1:
+                return ClaimResult(why_claim_failed(current, admin.id, limit_hit=True), current)
+            # The row as the UPDATE left it, without reading it again.
+            session = dataclasses.replace(current, status=SessionStatus.CLAIMED,
+                                          admin_id=admin.id, updated=now, activity_at=now)
+            payload = {"session": session_to_doc(session),
+                       "admin": {"id": admin.id, "name": admin.name}}
+            schema.insert_event(conn, "session_claimed", session, admin.id, payload)
+            _, session = schema.insert_message(
+                conn, session, "system", None, f"{admin.name} joined the chat",
+                None, event="admin_connected", audience_admin=admin.id)
+            known.wrote(session)
+            return ClaimResult(ClaimOutcome.WON, session)
 
         return await self._session_write(write)
 
     async def release_session(self, session_id: int, admin_id: int) -> SessionWrite:
-        def write(conn: sqlite3.Connection) -> SessionWrite:
-            failed = holder_refusal(schema.fetch_session(conn, session_id), admin_id)
+        def write(conn: sqlite3.Connection, known: KnownSessions) -> SessionWrite:
+            failed = holder_refusal(known.read(conn, session_id), admin_id)
             if failed:
                 return failed
             now = utc_now_iso()
@@ -300,13 +313,14 @@ class SQLiteStorage:
                 None, event="session_released", audience_admin=admin_id)
             schema.insert_event(conn, "session_released", session, admin_id,
                                 {"session": session_to_doc(session)})
+            known.wrote(session)
             return SessionWrite(WriteOutcome.DONE, session)
 
         return await self._session_write(write)
 
     async def close_session(self, session_id: int, admin_id: int) -> SessionWrite:
-        def write(conn: sqlite3.Connection) -> SessionWrite:
-            failed = holder_refusal(schema.fetch_session(conn, session_id), admin_id, closed_ok=True)
+        def write(conn: sqlite3.Connection, known: KnownSessions) -> SessionWrite:
+            failed = holder_refusal(known.read(conn, session_id), admin_id, closed_ok=True)
             if failed:
                 return failed
             now = utc_now_iso()
@@ -318,6 +332,7 @@ class SQLiteStorage:
                 event="session_closed", audience_admin=admin_id)
             schema.insert_event(conn, "session_closed", session, admin_id,
                                 {"session": session_to_doc(session)})
+            known.wrote(session)
             return SessionWrite(WriteOutcome.DONE, session)
 
         return await self._session_write(write)
@@ -522,11 +537,39 @@ class SQLiteStorage:
                                                                  duration_secs))
 
 
-def _in_order(conn: sqlite3.Connection, writes: list[Callable[[sqlite3.Connection], Any]]
-              ) -> list[Any]:
-    """The batch handler of ``_session_write``: each write, in order. If one
-    raises, the group-commit writer runs them again one by one, each alone."""
-    return [write(conn) for write in writes]
+class KnownSessions:
+    """The session rows one batch of session writes has read or written.
+
+    The writes of one ``_in_order`` call run back to back inside one
+    ``BEGIN IMMEDIATE`` transaction: no other process can write (SQLite's
+    write lock) and nothing else of ours runs between them. So a row read or
+    written by one of them is still the committed-to-be state for the next,
+    and a claim queued behind another claim of the same session is decided
+    from that row with no statement. Every write that changes a session row
+    must report it here (``wrote``)."""
+
+    def __init__(self) -> None:
+        self._rows: dict[int, Session | None] = {}
+
+    def read(self, conn: sqlite3.Connection, session_id: int) -> Session | None:
+        """The session as it stands now in this transaction."""
+        if session_id not in self._rows:
+            self._rows[session_id] = schema.fetch_session(conn, session_id)
+        return self._rows[session_id]
+
+    def wrote(self, session: Session) -> None:
+        """Runs after a write changed a session: this is its row now."""
+        self._rows[session.id] = session
+
+
+def _in_order(conn: sqlite3.Connection,
+              writes: list[Callable[[sqlite3.Connection, KnownSessions], Any]]) -> list[Any]:
+    """The batch handler of ``_session_write``: each write, in order, sharing
+    what they read (``KnownSessions``). If one raises, the group-commit writer
+    rolls the group back and runs them again one by one, each alone (and each
+    with nothing known)."""
+    known = KnownSessions()
+    return [write(conn, known) for write in writes]
 
 
 def _key_owner_row(conn: sqlite3.Connection, digest: str) -> sqlite3.Row | None:

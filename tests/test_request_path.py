@@ -9,15 +9,19 @@ and bodies still have to arrive in time.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import gc
+import re
 import socket
 import sqlite3
 import time
 
 import pytest
+from tornado import httputil
 
 from actors.errors import ChatError
 from handlers.base import APIHandler
+from handlers.http_date import http_date
 from storage.base import ClaimOutcome, Role, SessionStatus, WriteOutcome
 from storage.sqlite import SQLiteStorage
 from tests.conftest import make_admin, make_store, open_session
@@ -198,3 +202,103 @@ class TestReadDeadlines:
         assert received.count(b"HTTP/1.1 200 OK") == 8
         # Then idle: closed by the header deadline, within a timer tick of it.
         assert 1.4 + 0.4 < elapsed < 1.4 + 3.0
+
+
+# --- response headers and the connection (handlers/http_date.py, ChatHTTPServer) -------
+def _assert_current_date(value: str) -> None:
+    sent = email.utils.parsedate_to_datetime(value).timestamp()
+    assert abs(sent - time.time()) <= 2, value
+    assert value.endswith(" GMT")
+
+
+@pytest.mark.gen_test
+async def test_answers_and_refusals_carry_a_current_date_and_tornados_other_headers(server, api):
+    _, store_key = await make_store(server)
+    _, first_key = await make_admin(server, "Ann")
+    _, second_key = await make_admin(server, "Bob")
+    session = await open_session(api, store_key)
+    won = await api.post("/admin/session/claim/", first_key, {"session_id": session["id"]})
+    lost = await api.post("/admin/session/claim/", second_key, {"session_id": session["id"]})
+    assert (won.status, lost.status) == (200, 409)
+    assert lost.json == {"detail": "Session already claimed."}
+    for reply in (won, lost):
+        _assert_current_date(reply.headers["Date"])
+        assert reply.headers["Server"].startswith("TornadoServer/")
+        assert reply.headers["Content-Type"] == "application/json"
+
+
+def test_the_date_follows_the_clock_across_a_second():
+    first = http_date()
+    assert first in (httputil.format_timestamp(int(time.time()) - d) for d in (0, 1))
+    time.sleep(1.05 - time.time() % 1)  # into the next second
+    second = http_date()
+    assert second != first
+    assert second == httputil.format_timestamp(int(time.time()))
+
+
+@pytest.mark.gen_test
+async def test_nagle_stays_off_on_a_kept_alive_connection_between_requests(server):
+    _, key = await make_admin(server)
+    port = int(server.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for _ in range(2):
+            writer.write(b"GET /v1/chat/admin/sessions/open/ HTTP/1.1\r\nHost: x\r\n"
+                         b"Authorization: Token %s\r\n\r\n" % key.encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 ")
+            length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+            await reader.readexactly(length)
+            # The server's end of this connection, between two requests:
+            # Tornado alone would have turned Nagle back on here.
+            [conn] = [c for srv in server.servers for c in srv._connections]
+            sock = conn.stream.socket
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        writer.close()
+
+
+# --- claims, releases and closes queued together (storage/sqlite.py KnownSessions) ------
+@pytest.mark.gen_test
+async def test_session_writes_queued_together_are_decided_in_order_from_one_read(
+        sqlite_storage):
+    """Submitted together, these reach the writer in one group; each must be
+    decided on the row the previous one left (one read, then what was written)."""
+    storage = sqlite_storage
+    store, _ = await storage.create_store("Tech", None, None)
+    other_store, _ = await storage.create_store("Shoes", None, None)
+    admins = [(await storage.create_admin(name, None))[0] for name in ("Ann", "Bob", "Cy")]
+    ann, bob, cy = admins
+    session = (await storage.post_store_message(store.id, "hi", None)).session
+    held = (await storage.post_store_message(other_store.id, "hello", None)).session
+    assert (await storage.claim_session(held.id, cy, 0)).outcome is ClaimOutcome.WON
+    sid = session.id
+    results = await asyncio.gather(
+        storage.claim_session(sid, cy, 1),    # cy is at the limit of 1
+        storage.claim_session(sid, ann, 0),   # wins
+        storage.claim_session(sid, bob, 0),   # refused: held by ann
+        storage.claim_session(sid, ann, 0),   # ann again: already hers
+        storage.release_session(sid, bob.id),    # not bob's
+        storage.release_session(sid, ann.id),    # back to the queue
+        storage.claim_session(sid, bob, 0),   # wins the released session
+        storage.claim_session(sid, ann, 0),   # refused: held by bob
+        storage.close_session(sid, bob.id),      # closed
+        storage.claim_session(sid, ann, 0))   # refused: closed
+    assert [r.outcome for r in results] == [
+        ClaimOutcome.LIMIT, ClaimOutcome.WON, ClaimOutcome.CONFLICT, ClaimOutcome.ALREADY_HELD,
+        WriteOutcome.FORBIDDEN, WriteOutcome.DONE, ClaimOutcome.WON, ClaimOutcome.CONFLICT,
+        WriteOutcome.DONE, ClaimOutcome.CLOSED]
+    holders = [(r.session.status, r.session.admin_id) for r in results]
+    assert holders == [
+        (SessionStatus.OPEN, None), (SessionStatus.CLAIMED, ann.id),
+        (SessionStatus.CLAIMED, ann.id), (SessionStatus.CLAIMED, ann.id),
+        (SessionStatus.CLAIMED, ann.id), (SessionStatus.OPEN, None),
+        (SessionStatus.CLAIMED, bob.id), (SessionStatus.CLAIMED, bob.id),
+        (SessionStatus.CLOSED, bob.id), (SessionStatus.CLOSED, bob.id)]
+    # Every answer is the row as stored at that point: the last equals a fresh read.
+    assert results[-1].session == await storage.get_session(sid)
+    messages = await storage.list_messages(sid, 0, 100)
+    assert [m.seq for m in messages] == list(range(1, len(messages) + 1))
+    assert [m.event for m in messages[1:]] == [
+        "admin_connected", "session_released", "admin_connected", "session_closed"]
+    assert results[-1].session.last_seq == messages[-1].seq
