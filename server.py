@@ -130,7 +130,8 @@ def pin_to_cpu(index: int) -> int:
     on one CPU, the index-th of those this process may use. The GIL lets a
     worker use about one core anyway; kept on one, its threads hand the GIL to
     each other without waking a second core, and the caches stay warm: 4-26%
-    less CPU per message in side-by-side runs (``make bench`` prints both).
+    less CPU per message in 12 of 13 side-by-side runs (``make bench`` prints
+    both).
     Returns the CPU."""
     cpus = sorted(os.sched_getaffinity(0))
     cpu = cpus[index % len(cpus)]
