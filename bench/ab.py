@@ -30,7 +30,9 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from bench.run import Target, closed_loop, median_threads, prepare_database  # noqa: E402
+from bench.run import (  # noqa: E402
+    Target, closed_loop, median_threads, prepare_database, write_bench_config,
+)
 from tests.helpers import ServerProcess  # noqa: E402
 
 PAGE_SIZE_ENV = "CHAT_STORAGE__SQLITE_PAGE_SIZE"
@@ -57,10 +59,8 @@ async def start_variant(index: int, settings: dict[str, str], pairs: int,
     db = os.path.join(workdir, f"variant{index}.sqlite3")
     page_size = settings.get(PAGE_SIZE_ENV)  # prepare_database makes the file
     data = await prepare_database(db, pairs, 0, 0, page_size=int(page_size) if page_size else None)
-    config = os.path.join(workdir, "bench.yaml")
-    with open(config, "w") as f:
-        f.write("logging:\n  level: WARNING\nactors:\n  idle_timeout_secs: 600\n")
-    server = ServerProcess(f"sqlite:///{db}", config_path=config, env=settings).start()
+    server = ServerProcess(f"sqlite:///{db}", config_path=write_bench_config(workdir),
+                           env=settings).start()
     target = Target(f"v{index}", server.port, server.proc.pid, data["store_keys"],
                     data["admin_keys"])
     return server, target

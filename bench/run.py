@@ -122,6 +122,15 @@ class Target:
         return await WSClient.connect(self.port, f"/ws?pair={pair}&role={role}", on_frame)
 
 
+def write_bench_config(workdir: str) -> str:
+    """The chat server's settings for a bench run: quiet logs, and no actor
+    passivated between reps. Returns the file's path."""
+    path = os.path.join(workdir, "bench.yaml")
+    with open(path, "w") as f:
+        f.write("logging:\n  level: WARNING\nactors:\n  idle_timeout_secs: 600\n")
+    return path
+
+
 async def prepare_database(path: str, pairs: int, claim_sessions: int, claim_admins: int,
                            page_size: int | None = None) -> dict[str, Any]:
     """Accounts, one claimed session per pair, and the claim storm's open sessions
@@ -394,9 +403,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     print(f"preparing {db} ...", flush=True)
     pairs = 0 if args.only_claims else args.pairs
     data = await prepare_database(db, pairs, args.claim_sessions, args.claim_admins)
-    config = os.path.join(workdir, "bench.yaml")
-    with open(config, "w") as f:
-        f.write("logging:\n  level: WARNING\nactors:\n  idle_timeout_secs: 600\n")
+    config = write_bench_config(workdir)
     chat = ServerProcess(f"sqlite:///{db}", config_path=config).start()
     print(f"chat server pid {chat.proc.pid}", flush=True)
     if args.only_claims:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import orjson
-from typing import Any
 
 from actors.errors import Invalid
 

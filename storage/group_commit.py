@@ -39,7 +39,7 @@ import sqlite3
 import threading
 from typing import Any, Callable, Sequence
 
-from storage.base import Event
+from storage.base import Event, Reply
 from storage.threads import name_os_thread
 
 log = logging.getLogger(__name__)
@@ -109,8 +109,7 @@ class GroupCommitWriter:
         self._hand_over_later(handler, item, future)
         return await future
 
-    def submit_batched_with_reply(self, handler: BatchHandler, item: Any,
-                                  reply: Callable[[Any, BaseException | None], None]) -> None:
+    def submit_batched_with_reply(self, handler: BatchHandler, item: Any, reply: Reply) -> None:
         """``submit_batched`` answered by ``reply(result, error)`` on the
         calling loop once committed (or failed), instead of a future."""
         self._hand_over_later(handler, item, _ReplyCallback(asyncio.get_running_loop(), reply))
@@ -264,8 +263,7 @@ class _ReplyCallback:
 
     __slots__ = ("_loop", "_reply")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop,
-                 reply: Callable[[Any, BaseException | None], None]):
+    def __init__(self, loop: asyncio.AbstractEventLoop, reply: Reply):
         self._loop = loop
         self._reply = reply
 
