@@ -210,9 +210,28 @@ class ChatService:
         session = await self.storage.get_session(session_id)
         if session is None:
             raise NotFound()
-        if not may_read(who, session):
+        if not may_read(who, session) and not await self._holds_store_of(who, session):
             raise PermissionDenied()
         return session
+
+    async def _holds_store_of(self, who: Principal, session: Session) -> bool:
+        """An admin holding a store's current session may read its earlier ones
+        too (the console's store panel), whoever handled them."""
+        if who.role is not Role.ADMIN:
+            return False
+        current = await self.storage.get_active_session(session.store_id)
+        return current is not None and may_hold(who, current)
+
+    async def store_sessions(self, admin: Principal, store_id: int, limit: int,
+                             before: tuple[str, int] | None) -> list[Session]:
+        """A store's sessions, newest first: for the admin holding its current
+        session only (404 for no such store, then 403 for anyone else)."""
+        if await self.storage.get_store(store_id) is None:
+            raise NotFound()
+        current = await self.storage.get_active_session(store_id)
+        if current is None or not may_hold(admin, current):
+            raise PermissionDenied()
+        return await self.storage.list_store_sessions(store_id, limit, before)
 
     async def current_store_session(self, store: Principal) -> Session:
         session = await self.storage.get_active_session(store.id)
@@ -257,6 +276,11 @@ class ChatService:
         counts = await self.storage.unread_counts([s.id for s in sessions], who.role.value)
         return [(s, counts.get(s.id, 0)) for s in sessions]
 
+    async def read_positions(self, session_id: int) -> dict[str, int]:
+        """How far each side has read (0: nothing yet), for "Seen" after a reload."""
+        positions = await self.storage.read_positions(session_id)
+        return {side: positions.get(side, 0) for side in ("store", "admin")}
+
     async def admins_with_presence(self, limit: int, after_id: int) -> list[AdminPresence]:
         """A page of admins by id, with presence and the sessions each holds."""
         return await self.storage.list_admins_with_presence(limit, after_id,
@@ -286,3 +310,9 @@ def may_read(who: Principal, session: Session) -> bool:
     if who.role is Role.STORE:
         return session.store_id == who.id
     return session.status is SessionStatus.OPEN or session.admin_id == who.id
+
+
+def may_hold(who: Principal, session: Session) -> bool:
+    """``who`` is the admin holding ``session`` now (claimed, not closed)."""
+    return (who.role is Role.ADMIN and session.status is SessionStatus.CLAIMED
+            and session.admin_id == who.id)

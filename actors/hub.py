@@ -235,6 +235,8 @@ class Hub:
         elif kind in ("session_opened", "session_claimed", "session_released"):
             # A claim names its winner, so a console that lost the race can say who.
             extra = {"admin": payload["admin"]} if kind == "session_claimed" else {}
+            if "reason" in payload:  # a stale claim's requeue: the console says why
+                extra["reason"] = payload["reason"]
             self._send_all(self._admins, Frame(kind, session=session, **extra))
             if kind == "session_claimed":
                 self._send_all(self._by_store.get(event.store_id, ()),

@@ -9,7 +9,7 @@ touches the network itself.
 |-----------------------|------------------------------------------------------------------|
 | `session_transferred` | `session_transferred` to the new and the old holder;             |
 |                       | `admin_connected` to the store                                    |
-| `read`                | `read` to the other side of the session                           |
+| `read`                | `read` to both sides of the session (the reader's other tabs too) |
 | `presence`            | `presence` to every admin socket                                   |
 """
 
@@ -36,10 +36,10 @@ def deliver_workflow_event(hub: Hub, event: Event) -> None:
     elif event.kind == "read":
         frame = Frame("read", session_id=payload["session_id"], sender=payload["sender"],
                       seq=payload["seq"])
-        if payload["sender"] == "store":
-            hub.send_to_admin(event.admin_id, frame)
-        else:
-            hub.send_to_store(event.store_id, frame)
+        # Both sides: the other side shows "Seen", and the reader's other tabs
+        # (``sender`` is their own side) bring their unread counts down too.
+        hub.send_to_admin(event.admin_id, frame)
+        hub.send_to_store(event.store_id, frame)
     elif event.kind == "presence":
         hub.send_to_admins(Frame("presence", admin_id=payload["admin_id"],
                                  status=payload["status"]))

@@ -42,6 +42,23 @@ class MySessionsHandler(AdminHandler):
                       "next": next_url(self, rows, limit, "activity_at")})
 
 
+class StoreSessionsHandler(AdminHandler):
+    """``GET admin/stores/<id>/sessions/``: the store's sessions, newest first,
+    paged like My Sessions; only for the admin holding its current session."""
+
+    metric_name = "admin_store_sessions"
+
+    async def get(self, store_id: str) -> None:
+        limit = list_limit(self)
+        before = decode_cursor(self)
+        wanted = path_id(store_id)
+        if wanted is None:
+            raise NotFound()
+        rows = await self.service.store_sessions(self.principal, wanted, limit + 1, before)
+        self.respond({"results": [session_json(s) for s in rows[:limit]],
+                      "next": next_url(self, rows, limit, "created")})
+
+
 class SessionDetailHandler(AdminHandler):
     metric_name = "admin_session"
 

@@ -93,6 +93,7 @@ class ChatServer:
             (rf"{p}/admin/session/release/?", admin.ReleaseHandler, api),
             (rf"{p}/admin/session/close/?", admin.CloseHandler, api),
             (rf"{p}/admin/session/([0-9]+)/?", admin.SessionDetailHandler, api),
+            (rf"{p}/admin/stores/([0-9]+)/sessions/?", admin.StoreSessionsHandler, api),
             (rf"{p}/admin/message/?", admin.AdminMessageHandler, api),
             (rf"{p}/store/message/?", store.StoreMessageHandler, api),
             (rf"{p}/store/session/?", store.StoreSessionHandler, api),

@@ -100,7 +100,8 @@ class APIHandler(JSONErrors):
         """A session with one page of its history (Get Session, the store's view)."""
         messages, has_more = await self.service.history(session.id, after_seq, limit)
         [(_, unread)] = await self.service.with_unread(self.principal, [session])
-        self.respond({**session_json(session), "unread": unread,
+        read = await self.service.read_positions(session.id)
+        self.respond({**session_json(session), "unread": unread, "read": read,
                       "messages": [message_json(m) for m in messages], "has_more": has_more})
 
 

@@ -262,6 +262,8 @@ class ChatStorage(Protocol):
 
     async def get_admin(self, admin_id: int) -> Admin | None: ...
 
+    async def get_store(self, store_id: int) -> Store | None: ...
+
     async def count_accounts(self) -> int:
         """Admins plus stores, so ``--demo`` can tell an empty database."""
 
@@ -280,6 +282,12 @@ class ChatStorage(Protocol):
         self, admin_id: int, limit: int, before: tuple[str, int] | None
     ) -> list[Session]:
         """Claimed sessions of an admin by ``(activity_at, id)`` descending."""
+
+    async def list_store_sessions(
+        self, store_id: int, limit: int, before: tuple[str, int] | None
+    ) -> list[Session]:
+        """Every session of a store, whatever its status and whoever held it,
+        by ``(created, id)`` descending, strictly before ``before``."""
 
     async def count_open_sessions(self) -> int: ...
 

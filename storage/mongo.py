@@ -101,6 +101,8 @@ class MongoStorage(MongoAccounts, MongoWorkflow):
                                         ("_id", ASCENDING)])
         await db.sessions.create_index([("admin_id", ASCENDING), ("status", ASCENDING),
                                         ("activity_at", DESCENDING)])
+        await db.sessions.create_index([("store_id", ASCENDING), ("created", DESCENDING),
+                                        ("_id", DESCENDING)])
         await db.messages.create_index([("session_id", ASCENDING), ("seq", ASCENDING)],
                                        unique=True)
         await db.messages.create_index(
@@ -234,6 +236,17 @@ class MongoStorage(MongoAccounts, MongoWorkflow):
                             {"activity_at": before[0], "_id": {"$lt": before[1]}}]
         docs = await self.db.sessions.find(query).sort(
             [("activity_at", DESCENDING), ("_id", DESCENDING)]).limit(limit).to_list(None)
+        return [_session(d) for d in docs]
+
+    @_available
+    async def list_store_sessions(self, store_id: int, limit: int,
+                                  before: tuple[str, int] | None) -> list[Session]:
+        query: dict[str, Any] = {"store_id": store_id}
+        if before:
+            query["$or"] = [{"created": {"$lt": before[0]}},
+                            {"created": before[0], "_id": {"$lt": before[1]}}]
+        docs = await self.db.sessions.find(query).sort(
+            [("created", DESCENDING), ("_id", DESCENDING)]).limit(limit).to_list(None)
         return [_session(d) for d in docs]
 
     @_available

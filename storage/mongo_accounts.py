@@ -36,6 +36,11 @@ class MongoAccounts:
         return [Store(d["_id"], d["name"], d.get("email"), d.get("logo_url")) for d in docs]
 
     @available
+    async def get_store(self, store_id: int) -> Store | None:
+        d = await self.db.stores.find_one({"_id": store_id})
+        return Store(d["_id"], d["name"], d.get("email"), d.get("logo_url")) if d else None
+
+    @available
     async def rotate_key(self, role: Role, account_id: int) -> str | None:
         key = new_api_key()
         changed = await self._change_key(role, account_id, digest_key(key), "rotated")

@@ -223,6 +223,11 @@ class SQLiteStorage:
             self._loop_conns.append(conn)
         return _key_owner_row(conn, digest)
 
+    async def get_store(self, store_id: int) -> Store | None:
+        row = await self._read(lambda c: c.execute(
+            "SELECT id, name, email, logo_url FROM stores WHERE id = ?", (store_id,)).fetchone())
+        return Store(row["id"], row["name"], row["email"], row["logo_url"]) if row else None
+
     async def get_admin(self, admin_id: int) -> Admin | None:
         row = await self._read(lambda c: c.execute(
             "SELECT id, name, email FROM admins WHERE id = ?", (admin_id,)).fetchone())
@@ -258,6 +263,15 @@ class SQLiteStorage:
             args += list(before)
         return await self._read(lambda c: schema.fetch_sessions(
             c, where, args, "s.activity_at DESC, s.id DESC", limit))
+
+    async def list_store_sessions(self, store_id: int, limit: int,
+                                  before: tuple[str, int] | None) -> list[Session]:
+        where, args = "s.store_id = ?", [store_id]
+        if before:
+            where += " AND (s.created, s.id) < (?, ?)"
+            args += list(before)
+        return await self._read(lambda c: schema.fetch_sessions(
+            c, where, args, "s.created DESC, s.id DESC", limit))
 
     async def count_open_sessions(self) -> int:
         return await self._read(lambda c: c.execute(

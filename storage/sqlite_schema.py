@@ -58,6 +58,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS sessions_one_active_per_store
 CREATE INDEX IF NOT EXISTS sessions_queue ON sessions (queued_at, id) WHERE status = 'open';
 CREATE INDEX IF NOT EXISTS sessions_by_admin
     ON sessions (admin_id, activity_at, id) WHERE status = 'claimed';
+-- A store's sessions, newest first (the console's store panel).
+CREATE INDEX IF NOT EXISTS sessions_by_store ON sessions (store_id, created, id);
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     session_id INTEGER NOT NULL REFERENCES sessions(id),

@@ -79,3 +79,101 @@ async def test_keys_are_stored_only_as_digests(server, config):
         dump = "\n".join(conn.iterdump())
     assert key not in dump
     assert hashlib.sha256(key.encode()).hexdigest() in dump
+
+
+# --- the store's sessions (the console's store panel) ---------------------------------
+async def _store_with_history(server, api):
+    """A store whose first session Omar handled and closed, and whose current
+    one Dana holds: ``(store, keys, (earlier id, current id))``."""
+    store, store_key = await make_store(server)
+    _, dana = await make_admin(server, "Dana")
+    _, omar = await make_admin(server, "Omar")
+    _, lena = await make_admin(server, "Lena")
+    earlier = await open_session(api, store_key, "first visit")
+    await api.post("/admin/session/claim/", omar, {"session_id": earlier["id"]})
+    await api.post("/admin/session/close/", omar, {"session_id": earlier["id"]})
+    current = await open_session(api, store_key, "back again")
+    assert current["id"] != earlier["id"]
+    await api.post("/admin/session/claim/", dana, {"session_id": current["id"]})
+    keys = {"store": store_key, "dana": dana, "omar": omar, "lena": lena}
+    return store, keys, (earlier["id"], current["id"])
+
+
+@pytest.mark.gen_test
+async def test_the_admin_holding_a_stores_session_lists_all_its_sessions_newest_first(
+        server, api):
+    store, keys, (earlier, current) = await _store_with_history(server, api)
+    reply = await api.get(f"/admin/stores/{store.id}/sessions/", keys["dana"])
+    assert reply.status == 200
+    assert [(s["id"], s["status"]) for s in reply.json["results"]] == [
+        (current, "claimed"), (earlier, "closed")]
+    assert reply.json["next"] is None
+    assert set(reply.json["results"][1]) == {"id", "store_id", "admin_id", "status",
+                                             "last_message_at", "created", "updated", "store"}
+    # paged like My Sessions: an opaque cursor in `next`
+    first = await api.get(f"/admin/stores/{store.id}/sessions/?limit=1", keys["dana"])
+    assert [s["id"] for s in first.json["results"]] == [current]
+    path = first.json["next"].split("/v1/chat", 1)[1]
+    second = await api.get(path, keys["dana"])
+    assert [s["id"] for s in second.json["results"]] == [earlier]
+    assert second.json["next"] is None
+    # and the earlier session, which Omar handled, opens read-only for Dana
+    view = await api.get(f"/admin/session/{earlier}/", keys["dana"])
+    assert view.status == 200 and view.json["messages"][0]["body"] == "first visit"
+    write = await api.post("/admin/message/", keys["dana"], {"session_id": earlier, "body": "x"})
+    assert write.status in (403, 409)
+
+
+@pytest.mark.gen_test
+async def test_a_stores_sessions_are_refused_to_everyone_else_in_the_order_of_checks(
+        server, api):
+    store, keys, (earlier, _) = await _store_with_history(server, api)
+    path = f"/admin/stores/{store.id}/sessions/"
+    no_key = await api.get(path)
+    assert (no_key.status, no_key.json) == (
+        401, {"detail": "Authentication credentials were not provided."})
+    bad_key = await api.get(path, "0" * 40)
+    assert (bad_key.status, bad_key.json) == (401, {"detail": "Invalid token."})
+    cases = {
+        "store key": await api.get(path, keys["store"]),
+        "another admin": await api.get(path, keys["lena"]),
+        "the admin who handled an earlier one": await api.get(path, keys["omar"]),
+    }
+    assert {k: (r.status, r.json) for k, r in cases.items()} == {
+        k: (403, NO_PERMISSION) for k in cases}
+    assert (await api.get(f"/admin/session/{earlier}/", keys["lena"])).status == 403
+    unknown = await api.get("/admin/stores/9999/sessions/", keys["dana"])
+    assert (unknown.status, unknown.json) == (404, {"detail": "Not found."})
+    huge = await api.get("/admin/stores/99999999999999999999/sessions/", keys["dana"])
+    assert huge.status == 404
+    bad_limit = await api.get(path + "?limit=0", keys["dana"])
+    assert bad_limit.status == 400 and "limit" in bad_limit.json
+    bad_cursor = await api.get(path + "?cursor=nope", keys["dana"])
+    assert bad_cursor.status == 404
+    post = await api.post(path, keys["dana"], {})
+    assert post.status == 405
+
+
+@pytest.mark.gen_test
+async def test_nobody_reads_a_stores_sessions_while_it_waits_in_the_queue_or_after_a_close(
+        server, api):
+    store, keys, (_, current) = await _store_with_history(server, api)
+    path = f"/admin/stores/{store.id}/sessions/"
+    await api.post("/admin/session/release/", keys["dana"], {"session_id": current})
+    assert (await api.get(path, keys["dana"])).status == 403  # open: nobody holds it
+    await api.post("/admin/session/claim/", keys["dana"], {"session_id": current})
+    await api.post("/admin/session/close/", keys["dana"], {"session_id": current})
+    assert (await api.get(path, keys["dana"])).status == 403  # no current session
+
+
+@pytest.mark.gen_test
+async def test_get_session_says_how_far_each_side_has_read(server, api):
+    store, keys, (_, current) = await _store_with_history(server, api)
+    await api.post("/admin/message/", keys["dana"], {"session_id": current, "body": "hi"})
+    view = await api.get(f"/admin/session/{current}/", keys["dana"])
+    assert view.json["read"] == {"store": 0, "admin": 0}
+    await api.post("/store/session/read/", keys["store"], {"session_id": current, "seq": 3})
+    await api.post("/admin/session/read/", keys["dana"], {"session_id": current, "seq": 1})
+    view = await api.get(f"/admin/session/{current}/", keys["dana"])
+    assert view.json["read"] == {"store": 3, "admin": 1}
+    assert (await api.get("/store/session/", keys["store"])).json["read"] == view.json["read"]

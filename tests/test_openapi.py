@@ -164,7 +164,7 @@ async def test_every_method_a_path_does_not_list_gets_drfs_405(server):
         for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
             if method.lower() in item:
                 continue
-            reply = await client.call(method, path.replace("{session_id}", "1"), key,
+            reply = await client.call(method, path.replace("{session_id}", "1").replace("{store_id}", "1"), key,
                                          raw=b"{}" if method != "GET" else None)
             assert reply.status == 405, (method, path, reply)
             assert reply.headers["Content-Type"] == "application/json", (method, path)

@@ -196,6 +196,32 @@ async def test_lists_page_by_position(storage):
 
 
 @pytest.mark.gen_test
+async def test_a_stores_sessions_list_newest_first_whoever_held_them_and_page_by_position(
+        storage):
+    store, _ = await a_store(storage)
+    other, _ = await a_store(storage, "Other")
+    dana, _ = await storage.create_admin("Dana", None)
+    omar, _ = await storage.create_admin("Omar", None)
+    sids = []
+    for holder in (dana, omar, None):  # closed by Dana, closed by Omar, still open
+        sid = (await storage.post_store_message(store.id, "hi", None)).session.id
+        sids.append(sid)
+        if holder is not None:
+            await storage.claim_session(sid, holder, 0)
+            await storage.close_session(sid, holder.id)
+    await storage.post_store_message(other.id, "not this store's", None)
+    page = await storage.list_store_sessions(store.id, 2, None)
+    assert [s.id for s in page] == [sids[2], sids[1]]
+    assert [s.status.value for s in page] == ["open", "closed"]
+    assert page[1].admin_id == omar.id
+    rest = await storage.list_store_sessions(store.id, 10, (page[-1].created, page[-1].id))
+    assert [(s.id, s.admin_id) for s in rest] == [(sids[0], dana.id)]
+    assert await storage.list_store_sessions(999, 10, None) == []
+    assert (await storage.get_store(store.id)).name == "Tech"
+    assert await storage.get_store(999) is None
+
+
+@pytest.mark.gen_test
 async def test_the_change_feed_reports_every_change_in_order(storage):
     start = await storage.last_event_id()
     store, _ = await a_store(storage)
