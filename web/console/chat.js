@@ -1,13 +1,16 @@
-// The chat pane: the open session's history (with "load earlier"), the
-// store's typing indicator, the composer (Enter sends, Shift+Enter breaks the
-// line) and the release / close buttons.
+// The chat pane: the open session's history (with "load earlier"), "Seen"
+// under the last reply the store has read, the store's typing indicator, the
+// composer (Enter sends, Shift+Enter breaks the line), the transfer / release /
+// close buttons, and, for a chat this admin lost, why it is read-only now.
 
 import { renderLog } from "../shared/chatlog.js";
 import { bindComposer, logo } from "../shared/dom.js";
+import { showSeen } from "../shared/receipts.js";
 
 export class ChatView {
   constructor(root, hooks) {
-    this.hooks = hooks; // onSend(body), onTyping(), onRelease(), onClose(), onOlder()
+    // onSend(body), onTyping(), onRelease(), onClose(), onOlder(), onTransfer()
+    this.hooks = hooks;
     this.pane = root.querySelector("#chat");
     this.none = root.querySelector("#chat-none");
     this.title = root.querySelector("#chat-title");
@@ -20,12 +23,15 @@ export class ChatView {
     this.composer = root.querySelector("#composer");
     this.releaseButton = root.querySelector("#release");
     this.closeButton = root.querySelector("#close");
+    this.transferButton = root.querySelector("#transfer");
+    this.lost = root.querySelector("#chat-lost");
     this.shownId = null;
 
     bindComposer(this.composer, this.draft, () => this.submit());
     this.draft.addEventListener("input", () => hooks.onTyping());
     this.releaseButton.addEventListener("click", () => hooks.onRelease());
     this.closeButton.addEventListener("click", () => hooks.onClose());
+    this.transferButton.addEventListener("click", () => hooks.onTransfer());
     this.older.addEventListener("click", () => hooks.onOlder());
   }
 
@@ -36,7 +42,8 @@ export class ChatView {
     this.hooks.onSend(body);
   }
 
-  render(desk, now = Date.now()) {
+  // names(adminId): a colleague's name for their messages in this chat.
+  render(desk, names, now = Date.now()) {
     const entry = desk.active();
     this.pane.hidden = !entry;
     this.none.hidden = Boolean(entry);
@@ -56,16 +63,20 @@ export class ChatView {
     const holding = desk.isMine(entry);
     this.title.textContent = `${session.store.name} · #${session.id}`;
     this.status.textContent = session.status === "closed" ? "Closed"
-      : holding ? "" : "Not yours any more";
+      : holding ? "" : "Read-only";
+    this.lost.textContent = holding ? "" : entry.lost || "";
+    this.lost.hidden = holding || !entry.lost;
     this.releaseButton.disabled = !holding;
     this.closeButton.disabled = !holding;
+    this.transferButton.disabled = !holding;
     this.draft.disabled = !holding;
     this.older.hidden = conversation.floor === 0;
     const typing = holding && entry.typingUntil > now;
     this.typing.textContent = typing ? `${session.store.name} is typing…` : "";
     renderLog(this.log, conversation, "admin", (message) =>
       message.sender === "store" ? session.store.name
-        : message.sender_id === (desk.me && desk.me.id) ? "You" : "Admin");
+        : message.sender_id === (desk.me && desk.me.id) ? "You" : names(message.sender_id));
+    showSeen(this.log, conversation, "admin", entry.reads.store);
   }
 
   focusDraft() {

@@ -64,7 +64,10 @@ class Entry {
   constructor(session) {
     this.session = session;
     this.conversation = new Conversation(session.id);
-    this.seenSeq = 0; // messages above this arrived while the chat was not open
+    this.unread = session.unread || 0; // the server's count (sessions/mine/), never guessed
+    this.reads = { store: 0, admin: 0 }; // how far each side has read (Get Session, `read` frames)
+    this.markedSeq = 0; // the highest seq this tab has sent as read
+    this.lost = null; // why this admin can no longer write here, in words
     this.watching = false; // resumed on the current socket
     this.claimedBy = null; // the winner's name, from session_claimed
     this.typingUntil = 0;
@@ -75,7 +78,9 @@ class Entry {
     return Math.max(Date.parse(this.session.updated) || 0, last ? Date.parse(last.created) : 0);
   }
 
-  unread() {
-    return this.conversation.countAfter(this.seenSeq, "store");
+  // A `read` position from the server (Get Session, a frame): only forward.
+  readUpTo(side, seq) {
+    this.reads[side] = Math.max(this.reads[side], seq);
+    if (side === "admin") this.markedSeq = Math.max(this.markedSeq, seq);
   }
 }

@@ -1,14 +1,22 @@
 // The agent console: wires the REST client, the socket and the views together.
-// State lives in the Desk; every change goes through here and ends in render().
+// State lives in the Desk (chats) and the Team (other admins); every change
+// goes through here and ends in render().
 
 import { Api, ApiError, keyProblem } from "../shared/api.js";
 import { fetchOlder, findLastSeq } from "../shared/history.js";
 import { ChatSocket, CLOSE_WRONG_KIND, Disconnected } from "../shared/socket.js";
+import { onAttentionChange, pageIsSeen, seqToMark } from "../shared/receipts.js";
 import { ChatView } from "./chat.js";
 import { Desk } from "./desk.js";
+import { Handover } from "./handover.js";
+import { Shortcuts } from "./keys.js";
+import { MyPresence } from "./mypresence.js";
 import { Alerts } from "./notify.js";
+import { TransferPicker } from "./picker.js";
 import { QueueView } from "./queue.js";
 import { MySessionsView } from "./sessions.js";
+import { StorePanel } from "./storepanel.js";
+import { Team } from "./team.js";
 
 // sessionStorage: gone when the tab closes, never sent anywhere by itself.
 const KEY_SLOT = "chat.console.adminKey";
@@ -18,6 +26,7 @@ const TYPING_SEND_EVERY_MS = 1500; // the server drops repeats within 1 s anyway
 const CLAIM_WINNER_WAIT_MS = 2000; // how long a lost claim waits to learn the winner
 const NOTICE_SHOWN_MS = 8000;
 const TICK_MS = 1000;
+const UNREAD_RELOAD_AFTER_MS = 250; // a burst of messages costs one sessions/mine/ request
 
 class Console {
   constructor(root) {
@@ -31,7 +40,22 @@ class Console {
       onRelease: () => this.release(),
       onClose: () => this.close(),
       onOlder: () => this.older(),
+      onTransfer: () => this.openPicker(),
     });
+    this.team = new Team(null, () => this.render());
+    this.picker = new TransferPicker(root, this.team, {
+      onPick: (admin) => this.desk.active() && this.handover.transfer(this.desk.active(), admin),
+    });
+    this.storePanel = new StorePanel(root, null, this.team, { onToggle: () => this.render() });
+    this.myPresence = new MyPresence(root, { onChange: (status) => this.sayPresence(status) });
+    this.handover = new Handover(this);
+    this.shortcuts = new Shortcuts(root, {
+      nextChat: (step) => this.nextChat(step),
+      transfer: () => this.openPicker(),
+      toggleStore: () => Boolean(this.desk && this.desk.active()) && (this.storePanel.toggle(), true),
+      closeStore: () => this.storePanel.isOpen && (this.storePanel.setOpen(false, true), true),
+    });
+    onAttentionChange(() => this.render()); // a chat in view now counts as read
     this.alerts = new Alerts(this.$("#notify"));
     this.$("#signin-form").addEventListener("submit", (event) => {
       event.preventDefault();
@@ -65,6 +89,8 @@ class Console {
     this.socket = null;
     clearInterval(this.ticker);
     window.sessionStorage.removeItem(KEY_SLOT);
+    this.myPresence.forget();
+    this.picker.close();
     // Whoever signs in next in this tab must not see this admin's chats.
     // (start() makes a fresh Desk again, so late answers land in this one.)
     this.desk = new Desk();
@@ -85,6 +111,8 @@ class Console {
 
   start(key) {
     this.api = new Api(key);
+    this.team.api = this.api;
+    this.storePanel.api = this.api;
     this.desk = new Desk();
     this.claiming = new Set();
     this.typingSentAt = 0;
@@ -123,9 +151,11 @@ class Console {
       const [open, mine] = await Promise.all([
         this.api.listAll("/admin/sessions/open/?limit=200"),
         this.api.listAll("/admin/sessions/mine/?limit=200"),
+        this.team.load(),
       ]);
+      this.syncPresence(hello.admin.id);
       this.desk.setQueue(open);
-      for (const session of mine) this.desk.entry(session);
+      for (const session of mine) this.desk.entry(session).unread = session.unread;
       await this.forgetLost(new Set(mine.map((session) => session.id)));
       const watched = [...this.desk.queued(), ...this.desk.mine()];
       await Promise.all(watched.map((entry) => this.watch(entry)));
@@ -163,7 +193,8 @@ class Console {
       const last = await findLastSeq(this.pageOf(id));
       conversation.floor = Math.max(0, last - PAGE_SIZE);
       conversation.lastSeq = conversation.floor;
-      entry.seenSeq = last;
+    } else if (this.desk.isMine(entry)) {
+      await this.pageOf(id)(conversation.lastSeq, 1); // where each side has read to
     }
     entry.primed = true;
     const answer = await this.socket.request({
@@ -176,8 +207,82 @@ class Console {
     entry.watching = true;
   }
 
+  // A page of a session's history; each answer also says how far both sides have read.
   pageOf(id) {
-    return (afterSeq, limit) => this.api.get(`/admin/session/${id}/?after_seq=${afterSeq}&limit=${limit}`);
+    return async (afterSeq, limit) => {
+      const page = await this.api.get(`/admin/session/${id}/?after_seq=${afterSeq}&limit=${limit}`);
+      const entry = this.desk.entries.get(id);
+      if (entry && page.read) {
+        entry.readUpTo("store", page.read.store);
+        entry.readUpTo("admin", page.read.admin);
+      }
+      return page;
+    };
+  }
+
+  // My sessions' unread counts, from the server: the same in every tab and after a reload.
+  refreshUnread() {
+    clearTimeout(this.unreadTimer);
+    const desk = this.desk;
+    this.unreadTimer = setTimeout(async () => {
+      try {
+        const mine = await this.api.listAll("/admin/sessions/mine/?limit=200");
+        if (desk !== this.desk) return; // signed out meanwhile
+        for (const session of mine) {
+          const entry = desk.entries.get(session.id);
+          if (entry) entry.unread = session.unread;
+        }
+        this.render();
+      } catch {
+        // the next message, read or reconnect asks again
+      }
+    }, UNREAD_RELOAD_AFTER_MS);
+  }
+
+  // Tell the server what the admin has now seen of the open chat.
+  markRead() {
+    const entry = this.desk.active();
+    if (!entry || !this.desk.isMine(entry) || !pageIsSeen() || !this.socket || !this.socket.online) return;
+    const seq = seqToMark(entry.conversation, "store", entry.markedSeq);
+    if (!seq) return;
+    entry.markedSeq = seq;
+    entry.unread = 0; // the server's count follows from this mark
+    this.socket.request({ type: "read", session_id: entry.session.id, seq }).then((answer) => {
+      if (answer.type === "ack") entry.readUpTo("admin", answer.seq);
+      this.refreshUnread();
+    }).catch(() => { entry.markedSeq = 0; }); // asked again after the reconnect
+  }
+
+  // After hello: say the status this tab chose, or show the server's.
+  syncPresence(meId) {
+    const me = this.team.admins.get(meId);
+    const chosen = this.myPresence.wanted(me && me.presence);
+    if (chosen) this.sayPresence(chosen);
+  }
+
+  async sayPresence(status) {
+    try {
+      const answer = await this.socket.request({ type: "presence", status });
+      if (answer.type === "error") this.notify(answer.detail);
+    } catch (exc) {
+      if (!(exc instanceof Disconnected)) throw exc; // said again after the reconnect
+    }
+  }
+
+  openPicker() {
+    const entry = this.desk && this.desk.active();
+    if (!entry || !this.desk.isMine(entry)) return false;
+    this.picker.open(this.desk.me.id, entry.session.store.name);
+    return true;
+  }
+
+  nextChat(step) {
+    const mine = this.desk ? this.desk.mine() : [];
+    if (!mine.length) return false;
+    const at = mine.findIndex((entry) => entry.session.id === this.desk.activeId);
+    const next = at < 0 ? (step > 0 ? 0 : mine.length - 1) : (at + step + mine.length) % mine.length;
+    this.open(mine[next].session.id);
+    return true;
   }
 
   // --- frames from the server ---------------------------------------------
@@ -188,7 +293,10 @@ class Console {
         const entry = desk.entries.get(frame.message.session_id);
         if (!entry) return;
         entry.conversation.add(frame.message);
-        if (frame.message.sender === "store") entry.typingUntil = 0;
+        if (frame.message.sender === "store") {
+          entry.typingUntil = 0;
+          if (desk.isMine(entry)) this.refreshUnread();
+        }
         break;
       }
       case "typing": {
@@ -203,8 +311,12 @@ class Console {
         break;
       }
       case "session_released": {
+        const releasedHere = this.releasing === frame.session.id;
+        this.handover.released(frame, releasedHere);
         desk.enqueue(frame.session);
-        if (desk.activeId === frame.session.id) desk.activeId = null;
+        const lost = desk.entries.get(frame.session.id).lost;
+        if (desk.activeId === frame.session.id && !lost) desk.activeId = null;
+        this.team.reloadSoon();
         this.alerts.sessionQueued(frame.session);
         const entry = desk.entry(frame.session);
         if (!entry.watching) this.watch(entry).catch(() => {});
@@ -214,21 +326,26 @@ class Console {
         const entry = desk.entry(frame.session);
         entry.claimedBy = frame.admin ? frame.admin.name : entry.claimedBy;
         desk.dequeue(frame.session.id);
+        if (desk.isMine(entry)) entry.lost = null;
+        this.team.reloadSoon();
         break;
       }
       case "session_closed":
         desk.entry(frame.session);
         desk.dequeue(frame.session.id);
+        this.team.reloadSoon();
         break;
-      case "session_transferred": { // to us or from us; the session names the new holder
-        const entry = desk.entry(frame.session);
-        if (desk.isMine(entry)) {
-          this.notify(`${frame.from_admin.name} handed you ${frame.session.store.name}.`);
-          if (!entry.watching) this.watch(entry).catch(() => {});
-        } else {
-          entry.watching = false; // the server stopped sending it here
-          if (desk.activeId === frame.session.id) desk.activeId = null;
-        }
+      case "session_transferred": // to us or from us; the session names the new holder
+        this.handover.transferred(frame);
+        break;
+      case "presence":
+        this.team.applyPresence(frame);
+        break;
+      case "read": { // the store's (for "Seen"), or ours from another tab
+        const entry = desk.entries.get(frame.session_id);
+        if (!entry) return;
+        entry.readUpTo(frame.sender, frame.seq);
+        if (frame.sender === "admin") this.refreshUnread();
         break;
       }
       case "error":
@@ -281,7 +398,6 @@ class Console {
     const entry = this.desk.entries.get(id);
     if (!entry) return;
     this.desk.activeId = id;
-    entry.seenSeq = entry.conversation.lastSeq;
     this.render();
     this.chatView.focusDraft();
   }
@@ -326,6 +442,8 @@ class Console {
   }
 
   async release() {
+    const entry = this.desk.active();
+    this.releasing = entry && entry.session.id; // its session_released is no news here
     await this.changeState("/admin/session/release/", (session) => {
       this.desk.enqueue(session);
       this.desk.activeId = null;
@@ -375,11 +493,14 @@ class Console {
   render() {
     if (!this.desk) return;
     const active = this.desk.active();
-    if (active) active.seenSeq = active.conversation.lastSeq;
+    this.markRead();
     this.queueView.render(this.desk, this.claiming);
     this.mineView.render(this.desk);
-    this.chatView.render(this.desk);
+    this.chatView.render(this.desk, (id) => this.team.nameOf(id));
+    this.storePanel.render(active);
+    this.picker.render();
     this.$("#desk").classList.toggle("chatting", Boolean(active));
+    this.$("#desk").classList.toggle("with-panel", this.storePanel.isOpen);
   }
 }
 

@@ -1,5 +1,6 @@
 // My Sessions: the chats this admin holds, latest activity first, each with
-// the number of store messages that came while it was not the open chat.
+// the server's count of store messages this admin has not read (so two tabs
+// and a reload agree).
 
 import { el, firstLine, logo, syncList } from "../shared/dom.js";
 
@@ -19,7 +20,7 @@ export class MySessionsView {
       (entry) => this.buildRow(entry),
       (row, entry) => {
         const { session, conversation } = entry;
-        const unread = entry.session.id === desk.activeId ? 0 : entry.unread();
+        const { unread } = entry;
         const last = conversation.lastWords();
         const button = row.querySelector("button");
         button.setAttribute("aria-current", session.id === desk.activeId ? "true" : "false");

@@ -1,11 +1,14 @@
 // The store's chat box. The first message opens a session; an admin joining
-// shows as "NAME joined"; a lost connection reconnects and resumes from the
-// last seq, and unacknowledged messages go again with the same client_id.
+// (or taking over after a transfer) shows as "NAME joined"; "Seen" marks the
+// last message the admin has read, and what the store has seen here is marked
+// read in turn; a lost connection reconnects and resumes from the last seq, and
+// unacknowledged messages go again with the same client_id.
 
 import { Api, ApiError, keyProblem } from "../shared/api.js";
 import { renderLog } from "../shared/chatlog.js";
 import { Conversation } from "../shared/conversation.js";
 import { bindComposer } from "../shared/dom.js";
+import { onAttentionChange, pageIsSeen, seqToMark, showSeen } from "../shared/receipts.js";
 import { ChatSocket, CLOSE_WRONG_KIND, Disconnected } from "../shared/socket.js";
 
 const KEY_SLOT = "chat.widget.storeKey";
@@ -14,6 +17,11 @@ const TYPING_SHOWN_MS = 4000;
 const TYPING_SEND_EVERY_MS = 1500;
 const STATUS_AFTER = {
   admin_connected: "claimed", session_released: "open", session_closed: "closed",
+  session_transferred: "claimed", session_requeued: "open",
+};
+// Who answers now, from the history's system messages (a resume replays them).
+const AGENT_FROM = {
+  admin_connected: / joined the chat$/, session_transferred: /^.* transferred the chat to /,
 };
 
 class Widget {
@@ -28,6 +36,7 @@ class Widget {
     this.$("#signout").addEventListener("click", () => this.signOut(""));
     bindComposer(this.$("#composer"), this.draft, () => this.submit());
     this.draft.addEventListener("input", () => this.typing());
+    onAttentionChange(() => this.render()); // what comes into view counts as read
   }
 
   boot() {
@@ -69,6 +78,8 @@ class Widget {
     this.conversation = new Conversation(null);
     this.session = null;
     this.agent = null; // the admin's name once one joins
+    this.reads = { store: 0, admin: 0 }; // how far each side has read
+    this.markedSeq = 0; // the highest seq sent as read from this tab
     this.typingUntil = 0;
     this.typingSentAt = 0;
     this.$("#signin").hidden = true;
@@ -121,8 +132,9 @@ class Widget {
       }
       throw exc;
     }
-    const { messages, has_more: more, ...session } = data;
+    const { messages, has_more: more, read, ...session } = data;
     this.switchTo(session);
+    if (read) this.readUpTo(read);
     for (const message of messages) this.take(message);
   }
 
@@ -134,6 +146,8 @@ class Widget {
       if (this.conversation.sessionId !== null) this.agent = null;
       this.conversation = new Conversation(session.id);
       this.conversation.pending = pending;
+      this.reads = { store: 0, admin: 0 };
+      this.markedSeq = 0;
     }
     this.session = session;
   }
@@ -149,9 +163,8 @@ class Widget {
       const status = STATUS_AFTER[message.event] || this.session.status;
       this.session = { ...this.session, status };
     }
-    if (message.event === "admin_connected") {
-      this.agent = message.body.replace(/ joined the chat$/, "");
-    }
+    const named = AGENT_FROM[message.event];
+    if (named) this.agent = message.body.replace(named, "");
     if (message.sender === "admin") this.typingUntil = 0;
   }
 
@@ -169,6 +182,9 @@ class Widget {
         break;
       case "typing":
         this.typingUntil = Date.now() + TYPING_SHOWN_MS;
+        break;
+      case "read": // the admin's (for "Seen"), or ours from another tab
+        if (frame.session_id === this.conversation.sessionId) this.readUpTo({ [frame.sender]: frame.seq });
         break;
       default:
         return;
@@ -206,6 +222,25 @@ class Widget {
     this.render();
   }
 
+  readUpTo(read) {
+    for (const side of ["store", "admin"]) {
+      if (read[side] > this.reads[side]) this.reads[side] = read[side];
+    }
+    this.markedSeq = Math.max(this.markedSeq, this.reads.store);
+  }
+
+  // Tell the server what the store has now seen: only in a visible, focused tab.
+  markRead() {
+    const id = this.conversation.sessionId;
+    if (!id || !pageIsSeen() || !this.socket || !this.socket.online) return;
+    const seq = seqToMark(this.conversation, "admin", this.markedSeq);
+    if (!seq) return;
+    this.markedSeq = seq;
+    this.socket.request({ type: "read", session_id: id, seq }).then((answer) => {
+      if (answer.type === "ack") this.readUpTo({ store: answer.seq });
+    }).catch(() => { this.markedSeq = this.reads.store; }); // again after the reconnect
+  }
+
   typing() {
     const now = Date.now();
     if (!this.session || this.session.status === "closed"
@@ -228,6 +263,8 @@ class Widget {
       ? `${this.agent || "Support"} is typing…` : "";
     renderLog(this.log, this.conversation, "store",
       (message) => (message.sender === "store" ? "You" : this.agent || "Support"));
+    showSeen(this.log, this.conversation, "store", this.reads.admin);
+    this.markRead();
   }
 }
 
