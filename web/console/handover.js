@@ -48,7 +48,7 @@ export class Handover {
     if (desk.isMine(fresh)) {
       fresh.lost = null;
       this.console.notify(`${frame.from_admin.name} transferred ${frame.session.store.name} to you.`);
-      this.console.refreshUnread();
+      this.console.reading.refreshUnread();
       if (!fresh.watching) this.console.watch(fresh).catch(() => {});
     } else if (wasMine || this.transferring.has(frame.session.id)) {
       fresh.watching = false; // the server stopped sending it here

@@ -5,7 +5,7 @@
 import { Api, ApiError, keyProblem } from "../shared/api.js";
 import { fetchOlder, findLastSeq } from "../shared/history.js";
 import { ChatSocket, CLOSE_WRONG_KIND, Disconnected } from "../shared/socket.js";
-import { onAttentionChange, pageIsSeen, seqToMark } from "../shared/receipts.js";
+import { onAttentionChange } from "../shared/receipts.js";
 import { ChatView } from "./chat.js";
 import { Desk } from "./desk.js";
 import { Handover } from "./handover.js";
@@ -14,6 +14,7 @@ import { MyPresence } from "./mypresence.js";
 import { Alerts } from "./notify.js";
 import { TransferPicker } from "./picker.js";
 import { QueueView } from "./queue.js";
+import { Reading } from "./reading.js";
 import { MySessionsView } from "./sessions.js";
 import { StorePanel } from "./storepanel.js";
 import { Team } from "./team.js";
@@ -26,7 +27,6 @@ const TYPING_SEND_EVERY_MS = 1500; // the server drops repeats within 1 s anyway
 const CLAIM_WINNER_WAIT_MS = 2000; // how long a lost claim waits to learn the winner
 const NOTICE_SHOWN_MS = 8000;
 const TICK_MS = 1000;
-const UNREAD_RELOAD_AFTER_MS = 250; // a burst of messages costs one sessions/mine/ request
 
 class Console {
   constructor(root) {
@@ -47,7 +47,11 @@ class Console {
       onPick: (admin) => this.desk.active() && this.handover.transfer(this.desk.active(), admin),
     });
     this.storePanel = new StorePanel(root, null, this.team, { onToggle: () => this.render() });
-    this.myPresence = new MyPresence(root, { onChange: (status) => this.sayPresence(status) });
+    this.myPresence = new MyPresence(root, {
+      say: (frame) => this.socket.request(frame),
+      onRefused: (text) => this.notify(text),
+    });
+    this.reading = new Reading(this);
     this.handover = new Handover(this);
     this.shortcuts = new Shortcuts(root, {
       nextChat: (step) => this.nextChat(step),
@@ -153,7 +157,7 @@ class Console {
         this.api.listAll("/admin/sessions/mine/?limit=200"),
         this.team.load(),
       ]);
-      this.syncPresence(hello.admin.id);
+      this.myPresence.sync(this.team.admins.get(hello.admin.id));
       this.desk.setQueue(open);
       for (const session of mine) this.desk.entry(session).unread = session.unread;
       await this.forgetLost(new Set(mine.map((session) => session.id)));
@@ -220,55 +224,6 @@ class Console {
     };
   }
 
-  // My sessions' unread counts, from the server: the same in every tab and after a reload.
-  refreshUnread() {
-    clearTimeout(this.unreadTimer);
-    const desk = this.desk;
-    this.unreadTimer = setTimeout(async () => {
-      try {
-        const mine = await this.api.listAll("/admin/sessions/mine/?limit=200");
-        if (desk !== this.desk) return; // signed out meanwhile
-        for (const session of mine) {
-          const entry = desk.entries.get(session.id);
-          if (entry) entry.unread = session.unread;
-        }
-        this.render();
-      } catch {
-        // the next message, read or reconnect asks again
-      }
-    }, UNREAD_RELOAD_AFTER_MS);
-  }
-
-  // Tell the server what the admin has now seen of the open chat.
-  markRead() {
-    const entry = this.desk.active();
-    if (!entry || !this.desk.isMine(entry) || !pageIsSeen() || !this.socket || !this.socket.online) return;
-    const seq = seqToMark(entry.conversation, "store", entry.markedSeq);
-    if (!seq) return;
-    entry.markedSeq = seq;
-    entry.unread = 0; // the server's count follows from this mark
-    this.socket.request({ type: "read", session_id: entry.session.id, seq }).then((answer) => {
-      if (answer.type === "ack") entry.readUpTo("admin", answer.seq);
-      this.refreshUnread();
-    }).catch(() => { entry.markedSeq = 0; }); // asked again after the reconnect
-  }
-
-  // After hello: say the status this tab chose, or show the server's.
-  syncPresence(meId) {
-    const me = this.team.admins.get(meId);
-    const chosen = this.myPresence.wanted(me && me.presence);
-    if (chosen) this.sayPresence(chosen);
-  }
-
-  async sayPresence(status) {
-    try {
-      const answer = await this.socket.request({ type: "presence", status });
-      if (answer.type === "error") this.notify(answer.detail);
-    } catch (exc) {
-      if (!(exc instanceof Disconnected)) throw exc; // said again after the reconnect
-    }
-  }
-
   openPicker() {
     const entry = this.desk && this.desk.active();
     if (!entry || !this.desk.isMine(entry)) return false;
@@ -295,7 +250,7 @@ class Console {
         entry.conversation.add(frame.message);
         if (frame.message.sender === "store") {
           entry.typingUntil = 0;
-          if (desk.isMine(entry)) this.refreshUnread();
+          if (desk.isMine(entry)) this.reading.refreshUnread();
         }
         break;
       }
@@ -345,7 +300,7 @@ class Console {
         const entry = desk.entries.get(frame.session_id);
         if (!entry) return;
         entry.readUpTo(frame.sender, frame.seq);
-        if (frame.sender === "admin") this.refreshUnread();
+        if (frame.sender === "admin") this.reading.refreshUnread();
         break;
       }
       case "error":
@@ -493,7 +448,7 @@ class Console {
   render() {
     if (!this.desk) return;
     const active = this.desk.active();
-    this.markRead();
+    this.reading.markRead();
     this.queueView.render(this.desk, this.claiming);
     this.mineView.render(this.desk);
     this.chatView.render(this.desk, (id) => this.team.nameOf(id));
