@@ -46,6 +46,7 @@ class Console {
     this.picker = new TransferPicker(root, this.team, {
       onPick: (admin) => this.desk.active() && this.handover.transfer(this.desk.active(), admin),
     });
+    this.team.shown = () => this.picker.isOpen;
     this.storePanel = new StorePanel(root, null, this.team, { onToggle: () => this.render() });
     this.myPresence = new MyPresence(root, {
       say: (frame) => this.socket.request(frame),

@@ -11,6 +11,7 @@ export class Team {
     this.onChange = onChange;
     this.admins = new Map(); // id -> {id, name, email, presence, active_sessions}
     this.timer = null;
+    this.shown = null; // () -> bool, set by the console
   }
 
   async load() {
@@ -19,8 +20,10 @@ export class Team {
     this.onChange();
   }
 
-  // Load again soon; failures only leave the last counts shown.
+  // Load again soon, while the counts are on screen (`shown()`: the picker is
+  // open; it loads afresh when opened); failures leave the last counts shown.
   reloadSoon() {
+    if (this.shown && !this.shown()) return;
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.load().catch(() => {}), RELOAD_AFTER_MS);
   }
@@ -28,7 +31,7 @@ export class Team {
   applyPresence(frame) {
     const admin = this.admins.get(frame.admin_id);
     if (admin) admin.presence = frame.status;
-    else this.reloadSoon(); // an admin created since the list was loaded
+    else this.load().catch(() => {}); // an admin created since the list was loaded
     this.onChange();
   }
 
