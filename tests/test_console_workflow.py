@@ -91,6 +91,8 @@ def test_a_chat_is_transferred_live_with_presence_in_the_picker_and_a_refusal_in
     claim_in(dana, "Tech Store")
     say(dana, "Looking into it")
     expect(words(store)).to_have_text(["My payouts stopped", "Looking into it"])
+    agents = store.locator("#log .msg.admin .who")
+    expect(agents).to_have_text(["Dana"])
 
     # The picker: the other admins, presence live, load, offline marked.
     dana.click("#transfer")
@@ -120,7 +122,7 @@ def test_a_chat_is_transferred_live_with_presence_in_the_picker_and_a_refusal_in
     expect(dana.locator("#transfer")).to_be_focused()
 
     # The transfer: Omar gets it live with a notice, Dana loses it at once, the
-    # widget names Omar.
+    # widget names Omar; each reply keeps the name of the admin who wrote it.
     dana.keyboard.press("Alt+t")
     expect(dana.locator("#picker")).to_be_visible()
     picker_row(dana, "Omar").locator("button").click()
@@ -136,8 +138,13 @@ def test_a_chat_is_transferred_live_with_presence_in_the_picker_and_a_refusal_in
     expect(words(omar)).to_have_text(["My payouts stopped", "Looking into it"])
     say(omar, "Omar here, taking over")
     expect(words(store).last).to_have_text("Omar here, taking over")
+    expect(agents).to_have_text(["Dana", "Omar"])
+    expect(omar.locator("#log .msg.admin .who")).to_have_text(["Dana", "You"])
     store.reload()
     expect(store.locator("#status")).to_have_text("Omar joined")  # from the history
+    expect(words(store)).to_have_text(
+        ["My payouts stopped", "Looking into it", "Omar here, taking over"])
+    expect(agents).to_have_text(["Dana", "Omar"])  # from the history's system messages
     for page in (dana, omar):
         assert page.errors == []
 
@@ -233,6 +240,7 @@ def test_the_store_panel_lists_earlier_chats_by_anyone_and_opens_them_read_only_
     row.locator("button").click()
     past = dana.locator("#past-log .msg:not(.system) .body")
     expect(past).to_have_text(["Where is my refund?", "Sent it today"])
+    expect(dana.locator("#past-log .msg.admin .who")).to_have_text(["Omar"])  # not Dana's chat
     assert panel.locator("textarea, form").count() == 0  # read-only
     expect(dana.locator("#past-view")).to_contain_text("Read-only")
     screenshot(dana, "console-store.png")

@@ -5,14 +5,16 @@
 import { el, formatTime, syncList } from "./dom.js";
 
 // `me`: "admin" or "store", whose messages sit on the right.
-// `names(message)`: the label for a message's sender.
+// `names(message)`: the label for a message's sender, asked again on every
+// render (a name learned later, e.g. once the admins are loaded, replaces it).
 export function renderLog(list, conversation, me, names) {
   const stick = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
   const items = [
     ...conversation.ordered().map((message) => ({ key: `s${message.seq}`, message })),
     ...[...conversation.pending.values()].map((entry) => ({ key: `p${entry.client_id}`, entry })),
   ];
-  syncList(list, items, (item) => item.key, (item) => buildItem(item, me, names), updateItem);
+  syncList(list, items, (item) => item.key, (item) => buildItem(item, me, names),
+    (node, item) => updateItem(node, item, names));
   if (stick) list.scrollTop = list.scrollHeight;
 }
 
@@ -34,8 +36,11 @@ function buildItem(item, me, names) {
     el("div", { className: "body", text: body }));
 }
 
-function updateItem(node, item) {
+function updateItem(node, item, names) {
   if (item.message && item.message.sender !== "system") {
+    const who = node.querySelector(".who");
+    const name = names(item.message);
+    if (who.textContent !== name) who.textContent = name;
     const when = node.querySelector(".when");
     when.setAttribute("datetime", item.message.created);
     when.textContent = formatTime(item.message.created);

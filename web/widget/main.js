@@ -1,5 +1,6 @@
 // The store's chat box. The first message opens a session; an admin joining
-// (or taking over after a transfer) shows as "NAME joined"; "Seen" marks the
+// (or taking over after a transfer) shows as "NAME joined", and each admin
+// message is labelled with the admin who wrote it (agents.js); "Seen" marks the
 // last message the admin has read, and what the store has seen here is marked
 // read in turn; a lost connection reconnects and resumes from the last seq, and
 // unacknowledged messages go again with the same client_id.
@@ -10,6 +11,7 @@ import { Conversation } from "../shared/conversation.js";
 import { bindComposer } from "../shared/dom.js";
 import { onAttentionChange, pageIsSeen, seqToMark, showSeen } from "../shared/receipts.js";
 import { ChatSocket, CLOSE_WRONG_KIND, Disconnected } from "../shared/socket.js";
+import { authorsOf, holderNamedBy } from "./agents.js";
 
 const KEY_SLOT = "chat.widget.storeKey";
 const HISTORY_PAGE = 1000; // the API's largest page
@@ -18,10 +20,6 @@ const TYPING_SEND_EVERY_MS = 1500;
 const STATUS_AFTER = {
   admin_connected: "claimed", session_released: "open", session_closed: "closed",
   session_transferred: "claimed", session_requeued: "open",
-};
-// Who answers now, from the history's system messages (a resume replays them).
-const AGENT_FROM = {
-  admin_connected: / joined the chat$/, session_transferred: /^.* transferred the chat to /,
 };
 
 class Widget {
@@ -78,6 +76,7 @@ class Widget {
     this.conversation = new Conversation(null);
     this.session = null;
     this.agent = null; // the admin's name once one joins
+    this.agentNames = new Map(); // admin id -> name, from admin_connected frames
     this.reads = { store: 0, admin: 0 }; // how far each side has read
     this.markedSeq = 0; // the highest seq sent as read from this tab
     this.typingUntil = 0;
@@ -163,8 +162,9 @@ class Widget {
       const status = STATUS_AFTER[message.event] || this.session.status;
       this.session = { ...this.session, status };
     }
-    const named = AGENT_FROM[message.event];
-    if (named) this.agent = message.body.replace(named, "");
+    // Who answers now, from the history's system messages (a resume replays them).
+    const named = holderNamedBy(message);
+    if (named) this.agent = named;
     if (message.sender === "admin") this.typingUntil = 0;
   }
 
@@ -175,6 +175,7 @@ class Widget {
         break;
       case "admin_connected":
         this.agent = frame.admin.name;
+        this.agentNames.set(frame.admin.id, frame.admin.name);
         if (this.session) this.session = { ...this.session, status: "claimed" };
         break;
       case "session_closed":
@@ -261,8 +262,9 @@ class Widget {
     this.$("#status").textContent = this.status();
     this.$("#typing").textContent = this.typingUntil > Date.now()
       ? `${this.agent || "Support"} is typing…` : "";
+    const authors = authorsOf(this.conversation, this.agentNames);
     renderLog(this.log, this.conversation, "store",
-      (message) => (message.sender === "store" ? "You" : this.agent || "Support"));
+      (message) => (message.sender === "store" ? "You" : authors.get(message.seq) || "Support"));
     showSeen(this.log, this.conversation, "store", this.reads.admin);
     this.markRead();
   }
