@@ -12,7 +12,7 @@ const REQUEUE_WORDS = {
 };
 
 export class Handover {
-  // console: the controller (desk, api, picker, team, notify, render, watch)
+  // console: the controller (desk, api, picker, team, notify, render, sync)
   constructor(console) {
     this.console = console;
     this.transferring = new Set(); // session ids this tab is handing over now
@@ -49,7 +49,7 @@ export class Handover {
       fresh.lost = null;
       this.console.notify(`${frame.from_admin.name} transferred ${frame.session.store.name} to you.`);
       this.console.reading.refreshUnread();
-      if (!fresh.watching) this.console.watch(fresh).catch(() => {});
+      if (!fresh.watching) this.console.sync.watch(fresh).catch(() => {});
     } else if (wasMine || this.transferring.has(frame.session.id)) {
       fresh.watching = false; // the server stopped sending it here
       if (!this.transferring.delete(frame.session.id)) {

@@ -3,10 +3,10 @@
 // goes through here and ends in render().
 
 import { Api, ApiError, keyProblem } from "../shared/api.js";
-import { fetchOlder, findLastSeq } from "../shared/history.js";
 import { ChatSocket, CLOSE_WRONG_KIND, Disconnected } from "../shared/socket.js";
 import { onAttentionChange } from "../shared/receipts.js";
 import { ChatView } from "./chat.js";
+import { Claims } from "./claims.js";
 import { Desk } from "./desk.js";
 import { Handover } from "./handover.js";
 import { Shortcuts } from "./keys.js";
@@ -17,14 +17,13 @@ import { QueueView } from "./queue.js";
 import { Reading } from "./reading.js";
 import { MySessionsView } from "./sessions.js";
 import { StorePanel } from "./storepanel.js";
+import { ChatSync } from "./sync.js";
 import { Team } from "./team.js";
 
 // sessionStorage: gone when the tab closes, never sent anywhere by itself.
 const KEY_SLOT = "chat.console.adminKey";
-const PAGE_SIZE = 50;
 const TYPING_SHOWN_MS = 4000; // the store's indicator, renewed by each typing frame
 const TYPING_SEND_EVERY_MS = 1500; // the server drops repeats within 1 s anyway
-const CLAIM_WINNER_WAIT_MS = 2000; // how long a lost claim waits to learn the winner
 const NOTICE_SHOWN_MS = 8000;
 const TICK_MS = 1000;
 
@@ -32,14 +31,14 @@ class Console {
   constructor(root) {
     this.root = root;
     this.$ = (selector) => root.querySelector(selector);
-    this.queueView = new QueueView(root, { onClaim: (id) => this.claim(id) });
+    this.queueView = new QueueView(root, { onClaim: (id) => this.claims.claim(id) });
     this.mineView = new MySessionsView(root, { onOpen: (id) => this.open(id) });
     this.chatView = new ChatView(root, {
       onSend: (body) => this.send(body),
       onTyping: () => this.typing(),
       onRelease: () => this.release(),
       onClose: () => this.close(),
-      onOlder: () => this.older(),
+      onOlder: () => this.sync.older(),
       onTransfer: () => this.openPicker(),
     });
     this.team = new Team(null, () => this.render());
@@ -54,6 +53,8 @@ class Console {
     });
     this.reading = new Reading(this);
     this.handover = new Handover(this);
+    this.sync = new ChatSync(this);
+    this.claims = new Claims(this);
     this.shortcuts = new Shortcuts(root, {
       nextChat: (step) => this.nextChat(step),
       transfer: () => this.openPicker(),
@@ -99,7 +100,7 @@ class Console {
     // Whoever signs in next in this tab must not see this admin's chats.
     // (start() makes a fresh Desk again, so late answers land in this one.)
     this.desk = new Desk();
-    this.claiming = new Set();
+    this.claims.reset();
     this.render();
     this.showSignIn(why);
   }
@@ -119,7 +120,7 @@ class Console {
     this.team.api = this.api;
     this.storePanel.api = this.api;
     this.desk = new Desk();
-    this.claiming = new Set();
+    this.claims.reset();
     this.typingSentAt = 0;
     this.$("#signin").hidden = true;
     this.$("#desk").hidden = false;
@@ -161,68 +162,15 @@ class Console {
       this.myPresence.sync(this.team.admins.get(hello.admin.id));
       this.desk.setQueue(open);
       for (const session of mine) this.desk.entry(session).unread = session.unread;
-      await this.forgetLost(new Set(mine.map((session) => session.id)));
+      await this.sync.forgetLost(new Set(mine.map((session) => session.id)));
       const watched = [...this.desk.queued(), ...this.desk.mine()];
-      await Promise.all(watched.map((entry) => this.watch(entry)));
+      await Promise.all(watched.map((entry) => this.sync.watch(entry)));
       for (const entry of this.desk.mine()) this.flushPending(entry);
     } catch (exc) {
       if (exc instanceof Disconnected) return; // the next hello starts over
       this.notify(`Could not load the sessions: ${exc.message}`);
     }
     this.render();
-  }
-
-  // Sessions we held that the server no longer lists: released or closed
-  // while we were away. Learn what became of them.
-  async forgetLost(mineIds) {
-    for (const entry of [...this.desk.entries.values()]) {
-      const id = entry.session.id;
-      if (!this.desk.isMine(entry) || mineIds.has(id)) continue;
-      try {
-        const { messages, has_more: more, ...session } = await this.api.get(`/admin/session/${id}/?limit=1`);
-        entry.session = session;
-      } catch (exc) {
-        if (!(exc instanceof ApiError)) throw exc;
-        this.desk.entries.delete(id); // no longer ours to read
-        if (this.desk.activeId === id) this.desk.activeId = null;
-      }
-    }
-  }
-
-  // Resume a session on this socket from the last seq we hold. A held session
-  // seen for the first time loads only its newest page.
-  async watch(entry) {
-    const { conversation } = entry;
-    const id = entry.session.id;
-    if (!entry.primed && this.desk.isMine(entry) && conversation.lastSeq === 0) {
-      const last = await findLastSeq(this.pageOf(id));
-      conversation.floor = Math.max(0, last - PAGE_SIZE);
-      conversation.lastSeq = conversation.floor;
-    } else if (this.desk.isMine(entry)) {
-      await this.pageOf(id)(conversation.lastSeq, 1); // where each side has read to
-    }
-    entry.primed = true;
-    const answer = await this.socket.request({
-      type: "resume", session_id: id, after_seq: conversation.lastSeq,
-    });
-    if (answer.type === "error") {
-      this.desk.dequeue(id); // gone, or another admin's by now
-      return;
-    }
-    entry.watching = true;
-  }
-
-  // A page of a session's history; each answer also says how far both sides have read.
-  pageOf(id) {
-    return async (afterSeq, limit) => {
-      const page = await this.api.get(`/admin/session/${id}/?after_seq=${afterSeq}&limit=${limit}`);
-      const entry = this.desk.entries.get(id);
-      if (entry && page.read) {
-        entry.readUpTo("store", page.read.store);
-        entry.readUpTo("admin", page.read.admin);
-      }
-      return page;
-    };
   }
 
   openPicker() {
@@ -263,7 +211,7 @@ class Console {
       case "session_opened": {
         desk.enqueue(frame.session);
         this.alerts.sessionQueued(frame.session);
-        this.watch(desk.entry(frame.session)).catch(() => {}); // a lost socket resumes it on hello
+        this.sync.watch(desk.entry(frame.session)).catch(() => {}); // a lost socket resumes it on hello
         break;
       }
       case "session_released": {
@@ -275,7 +223,7 @@ class Console {
         this.team.reloadSoon();
         this.alerts.sessionQueued(frame.session);
         const entry = desk.entry(frame.session);
-        if (!entry.watching) this.watch(entry).catch(() => {});
+        if (!entry.watching) this.sync.watch(entry).catch(() => {});
         break;
       }
       case "session_claimed": {
@@ -314,42 +262,6 @@ class Console {
   }
 
   // --- actions ----------------------------------------------------------------
-  async claim(id) {
-    const entry = this.desk.entries.get(id);
-    this.claiming.add(id);
-    this.render();
-    try {
-      const session = await this.api.post("/admin/session/claim/", { session_id: id });
-      this.desk.entry(session);
-      this.desk.dequeue(id);
-      this.open(id);
-    } catch (exc) {
-      if (!(exc instanceof ApiError)) {
-        this.notify("The claim did not reach the server; try again.");
-      } else if (exc.status === 409 && exc.message === "Session already claimed.") {
-        this.desk.dequeue(id);
-        const winner = await this.winnerOf(entry);
-        this.notify(`${entry.session.store.name}: Taken by ${winner}.`);
-      } else {
-        if (exc.status === 404 || exc.status === 409) this.desk.dequeue(id);
-        this.notify(`${entry.session.store.name}: ${exc.message}`);
-      }
-    } finally {
-      this.claiming.delete(id);
-      this.render();
-    }
-  }
-
-  // The 409 does not say who won; the session_claimed frame does, and it may
-  // arrive a moment after the answer.
-  async winnerOf(entry) {
-    const deadline = Date.now() + CLAIM_WINNER_WAIT_MS;
-    while (!entry.claimedBy && Date.now() < deadline) {
-      await new Promise((resolve) => { setTimeout(resolve, 50); });
-    }
-    return entry.claimedBy || "another admin";
-  }
-
   open(id) {
     const entry = this.desk.entries.get(id);
     if (!entry) return;
@@ -423,21 +335,6 @@ class Console {
     this.render();
   }
 
-  async older() {
-    const entry = this.desk.active();
-    if (!entry || entry.conversation.floor === 0) return;
-    const log = this.$("#log");
-    const fromBottom = log.scrollHeight - log.scrollTop;
-    try {
-      const page = await fetchOlder(this.pageOf(entry.session.id), entry.conversation.floor, PAGE_SIZE);
-      entry.conversation.addOlder(page.messages, page.floor);
-    } catch (exc) {
-      this.notify(exc instanceof ApiError ? exc.message : "The server cannot be reached.");
-    }
-    this.render();
-    log.scrollTop = log.scrollHeight - fromBottom; // keep the reader's place
-  }
-
   notify(text) {
     const notice = this.$("#notice");
     notice.textContent = text;
@@ -450,7 +347,7 @@ class Console {
     if (!this.desk) return;
     const active = this.desk.active();
     this.reading.markRead();
-    this.queueView.render(this.desk, this.claiming);
+    this.queueView.render(this.desk, this.claims.inFlight);
     this.mineView.render(this.desk);
     this.chatView.render(this.desk, (id) => this.team.nameOf(id));
     this.storePanel.render(active);
