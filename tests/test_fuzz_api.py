@@ -39,7 +39,7 @@ from schemathesis.checks import (
     content_type_conformance, not_a_server_error, response_headers_conformance,
     response_schema_conformance, status_code_conformance,
 )
-from schemathesis.config import SanitizationConfig
+from schemathesis.config import SanitizationConfig, SchemathesisConfig
 from schemathesis.generation import GenerationMode
 
 from handlers.schema import DOCUMENT_PATH
@@ -71,7 +71,9 @@ def fuzz_settings(max_examples: int):
 with open(DOCUMENT_PATH, encoding="utf-8") as f:
     DOCUMENT = yaml.safe_load(f)
 
-SCHEMA = schemathesis.openapi.from_path(DOCUMENT_PATH)
+# Schemathesis's defaults, not the repository's schemathesis.toml (which wants
+# keys in the environment, for the st command): these runs set their own keys.
+SCHEMA = schemathesis.openapi.from_path(DOCUMENT_PATH, config=SchemathesisConfig())
 # Reports hide keys, not every field named like "session_id" (the default).
 SCHEMA.config.output.sanitization = SanitizationConfig(keys_to_sanitize=("authorization",),
                                                        sensitive_markers=("token",))
@@ -380,11 +382,14 @@ def decoded_map(raw: str | bytes) -> dict | None:
 
 def is_echoable(ref: Any) -> bool:
     """API.md: a ref is echoed when it is a string of at most 64 characters
-    (valid Unicode, no NUL) or an integer in the storage's range."""
+    (valid Unicode, no NUL) or an integer in the storage's range, an
+    integer-valued number (``5.0``) included (issue 20)."""
     if isinstance(ref, bool):
         return False
     if isinstance(ref, int):
         return 0 <= ref <= MAX_INT
+    if isinstance(ref, float):
+        return ref.is_integer() and 0 <= ref <= MAX_INT
     return (isinstance(ref, str) and len(ref) <= 64 and "\x00" not in ref
             and not any(0xD800 <= ord(c) <= 0xDFFF for c in ref))
 
