@@ -12,6 +12,7 @@ from tornado import httputil
 
 from actors.errors import ChatError, Conflict, Invalid, NotFound, Overloaded, PermissionDenied
 from handlers.http_date import http_date
+from handlers.methods import allowed_methods
 
 NOT_PROVIDED = "Authentication credentials were not provided."
 INVALID_TOKEN = "Invalid token."
@@ -94,7 +95,8 @@ class JSONErrors(tornado.web.RequestHandler):
             status, body, headers = describe_error(exc)
         elif status_code == 405:
             status, body, headers = 405, {
-                "detail": f'Method "{self.request.method}" not allowed.'}, {}
+                "detail": f'Method "{self.request.method}" not allowed.'}, {
+                "Allow": allowed_methods(type(self))}
         elif status_code >= 500:
             status, body, headers = describe_error(exc)
         else:

@@ -91,10 +91,20 @@ class ReadyHandler(JSONErrors):
         self.finish({"status": "ready"})
 
 
+class _EveryMethod(tuple):
+    """A ``SUPPORTED_METHODS`` that holds any method name: Tornado answers a
+    name outside it with 405 before ``prepare``, and a path that does not
+    exist has no methods to allow, whatever the request's (TRACE included)."""
+
+    def __contains__(self, method: object) -> bool:
+        return True
+
+
 class NotFoundHandler(JSONErrors):
-    """Any path the API does not have: DRF's 404 body."""
+    """Any path the API does not have: DRF's 404 body, whatever the method."""
 
     metric_name = "not_found"
+    SUPPORTED_METHODS = _EveryMethod(JSONErrors.SUPPORTED_METHODS)
 
     def prepare(self) -> None:
         self.set_status(404)

@@ -11,6 +11,8 @@ import os
 
 import tornado.web
 
+from handlers.methods import AllowOn405
+
 WEB_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "web")
 
 # Only our own files run; no inline script or style, so an injected body could
@@ -32,7 +34,7 @@ SECURITY_HEADERS = {
 PAGE_DIRS = ("console", "widget", "shared")
 
 
-class PageHandler(tornado.web.StaticFileHandler):
+class PageHandler(AllowOn405, tornado.web.StaticFileHandler):
     """Files under ``web/console/``, ``web/widget/`` and ``web/shared/``."""
 
     metric_name = "pages"
@@ -48,11 +50,15 @@ class PageHandler(tornado.web.StaticFileHandler):
         self.set_header("Cache-Control", "no-cache")
 
 
+class FolderRedirect(AllowOn405, tornado.web.RedirectHandler):
+    """``/console`` to ``/console/``; its 405s carry ``Allow`` too."""
+
+
 def page_routes() -> list:
     """The routes to add to the application."""
     dirs = "|".join(PAGE_DIRS)
     return [
-        (rf"/({dirs})", tornado.web.RedirectHandler, {"url": "/{0}/"}),
+        (rf"/({dirs})", FolderRedirect, {"url": "/{0}/"}),
         (rf"/((?:{dirs})/.*)", PageHandler,
          {"path": WEB_ROOT, "default_filename": "index.html"}),
     ]

@@ -18,16 +18,22 @@ DEFAULT_HISTORY_LIMIT = 100
 
 
 def list_limit(handler: Any) -> int:
-    return query_int(handler.get_query_argument("limit", None), "limit",
+    return query_int(raw_query_argument(handler, "limit"), "limit",
                      DEFAULT_LIST_LIMIT, 1, clamp_to=MAX_LIST_PAGE)
 
 
 def history_window(handler: Any) -> tuple[int, int]:
     """``(after_seq, limit)`` from the query string."""
-    after_seq = query_int(handler.get_query_argument("after_seq", None), "after_seq", 0, 0)
-    limit = query_int(handler.get_query_argument("limit", None), "limit",
+    after_seq = query_int(raw_query_argument(handler, "after_seq"), "after_seq", 0, 0)
+    limit = query_int(raw_query_argument(handler, "limit"), "limit",
                       DEFAULT_HISTORY_LIMIT, 1, clamp_to=MAX_HISTORY_PAGE)
     return after_seq, limit
+
+
+def raw_query_argument(handler: Any, name: str) -> str | None:
+    """The parameter's last value as sent: Tornado strips spaces by default,
+    which would make ``limit=%20`` read as an absent ``limit``."""
+    return handler.get_query_argument(name, None, strip=False)
 
 
 def decode_cursor(handler: Any) -> tuple[str, int] | None:

@@ -30,7 +30,7 @@ from handlers.errors import (
 from handlers.throttle import Throttle
 from handlers.render import message_json, principal_json
 from handlers.validation import (
-    MAX_INT, NOT_STRING, REQUIRED, Fields, is_int, is_storable_text,
+    MAX_INT, NOT_STRING, REQUIRED, Fields, integral, is_int, is_storable_text,
 )
 from handlers.ws_protocol import FramedConnection, framed_connection
 from storage.base import MAX_HISTORY_PAGE, PostResult, Principal, Role
@@ -386,9 +386,14 @@ BAD_REF = (f"Must be a string of at most {MAX_REF_CHARS} characters or an intege
 
 
 def is_echoable_ref(ref: Any) -> bool:
-    """A ``ref`` we can send back as it came, in JSON and in msgpack alike."""
+    """A ``ref`` we can send back as it came, in JSON and in msgpack alike.
+    An integer-valued number (``5.0``) is an integer here as in every field,
+    and is echoed as it came (the client matches on what it sent)."""
     if is_int(ref):
         return 0 <= ref <= MAX_INT
+    if isinstance(ref, float):
+        number = integral(ref)
+        return number is not None and 0 <= number <= MAX_INT
     return is_storable_text(ref) and len(ref) <= MAX_REF_CHARS
 
 

@@ -10,8 +10,9 @@
   5xx, every frame answered (an error frame, or a close with 4001 before auth
   and 1009 when oversized), never a socket dropped without a close code.
 
-Every test also checks the server's log: no error and no traceback. The server runs in-process on its own event loop in a thread
-(``LiveServer``), so the synchronous clients here (requests, under
+Every test also checks the server's log: no error and no traceback. The server
+runs in-process on its own event loop in a thread (``LiveServer``, in
+tests/live_server.py), so the synchronous clients here (requests, under
 schemathesis) and hypothesis's examples can call it on a real port while the
 log is captured.
 """
@@ -21,9 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import logging
 import socket
-import threading
 import urllib.parse
 from typing import Any
 
@@ -32,7 +31,6 @@ import msgpack
 import pytest
 import requests
 import schemathesis
-import tornado.testing
 import tornado.websocket
 import yaml
 from hypothesis import HealthCheck, Phase, assume, given, seed, settings
@@ -41,13 +39,14 @@ from schemathesis.checks import (
     content_type_conformance, not_a_server_error, response_headers_conformance,
     response_schema_conformance, status_code_conformance,
 )
-from schemathesis.config import SanitizationConfig
+from schemathesis.config import SanitizationConfig, SchemathesisConfig
 from schemathesis.generation import GenerationMode
 
-from handlers.app import ChatServer
 from handlers.schema import DOCUMENT_PATH
-from server import load_config
 from tests.helpers import Socket
+# The live server, its world of keys and sessions, and its log's check; the
+# two fixtures are used by name (``world``; ``server_log`` on every test).
+from tests.live_server import assert_no_traceback, auth, server_log, world  # noqa: F401
 
 SEED = 20261125
 MAX_INT = 2**63 - 1
@@ -67,121 +66,14 @@ def fuzz_settings(max_examples: int):
                     suppress_health_check=list(HealthCheck))
 
 
-# --- the live server ------------------------------------------------------------
-
-class LiveServer:
-    """A ChatServer on its own event loop in a thread, on a real port."""
-
-    def __init__(self, config: dict[str, Any]):
-        self.config = config
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="live-server",
-                                       daemon=True)
-        self.server: ChatServer | None = None
-        self.url = ""
-
-    def call(self, coro: Any, timeout: float = 30.0) -> Any:
-        """Run ``coro`` on the server's loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def start(self) -> "LiveServer":
-        self.thread.start()
-        self.call(self._start())
-        return self
-
-    async def _start(self) -> None:
-        # Built on its own loop: the server's queues and tasks belong to it.
-        self.server = ChatServer(self.config)
-        sock, port = tornado.testing.bind_unused_port()
-        await self.server.start([sock])
-        self.url = f"http://127.0.0.1:{port}"
-
-    def stop(self) -> None:
-        self.call(self.server.shutdown())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
-class World:
-    """The live server with real keys and sessions in every state, so that the
-    ids 1..N that generators try first hit real sessions."""
-
-    def __init__(self, live: LiveServer):
-        self.live = live
-        self.url = live.url
-        self.http = requests.Session()
-        storage = live.server.raw_storage
-        _, self.admin_key = live.call(storage.create_admin("Dana", "dana@example.com"))
-        _, other_admin = live.call(storage.create_admin("Lee", "lee@example.com"))
-        _, self.store_key = live.call(storage.create_store(
-            "Tech Store", "store@example.com", "https://example.com/logo.jpg"))
-        others = [live.call(storage.create_store(f"Store {i}", None, None))[1] for i in range(3)]
-        # 1: claimed by our admin; 2: claimed by another; 3: closed; 4: open.
-        # Our own store holds session 5, open.
-        for i, (store, admin, close) in enumerate(
-                [(others[0], self.admin_key, False), (others[1], other_admin, False),
-                 (others[2], self.admin_key, True)]):
-            session = self.post("/v1/chat/store/message/", store, {"body": f"hello {i}"})["session"]
-            self.post("/v1/chat/admin/session/claim/", admin, {"session_id": session["id"]})
-            if close:
-                self.post("/v1/chat/admin/session/close/", admin, {"session_id": session["id"]})
-        self.post("/v1/chat/store/message/", others[2], {"body": "open again"})
-        self.post("/v1/chat/store/message/", self.store_key, {"body": "my own"})
-
-    def post(self, path: str, key: str, body: Any) -> Any:
-        reply = self.http.post(self.url + path, json=body, headers=auth(key), timeout=30)
-        assert reply.status_code in (200, 201), (path, reply.status_code, reply.text)
-        return reply.json()
-
-    def key_for(self, who: str | None) -> str | None:
-        return {"admin": self.admin_key, "store": self.store_key}.get(who)
-
-
-def auth(key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Token {key}"} if key else {}
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """One server for the module (its tests only add data), as conftest's ``config``."""
-    config = load_config(environ={}, overrides={
-        "storage": {"url": f"sqlite:///{tmp_path_factory.mktemp('fuzz')}/chat.sqlite3"},
-        "server": {"host": "127.0.0.1"},
-        "events": {"poll_interval_secs": 0.01},
-    })
-    live = LiveServer(config).start()
-    world = None
-    try:
-        world = World(live)
-        yield world
-    finally:
-        if world is not None:
-            world.http.close()
-        live.stop()
-
-
-@pytest.fixture(autouse=True)
-def server_log(caplog):
-    """Captures the server's log at every level: a traceback at any level counts."""
-    caplog.set_level(logging.DEBUG)
-    return caplog
-
-
-def assert_no_traceback(caplog) -> None:
-    """The server logged no error and no traceback (uncaught exceptions, crashed
-    actors, failed writes all log one)."""
-    broken = [f"{r.name}: {r.getMessage()}" for r in caplog.records
-              if r.levelno >= logging.ERROR or r.exc_info]
-    assert broken == []
-
-
 # --- what the document allows ------------------------------------------------------
 
 with open(DOCUMENT_PATH, encoding="utf-8") as f:
     DOCUMENT = yaml.safe_load(f)
 
-SCHEMA = schemathesis.openapi.from_path(DOCUMENT_PATH)
+# Schemathesis's defaults, not the repository's schemathesis.toml (which wants
+# keys in the environment, for the st command): these runs set their own keys.
+SCHEMA = schemathesis.openapi.from_path(DOCUMENT_PATH, config=SchemathesisConfig())
 # Reports hide keys, not every field named like "session_id" (the default).
 SCHEMA.config.output.sanitization = SanitizationConfig(keys_to_sanitize=("authorization",),
                                                        sensitive_markers=("token",))
@@ -491,11 +383,14 @@ def decoded_map(raw: str | bytes) -> dict | None:
 
 def is_echoable(ref: Any) -> bool:
     """API.md: a ref is echoed when it is a string of at most 64 characters
-    (valid Unicode, no NUL) or an integer in the storage's range."""
+    (valid Unicode, no NUL) or an integer in the storage's range, an
+    integer-valued number (``5.0``) included (issue 20)."""
     if isinstance(ref, bool):
         return False
     if isinstance(ref, int):
         return 0 <= ref <= MAX_INT
+    if isinstance(ref, float):
+        return ref.is_integer() and 0 <= ref <= MAX_INT
     return (isinstance(ref, str) and len(ref) <= 64 and "\x00" not in ref
             and not any(0xD800 <= ord(c) <= 0xDFFF for c in ref))
 

@@ -149,7 +149,7 @@ async def test_another_method_on_the_schema_gets_a_json_405(server, api):
 @pytest.mark.gen_test
 async def test_every_method_a_path_does_not_list_gets_drfs_405(server):
     """The document lists each path's methods; any other is a 405 in the shape
-    of #/components/responses/MethodNotAllowed."""
+    of #/components/responses/MethodNotAllowed, with ``Allow``."""
     document = load_document()
     schema = {**document["components"]["responses"]["MethodNotAllowed"]["content"][
         "application/json"]["schema"], "components": document["components"]}
@@ -161,13 +161,74 @@ async def test_every_method_a_path_does_not_list_gets_drfs_405(server):
         security = [name for req in next(iter(item.values())).get("security") or []
                     for name in req]
         key = keys[security[0]] if security else None
-        for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        allowed = ", ".join(m.upper() for m in METHODS if m in item)
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "HEAD"):
             if method.lower() in item:
                 continue
-            reply = await client.call(method, path.replace("{session_id}", "1").replace("{store_id}", "1"), key,
-                                         raw=b"{}" if method != "GET" else None)
+            target = path.replace("{session_id}", "1").replace("{store_id}", "1")
+            reply = await client.call(method, target, key,
+                                      raw=b"{}" if method in ("POST", "PUT", "PATCH") else None)
             assert reply.status == 405, (method, path, reply)
+            # RFC 9110: a 405 names the methods the path has (issue 20).
+            assert reply.headers["Allow"] == allowed, (method, path)
+            if method == "HEAD":
+                continue  # no body to read
             assert reply.headers["Content-Type"] == "application/json", (method, path)
             assert reply.json == {"detail": f'Method "{method}" not allowed.'}, (method, path)
             assert not list(jsonschema.Draft202012Validator(schema).iter_errors(reply.json))
     client.close()
+
+
+@pytest.mark.gen_test
+async def test_an_unknown_path_is_not_found_whatever_the_method(server):
+    client = Api(server.url)
+    for method in ("GET", "POST", "TRACE", "OPTIONS", "PUT"):
+        reply = await client.call(method, "/v1/chat/nowhere/", raw=b"{}" if method in (
+            "POST", "PUT") else None)
+        assert (reply.status, reply.json) == (404, {"detail": "Not found."}), method
+    client.close()
+
+
+@pytest.mark.gen_test
+async def test_the_web_pages_405s_carry_allow_too(server):
+    client = Api(server.url)
+    for path, allowed in (("/console/", "GET, HEAD"), ("/console", "GET")):
+        reply = await client.call("POST", path, raw=b"")
+        assert (reply.status, reply.headers["Allow"]) == (405, allowed), path
+    client.close()
+
+
+# --- the document's text rules are the server's (issue 20) --------------------------
+# Every whitespace character of Python's str.strip (DRF trims with it), NUL,
+# astral characters; no lone surrogates (the pattern leaves them to the prose,
+# and schemathesis writes UTF-8, which cannot carry one).
+_TRICKY = [chr(i) for i in range(0x3001) if chr(i).isspace()] + ["\x00", "a", "\U0001f600",
+                                                                  "\ufeff", "\x85"]
+
+
+@pytest.mark.parametrize("schema_name, field, limit", [
+    ("MessageBody", "body", 10_000), ("ClientId", "client_id", 64)])
+def test_a_text_fields_pattern_accepts_exactly_what_the_server_accepts(schema_name, field,
+                                                                          limit):
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    from handlers.validation import Fields
+
+    pattern = re.compile(load_document()["components"]["schemas"][schema_name]["pattern"])
+
+    def server_accepts(value: str) -> bool:
+        fields = Fields({field: value})
+        fields.text(field, limit)
+        return not fields.errors
+
+    @settings(max_examples=1000, derandomize=True, database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.text(st.one_of(st.sampled_from(_TRICKY), st.characters(codec="utf-8")),
+                   max_size=80))
+    def agree(value):
+        assert bool(pattern.search(value)) == server_accepts(value), repr(value)
+
+    agree()
+    padded = " \n" + "x" * limit + "\u3000"  # the limit counts the trimmed text
+    for value in (padded, "x" * (limit + 1), "x" + " " * (limit - 2) + "y", "\x00" * 3):
+        assert bool(pattern.search(value)) == server_accepts(value), value[:10]
