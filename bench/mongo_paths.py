@@ -14,7 +14,10 @@ One daemon, one run, every figure of issue 17's table:
 4. **SIGKILL**: two nodes, K stores writing through each over REST; node A is
    SIGKILLed mid-traffic and node B's replies are watched for
    ``--watch-secs``: its 5xx count and longest stall (the longest time
-   without any reply), over ``--rounds`` rounds.
+   without any reply), over ``--rounds`` rounds; and A's stores, which move
+   to node B as a client reconnects to any node: how long until each is
+   served again (a session whose change A had open waits for the server to
+   reap that transaction).
 
 SecantusDB is a Python server, far slower than mongod: the figures describe
 this code's path against that engine, and the ratios are the point. Starts its
@@ -181,8 +184,10 @@ async def cross_node_latency(wire: WireServer, workdir: str, messages: int) -> d
 
 # --- 4. SIGKILL one node mid-traffic -------------------------------------------------
 async def kill_round(wire: WireServer, workdir: str, writers: int, watch_secs: float,
-                     round_no: int) -> tuple[int, float, int]:
-    """Node B's 5xx count, longest stall (s) and replies after A's SIGKILL."""
+                     round_no: int) -> dict:
+    """After A's SIGKILL: node B's 5xx count, longest stall and replies for its
+    own stores; and for A's stores, which move to B (as a client reconnects
+    to any node), how long until each is served again."""
     url = fresh_db(wire, f"kill{round_no}")
     _, keys = await make_keys(url, 0, 2 * writers)
     a, b = start_nodes(url, workdir, 2, f"kill{round_no}")
@@ -190,6 +195,7 @@ async def kill_round(wire: WireServer, workdir: str, writers: int, watch_secs: f
         killed_at: list[float] = []
         stop_at = [float("inf")]
         b_replies: list[tuple[float, int]] = []
+        moved: dict[str, float | None] = {}  # A's store -> first success on B after the kill
 
         async def write(node: ServerProcess, key: str, watched: bool) -> None:
             api = Api(node.base_url + "/v1/chat")
@@ -197,15 +203,22 @@ async def kill_round(wire: WireServer, workdir: str, writers: int, watch_secs: f
                 if time.monotonic() > stop_at[0]:
                     break
                 try:
-                    reply = await api.post("/store/message/", key, {"body": f"m{n}"})
+                    reply = await api.post("/store/message/", key,
+                                           {"body": f"m{n}", "client_id": f"{key[:6]}-{n}"})
                 except (OSError, tornado.httpclient.HTTPClientError):  # node A died
-                    if watched:
+                    if watched or key in moved:
                         raise
-                    break
+                    reply = None
                 if watched and killed_at:
                     b_replies.append((time.monotonic(), reply.status))
-                if not watched and reply.status == 599:
-                    break  # node A is gone
+                elif not watched and (reply is None or reply.status == 599):
+                    while not killed_at:  # the client notices before the bench does
+                        await asyncio.sleep(0.01)
+                    moved[key] = None
+                    api.close()
+                    api = Api(b.base_url + "/v1/chat")  # reconnect to the other node
+                elif key in moved and moved[key] is None and reply.status in (200, 201):
+                    moved[key] = time.monotonic() - killed_at[0]
             api.close()
 
         tasks = [asyncio.ensure_future(write(a, k, False)) for k in keys[:writers]]
@@ -215,10 +228,11 @@ async def kill_round(wire: WireServer, workdir: str, writers: int, watch_secs: f
         killed_at.append(time.monotonic())
         stop_at[0] = killed_at[0] + watch_secs
         await asyncio.gather(*tasks)
-        errors = sum(1 for _, status in b_replies if status >= 500)
         times = killed_at + [t for t, _ in b_replies] + [stop_at[0]]
-        stall = max(later - earlier for earlier, later in zip(times, times[1:]))
-        return errors, stall, len(b_replies)
+        served = sorted(v for v in moved.values() if v is not None)
+        return {"errors": sum(1 for _, status in b_replies if status >= 500),
+                "stall": max(later - earlier for earlier, later in zip(times, times[1:])),
+                "replies": len(b_replies), "moved": len(moved), "served": served}
     finally:
         a.kill()
         b.stop()
@@ -244,9 +258,11 @@ async def main_async(args: argparse.Namespace) -> None:
         kills = []
         for r in range(args.rounds):
             kills.append(await kill_round(wire, workdir, k, args.watch_secs, r))
-            print(f"SIGKILL round {r + 1}: node B 5xx {kills[-1][0]}, longest stall "
-                  f"{kills[-1][1]:.2f} s, {kills[-1][2]} replies in {args.watch_secs:.0f} s",
-                  flush=True)
+            got = kills[-1]
+            print(f"SIGKILL round {r + 1}: node B 5xx {got['errors']}, longest stall "
+                  f"{got['stall']:.2f} s, {got['replies']} replies in {args.watch_secs:.0f} s; "
+                  f"A's stores moved to B: {len(got['served'])} of {got['moved']} served "
+                  f"again, after {', '.join(f'{v:.2f}' for v in got['served'])} s", flush=True)
     finally:
         wire.stop()
     print()
@@ -261,9 +277,14 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"| cross-node delivery from the ack, p50 / p99 | {latency['p50']:.1f} / "
           f"{latency['p99']:.1f} ms |")
     print(f"| node B after SIGKILL of A, {args.rounds} rounds: 5xx | "
-          f"{sum(e for e, _, _ in kills)} ({', '.join(str(e) for e, _, _ in kills)}) |")
+          f"{sum(g['errors'] for g in kills)} ({', '.join(str(g['errors']) for g in kills)}) |")
     print(f"| node B longest stall per round (s) | "
-          f"{', '.join(f'{s:.2f}' for _, s, _ in kills)} |")
+          f"{', '.join(format(g['stall'], '.2f') for g in kills)} |")
+    served = [v for g in kills for v in g["served"]]
+    moved = sum(g["moved"] for g in kills)
+    print(f"| A's stores moved to B: served again within {args.watch_secs:.0f} s | "
+          f"{len(served)} of {moved}; median {statistics.median(served) if served else 0:.2f} s, "
+          f"max {max(served) if served else 0:.2f} s |")
 
 
 def main() -> None:
