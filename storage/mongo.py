@@ -55,6 +55,9 @@ from storage.mongo_outbox import MongoOutbox
 from storage.mongo_txn import ChangeRunner, Refused, available as _available
 from storage.mongo_workflow import MongoWorkflow
 
+# The default audience of a message's event: whoever holds the session after it.
+HOLDER = object()
+
 
 class MongoStorage(MongoAccounts, MongoWorkflow, MongoOutbox):
     """``ChatStorage`` over a MongoDB database (a ready ``AsyncDatabase``).
@@ -178,13 +181,14 @@ class MongoStorage(MongoAccounts, MongoWorkflow, MongoOutbox):
     @_available
     async def authenticate(self, key: str) -> Principal | None:
         digest = digest_key(key)
-        doc = await self.db.admins.find_one({"key_digest": digest})
-        if doc:
-            return Principal(Role.ADMIN, doc["_id"], doc["name"], doc.get("email"))
+        # Stores first: they send most requests, and each lookup is a round trip.
         doc = await self.db.stores.find_one({"key_digest": digest})
         if doc:
             return Principal(Role.STORE, doc["_id"], doc["name"], doc.get("email"),
                              doc.get("logo_url"))
+        doc = await self.db.admins.find_one({"key_digest": digest})
+        if doc:
+            return Principal(Role.ADMIN, doc["_id"], doc["name"], doc.get("email"))
         return None
 
     @_available
@@ -258,7 +262,7 @@ class MongoStorage(MongoAccounts, MongoWorkflow, MongoOutbox):
             await self._append_event(s, "session_claimed", session, admin.id,
                                      {"session": session_to_doc(session),
                                       "admin": {"id": admin.id, "name": admin.name}})
-            _, session = await self._insert_message(s, session, "system", None,
+            _, session = await self._insert_message(s, session.id, "system", None,
                                                     f"{admin.name} joined the chat", None,
                                                     event="admin_connected", audience=admin.id)
             return ClaimResult(ClaimOutcome.WON, session)
@@ -301,7 +305,7 @@ class MongoStorage(MongoAccounts, MongoWorkflow, MongoOutbox):
             return holder_refusal(session, admin_id, closed_ok) or SessionWrite(
                 WriteOutcome.FORBIDDEN, session)
         await self.db.admins.update_one({"_id": admin_id}, {"$inc": {"active": -1}}, session=s)
-        _, session = await self._insert_message(s, _session(doc), "system", None, text, None,
+        _, session = await self._insert_message(s, doc["_id"], "system", None, text, None,
                                                 event=kind, audience=admin_id)
         await self._append_event(s, kind, session, admin_id,
                                  {"session": session_to_doc(session)})
@@ -315,12 +319,16 @@ class MongoStorage(MongoAccounts, MongoWorkflow, MongoOutbox):
             repeated = await self._repeat(s, "admin", admin_id, client_id)
             if repeated:
                 return repeated
-            session = _session(await self.db.sessions.find_one({"_id": session_id}, session=s))
-            refused = holder_refusal(session, admin_id)
-            if refused:
+            # The guard is the seq's own write: no read of the session first.
+            message, session = await self._insert_message(
+                s, session_id, "admin", admin_id, body, client_id, audience=admin_id,
+                guard={"_id": session_id, "status": "claimed", "admin_id": admin_id})
+            if message is None:
+                session = _session(await self.db.sessions.find_one({"_id": session_id},
+                                                                   session=s))
+                refused = holder_refusal(session, admin_id) or SessionWrite(
+                    WriteOutcome.FORBIDDEN, session)
                 return PostResult(refused.outcome, session=refused.session)
-            message, session = await self._insert_message(s, session, "admin", admin_id, body,
-                                                          client_id, audience=admin_id)
             return PostResult(WriteOutcome.DONE, message, session, created=True)
 
         return await self.changes.run(post, key=("session", session_id))
@@ -332,12 +340,15 @@ class MongoStorage(MongoAccounts, MongoWorkflow, MongoOutbox):
             repeated = await self._repeat(s, "store", store_id, client_id)
             if repeated:
                 return repeated
-            session = _session(await self.db.sessions.find_one(
-                {"store_id": store_id, "active": True}, session=s))
-            if session is None:
-                session = await self._open_session(s, store_id)
-            message, session = await self._insert_message(s, session, "store", store_id, body,
-                                                          client_id, audience=session.admin_id)
+            # The store's active session takes the seq's write directly; only
+            # when there is none is one opened (and written by its id).
+            message, session = await self._insert_message(
+                s, None, "store", store_id, body, client_id,
+                guard={"store_id": store_id, "active": True})
+            if message is None:
+                opened = await self._open_session(s, store_id)
+                message, session = await self._insert_message(s, opened.id, "store", store_id,
+                                                              body, client_id)
             return PostResult(WriteOutcome.DONE, message, session, created=True)
 
         return await self.changes.run(post, key=("store", store_id))
@@ -373,28 +384,35 @@ class MongoStorage(MongoAccounts, MongoWorkflow, MongoOutbox):
         session = await self.db.sessions.find_one({"_id": message.session_id}, session=s)
         return PostResult(WriteOutcome.DONE, message, _session(session))
 
-    async def _insert_message(self, s: Any, session: Session, sender: str,
+    async def _insert_message(self, s: Any, session_id: int | None, sender: str,
                               sender_id: int | None, body: str, client_id: str | None,
-                              event: str | None = None,
-                              audience: int | None = None) -> tuple[Message, Session]:
+                              event: str | None = None, audience: Any = HOLDER,
+                              guard: dict[str, Any] | None = None
+                              ) -> tuple[Message | None, Session | None]:
         """Store a message and its event in ``s``: the session's ``$inc`` of
-        ``last_seq`` gives the seq (a second writer of the session conflicts)."""
+        ``last_seq`` gives the seq (a second writer of the session conflicts).
+        With ``guard`` the session is the one it matches, and (None, None)
+        says none did. The event's audience defaults to the session's holder."""
         now = utc_now_iso()
         update: dict[str, Any] = {"$inc": {"last_seq": 1}, "$max": {"activity_at": now}}
         if sender != "system":
             update["$set"] = {"last_message_at": now, "updated": now}
+            # Set once: a session document is created without these fields.
             first = "first_store_message_at" if sender == "store" else "first_admin_reply_at"
-            if getattr(session, first) is None:
-                update["$set"][first] = now
+            update["$min"] = {first: now}
         doc = await self.db.sessions.find_one_and_update(
-            {"_id": session.id}, update, return_document=ReturnDocument.AFTER, session=s)
+            guard or {"_id": session_id}, update, return_document=ReturnDocument.AFTER,
+            session=s)
+        if doc is None:
+            return None, None
         session = _session(doc)
         message = Message(await self._next_id("messages"), session.id, session.last_seq,
                           sender, sender_id, body, client_id, now, event)
         stored = message_to_doc(message)
         stored["_id"] = stored.pop("id")
         await self.db.messages.insert_one(stored, session=s)
-        await self._append_event(s, "message", session, audience,
+        await self._append_event(s, "message", session,
+                                 session.admin_id if audience is HOLDER else audience,
                                  {"message": message_to_doc(message),
                                   "session": session_to_doc(session)})
         return message, session
@@ -468,7 +486,7 @@ class MongoStorage(MongoAccounts, MongoWorkflow, MongoOutbox):
 
     async def _wf_system_message(self, s: Any, session: Session, body: str, event: str,
                                  audience: int | None) -> Session:
-        _, session = await self._insert_message(s, session, "system", None, body, None,
+        _, session = await self._insert_message(s, session.id, "system", None, body, None,
                                                 event=event, audience=audience)
         return session
 

@@ -52,6 +52,10 @@ CHANGE_ATTEMPTS = 3
 # How long to spend killing the server session of a change that failed: short,
 # as it only spares other changes the wait for the server's 60 s reaping.
 KILL_SESSION_TIMEOUT_SECS = 1.0
+# A kill the server refused is tried again this often, for this long (longer
+# than an election: a step-down's new primary takes it).
+KILL_RETRY_INTERVAL_SECS = 0.25
+KILL_RETRY_SECS = 15.0
 
 
 def available(method):
@@ -65,6 +69,16 @@ def available(method):
             raise StorageUnavailable(str(exc)) from exc
 
     return wrapper
+
+
+def _retire(session: Any) -> Any:
+    """The server session id of a change that failed, marked so the driver
+    discards it instead of pooling it: it is about to be killed, and a change
+    running in parallel must not be handed it meanwhile."""
+    server_session = getattr(session, "_server_session", None)
+    if server_session is not None:
+        server_session.mark_dirty()
+    return session.session_id
 
 
 class Refused(Exception):
@@ -83,6 +97,7 @@ class ChangeRunner:
         self.timeout_secs = timeout_secs
         # key -> [lock, how many changes hold or wait for it]; dropped at 0.
         self._keys: dict[Hashable, list] = {}
+        self._killing: set[asyncio.Task] = set()  # kills retried in the background
 
     async def run(self, change: Callable[[Any], Awaitable[T]],
                   key: Hashable | None = None) -> T:
@@ -134,18 +149,40 @@ class ChangeRunner:
                     return refused.result
                 except (DuplicateKeyError, WriteConcernError) as exc:
                     if attempt == CHANGE_ATTEMPTS:
-                        failed.append(session.session_id)
+                        failed.append(_retire(session))
                         raise
                     log.info("change retried after %s", exc)
                 except PyMongoError:
-                    failed.append(session.session_id)
+                    failed.append(_retire(session))
                     raise
         raise AssertionError("unreachable")
 
     async def _kill(self, session_id: Any) -> None:
-        """Abort the failed change's transaction on the server, if it is left."""
+        """Abort the failed change's transaction on the server, if it is left.
+        If the server cannot take the kill now (a step-down, a lost
+        connection), keep trying for a while in the background: with changes
+        in parallel several may fail at once, and each transaction left open
+        would block its session until the server reaps it."""
+        if not await self._try_kill(session_id):
+            task = asyncio.get_running_loop().create_task(self._kill_later(session_id))
+            self._killing.add(task)
+            task.add_done_callback(self._killing.discard)
+
+    async def _try_kill(self, session_id: Any) -> bool:
         try:
             with pymongo.timeout(KILL_SESSION_TIMEOUT_SECS):
                 await self.client.admin.command("killSessions", [session_id])
+            return True
         except PyMongoError as exc:
             log.info("could not kill a failed change's session: %s", exc)
+            return False
+
+    async def _kill_later(self, session_id: Any) -> None:
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + KILL_RETRY_SECS
+        while loop.time() < give_up_at:
+            await asyncio.sleep(KILL_RETRY_INTERVAL_SECS)
+            if await self._try_kill(session_id):
+                return
+        log.warning("a failed change's session could not be killed; the server reaps its "
+                    "transaction after transactionLifetimeLimitSeconds")

@@ -283,7 +283,6 @@ async def test_a_sigkilled_node_stalls_no_other_node_and_its_clients_resume_afte
     got = set(seen) | set(replayed) | set(live)
     assert got == set(range(3, final_seq + 1)), sorted(set(range(3, final_seq + 1)) - got)
     assert len(seen) == len(set(seen)), "a message delivered twice live"
-    assert replayed == sorted(set(replayed))
     control = wire_server.control_client()
     await assert_consistent(control[db])
     await control.close()
