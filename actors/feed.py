@@ -1,20 +1,26 @@
 """``EventFeed``: hands every stored event to the hub, once, in commit order.
 
-Two ways in, merged here by event id (storage's commit order):
+Where the feed stands is storage's opaque position (``FeedPosition``: an event
+id on SQLite, a change stream's resume token on MongoDB); with ``events.node``
+set it is saved, so a restarted node continues where it was. Two ways in:
 
 * **local**: with a backend that has a commit listener (SQLite), the events
   this process commits reach the feed straight from the commit, in the same
   loop wake-up that answers the writers: no read-back of our own writes;
 * **read**: what other processes and nodes stored is read from storage's
-  change feed (leaving ours out where the backend can), polled, or pushed by
-  change streams (MongoDB), or at once when a local group shows that others
+  change feed (leaving ours out where the backend can), polled, or at once
+  when storage wakes the feed (MongoDB's change stream, which carries every
+  node's events, ours included), or when a local group shows that others
   committed before it.
 
-A local group carries the id of the last event committed before it; it is
-delivered as soon as everything up to that id has been, so each session's
-events reach every client in order whoever stored them. A backend without the
-listener (MongoDB) has only the read way; the writer ``poke``s the feed so it
-reads at once instead of at the next poll.
+A local group carries the id of the last event committed before it (on that
+backend ids are positions); it is delivered as soon as everything up to that
+id has been, so each session's events reach every client in order whoever
+stored them. A backend without the listener (MongoDB) has only the read way.
+There a read may repeat what was delivered (a restart from a position saved
+up to a second earlier; a stream reopened at a position it had passed), so
+the read way drops what it delivered already: messages by ``(session_id,
+seq)``, every other event by its own id.
 """
 
 from __future__ import annotations
@@ -22,9 +28,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import Callable
+from typing import Callable, Hashable
 
-from storage.base import ChatStorage, Event
+from storage.base import ChatStorage, Event, FeedPosition
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,17 @@ ERROR_BACKOFF_SECS = 1.0
 # How often a named node saves its feed position: at most this much is
 # delivered again after a crash (messages carry seq, so clients can tell).
 POSITION_SAVE_INTERVAL_SECS = 1.0
+# Events remembered for dropping repeats: far more than a second's worth.
+SEEN_EVENTS = 50000
+
+
+def event_key(event: Event) -> Hashable:
+    """What makes a delivered event the same one again: a message's place in
+    its session, any other event's own id."""
+    if event.kind == "message":
+        message = event.payload["message"]
+        return ("message", event.session_id, message["seq"])
+    return event.id
 
 
 class EventFeed:
@@ -45,16 +62,18 @@ class EventFeed:
         self.storage = storage
         self.deliver = deliver
         self.poll_interval_secs = poll_interval_secs
-        self.last_id = 0
+        self.position: FeedPosition = None  # storage's, opaque; set by start
         # With a node name the reader's position is saved, and a restart
         # continues where it stopped; without one it starts at the newest event.
         self.node = node
-        self._saved_id = 0
+        self._saved: FeedPosition = None
         self._saved_at = 0.0
         self._wake = asyncio.Event()
         self._reading = asyncio.Lock()
         self._task: asyncio.Task | None = None
-        self._watcher: asyncio.Task | None = None
+        self._pushed = False  # storage wakes the feed when there is something to read
+        self._seen: set[Hashable] = set()
+        self._seen_order: collections.deque[Hashable] = collections.deque()
         self._pruned_at = 0.0
         # Groups this process committed, waiting for others' earlier events:
         # (prior event id, events), oldest first.
@@ -65,31 +84,22 @@ class EventFeed:
         """Start where this node stopped, or after the newest event (runs once,
         before serving)."""
         saved = await self.storage.load_feed_position(self.node) if self.node else None
-        self.last_id = saved if saved is not None else await self.storage.last_event_id()
-        self._saved_id = self.last_id
+        self.position = saved if saved is not None else await self.storage.feed_head()
+        self._saved = self.position
         listen = getattr(self.storage, "set_commit_listener", None)
         if listen is not None:
             listen(self.on_commit)
             self._local_mode = True
-        loop = asyncio.get_running_loop()
-        self._task = loop.create_task(self._follow())
-        watch = getattr(self.storage, "watch_event_inserts", None)
-        if watch is not None:  # a backend that can push: poll only as a fallback
-            self._watcher = loop.create_task(self._watch(watch))
-
-    async def _watch(self, watch: Callable) -> None:
-        try:
-            if not await watch(self.poke):
-                log.info("change streams unavailable; reading the feed by polling")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("change stream ended (%s); reading the feed by polling", exc)
+        wake = getattr(self.storage, "set_event_wake", None)
+        if wake is not None:  # a backend that pushes: polling is only a fallback
+            wake(self._wake.set)
+            self._pushed = True
+        self._task = asyncio.get_running_loop().create_task(self._follow())
 
     def poke(self) -> None:
         """This process just stored something: read the feed now (unless its
-        events come straight from the commit)."""
-        if not self._local_mode:
+        events come straight from the commit, or storage wakes the feed)."""
+        if not self._local_mode and not self._pushed:
             self._wake.set()
 
     def on_commit(self, prior_id: int, events: list[Event]) -> None:
@@ -97,7 +107,7 @@ class EventFeed:
         deliver its events now if everything before them has been."""
         if not events:
             return
-        if self._local or prior_id > self.last_id:
+        if self._local or prior_id > self.position:
             self._local.append((prior_id, events))  # others' events come first
             self._wake.set()
             return
@@ -114,13 +124,14 @@ class EventFeed:
             while self._local:
                 self._deliver_local(self._local.popleft()[1])
         await self._save_position(force=True)
-        for task in (self._watcher, self._task):
-            if task:
-                task.cancel()
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
+        if self._pushed:
+            self.storage.set_event_wake(None)
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
 
     async def _follow(self) -> None:
         loop = asyncio.get_running_loop()
@@ -145,26 +156,28 @@ class EventFeed:
                 await asyncio.sleep(ERROR_BACKOFF_SECS)
 
     async def _save_position(self, force: bool = False) -> None:
-        """Persist ``last_id`` at most once per interval (and at stop)."""
+        """Persist ``position`` at most once per interval (and at stop)."""
         now = asyncio.get_running_loop().time()
-        if not self.node or self.last_id == self._saved_id:
+        if not self.node or self.position == self._saved:
             return
         if force or now - self._saved_at >= POSITION_SAVE_INTERVAL_SECS:
-            await self.storage.save_feed_position(self.node, self.last_id)
-            self._saved_id, self._saved_at = self.last_id, now
+            position = self.position
+            await self.storage.save_feed_position(self.node, position)
+            self._saved, self._saved_at = position, now
 
     async def _read_batch(self) -> int:
         # One reader at a time (the follower and catch_up), or both would read
-        # from the same last_id and deliver the same events twice.
+        # from the same position and deliver the same events twice.
         async with self._reading:
             if not self._local_mode:
-                events = await self.storage.read_events(self.last_id, FEED_BATCH)
+                events = await self.storage.read_events(self.position, FEED_BATCH)
                 for event in events:
-                    self.last_id = event.id
-                    self._deliver(event)
+                    self.position = event.position
+                    if self._first_time(event):
+                        self._deliver(event)
                 return len(events)
             waiting = len(self._local)  # groups committed before this read began
-            events = await self.storage.read_foreign_events(self.last_id, FEED_BATCH)
+            events = await self.storage.read_foreign_events(self.position, FEED_BATCH)
             # Our own groups committed but not yet handed over: nothing past them.
             fence = self.storage.first_unannounced_event_id()
             for event in events:
@@ -173,7 +186,7 @@ class EventFeed:
                     waiting -= 1
                 if fence is not None and event.id > fence:
                     return len(events)  # read again once that group is delivered
-                self.last_id = event.id
+                self.position = event.id
                 self._deliver(event)
             if len(events) < FEED_BATCH:
                 # Every event of others committed before those groups is in.
@@ -184,7 +197,19 @@ class EventFeed:
     def _deliver_local(self, events: list[Event]) -> None:
         for event in events:
             self._deliver(event)
-        self.last_id = max(self.last_id, events[-1].id)
+        self.position = max(self.position, events[-1].id)
+
+    def _first_time(self, event: Event) -> bool:
+        """False for an event delivered already (remembered for the last
+        ``SEEN_EVENTS``)."""
+        key = event_key(event)
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        self._seen_order.append(key)
+        if len(self._seen_order) > SEEN_EVENTS:
+            self._seen.discard(self._seen_order.popleft())
+        return True
 
     def _deliver(self, event: Event) -> None:
         try:

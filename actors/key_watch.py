@@ -38,14 +38,14 @@ class KeyWatch:
         self.hub = hub
         self.close_code = close_code  # handlers/errors.py's code for a bad key
         self.interval_secs = interval_secs
-        self.last_id = 0
+        self.position = None  # in storage's key changes: opaque, set by start
         self._revoked: dict[tuple[Role, int], float] = {}  # account -> sweep until
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
         """Start after the newest change (runs once, before serving): sockets
         opened from now on authenticate against the current keys."""
-        self.last_id = await self.storage.last_key_change_id()
+        self.position = await self.storage.key_changes_head()
         self._task = asyncio.get_running_loop().create_task(self._follow())
 
     async def stop(self) -> None:
@@ -64,8 +64,8 @@ class KeyWatch:
         closed = 0
         now = time.monotonic()
         changed = set()
-        for change in await self.storage.key_changes_since(self.last_id):
-            self.last_id = change.id
+        for change in await self.storage.key_changes_since(self.position):
+            self.position = change.position
             account = (change.role, change.account_id)
             changed.add(account)
             if change.kind == "revoked":

@@ -1,18 +1,30 @@
-"""The Mongo paths on a MongoDB-compatible wire-protocol server (SecantusDB).
+"""The MongoDB paths, judged on one MongoDB-compatible wire-protocol server (SecantusDB).
 
-1. Cross-node delivery: two ``server.py`` processes on one database; a store's
-   WebSocket on node A sends, the holding admin's WebSocket on node B receives.
-   Each sample is the time from the send to the frame's arrival on B, and from
-   A's ``ack`` (the message is committed) to that arrival. One at a time.
-2. REST message throughput: ``--clients`` stores each POST ``--posts`` messages
-   at once to one server process, on the wire server and on SQLite, in the same
-   run. SecantusDB is a Python server, far slower than mongod: the figures
-   describe this code's path (one transaction per change), not MongoDB.
+One daemon, one run, every figure of issue 17's table:
 
-Starts its own SecantusDB (test-only dependency) unless ``--mongo-url`` names a
-server. Bounded: a few hundred messages, all on 127.0.0.1.
+1. **engine**: the server's own rate for the 2-write message transaction with
+   ``--writers`` K concurrent PyMongo writers (each message one transaction,
+   majority: ``$inc`` the session's ``last_seq`` and set ``last_message_at``,
+   insert the message); no chat server involved.
+2. **server msgs/s**, K stores writing one message after another (closed
+   loop), through 1 node and through 2 nodes (the K stores split between
+   them), over REST and over WebSocket (send, wait for the ack).
+3. **cross-node delivery**: a store's WebSocket on node A sends, the holding
+   admin's WebSocket on node B receives; p50/p99 from A's ack to B's frame.
+4. **SIGKILL**: two nodes, K stores writing through each over REST; node A is
+   SIGKILLed mid-traffic and node B's replies are watched for
+   ``--watch-secs``: its 5xx count and longest stall (the longest time
+   without any reply), over ``--rounds`` rounds; and A's stores, which move
+   to node B as a client reconnects to any node: how long until each is
+   served again (a session whose change A had open waits for the server to
+   reap that transaction).
 
-    .venv/bin/python bench/mongo_paths.py --messages 200 --clients 20 --posts 25
+SecantusDB is a Python server, far slower than mongod: the figures describe
+this code's path against that engine, and the ratios are the point. Starts its
+own SecantusDB (test-only dependency) unless ``--mongo-url`` names a server.
+Bounded in count and time; all on 127.0.0.1.
+
+    .venv/bin/python bench/mongo_paths.py --writers 8 --seconds 8 --rounds 5
 """
 
 from __future__ import annotations
@@ -25,18 +37,30 @@ import sys
 import tempfile
 import time
 
+import pymongo
+import tornado.httpclient
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from storage import open_storage  # noqa: E402
 from tests.helpers import Api, ServerProcess, Socket  # noqa: E402
 from tests.wire_server import WireServer, start_secantus  # noqa: E402
 
+# No loop runs longer than its --seconds, nor sends more than this per writer.
+MAX_PER_WRITER = 5000
 
-def write_config(workdir: str, name: str) -> str:
+
+def write_config(workdir: str, name: str, node: str = "") -> str:
     path = os.path.join(workdir, f"{name}.yaml")
     with open(path, "w") as f:
-        f.write("events:\n  poll_interval_secs: 0.02\nlogging:\n  level: WARNING\n")
+        f.write("events:\n  poll_interval_secs: 0.02\n"
+                + (f"  node: {node}\n" if node else "")
+                + "logging:\n  level: WARNING\n")
     return path
+
+
+def fresh_db(wire: WireServer, label: str) -> str:
+    return wire.url_for(f"bench_{label}_{time.monotonic_ns()}")
 
 
 async def make_keys(url: str, admins: int, stores: int) -> tuple[list[str], list[str]]:
@@ -55,85 +79,222 @@ def percentile(values: list[float], pct: int) -> float:
     return statistics.quantiles(values, n=100)[pct - 1]
 
 
-async def cross_node_latency(wire: WireServer, workdir: str, messages: int) -> dict:
-    db = f"bench_{time.monotonic_ns()}"
-    (admin_key,), (store_key,) = await make_keys(wire.url_for(db), 1, 1)
-    nodes = [ServerProcess(wire.url_for(db, app_name=name),
-                           config_path=write_config(workdir, name)).start()
-             for name in ("node-a", "node-b")]
+def start_nodes(url: str, workdir: str, count: int, tag: str) -> list[ServerProcess]:
+    return [ServerProcess(url, config_path=write_config(workdir, f"{tag}-{i}", f"{tag}-{i}"))
+            .start(os.path.join(workdir, f"{tag}-{i}.log")) for i in range(count)]
+
+
+# --- 1. the engine's own rate --------------------------------------------------------
+async def engine_rate(url: str, writers: int, seconds: float) -> float:
+    client = pymongo.AsyncMongoClient(url, w="majority")
+    db = client.get_default_database()
+    await db.sessions.insert_many([{"_id": i, "last_seq": 0} for i in range(writers)])
+    deadline = time.perf_counter() + seconds
+    done = 0
+
+    async def writer(sid: int) -> None:
+        nonlocal done
+        async def message(s):
+            doc = await db.sessions.find_one_and_update(
+                {"_id": sid}, {"$inc": {"last_seq": 1},
+                               "$set": {"last_message_at": time.time()}},
+                return_document=pymongo.ReturnDocument.AFTER, session=s)
+            await db.messages.insert_one({"session_id": sid, "seq": doc["last_seq"],
+                                          "body": "x"}, session=s)
+        for _ in range(MAX_PER_WRITER):
+            if time.perf_counter() > deadline:
+                return
+            async with client.start_session() as s:
+                await s.with_transaction(message)
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*[writer(i) for i in range(writers)])
+    rate = done / (time.perf_counter() - started)
+    await client.drop_database(db.name)
+    await client.close()
+    return rate
+
+
+# --- 2. the server's msgs/s ----------------------------------------------------------
+async def server_rate(wire: WireServer, workdir: str, nodes: int, writers: int,
+                      seconds: float, transport: str) -> float:
+    url = fresh_db(wire, f"{transport}{nodes}")
+    _, keys = await make_keys(url, 0, writers)
+    procs = start_nodes(url, workdir, nodes, f"{transport}{nodes}")
     try:
-        a, b = nodes
+        deadline = time.perf_counter() + seconds
+        counts = [0] * writers
+
+        async def rest(i: int, key: str) -> None:
+            api = Api(procs[i % nodes].base_url + "/v1/chat")
+            for n in range(MAX_PER_WRITER):
+                if time.perf_counter() > deadline:
+                    break
+                reply = await api.post("/store/message/", key, {"body": f"m{n}"})
+                assert reply.status in (200, 201), reply
+                counts[i] += 1
+            api.close()
+
+        async def ws(i: int, key: str) -> None:
+            port = procs[i % nodes].port
+            sock = await Socket.connect(f"ws://127.0.0.1:{port}/v1/chat/store/ws/", key)
+            await sock.recv()
+            for n in range(MAX_PER_WRITER):
+                if time.perf_counter() > deadline:
+                    break
+                await sock.request({"type": "message", "body": f"m{n}"})
+                counts[i] += 1
+            sock.close()
+
+        started = time.perf_counter()
+        await asyncio.gather(*[(rest if transport == "rest" else ws)(i, k)
+                               for i, k in enumerate(keys)])
+        return sum(counts) / (time.perf_counter() - started)
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+# --- 3. cross-node delivery ----------------------------------------------------------
+async def cross_node_latency(wire: WireServer, workdir: str, messages: int) -> dict:
+    url = fresh_db(wire, "latency")
+    (admin_key,), (store_key,) = await make_keys(url, 1, 1)
+    a, b = start_nodes(url, workdir, 2, "latency")
+    try:
         store = await Socket.connect(f"ws://127.0.0.1:{a.port}/v1/chat/store/ws/", store_key)
         admin = await Socket.connect(f"ws://127.0.0.1:{b.port}/v1/chat/admin/ws/", admin_key)
         await store.recv(), await admin.recv()
         sid = (await store.request({"type": "message", "body": "hi"}))["message"]["session_id"]
         await Api(b.base_url + "/v1/chat").post("/admin/session/claim/", admin_key,
                                                 {"session_id": sid})
-        from_send, from_ack = [], []
+        from_ack = []
         for i in range(messages):
-            started = time.perf_counter()
             ack = await store.request({"type": "message", "body": f"m{i}"})
             acked = time.perf_counter()
             while True:
                 frame = await admin.recv(10)
                 if frame["type"] == "message" and frame["message"]["id"] == ack["message"]["id"]:
                     break
-            arrived = time.perf_counter()
-            from_send.append(arrived - started)
-            from_ack.append(max(0.0, arrived - acked))
-        return {"p50_ms_from_send": statistics.median(from_send) * 1000,
-                "p95_ms_from_send": percentile(from_send, 95) * 1000,
-                "p50_ms_after_ack": statistics.median(from_ack) * 1000,
-                "p95_ms_after_ack": percentile(from_ack, 95) * 1000}
+            from_ack.append(max(0.0, time.perf_counter() - acked))
+        return {"p50": statistics.median(from_ack) * 1000, "p99": percentile(from_ack, 99) * 1000}
     finally:
-        for node in nodes:
-            node.stop()
+        a.stop(), b.stop()
 
 
-async def rest_throughput(url: str, workdir: str, name: str, clients: int,
-                          posts: int) -> float:
-    _, store_keys = await make_keys(url, 0, clients)
-    node = ServerProcess(url, config_path=write_config(workdir, name)).start()
+# --- 4. SIGKILL one node mid-traffic -------------------------------------------------
+async def kill_round(wire: WireServer, workdir: str, writers: int, watch_secs: float,
+                     round_no: int) -> dict:
+    """After A's SIGKILL: node B's 5xx count, longest stall and replies for its
+    own stores; and for A's stores, which move to B (as a client reconnects
+    to any node), how long until each is served again."""
+    url = fresh_db(wire, f"kill{round_no}")
+    _, keys = await make_keys(url, 0, 2 * writers)
+    a, b = start_nodes(url, workdir, 2, f"kill{round_no}")
     try:
-        async def post_all(key: str) -> None:
+        killed_at: list[float] = []
+        stop_at = [float("inf")]
+        b_replies: list[tuple[float, int]] = []
+        moved: dict[str, float | None] = {}  # A's store -> first success on B after the kill
+
+        async def write(node: ServerProcess, key: str, watched: bool) -> None:
             api = Api(node.base_url + "/v1/chat")
-            for i in range(posts):
-                reply = await api.post("/store/message/", key, {"body": f"m{i}"})
-                assert reply.status in (200, 201), reply
+            for n in range(MAX_PER_WRITER):
+                if time.monotonic() > stop_at[0]:
+                    break
+                try:
+                    reply = await api.post("/store/message/", key,
+                                           {"body": f"m{n}", "client_id": f"{key[:6]}-{n}"})
+                except (OSError, tornado.httpclient.HTTPClientError):  # node A died
+                    if watched or key in moved:
+                        raise
+                    reply = None
+                if watched and killed_at:
+                    b_replies.append((time.monotonic(), reply.status))
+                elif not watched and (reply is None or reply.status == 599):
+                    while not killed_at:  # the client notices before the bench does
+                        await asyncio.sleep(0.01)
+                    moved[key] = None
+                    api.close()
+                    api = Api(b.base_url + "/v1/chat")  # reconnect to the other node
+                elif key in moved and moved[key] is None and reply.status in (200, 201):
+                    moved[key] = time.monotonic() - killed_at[0]
             api.close()
 
-        started = time.perf_counter()
-        await asyncio.gather(*[post_all(key) for key in store_keys])
-        return clients * posts / (time.perf_counter() - started)
+        tasks = [asyncio.ensure_future(write(a, k, False)) for k in keys[:writers]]
+        tasks += [asyncio.ensure_future(write(b, k, True)) for k in keys[writers:]]
+        await asyncio.sleep(2.0)
+        a.kill()
+        killed_at.append(time.monotonic())
+        stop_at[0] = killed_at[0] + watch_secs
+        await asyncio.gather(*tasks)
+        times = killed_at + [t for t, _ in b_replies] + [stop_at[0]]
+        served = sorted(v for v in moved.values() if v is not None)
+        return {"errors": sum(1 for _, status in b_replies if status >= 500),
+                "stall": max(later - earlier for earlier, later in zip(times, times[1:])),
+                "replies": len(b_replies), "moved": len(moved), "served": served}
     finally:
-        node.stop()
+        a.kill()
+        b.stop()
 
 
 async def main_async(args: argparse.Namespace) -> None:
     workdir = tempfile.mkdtemp(prefix="chat-bench-mongo-")
     wire = WireServer(args.mongo_url) if args.mongo_url else start_secantus(workdir)
+    k, secs = args.writers, args.seconds
     try:
+        engine = await engine_rate(fresh_db(wire, "engine"), k, secs)
+        print(f"engine, {k} writers, 2-write message transaction: {engine:.1f} /s", flush=True)
+        rates = {}
+        for transport in ("rest", "ws"):
+            for nodes in (1, 2):
+                rates[transport, nodes] = await server_rate(wire, workdir, nodes, k, secs,
+                                                            transport)
+                print(f"server {transport} {nodes} node(s), {k} writers: "
+                      f"{rates[transport, nodes]:.1f} msgs/s", flush=True)
         latency = await cross_node_latency(wire, workdir, args.messages)
-        print(f"cross-node delivery, store WS on node A -> admin WS on node B, "
-              f"{args.messages} messages:")
-        for key, value in latency.items():
-            print(f"  {key}: {value:.1f}")
-        mongo = await rest_throughput(wire.url_for(f"bench_rest_{time.monotonic_ns()}"),
-                                      workdir, "rest-mongo", args.clients, args.posts)
-        sqlite = await rest_throughput(f"sqlite:///{workdir}/bench.sqlite3", workdir,
-                                       "rest-sqlite", args.clients, args.posts)
-        print(f"REST store messages, {args.clients} clients x {args.posts}, one process:")
-        print(f"  wire server (SecantusDB): {mongo:.0f} msgs/s")
-        print(f"  SQLite:                   {sqlite:.0f} msgs/s")
+        print(f"cross-node delivery from the ack: p50 {latency['p50']:.1f} ms, "
+              f"p99 {latency['p99']:.1f} ms", flush=True)
+        kills = []
+        for r in range(args.rounds):
+            kills.append(await kill_round(wire, workdir, k, args.watch_secs, r))
+            got = kills[-1]
+            print(f"SIGKILL round {r + 1}: node B 5xx {got['errors']}, longest stall "
+                  f"{got['stall']:.2f} s, {got['replies']} replies in {args.watch_secs:.0f} s; "
+                  f"A's stores moved to B: {len(got['served'])} of {got['moved']} served "
+                  f"again, after {', '.join(f'{v:.2f}' for v in got['served'])} s", flush=True)
     finally:
         wire.stop()
+    print()
+    print(f"| figure (one run, SecantusDB, K = {k}) | value |")
+    print("|---|---|")
+    print(f"| engine: 2-write message transactions/s, {k} writers | {engine:.1f} |")
+    for transport in ("rest", "ws"):
+        one, two = rates[transport, 1], rates[transport, 2]
+        name = "REST" if transport == "rest" else "WebSocket"
+        print(f"| server {name} msgs/s, 1 node (÷ engine) | {one:.1f} ({one / engine:.2f}×) |")
+        print(f"| server {name} msgs/s, 2 nodes (÷ 1 node) | {two:.1f} ({two / one:.2f}×) |")
+    print(f"| cross-node delivery from the ack, p50 / p99 | {latency['p50']:.1f} / "
+          f"{latency['p99']:.1f} ms |")
+    print(f"| node B after SIGKILL of A, {args.rounds} rounds: 5xx | "
+          f"{sum(g['errors'] for g in kills)} ({', '.join(str(g['errors']) for g in kills)}) |")
+    print(f"| node B longest stall per round (s) | "
+          f"{', '.join(format(g['stall'], '.2f') for g in kills)} |")
+    served = [v for g in kills for v in g["served"]]
+    moved = sum(g["moved"] for g in kills)
+    print(f"| A's stores moved to B: served again within {args.watch_secs:.0f} s | "
+          f"{len(served)} of {moved}; median {statistics.median(served) if served else 0:.2f} s, "
+          f"max {max(served) if served else 0:.2f} s |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--messages", type=int, default=200)
-    parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--posts", type=int, default=25)
+    parser.add_argument("--writers", type=int, default=8, help="K concurrent writers")
+    parser.add_argument("--seconds", type=float, default=8.0, help="per throughput figure")
+    parser.add_argument("--messages", type=int, default=200, help="latency samples")
+    parser.add_argument("--rounds", type=int, default=5, help="SIGKILL rounds")
+    parser.add_argument("--watch-secs", type=float, default=10.0,
+                        help="how long node B is watched after each SIGKILL")
     parser.add_argument("--mongo-url", help="a running server instead of a fresh SecantusDB")
     asyncio.run(main_async(parser.parse_args()))
 

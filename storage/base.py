@@ -11,6 +11,9 @@ processes and nodes live here, not in the actors:
 * ``client_id`` is unique per sender, enforced by the database;
 * every state change and message appends an ``Event`` in the same atomic step,
   so what is stored and what is announced never disagree;
+* a feed position (``FeedPosition``) is opaque above ``storage/``: an event id
+  on SQLite, a change stream's resume token on MongoDB. Callers only keep the
+  position of the last event they took, save it and hand it back;
 * API keys are kept as SHA-256 digests, never in clear.
 """
 
@@ -36,6 +39,9 @@ MAX_LIST_PAGE = 200
 # reply(result, error): how a write offered with a callback answers (once, on
 # the event loop, after its commit).
 Reply = Callable[[Any, Optional[BaseException]], None]
+# Where a reader of the change feed (or of the key changes) stands: opaque
+# above storage/, and stored as is (an int on SQLite, a dict on MongoDB).
+FeedPosition = Any
 
 
 def utc_now_iso() -> str:
@@ -142,7 +148,10 @@ class Event:
     ``kind`` is a WebSocket event type (``message``, ``session_opened``,
     ``session_claimed``, ``session_released``, ``session_closed``, ``typing``).
     ``store_id`` and ``admin_id`` name the audience inside the session: the
-    store, and the admin who holds (or, for a release, held) it.
+    store, and the admin who holds (or, for a release, held) it. ``id`` is the
+    event's own (unique, not ordered across nodes); ``position`` is where a
+    reader stands once it has taken this event (set on events read from the
+    feed; opaque).
     """
 
     id: int
@@ -151,6 +160,7 @@ class Event:
     store_id: int
     admin_id: int | None
     payload: dict[str, Any] = field(default_factory=dict)
+    position: FeedPosition = field(default=None, compare=False, repr=False)
 
 
 class ClaimOutcome(str, enum.Enum):
@@ -326,19 +336,22 @@ class ChatStorage(Protocol):
     async def append_typing(self, session: Session, sender: str) -> None:
         """Announce typing through the feed (nothing else is stored)."""
 
-    async def last_event_id(self) -> int:
-        """The id of the newest event: where a new follower starts."""
+    async def feed_head(self) -> FeedPosition:
+        """The position just after the newest event: where a new follower starts."""
 
-    async def read_events(self, after_id: int, limit: int) -> list[Event]:
-        """Events with ``id > after_id`` in commit order."""
+    async def read_events(self, after: FeedPosition, limit: int) -> list[Event]:
+        """Events stored after position ``after``, at most ``limit``, each with
+        its ``position``: each session's events in the order their changes
+        committed, whichever node stored them. A reader that hands back the
+        position of the last event it took gets every later event once."""
 
     async def prune_events(self, older_than_secs: float) -> int:
         """Drop feed entries no follower still needs; return how many."""
 
-    async def load_feed_position(self, node: str) -> int | None:
-        """The last event id ``node`` delivered, as saved before it stopped."""
+    async def load_feed_position(self, node: str) -> FeedPosition | None:
+        """The position ``node`` delivered up to, as saved before it stopped."""
 
-    async def save_feed_position(self, node: str, last_id: int) -> None:
+    async def save_feed_position(self, node: str, position: FeedPosition) -> None:
         """Remember where ``node`` got to, so a restart continues from there."""
 
     # --- account administration (the CLI's list/rotate/revoke commands) -----
@@ -360,12 +373,13 @@ class ChatStorage(Protocol):
         ``KeyChange`` is appended as for ``rotate_key``, which gives it a key
         again."""
 
-    async def last_key_change_id(self) -> int:
-        """The id of the newest ``KeyChange``: where a new watcher starts."""
+    async def key_changes_head(self) -> FeedPosition:
+        """The position after the newest ``KeyChange``: where a new watcher starts."""
 
-    async def key_changes_since(self, after_id: int) -> list[KeyChange]:
-        """Key changes with ``id > after_id`` in order, so every process can
-        close the sockets opened with a key that no longer works."""
+    async def key_changes_since(self, after: FeedPosition) -> list[KeyChange]:
+        """Key changes after position ``after`` in commit order, each with its
+        ``position``, so every process can close the sockets opened with a
+        key that no longer works."""
 
 
 @dataclass(frozen=True)
@@ -376,6 +390,7 @@ class KeyChange:
     role: Role
     account_id: int
     kind: str
+    position: FeedPosition = field(default=None, compare=False, repr=False)
 
 
 def revoked_digest() -> str:

@@ -14,8 +14,13 @@ Guards inside the transactions:
 * ``seq`` is ``$inc``-ed on the session document, so two writers of one session
   conflict and one retries: numbered 1, 2, 3, ... with no gap and no repeat
   (the unique ``(session_id, seq)`` index stays as a backstop);
-* ids come from a ``counters`` collection, ``$inc``-ed inside the transaction,
-  so the feed's event ids become visible in commit order with no gaps;
+* no document is written by every change: integer ids come from blocks each
+  process reserves outside any transaction (``storage/mongo_ids.py``), and the
+  cross-node feed is the oplog, read by change streams
+  (``storage/mongo_follow.py``). Two changes conflict only when they touch the
+  same session (or the same admin's count, or the same store's first session),
+  so changes run in parallel, and a node that dies mid-change blocks only the
+  documents its open transactions touched, until the server reaps them;
 * one open-or-claimed session per store: a unique index on ``store_id`` over
   documents with ``active: true`` (the flag is removed on close);
 * ``client_id``: a unique index on ``(sender, sender_id, client_id)``, and a
@@ -36,7 +41,6 @@ from typing import Any, Callable
 
 import pymongo
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
-from pymongo.errors import DuplicateKeyError
 
 from storage.base import (
     Admin, ClaimOutcome, ClaimResult, Event, Message, PostResult, Principal, Role,
@@ -45,23 +49,17 @@ from storage.base import (
     session_from_doc, session_to_doc, utc_now_iso, why_claim_failed,
 )
 from storage.mongo_accounts import MongoAccounts
-from storage.mongo_txn import ChangeRunner, Refused, available as _available, read_numbered
-from storage.mongo_watch import watch_inserts
+from storage.mongo_follow import InsertFollower
+from storage.mongo_ids import IdBlocks
+from storage.mongo_outbox import MongoOutbox
+from storage.mongo_txn import ChangeRunner, Refused, available as _available
 from storage.mongo_workflow import MongoWorkflow
 
-# The feed is numbered from a counter that every change bumps inside its
-# transaction, so ids become visible in order. Should one ever show up late (a
-# node of an older version, which wrote events outside transactions), a reader
-# waits this long for a missing id before it decides the id is gone for good.
-FEED_GAP_WAIT_SECS = 2.0
-# The counters every id comes from, created at start-up.
-COUNTERS = ("admins", "stores", "sessions", "messages", "events", "key_changes")
-# A first-time upsert racing another can return None (seen on a wire-protocol
-# server); it is simply tried again.
-NEXT_ID_ATTEMPTS = 3
+# The default audience of a message's event: whoever holds the session after it.
+HOLDER = object()
 
 
-class MongoStorage(MongoAccounts, MongoWorkflow):
+class MongoStorage(MongoAccounts, MongoWorkflow, MongoOutbox):
     """``ChatStorage`` over a MongoDB database (a ready ``AsyncDatabase``).
 
     ``client`` is None only for the mongomock stand-in of the tests, which has
@@ -72,6 +70,10 @@ class MongoStorage(MongoAccounts, MongoWorkflow):
         self.db = db
         self.client = client
         self.changes = ChangeRunner(client, timeout_secs)
+        self.ids = IdBlocks(db.counters)
+        # Change streams need a server; the mongomock stand-in reads by id.
+        self.events_follower = InsertFollower(db.events, streams=client is not None)
+        self.key_changes_follower = InsertFollower(db.key_changes, streams=client is not None)
 
     @classmethod
     def from_url(cls, url: str, write_concern: str = "majority", retry_writes: bool = True,
@@ -109,14 +111,9 @@ class MongoStorage(MongoAccounts, MongoWorkflow):
             [("sender", ASCENDING), ("sender_id", ASCENDING), ("client_id", ASCENDING)],
             unique=True, partialFilterExpression={"client_id": {"$type": "string"}})
         await db.events.create_index("created")
-        for name in COUNTERS:
-            try:  # created outside any transaction: no first-time upsert inside one
-                await db.counters.update_one({"_id": name}, {"$setOnInsert": {"value": 0}},
-                                             upsert=True)
-            except DuplicateKeyError:
-                pass  # another node created it at the same moment
         await self._repair_admin_loads()
         await self._setup_workflow()
+        await self._setup_outbox()
 
     async def _require_replica_set(self) -> None:
         """Refuse a standalone server: without transactions a failure between
@@ -149,6 +146,8 @@ class MongoStorage(MongoAccounts, MongoWorkflow):
                                         session=s)
 
     async def close(self) -> None:
+        await self.events_follower.close()
+        await self.key_changes_follower.close()
         if self.client is not None:
             await self.client.close()
 
@@ -156,14 +155,10 @@ class MongoStorage(MongoAccounts, MongoWorkflow):
     async def ping(self) -> None:
         await self.db.command("ping")
 
-    async def _next_id(self, name: str, s: Any = None) -> int:
-        for _attempt in range(NEXT_ID_ATTEMPTS):
-            doc = await self.db.counters.find_one_and_update(
-                {"_id": name}, {"$inc": {"value": 1}}, upsert=True,
-                return_document=ReturnDocument.AFTER, session=s)
-            if doc is not None:
-                return doc["value"]
-        raise StorageUnavailable(f"the {name} counter returned nothing; try again")
+    async def _next_id(self, name: str) -> int:
+        """A fresh id of ``name``'s kind, from this process's block: never a
+        write inside the caller's transaction (``storage/mongo_ids.py``)."""
+        return await self.ids.next(name)
 
     # --- accounts -------------------------------------------------------
     @_available
@@ -188,13 +183,14 @@ class MongoStorage(MongoAccounts, MongoWorkflow):
     @_available
     async def authenticate(self, key: str) -> Principal | None:
         digest = digest_key(key)
-        doc = await self.db.admins.find_one({"key_digest": digest})
-        if doc:
-            return Principal(Role.ADMIN, doc["_id"], doc["name"], doc.get("email"))
+        # Stores first: they send most requests, and each lookup is a round trip.
         doc = await self.db.stores.find_one({"key_digest": digest})
         if doc:
             return Principal(Role.STORE, doc["_id"], doc["name"], doc.get("email"),
                              doc.get("logo_url"))
+        doc = await self.db.admins.find_one({"key_digest": digest})
+        if doc:
+            return Principal(Role.ADMIN, doc["_id"], doc["name"], doc.get("email"))
         return None
 
     @_available
@@ -279,12 +275,12 @@ class MongoStorage(MongoAccounts, MongoWorkflow):
             await self._append_event(s, "session_claimed", session, admin.id,
                                      {"session": session_to_doc(session),
                                       "admin": {"id": admin.id, "name": admin.name}})
-            _, session = await self._insert_message(s, session, "system", None,
+            _, session = await self._insert_message(s, session.id, "system", None,
                                                     f"{admin.name} joined the chat", None,
                                                     event="admin_connected", audience=admin.id)
             return ClaimResult(ClaimOutcome.WON, session)
 
-        return await self.changes.run(claim)
+        return await self.changes.run(claim, key=("session", session_id))
 
     @_available
     async def release_session(self, session_id: int, admin_id: int) -> SessionWrite:
@@ -296,7 +292,7 @@ class MongoStorage(MongoAccounts, MongoWorkflow):
                           "activity_at": now}},
                 "The session went back to the queue", "session_released", closed_ok=False)
 
-        return await self.changes.run(release)
+        return await self.changes.run(release, key=("session", session_id))
 
     @_available
     async def close_session(self, session_id: int, admin_id: int) -> SessionWrite:
@@ -308,7 +304,7 @@ class MongoStorage(MongoAccounts, MongoWorkflow):
                  "$unset": {"active": ""}},
                 "The session was closed", "session_closed", closed_ok=True)
 
-        return await self.changes.run(close)
+        return await self.changes.run(close, key=("session", session_id))
 
     async def _hand_back(self, s: Any, session_id: int, admin_id: int, update: dict,
                          text: str, kind: str, closed_ok: bool) -> SessionWrite:
@@ -322,7 +318,7 @@ class MongoStorage(MongoAccounts, MongoWorkflow):
             return holder_refusal(session, admin_id, closed_ok) or SessionWrite(
                 WriteOutcome.FORBIDDEN, session)
         await self.db.admins.update_one({"_id": admin_id}, {"$inc": {"active": -1}}, session=s)
-        _, session = await self._insert_message(s, _session(doc), "system", None, text, None,
+        _, session = await self._insert_message(s, doc["_id"], "system", None, text, None,
                                                 event=kind, audience=admin_id)
         await self._append_event(s, kind, session, admin_id,
                                  {"session": session_to_doc(session)})
@@ -336,15 +332,19 @@ class MongoStorage(MongoAccounts, MongoWorkflow):
             repeated = await self._repeat(s, "admin", admin_id, client_id)
             if repeated:
                 return repeated
-            session = _session(await self.db.sessions.find_one({"_id": session_id}, session=s))
-            refused = holder_refusal(session, admin_id)
-            if refused:
+            # The guard is the seq's own write: no read of the session first.
+            message, session = await self._insert_message(
+                s, session_id, "admin", admin_id, body, client_id, audience=admin_id,
+                guard={"_id": session_id, "status": "claimed", "admin_id": admin_id})
+            if message is None:
+                session = _session(await self.db.sessions.find_one({"_id": session_id},
+                                                                   session=s))
+                refused = holder_refusal(session, admin_id) or SessionWrite(
+                    WriteOutcome.FORBIDDEN, session)
                 return PostResult(refused.outcome, session=refused.session)
-            message, session = await self._insert_message(s, session, "admin", admin_id, body,
-                                                          client_id, audience=admin_id)
             return PostResult(WriteOutcome.DONE, message, session, created=True)
 
-        return await self.changes.run(post)
+        return await self.changes.run(post, key=("session", session_id))
 
     @_available
     async def post_store_message(self, store_id: int, body: str,
@@ -353,15 +353,18 @@ class MongoStorage(MongoAccounts, MongoWorkflow):
             repeated = await self._repeat(s, "store", store_id, client_id)
             if repeated:
                 return repeated
-            session = _session(await self.db.sessions.find_one(
-                {"store_id": store_id, "active": True}, session=s))
-            if session is None:
-                session = await self._open_session(s, store_id)
-            message, session = await self._insert_message(s, session, "store", store_id, body,
-                                                          client_id, audience=session.admin_id)
+            # The store's active session takes the seq's write directly; only
+            # when there is none is one opened (and written by its id).
+            message, session = await self._insert_message(
+                s, None, "store", store_id, body, client_id,
+                guard={"store_id": store_id, "active": True})
+            if message is None:
+                opened = await self._open_session(s, store_id)
+                message, session = await self._insert_message(s, opened.id, "store", store_id,
+                                                              body, client_id)
             return PostResult(WriteOutcome.DONE, message, session, created=True)
 
-        return await self.changes.run(post)
+        return await self.changes.run(post, key=("store", store_id))
 
     async def _open_session(self, s: Any, store_id: int) -> Session:
         """A new open session for the store, in ``s``. Another node opening one
@@ -369,7 +372,7 @@ class MongoStorage(MongoAccounts, MongoWorkflow):
         its retry finds that session."""
         store = await self.db.stores.find_one({"_id": store_id}, session=s)
         now = utc_now_iso()
-        doc = {"_id": await self._next_id("sessions", s), "store_id": store_id,
+        doc = {"_id": await self._next_id("sessions"), "store_id": store_id,
                "store": {"id": store_id, "name": store["name"], "email": store.get("email"),
                          "logo_url": store.get("logo_url")},
                "admin_id": None, "status": "open", "active": True, "last_message_at": None,
@@ -394,28 +397,35 @@ class MongoStorage(MongoAccounts, MongoWorkflow):
         session = await self.db.sessions.find_one({"_id": message.session_id}, session=s)
         return PostResult(WriteOutcome.DONE, message, _session(session))
 
-    async def _insert_message(self, s: Any, session: Session, sender: str,
+    async def _insert_message(self, s: Any, session_id: int | None, sender: str,
                               sender_id: int | None, body: str, client_id: str | None,
-                              event: str | None = None,
-                              audience: int | None = None) -> tuple[Message, Session]:
+                              event: str | None = None, audience: Any = HOLDER,
+                              guard: dict[str, Any] | None = None
+                              ) -> tuple[Message | None, Session | None]:
         """Store a message and its event in ``s``: the session's ``$inc`` of
-        ``last_seq`` gives the seq (a second writer of the session conflicts)."""
+        ``last_seq`` gives the seq (a second writer of the session conflicts).
+        With ``guard`` the session is the one it matches, and (None, None)
+        says none did. The event's audience defaults to the session's holder."""
         now = utc_now_iso()
         update: dict[str, Any] = {"$inc": {"last_seq": 1}, "$max": {"activity_at": now}}
         if sender != "system":
             update["$set"] = {"last_message_at": now, "updated": now}
+            # Set once: a session document is created without these fields.
             first = "first_store_message_at" if sender == "store" else "first_admin_reply_at"
-            if getattr(session, first) is None:
-                update["$set"][first] = now
+            update["$min"] = {first: now}
         doc = await self.db.sessions.find_one_and_update(
-            {"_id": session.id}, update, return_document=ReturnDocument.AFTER, session=s)
+            guard or {"_id": session_id}, update, return_document=ReturnDocument.AFTER,
+            session=s)
+        if doc is None:
+            return None, None
         session = _session(doc)
-        message = Message(await self._next_id("messages", s), session.id, session.last_seq,
+        message = Message(await self._next_id("messages"), session.id, session.last_seq,
                           sender, sender_id, body, client_id, now, event)
         stored = message_to_doc(message)
         stored["_id"] = stored.pop("id")
         await self.db.messages.insert_one(stored, session=s)
-        await self._append_event(s, "message", session, audience,
+        await self._append_event(s, "message", session,
+                                 session.admin_id if audience is HOLDER else audience,
                                  {"message": message_to_doc(message),
                                   "session": session_to_doc(session)})
         return message, session
@@ -432,7 +442,7 @@ class MongoStorage(MongoAccounts, MongoWorkflow):
     async def _append_event(self, s: Any, kind: str, session: Session, admin_id: int | None,
                             payload: dict[str, Any]) -> None:
         event = {
-            "_id": await self._next_id("events", s), "kind": kind, "session_id": session.id,
+            "_id": await self._next_id("events"), "kind": kind, "session_id": session.id,
             "store_id": session.store_id, "admin_id": admin_id, "payload": payload,
             "created": time.time()}
         await self.db.events.insert_one(event, session=s)
@@ -446,22 +456,20 @@ class MongoStorage(MongoAccounts, MongoWorkflow):
 
         await self.changes.run(typing)
 
-    async def watch_event_inserts(self, on_insert: Callable[[], None]) -> bool:
-        """Call ``on_insert`` for each event any node stores, until cancelled
-        (``storage/mongo_watch.py``); False at once where change streams are
-        unsupported, and the feed then just polls."""
-        return await watch_inserts(self.db.events, on_insert)
+    def set_event_wake(self, wake: Callable[[], None] | None) -> None:
+        """Call ``wake`` whenever any node's events can be read (set by the
+        feed at start): the change stream pushes, the feed need not poll."""
+        self.events_follower.set_wake(wake)
 
     @_available
-    async def last_event_id(self) -> int:
-        doc = await self.db.counters.find_one({"_id": "events"})
-        return doc["value"] if doc else 0
+    async def feed_head(self) -> Any:
+        return await self.events_follower.head()
 
     @_available
-    async def read_events(self, after_id: int, limit: int) -> list[Event]:
-        docs = await read_numbered(self.db.events, after_id, limit, FEED_GAP_WAIT_SECS)
+    async def read_events(self, after: Any, limit: int) -> list[Event]:
         return [Event(d["_id"], d["kind"], d["session_id"], d["store_id"], d["admin_id"],
-                      d["payload"]) for d in docs]
+                      d["payload"], position)
+                for d, position in await self.events_follower.read(after, limit)]
 
     @_available
     async def prune_events(self, older_than_secs: float) -> int:
@@ -470,19 +478,20 @@ class MongoStorage(MongoAccounts, MongoWorkflow):
         return result.deleted_count
 
     @_available
-    async def load_feed_position(self, node: str) -> int | None:
+    async def load_feed_position(self, node: str) -> Any:
         doc = await self.db.feed_positions.find_one({"_id": node})
-        return doc["last_id"] if doc else None
+        return doc["position"] if doc else None
 
     @_available
-    async def save_feed_position(self, node: str, last_id: int) -> None:
-        await self.db.feed_positions.update_one({"_id": node}, {"$set": {"last_id": last_id}},
+    async def save_feed_position(self, node: str, position: Any) -> None:
+        await self.db.feed_positions.update_one({"_id": node}, {"$set": {"position": position}},
                                                 upsert=True)
 
     # --- the support workflow's adapters (storage/mongo_workflow.py) --------------
-    async def _wf_change(self, change: Callable[[Any], Any]) -> Any:
-        """Run ``change(s)`` as one change: one transaction, retried as a whole."""
-        return await self.changes.run(change)
+    async def _wf_change(self, change: Callable[[Any], Any], key: Any = None) -> Any:
+        """Run ``change(s)`` as one change: one transaction, retried as a whole
+        (one at a time per ``key`` in this process)."""
+        return await self.changes.run(change, key)
 
     async def _wf_event(self, s: Any, kind: str, session: Any, admin_id: int | None,
                         payload: dict[str, Any]) -> None:
@@ -490,12 +499,9 @@ class MongoStorage(MongoAccounts, MongoWorkflow):
 
     async def _wf_system_message(self, s: Any, session: Session, body: str, event: str,
                                  audience: int | None) -> Session:
-        _, session = await self._insert_message(s, session, "system", None, body, None,
+        _, session = await self._insert_message(s, session.id, "system", None, body, None,
                                                 event=event, audience=audience)
         return session
-
-    async def _wf_next_id(self, name: str, s: Any) -> int:
-        return await self._next_id(name, s)
 
 
 def _session(doc: dict[str, Any] | None) -> Session | None:

@@ -4,7 +4,10 @@ Listing accounts, and changing a key: ``rotate_key`` / ``revoke_key`` replace th
 stored digest and announce the change in ``key_changes`` in one transaction
 (``MongoStorage.changes``), so a watcher that sees the announcement finds the
 old key already refused, and no key changes without its sockets being told.
-Running servers poll ``key_changes_since`` (actors/key_watch.py).
+Running servers poll ``key_changes_since`` (actors/key_watch.py), which reads
+the inserts into ``key_changes`` from a change stream, in commit order: the
+changes' ids come from this process's id block, never from a counter written
+inside the transaction (``storage/mongo_ids.py``).
 """
 
 from __future__ import annotations
@@ -15,15 +18,15 @@ from typing import Any
 from pymongo import ASCENDING
 
 from storage.base import Admin, KeyChange, Role, Store, digest_key, new_api_key, revoked_digest
-from storage.mongo_txn import available, read_numbered
+from storage.mongo_txn import available
 
-# Ids come from a counter, so a later id can become visible before an earlier
-# one; a reader waits this long for the hole to fill, as the event feed does.
-KEY_CHANGE_GAP_WAIT_SECS = 2.0
+# Key changes handed out per read: far more than are ever made in a poll.
+KEY_CHANGES_PAGE = 1000
 
 
 class MongoAccounts:
-    db: Any  # provided by MongoStorage, as are ``changes`` and ``_next_id``
+    db: Any  # provided by MongoStorage, as are ``changes``, ``_next_id`` and
+    key_changes_follower: Any  # ``InsertFollower`` of ``key_changes``
 
     @available
     async def list_admins(self) -> list[Admin]:
@@ -59,19 +62,18 @@ class MongoAccounts:
             if result.matched_count != 1:
                 return False
             await self.db.key_changes.insert_one({
-                "_id": await self._next_id("key_changes", s), "role": role.value,
+                "_id": await self._next_id("key_changes"), "role": role.value,
                 "account_id": account_id, "kind": kind, "created": time.time()}, session=s)
             return True
 
         return await self.changes.run(change)
 
     @available
-    async def last_key_change_id(self) -> int:
-        doc = await self.db.counters.find_one({"_id": "key_changes"})
-        return doc["value"] if doc else 0
+    async def key_changes_head(self) -> Any:
+        return await self.key_changes_follower.head()
 
     @available
-    async def key_changes_since(self, after_id: int) -> list[KeyChange]:
-        docs = await read_numbered(self.db.key_changes, after_id, None,
-                                   KEY_CHANGE_GAP_WAIT_SECS)
-        return [KeyChange(d["_id"], Role(d["role"]), d["account_id"], d["kind"]) for d in docs]
+    async def key_changes_since(self, after: Any) -> list[KeyChange]:
+        return [KeyChange(d["_id"], Role(d["role"]), d["account_id"], d["kind"], position)
+                for d, position in await self.key_changes_follower.read(after,
+                                                                        KEY_CHANGES_PAGE)]

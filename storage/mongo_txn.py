@@ -10,11 +10,16 @@ The rules an implementation keeps:
   callback on ``TransientTransactionError`` and the commit on
   ``UnknownTransactionCommitResult``, with jittered backoff;
 * every change has one deadline (``timeout_secs``, the driver's client-side
-  operation timeout) covering the wait for its turn, every retry and server
-  selection; past it the caller gets ``StorageUnavailable`` (503, retry later);
-* one change at a time per process. Every change bumps the feed's counter
-  document, so concurrent transactions would only conflict on it and retry;
-  queueing them here keeps the retries to conflicts between nodes;
+  operation timeout) covering every retry and server selection; past it the
+  caller gets ``StorageUnavailable`` (503, retry later);
+* changes run in parallel, as many as callers start. No document is written
+  by every change (ids come from blocks reserved outside transactions, the
+  feed from the oplog), so two changes conflict only on what they both touch:
+  the same session, the same admin's count, the same store's first session.
+  A change may name what it is about (``key``: a session, a store); changes
+  with the same key wait for each other here, in this process, instead of
+  conflicting in the database and retrying (the actors keep one command at a
+  time per session already; this covers callers beside them);
 * after a change that failed for good its server session is killed, so a
   transaction the driver could not abort does not keep documents locked until
   the server's transaction lifetime limit (60 s) reaps it.
@@ -26,9 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 import logging
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, Hashable, TypeVar
 
 import pymongo
 from pymongo.errors import DuplicateKeyError, PyMongoError, WriteConcernError
@@ -48,6 +52,10 @@ CHANGE_ATTEMPTS = 3
 # How long to spend killing the server session of a change that failed: short,
 # as it only spares other changes the wait for the server's 60 s reaping.
 KILL_SESSION_TIMEOUT_SECS = 1.0
+# A kill the server refused is tried again this often, for this long (longer
+# than an election: a step-down's new primary takes it).
+KILL_RETRY_INTERVAL_SECS = 0.25
+KILL_RETRY_SECS = 15.0
 
 
 def available(method):
@@ -63,23 +71,14 @@ def available(method):
     return wrapper
 
 
-async def read_numbered(collection: Any, after_id: int, limit: int | None,
-                        gap_wait_secs: float) -> list[dict[str, Any]]:
-    """Documents numbered from a counter inside transactions (events, outbox,
-    key changes), in id order after ``after_id``. A later id can become visible
-    before an earlier one still committing: the read stops at such a hole until
-    it fills or is ``gap_wait_secs`` old (then the id is given up on). Each
-    document must carry ``created`` (epoch seconds)."""
-    cursor = collection.find({"_id": {"$gt": after_id}}).sort("_id", pymongo.ASCENDING)
-    if limit is not None:
-        cursor = cursor.limit(limit)
-    docs, expected = [], after_id + 1
-    for doc in await cursor.to_list(None):
-        if doc["_id"] != expected and doc["created"] > time.time() - gap_wait_secs:
-            break
-        docs.append(doc)
-        expected = doc["_id"] + 1
-    return docs
+def _retire(session: Any) -> Any:
+    """The server session id of a change that failed, marked so the driver
+    discards it instead of pooling it: it is about to be killed, and a change
+    running in parallel must not be handed it meanwhile."""
+    server_session = getattr(session, "_server_session", None)
+    if server_session is not None:
+        server_session.mark_dirty()
+    return session.session_id
 
 
 class Refused(Exception):
@@ -96,32 +95,48 @@ class ChangeRunner:
         # suspend, so a change still runs without interleaving (tests only).
         self.client = client
         self.timeout_secs = timeout_secs
-        self._turn = asyncio.Lock()
+        # key -> [lock, how many changes hold or wait for it]; dropped at 0.
+        self._keys: dict[Hashable, list] = {}
+        self._killing: set[asyncio.Task] = set()  # kills retried in the background
 
-    async def run(self, change: Callable[[Any], Awaitable[T]]) -> T:
+    async def run(self, change: Callable[[Any], Awaitable[T]],
+                  key: Hashable | None = None) -> T:
         """Run ``change(session)`` in a transaction; its result, or the result
-        of the ``Refused`` it raised. Runs on every state change."""
+        of the ``Refused`` it raised. Runs on every state change; changes with
+        the same ``key`` run one at a time."""
+        if key is None:
+            return await self._run(change)
+        entry = self._keys.setdefault(key, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            try:
+                async with asyncio.timeout(self.timeout_secs):
+                    await entry[0].acquire()
+            except TimeoutError:
+                raise StorageUnavailable("storage too slow: changes to one session are "
+                                         "queued past their deadline") from None
+            try:
+                return await self._run(change)
+            finally:
+                entry[0].release()
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._keys[key]
+
+    async def _run(self, change: Callable[[Any], Awaitable[T]]) -> T:
         if self.client is None:
             try:
                 return await change(None)
             except Refused as refused:
                 return refused.result
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout_secs
-        try:
-            async with asyncio.timeout(self.timeout_secs):
-                await self._turn.acquire()  # gives the lock back if cancelled here
-        except TimeoutError:
-            raise StorageUnavailable("storage too slow: changes are queued past "
-                                     "their deadline") from None
         failed: list[Any] = []  # the server session of a change that failed
         try:
-            with pymongo.timeout(max(0.01, deadline - loop.time())):
+            with pymongo.timeout(self.timeout_secs):
                 return await self._run_with_retries(change, failed)
         finally:
             if failed:  # outside the change's deadline, which has usually expired
                 await self._kill(failed[0])
-            self._turn.release()
 
     async def _run_with_retries(self, change: Callable[[Any], Awaitable[T]],
                                 failed: list[Any]) -> T:
@@ -134,18 +149,40 @@ class ChangeRunner:
                     return refused.result
                 except (DuplicateKeyError, WriteConcernError) as exc:
                     if attempt == CHANGE_ATTEMPTS:
-                        failed.append(session.session_id)
+                        failed.append(_retire(session))
                         raise
                     log.info("change retried after %s", exc)
                 except PyMongoError:
-                    failed.append(session.session_id)
+                    failed.append(_retire(session))
                     raise
         raise AssertionError("unreachable")
 
     async def _kill(self, session_id: Any) -> None:
-        """Abort the failed change's transaction on the server, if it is left."""
+        """Abort the failed change's transaction on the server, if it is left.
+        If the server cannot take the kill now (a step-down, a lost
+        connection), keep trying for a while in the background: with changes
+        in parallel several may fail at once, and each transaction left open
+        would block its session until the server reaps it."""
+        if not await self._try_kill(session_id):
+            task = asyncio.get_running_loop().create_task(self._kill_later(session_id))
+            self._killing.add(task)
+            task.add_done_callback(self._killing.discard)
+
+    async def _try_kill(self, session_id: Any) -> bool:
         try:
             with pymongo.timeout(KILL_SESSION_TIMEOUT_SECS):
                 await self.client.admin.command("killSessions", [session_id])
+            return True
         except PyMongoError as exc:
             log.info("could not kill a failed change's session: %s", exc)
+            return False
+
+    async def _kill_later(self, session_id: Any) -> None:
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + KILL_RETRY_SECS
+        while loop.time() < give_up_at:
+            await asyncio.sleep(KILL_RETRY_INTERVAL_SECS)
+            if await self._try_kill(session_id):
+                return
+        log.warning("a failed change's session could not be killed; the server reaps its "
+                    "transaction after transactionLifetimeLimitSeconds")

@@ -10,7 +10,8 @@ for the transfer's target), the change undoes that write itself, so it is
 right with or without a transaction around it.
 
 ``MongoStorage`` provides the adapters used here: ``_wf_change``, ``_wf_event``
-(append a feed event), ``_wf_system_message`` and ``_wf_next_id``.
+(append a feed event) and ``_wf_system_message``. The webhook outbox is in
+``storage/mongo_outbox.py``.
 """
 
 from __future__ import annotations
@@ -26,18 +27,12 @@ from storage.base import (
     Admin, Session, SessionWrite, StorageUnavailable, WriteOutcome, session_from_doc,
     session_to_doc, utc_now_iso,
 )
-from storage.mongo_txn import read_numbered
 from storage.workflow import (
-    OFFLINE, REQUEUE_BODIES, AdminPresence, OutboxEntry, ReadResult, RequeueReason, StaleClaim,
+    OFFLINE, REQUEUE_BODIES, AdminPresence, ReadResult, RequeueReason, StaleClaim,
     StaleCutoffs, TransferOutcome, TransferResult, effective_presence, iso_from_epoch,
     may_mark_read, transfer_payload, why_transfer_refused,
 )
 
-# Counters of the workflow, created at setup (never first created inside a transaction).
-WORKFLOW_COUNTERS = ("webhook_outbox",)
-# A gap in the outbox's numbering is waited for this long (a writer between its
-# id and its insert), then skipped, as the feed does.
-OUTBOX_GAP_WAIT_SECS = 2.0
 
 
 def _available(method):
@@ -61,20 +56,12 @@ def _session(doc: dict[str, Any] | None) -> Session | None:
 
 class MongoWorkflow:
     db: Any
-    # Kinds copied to the webhook outbox with their event (set at start-up).
-    webhook_kinds: frozenset[str] = frozenset()
 
     async def _setup_workflow(self) -> None:
-        """Indexes and counters of the workflow (runs within ``setup``)."""
+        """Indexes of the workflow (runs within ``setup``)."""
         await self.db.admin_presence.create_index([("admin_id", ASCENDING),
                                                    ("seen", ASCENDING)])
         await self.db.session_reads.create_index("session_id")
-        for name in WORKFLOW_COUNTERS:
-            try:
-                await self.db.counters.update_one({"_id": name},
-                                                  {"$setOnInsert": {"value": 0}}, upsert=True)
-            except DuplicateKeyError:
-                pass  # another node created it at the same moment
 
     async def _find_session(self, session_id: int, s: Any) -> Session | None:
         return _session(await self.db.sessions.find_one({"_id": session_id}, session=s))
@@ -116,7 +103,7 @@ class MongoWorkflow:
                 "session_transferred", target_id)
             return TransferResult(TransferOutcome.DONE, session)
 
-        return await self._wf_change(transfer)
+        return await self._wf_change(transfer, ("session", session_id))
 
     async def _find_admin(self, admin_id: int, s: Any) -> Admin | None:
         doc = await self.db.admins.find_one({"_id": admin_id}, session=s)
@@ -152,7 +139,7 @@ class MongoWorkflow:
                                  {"session_id": session_id, "sender": side, "seq": wanted})
             return ReadResult(WriteOutcome.DONE, wanted, True, session)
 
-        return await self._wf_change(mark)
+        return await self._wf_change(mark, ("session", session_id))
 
     @_available
     async def unread_counts(self, session_ids: list[int], side: str) -> dict[int, int]:
@@ -197,7 +184,7 @@ class MongoWorkflow:
                                  {"admin_id": admin_id, "status": status})
             return status
 
-        return await self._wf_change(announce)
+        return await self._wf_change(announce, ("admin", admin_id))
 
     @_available
     async def set_presence_sockets(self, node: str, admin_id: int, sockets: int,
@@ -339,62 +326,7 @@ class MongoWorkflow:
                                   "reason": stale.reason.value})
             return SessionWrite(WriteOutcome.DONE, session)
 
-        return await self._wf_change(requeue)
-
-    # --- webhooks: outbox, cursors, lease ---------------------------------------------
-    @_available
-    async def set_webhook_outbox(self, kinds: tuple[str, ...]) -> None:
-        self.webhook_kinds = frozenset(kinds)
-        if not kinds:
-            await self.db.webhook_outbox.delete_many({})
-
-    async def _append_to_outbox(self, s: Any, event: dict[str, Any]) -> None:
-        """Copy an event to the outbox in the same change as the event. Outbox
-        ids come from their own counter, so they run without gaps although not
-        every event is copied (the reader waits at a gap, as the feed's does)."""
-        if event["kind"] in self.webhook_kinds:
-            entry = {k: event[k] for k in ("kind", "session_id", "payload", "created")}
-            await self.db.webhook_outbox.insert_one(
-                {"_id": await self._wf_next_id("webhook_outbox", s), **entry}, session=s)
-
-    @_available
-    async def read_outbox(self, after_id: int, limit: int) -> list[OutboxEntry]:
-        docs = await read_numbered(self.db.webhook_outbox, after_id, limit,
-                                   OUTBOX_GAP_WAIT_SECS)
-        return [OutboxEntry(d["_id"], d["kind"], d["session_id"], d["payload"], d["created"])
-                for d in docs]
-
-    @_available
-    async def load_webhook_cursor(self, hook: str) -> int:
-        doc = await self.db.webhook_cursors.find_one({"_id": hook})
-        return doc["last_id"] if doc else 0
-
-    @_available
-    async def save_webhook_cursor(self, hook: str, last_id: int) -> None:
-        await self.db.webhook_cursors.update_one({"_id": hook}, {"$max": {"last_id": last_id}},
-                                                 upsert=True)
-
-    @_available
-    async def prune_outbox(self, hooks: tuple[str, ...]) -> int:
-        docs = await self.db.webhook_cursors.find({"_id": {"$in": list(hooks)}}).to_list(None)
-        if not hooks or len(docs) < len(hooks):
-            return 0
-        done = min(d["last_id"] for d in docs)
-        return (await self.db.webhook_outbox.delete_many({"_id": {"$lte": done}})).deleted_count
-
-    @_available
-    async def take_lease(self, name: str, holder: str, duration_secs: float) -> bool:
-        now = time.time()
-        try:
-            doc = await self.db.leases.find_one_and_update(
-                {"_id": name, "$or": [{"holder": holder}, {"expires": {"$lt": now}}]},
-                {"$set": {"holder": holder, "expires": now + duration_secs}}, upsert=True,
-                return_document=ReturnDocument.AFTER)
-        except DuplicateKeyError:  # held by another, not expired
-            return False
-        if doc is None:  # some servers return nothing for a racing first upsert
-            doc = await self.db.leases.find_one({"_id": name})
-        return doc is not None and doc["holder"] == holder
+        return await self._wf_change(requeue, ("session", stale.session_id))
 
 
 class _NoSession:

@@ -398,7 +398,9 @@ class SQLiteStorage:
             c, "typing", session, session.admin_id,
             {"session_id": session.id, "sender": sender}))
 
-    async def last_event_id(self) -> int:
+    # A feed position here is an event id: ids are given in commit order by
+    # the one writer at a time SQLite allows.
+    async def feed_head(self) -> int:
         return await self._read(lambda c: c.execute(
             "SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
 
@@ -477,13 +479,13 @@ class SQLiteStorage:
 
         return await self._write(write)
 
-    async def last_key_change_id(self) -> int:
+    async def key_changes_head(self) -> int:
         return await self._read(lambda c: c.execute(
             "SELECT COALESCE(MAX(id), 0) FROM key_changes").fetchone()[0])
 
     async def key_changes_since(self, after_id: int) -> list[KeyChange]:
         return await self._read(lambda c: [
-            KeyChange(r["id"], Role(r["role"]), r["account_id"], r["kind"])
+            KeyChange(r["id"], Role(r["role"]), r["account_id"], r["kind"], r["id"])
             for r in c.execute("SELECT * FROM key_changes WHERE id > ? ORDER BY id",
                                (after_id,))])
 

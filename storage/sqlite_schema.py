@@ -242,7 +242,7 @@ def row_to_event(row: sqlite3.Row) -> Event:
     else:
         payload = json.loads(row["payload"])
     return Event(row["id"], row["kind"], row["session_id"], row["store_id"], row["admin_id"],
-                 payload)
+                 payload, row["id"])
 
 
 # --- the support workflow (issue 12): read state, presence, webhooks -----------

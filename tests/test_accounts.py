@@ -204,7 +204,7 @@ async def test_rotate_and_revoke_change_keys_and_are_announced_in_order(storage)
     assert [a.name for a in await storage.list_admins()] == ["Dana"]
     assert [(s.id, s.logo_url) for s in await storage.list_stores()] == [
         (store.id, "https://x/l.png")]
-    start = await storage.last_key_change_id()
+    start = await storage.key_changes_head()
     new = await storage.rotate_key(Role.ADMIN, admin.id)
     assert await storage.authenticate(admin_key) is None
     assert (await storage.authenticate(new)).id == admin.id
@@ -215,8 +215,8 @@ async def test_rotate_and_revoke_change_keys_and_are_announced_in_order(storage)
     changes = await storage.key_changes_since(start)
     assert [(c.role, c.account_id, c.kind) for c in changes] == [
         (Role.ADMIN, admin.id, "rotated"), (Role.STORE, store.id, "revoked")]
-    assert await storage.last_key_change_id() == changes[-1].id
-    assert await storage.key_changes_since(changes[-1].id) == []
+    assert await storage.key_changes_since(changes[-1].position) == []
+    assert await storage.key_changes_since(await storage.key_changes_head()) == []
     # two revoked accounts do not collide on the unique digest column
     assert await storage.revoke_key(Role.ADMIN, admin.id) is True
 
@@ -228,7 +228,7 @@ async def test_a_socket_that_authenticated_just_before_a_revoke_is_swept_after_i
     # acted, and only then did the socket join the hub.
     hub, closed = Hub(), []
     watch = KeyWatch(storage, hub, close_code=4001)
-    watch.last_id = await storage.last_key_change_id()
+    watch.position = await storage.key_changes_head()
     revoked, _ = await storage.create_admin("Gone", None)
     rotated, _ = await storage.create_admin("Rotated", None)
     assert await storage.revoke_key(Role.ADMIN, revoked.id)

@@ -1,0 +1,175 @@
+"""``InsertFollower``: one collection's inserts, in the cluster's commit order, from a position.
+
+The order of a MongoDB cluster already exists: the oplog, which change streams
+read. So the event feed and the key changes need no number of their own (a
+counter bumped inside every change's transaction was the document every
+change wrote). A follower keeps one change stream open on its collection and
+buffers what it reads; ``read(after, limit)`` hands the buffer out.
+
+A **position** is opaque above ``storage/``: here ``{"token": <resume token>}``
+(the ``_id`` of the change just read, or the stream's post-batch token for
+"now"), which a node saves under its ``events.node`` name and continues from
+after a restart. The rules:
+
+* order: inserts come as the oplog has them, so each session's events (whose
+  changes conflict on the session document) come in commit order, and the
+  events of one transaction come together in the order they were inserted;
+* nothing missed, nothing twice: a stream that dies for any reason (a
+  non-resumable error, a step-down, a lost connection) is reopened with
+  ``resume_after`` the last change buffered, waiting longer after each failure;
+* a reader asking from a position other than where the buffer stands (a
+  restart, a second reader) restarts the stream there, and its first read
+  waits until the stream has caught up with what was stored before it.
+
+The mongomock stand-in of the tests has no change streams: there (one process,
+ids from ``IdBlocks`` rising, inserts never interleaving) the position is the
+last ``_id`` read, and reading is a query by ``_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import Any, Callable
+
+from pymongo import ASCENDING
+from pymongo.errors import OperationFailure, PyMongoError
+
+log = logging.getLogger(__name__)
+
+# A getMore waits this long for new inserts before answering "none": the
+# longest an idle stream holds a connection between checks of its task.
+STREAM_AWAIT_MS = 200
+# A reader restarting the stream waits at most this long for it to catch up
+# (then it returns what it has; the rest comes with the next read).
+CATCH_UP_WAIT_SECS = 3.0
+# Reopening a stream that ended: the first wait, doubled up to the last; a
+# stream that stayed open this long was healthy and resets the wait.
+REOPEN_FIRST_SECS = 0.1
+REOPEN_MAX_SECS = 5.0
+HEALTHY_SECS = 10.0
+# Past this many unread changes the stream stops reading until the reader
+# takes some: memory stays bounded when nobody reads.
+MAX_BUFFERED = 20000
+# Server error codes: change streams cannot work here (a standalone server),
+# and the position is no longer in the oplog.
+CHANGE_STREAMS_UNSUPPORTED = frozenset({40573, 40324})
+CHANGE_STREAM_HISTORY_LOST = 286
+
+Position = Any
+INSERTS = [{"$match": {"operationType": "insert"}}]
+
+
+class InsertFollower:
+    def __init__(self, collection: Any, streams: bool = True):
+        self.collection = collection
+        self.streams = streams
+        self._wake: Callable[[], None] | None = None
+        self._task: asyncio.Task | None = None
+        self._buffer: collections.deque[tuple[dict, Position]] = collections.deque()
+        self._handed: Position = None  # where the buffer continues from
+        self._caught_up = asyncio.Event()
+
+    def set_wake(self, wake: Callable[[], None] | None) -> None:
+        """Call ``wake`` whenever new inserts are buffered (set by the reader
+        at start, so it reads at once instead of at its next poll)."""
+        self._wake = wake
+
+    async def head(self) -> Position:
+        """The position of "now": a new reader starts here."""
+        if not self.streams:
+            last = await self.collection.find({}).sort("_id", -1).limit(1).to_list(1)
+            return last[0]["_id"] if last else 0
+        async with await self.collection.watch(INSERTS) as stream:
+            return {"token": stream.resume_token}
+
+    async def read(self, after: Position, limit: int) -> list[tuple[dict, Position]]:
+        """Up to ``limit`` inserted documents after ``after``, each with its
+        position, in commit order. Runs on every feed read."""
+        if not self.streams:
+            docs = await self.collection.find({"_id": {"$gt": after}}).sort(
+                "_id", ASCENDING).limit(limit).to_list(None)
+            return [(d, d["_id"]) for d in docs]
+        if self._task is None or self._task.done() or after != self._handed:
+            self._restart(after)
+            try:
+                await asyncio.wait_for(self._caught_up.wait(), CATCH_UP_WAIT_SECS)
+            except TimeoutError:
+                pass
+        taken = []
+        while self._buffer and len(taken) < limit:
+            taken.append(self._buffer.popleft())
+        if taken:
+            self._handed = taken[-1][1]
+        return taken
+
+    async def close(self) -> None:
+        """Stop following (storage shutdown)."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    def _restart(self, after: Position) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self._buffer.clear()
+        self._handed = after
+        self._caught_up = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._follow(after))
+
+    async def _follow(self, at: Position) -> None:
+        """Read the stream into the buffer until cancelled, reopening it from
+        the last change buffered whenever it ends."""
+        loop = asyncio.get_running_loop()
+        wait, reopening = REOPEN_FIRST_SECS, False
+        while True:
+            opened_at = loop.time()
+            try:
+                async with await self.collection.watch(
+                        INSERTS, resume_after=at["token"],
+                        max_await_time_ms=STREAM_AWAIT_MS) as stream:
+                    if reopening:
+                        log.info("change stream reopened on %s", self.collection.name)
+                    while stream.alive:
+                        change = await stream.try_next()
+                        if change is None:
+                            self._caught_up.set()
+                            continue
+                        at = {"token": change["_id"]}
+                        self._buffer.append((change["fullDocument"], at))
+                        if self._wake is not None:
+                            self._wake()
+                        while len(self._buffer) > MAX_BUFFERED:
+                            await asyncio.sleep(0.05)
+                reason = "the server closed it (invalidated: dropped or renamed)"
+            except OperationFailure as exc:
+                if exc.code in CHANGE_STREAMS_UNSUPPORTED:
+                    log.error("change streams unsupported here (%s)", exc)
+                    raise
+                if exc.code == CHANGE_STREAM_HISTORY_LOST:
+                    # The oplog no longer holds the position (down longer than
+                    # it covers): go on from now; clients resume by seq.
+                    log.error("change stream position lost from the oplog on %s; "
+                              "continuing from now", self.collection.name)
+                    at = await self._head_or(at)
+                reason = str(exc)
+            except PyMongoError as exc:
+                reason = str(exc)
+            if loop.time() - opened_at > HEALTHY_SECS:
+                wait = REOPEN_FIRST_SECS
+            log.warning("change stream ended on %s (%s); reopening in %.1fs",
+                        self.collection.name, reason, wait)
+            reopening = True
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, REOPEN_MAX_SECS)
+
+    async def _head_or(self, at: Position) -> Position:
+        try:
+            return await self.head()
+        except PyMongoError:
+            return at
