@@ -12,7 +12,7 @@ import tornado.testing
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from handlers.app import ChatServer  # noqa: E402
-from server import load_config, _merge  # noqa: E402
+from settings import load_config, merge as _merge  # noqa: E402
 from tests.helpers import Api  # noqa: E402
 
 
@@ -100,9 +100,15 @@ async def open_session(api: Api, store_key: str, body: str = "Hello") -> dict[st
 
 @pytest.fixture(scope="session")
 def wire_server(tmp_path_factory):
-    """The real-Mongo tier's server, one per test run (tests/wire_server.py):
+    """The real-Mongo tier's server, one per test process (tests/wire_server.py):
     CHAT_TEST_MONGO_URL, else a SecantusDB started here; skipped with the
-    reason when neither is available."""
+    reason when neither is available.
+
+    Under xdist each worker that runs a tier test starts its own SecantusDB
+    (a second or two, on its own port and data folder), rather than sharing
+    one across workers through a lock file: every test takes a database of
+    its own anyway, a failpoint is server-wide state that one worker's test
+    would set under another's, and the server slows down the longer it lives."""
     from tests.wire_server import WireServer, secantus_command, start_secantus
 
     url = os.environ.get("CHAT_TEST_MONGO_URL")

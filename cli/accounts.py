@@ -10,10 +10,13 @@ again: ``list-*`` shows accounts, not keys. Bad input is an ``AccountError``
 
 from __future__ import annotations
 
+import argparse
 import re
 import urllib.parse
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
+from cli.startup import opened_storage
 from storage.base import ChatStorage, Role
 
 MAX_NAME_CHARS = 200
@@ -119,3 +122,25 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
                      for row in cells)
+
+
+# --- dispatch ---------------------------------------------------------------------
+async def run_account_command(config: dict[str, Any], args: argparse.Namespace) -> str:
+    """Run one account command; return what to print last (a key, a table, a line)."""
+    command = args.command
+    if command.startswith("create-"):
+        name = clean_name(args.name)
+        email = clean_email(args.email)
+        logo_url = clean_logo_url(getattr(args, "logo_url", None))
+    async with opened_storage(config) as storage:
+        if command == "create-admin":
+            return await create_account(storage, Role.ADMIN, name, email)
+        if command == "create-store":
+            return await create_account(storage, Role.STORE, name, email, logo_url)
+        if command in ("list-admins", "list-stores"):
+            role = Role.ADMIN if command == "list-admins" else Role.STORE
+            return await list_accounts(storage, role)
+        role, account_id = (Role.ADMIN, args.admin) if args.admin else (Role.STORE, args.store)
+        if command == "rotate-key":
+            return await rotate_key(storage, role, account_id)
+        return await revoke_key(storage, role, account_id)
