@@ -29,15 +29,16 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 run: $(VENV)/.runtime
 	$(BIN)/python server.py --demo
 
-# Lint first (seconds), then the suite on TEST_WORKERS processes. loadfile keeps
-# a file's tests on one worker: module-scoped servers start once per file.
+# Lint first (seconds), then the suite on TEST_WORKERS processes. loadgroup with
+# the groups tests/conftest.py names: a file's tests on one worker, and the
+# real-Mongo tier's on one worker and one wire server.
 test: lint
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # Style (ruff), types (mypy), and which room may import which (import-linter).
 lint: $(VENV)/.test
 	@status=0; \
-	$(BIN)/ruff check . || status=1; \
+	$(BIN)/ruff check --output-format concise . || status=1; \
 	$(BIN)/ruff format --check . || status=1; \
 	$(BIN)/mypy || status=1; \
 	$(BIN)/lint-imports || status=1; \

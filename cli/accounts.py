@@ -50,6 +50,7 @@ def clean_name(name: str) -> str:
 
 
 def clean_email(email: str | None) -> str | None:
+    """The address, trimmed, if it looks like one (name@example.com); None stays None."""
     if email is None:
         return None
     email = email.strip()
@@ -66,16 +67,23 @@ def clean_logo_url(url: str | None) -> str | None:
         return None
     url = url.strip()
     parts = urllib.parse.urlsplit(url)
-    if (parts.scheme != "https" or not parts.hostname or len(url) > MAX_URL_CHARS
-            or not url.isprintable() or any(c.isspace() for c in url)):
-        raise AccountError(f"--logo-url {url!r} is not an https:// URL "
-                           "like https://example.com/logo.png")
+    if (
+        parts.scheme != "https"
+        or not parts.hostname
+        or len(url) > MAX_URL_CHARS
+        or not url.isprintable()
+        or any(c.isspace() for c in url)
+    ):
+        raise AccountError(
+            f"--logo-url {url!r} is not an https:// URL like https://example.com/logo.png"
+        )
     return url
 
 
 # --- commands ---------------------------------------------------------------------
-async def create_account(storage: ChatStorage, role: Role, name: str, email: str | None,
-                         logo_url: str | None = None) -> str:
+async def create_account(
+    storage: ChatStorage, role: Role, name: str, email: str | None, logo_url: str | None = None
+) -> str:
     """Store a new account; print what it is and return its key."""
     if role is Role.ADMIN:
         account, key = await storage.create_admin(name, email)
@@ -103,8 +111,10 @@ async def rotate_key(storage: ChatStorage, role: Role, account_id: int) -> str:
     key = await storage.rotate_key(role, account_id)
     if key is None:
         raise NoSuchAccount(f"no {role.value} with id {account_id}")
-    print(f"New key for {role.value} {account_id}; the old key no longer works and its "
-          "open sockets are being closed. The new key, shown only now:")
+    print(
+        f"New key for {role.value} {account_id}; the old key no longer works and its "
+        "open sockets are being closed. The new key, shown only now:"
+    )
     return key
 
 
@@ -112,16 +122,20 @@ async def revoke_key(storage: ChatStorage, role: Role, account_id: int) -> str:
     """Leave the account with no working key; return the line to print."""
     if not await storage.revoke_key(role, account_id):
         raise NoSuchAccount(f"no {role.value} with id {account_id}")
-    return (f"Revoked the key of {role.value} {account_id}: it gets 401 from now on and its "
-            f"open sockets are being closed. Give it a new key with: "
-            f"server.py rotate-key --{role.value} {account_id}")
+    return (
+        f"Revoked the key of {role.value} {account_id}: it gets 401 from now on and its "
+        f"open sockets are being closed. Give it a new key with: "
+        f"server.py rotate-key --{role.value} {account_id}"
+    )
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Rows under a header in left-aligned columns; None shows as ``-``."""
     cells = [list(header)] + [["-" if v is None else str(v) for v in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
-                     for row in cells)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
 
 
 # --- dispatch ---------------------------------------------------------------------

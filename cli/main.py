@@ -25,6 +25,7 @@ MAX_ID = 2**63 - 1
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command and its options; argparse exits 2 with a usage line on bad ones."""
     parser = argparse.ArgumentParser(prog="server.py", description="Store support chat server")
     parser.add_argument("--config", help="YAML file of settings (or CHAT_CONFIG)")
     parser.add_argument("--storage", help="storage URL (or CHAT_STORAGE_URL)")
@@ -32,9 +33,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     run = commands.add_parser("serve", help="run the server (the default)")
     for p in (parser, run):
         p.add_argument("--port", type=int, help="API port (or CHAT_PORT)")
-        p.add_argument("--demo", action="store_true",
-                       help="create demo accounts on an empty database (or reuse them) "
-                            "and print a walkthrough")
+        p.add_argument(
+            "--demo",
+            action="store_true",
+            help="create demo accounts on an empty database (or reuse them) "
+            "and print a walkthrough",
+        )
     commands.add_parser("check-config", help="print the effective settings, or the bad one")
     admin = commands.add_parser("create-admin", help="create an admin; prints its key last")
     admin.add_argument("--name", required=True)
@@ -45,8 +49,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     store.add_argument("--logo-url", help="https:// URL of the store's logo")
     commands.add_parser("list-admins", help="list admins (id, name, email); never keys")
     commands.add_parser("list-stores", help="list stores (id, name, email, logo); never keys")
-    for name, what in (("rotate-key", "give a new key (printed last); the old one stops working"),
-                       ("revoke-key", "leave the account with no working key")):
+    for name, what in (
+        ("rotate-key", "give a new key (printed last); the old one stops working"),
+        ("revoke-key", "leave the account with no working key"),
+    ):
         cmd = commands.add_parser(name, help=what)
         who = cmd.add_mutually_exclusive_group(required=True)
         who.add_argument("--admin", type=_account_id, metavar="ID")
@@ -84,6 +90,7 @@ def _short_path(path: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command ``argv`` names (serve by default); return the exit status."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     overrides: dict[str, dict[str, Any]] = {}
     if args.storage:
@@ -96,9 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, overrides=overrides)
         if args.command == "check-config":
-            print(f"# effective settings: {DEFAULT_CONFIG_PATH} < "
-                  f"{args.config or os.environ.get('CHAT_CONFIG') or '(no --config)'} "
-                  f"< environment < flags; secrets shown as ***")
+            print(
+                f"# effective settings: {DEFAULT_CONFIG_PATH} < "
+                f"{args.config or os.environ.get('CHAT_CONFIG') or '(no --config)'} "
+                f"< environment < flags; secrets shown as ***"
+            )
             print(dump_config(config), end="")
             return 0
         if args.command not in (None, "serve"):

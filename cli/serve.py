@@ -7,6 +7,7 @@ worker (its own event loop and ``ChatServer`` on the shared sockets).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import gc
 import logging
@@ -24,6 +25,7 @@ log = logging.getLogger("chat.server")
 
 
 def worker_count(config: dict[str, Any]) -> int:
+    """``server.processes``, where 0 means one per CPU."""
     processes = int(config["server"]["processes"])
     return processes if processes > 0 else (os.cpu_count() or 1)
 
@@ -36,14 +38,16 @@ def serve(config: dict[str, Any], demo: bool, cli: str = "server.py") -> int:
     """
     workers = worker_count(config)
     if config["server"]["pin_to_cpus"] and not hasattr(os, "sched_setaffinity"):
-        raise StartupError("server.pin_to_cpus needs Linux (os.sched_setaffinity); "
-                           "set it to false here")
+        raise StartupError(
+            "server.pin_to_cpus needs Linux (os.sched_setaffinity); set it to false here"
+        )
     metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Must be set before prometheus_client is first imported (below), so
         # all workers write their values where /metrics reads them.
         metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
-            prefix="chat-metrics-")
+            prefix="chat-metrics-"
+        )
     try:
         _setup_logging(config)
         srv = config["server"]
@@ -60,8 +64,11 @@ def serve(config: dict[str, Any], demo: bool, cli: str = "server.py") -> int:
             shutil.rmtree(metrics_dir, ignore_errors=True)
         raise
     port = sockets[0].getsockname()[1]
-    print(f"Serving on http://{srv['host']}:{port} with {workers} worker process(es); "
-          f"{describe_storage(config['storage']['url'])}", flush=True)
+    print(
+        f"Serving on http://{srv['host']}:{port} with {workers} worker process(es); "
+        f"{describe_storage(config['storage']['url'])}",
+        flush=True,
+    )
     index = 0  # this worker's number
     if workers > 1:
         child = supervise_workers(workers)
@@ -112,10 +119,8 @@ def pin_to_cpu(index: int) -> int:
     except OSError:  # no /proc: this thread, and the threads it starts later
         threads = [0]
     for thread_id in threads:
-        try:
+        with contextlib.suppress(ProcessLookupError):  # a thread that has just ended
             os.sched_setaffinity(thread_id, {cpu})
-        except ProcessLookupError:  # a thread that has just ended
-            pass
     return cpu
 
 
@@ -135,10 +140,14 @@ def _bind(host: str, port: int, setting: str) -> list:
     try:
         return tornado.netutil.bind_sockets(port, host)
     except OSError as exc:
-        why = ("the address is already in use (another server running?)"
-               if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc))
-        raise StartupError(f"cannot listen on {host}:{port}: {why}; "
-                           f"set another with {setting}") from None
+        why = (
+            "the address is already in use (another server running?)"
+            if exc.errno == errno.EADDRINUSE
+            else exc.strerror or str(exc)
+        )
+        raise StartupError(
+            f"cannot listen on {host}:{port}: {why}; set another with {setting}"
+        ) from None
 
 
 async def _run_worker(config: dict[str, Any], sockets: list, ops_sockets: list | None) -> int:
@@ -155,7 +164,7 @@ async def _run_worker(config: dict[str, Any], sockets: list, ops_sockets: list |
     timeout = float(config["server"]["shutdown_timeout_secs"])
     try:
         await asyncio.wait_for(server.shutdown(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.error("shutdown took longer than %.0fs; exiting anyway", timeout)
         return 1
     return 0

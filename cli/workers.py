@@ -3,6 +3,7 @@ pass a stop signal on."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -31,10 +32,8 @@ def supervise_workers(count: int) -> int | None:
         nonlocal stopping
         stopping = True
         for child in list(children):
-            try:
+            with contextlib.suppress(ProcessLookupError):  # it has just exited
                 os.kill(child, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
     signal.signal(signal.SIGTERM, pass_on)
     signal.signal(signal.SIGINT, pass_on)
@@ -48,8 +47,9 @@ def supervise_workers(count: int) -> int | None:
             continue
         _mark_metrics_dead(pid)
         if not stopping:
-            log.warning("worker %d (pid %d) died with status %d; starting another",
-                        index, pid, status)
+            log.warning(
+                "worker %d (pid %d) died with status %d; starting another", index, pid, status
+            )
             new_pid = os.fork()
             if new_pid == 0:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)

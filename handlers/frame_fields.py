@@ -10,8 +10,9 @@ from typing import Any
 from handlers.validation import MAX_INT, NOT_STRING, REQUIRED, is_int, is_storable_text
 
 MAX_REF_CHARS = 64
-BAD_REF = (f"Must be a string of at most {MAX_REF_CHARS} characters or an integer "
-           f"from 0 to {MAX_INT}.")
+BAD_REF = (
+    f"Must be a string of at most {MAX_REF_CHARS} characters or an integer from 0 to {MAX_INT}."
+)
 
 
 def is_echoable_ref(ref: Any) -> bool:

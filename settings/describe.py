@@ -19,20 +19,24 @@ def describe_error(exc: ValidationError, layers: list[Layer]) -> str:
     # A union's branches each report an error (loc ending in "str", "int"):
     # name and count the setting, not the branch.
     loc = raw if err["type"] == "extra_forbidden" else _setting_path(raw)
-    settings = {raw if e["type"] == "extra_forbidden" else _setting_path(tuple(e["loc"]))
-                for e in errors}
+    settings = {
+        raw if e["type"] == "extra_forbidden" else _setting_path(tuple(e["loc"])) for e in errors
+    }
     more = f" (and {len(settings) - 1} more)" if len(settings) > 1 else ""
     key = ".".join(str(part) for part in loc)
     origin = next((o for layer in reversed(layers) if (o := layer.origin(loc))), "unknown")
     if err["type"] == "extra_forbidden":
         valid = _field_names(loc[:-1])
-        return (f"config: unknown setting {key} ({origin})"
-                + did_you_mean(str(loc[-1]), valid, lambda s: ".".join([*map(str, loc[:-1]), s]))
-                + more)
+        return (
+            f"config: unknown setting {key} ({origin})"
+            + did_you_mean(str(loc[-1]), valid, lambda s: ".".join([*map(str, loc[:-1]), s]))
+            + more
+        )
     if err["type"] == "missing":
         if any(isinstance(part, int) for part in loc):  # an item of a list (webhooks)
-            item = next((o for layer in reversed(layers) if (o := layer.origin(loc[:-1]))),
-                        "unknown")
+            item = next(
+                (o for layer in reversed(layers) if (o := layer.origin(loc[:-1]))), "unknown"
+            )
             return f"config: {key} is not set ({item}): each item needs it{more}"
         return f"config: {key} is not set; {DEFAULT_CONFIG_PATH} must set every key{more}"
     expected = _expected(loc) or err["msg"]
@@ -70,7 +74,6 @@ def _list_item(annotation: Any) -> Any:
     return args[0] if typing.get_origin(annotation) is list and args else None
 
 
-
 def _field_names(loc: tuple[Any, ...]) -> list[str]:
     model: Any = Settings
     for part in loc:
@@ -93,4 +96,3 @@ def _expected(loc: tuple[Any, ...]) -> str | None:
         description = field.description
         model = field.annotation
     return description
-

@@ -54,9 +54,9 @@ class Layer:
         """Where this layer set the key at ``loc`` (or a key under it), if it did."""
         node: Any = self.data
         for part in loc:
-            if isinstance(node, dict) and part in node:
-                node = node[part]
-            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            if (isinstance(node, dict) and part in node) or (
+                isinstance(node, list) and isinstance(part, int) and part < len(node)
+            ):
                 node = node[part]
             else:
                 return None
@@ -68,7 +68,6 @@ class Layer:
         return self.label
 
 
-
 def merge(into: dict[str, Any], update: dict[str, Any]) -> None:
     """Merge ``update`` into ``into`` in place, section by section."""
     for key, value in update.items():
@@ -78,8 +77,9 @@ def merge(into: dict[str, Any], update: dict[str, Any]) -> None:
             into[key] = copy.deepcopy(value)
 
 
-
 def file_layer(path: str) -> Layer:
+    """The settings in the YAML file at ``path``; a missing, unreadable or
+    malformed file is a ``ConfigError``."""
     path = os.path.abspath(path)
     try:
         with open(path, encoding="utf-8") as f:
@@ -94,13 +94,16 @@ def file_layer(path: str) -> Layer:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config: {path} must be a mapping of sections (server:, storage:, "
-                          f"...), not {type(data).__name__}")
+        raise ConfigError(
+            f"config: {path} must be a mapping of sections (server:, storage:, "
+            f"...), not {type(data).__name__}"
+        )
     return Layer(f"in {path}", os.path.dirname(path), data)
 
 
-
 def env_layer(environ: Mapping[str, str]) -> Layer:
+    """The settings the CHAT_* variables of ``environ`` set; an unknown section
+    or a list or mapping that is not JSON is a ``ConfigError``."""
     data: dict[str, Any] = {}
     names: dict[tuple[str, ...], str] = {}
     for name, (section, key) in LEGACY_ENV.items():
@@ -112,20 +115,25 @@ def env_layer(environ: Mapping[str, str]) -> Layer:
         upper = name.upper()
         if not upper.startswith(ENV_PREFIX) or ENV_DELIMITER not in upper:
             continue
-        section = upper[len(ENV_PREFIX):].split(ENV_DELIMITER)[0].lower()
+        section = upper[len(ENV_PREFIX) :].split(ENV_DELIMITER)[0].lower()
         if section not in sections:
-            rest = upper[len(ENV_PREFIX) + len(section):]
-            raise ConfigError(f"config: unknown setting {name} (in the environment)"
-                              + did_you_mean(section, sections,
-                                              lambda s: ENV_PREFIX + s.upper() + rest))
+            rest = upper[len(ENV_PREFIX) + len(section) :]
+            raise ConfigError(
+                f"config: unknown setting {name} (in the environment)"
+                + did_you_mean(
+                    section, sections, lambda s, rest=rest: ENV_PREFIX + s.upper() + rest
+                )
+            )
     try:
         merge(data, _EnvironSource(environ)())
     except SettingsError as exc:
         field = re.search(r'field "(\w+)"', str(exc))
         which = env_name((field.group(1), "...")) if field else "a CHAT_SECTION__KEY variable"
-        raise ConfigError(f"config: {which} in the environment is not valid: expected JSON "
-                          f"for a list or mapping, e.g. "
-                          f'CHAT_SERVER__ALLOWED_ORIGINS=\'["https://a.example"]\'') from None
+        raise ConfigError(
+            f"config: {which} in the environment is not valid: expected JSON "
+            f"for a list or mapping, e.g. "
+            f"CHAT_SERVER__ALLOWED_ORIGINS='[\"https://a.example\"]'"
+        ) from None
     return Layer("in the environment", os.getcwd(), data, names)
 
 
@@ -138,17 +146,18 @@ class _EnvironSource(EnvSettingsSource):
         super().__init__(Settings)
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty,
-                              self.env_parse_none_str)
-
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
 
 
 def env_name(loc: tuple[Any, ...]) -> str:
+    """The CHAT_SECTION__KEY variable that sets the key at ``loc``."""
     return ENV_PREFIX + ENV_DELIMITER.join(str(part).upper() for part in loc)
 
 
-
 def did_you_mean(name: str, valid: Any, spell: Any) -> str:
+    """The end of an unknown-key error: the closest valid name, spelled by
+    ``spell``, or the list of valid names."""
     close = difflib.get_close_matches(name, list(valid), n=1)
     return f"; did you mean {spell(close[0])}?" if close else f"; valid: {', '.join(valid)}"
-

@@ -21,8 +21,11 @@ from settings.layers import DEFAULT_CONFIG_PATH, ConfigError, Layer, env_layer, 
 from settings.schema import Settings
 
 
-def load_config(path: str | None = None, environ: Mapping[str, str] | None = None,
-                overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def load_config(
+    path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """The validated settings as a nested dict; raises ``ConfigError``.
 
     Runs once at start-up (and per CLI command): ``path`` is ``--config``,
@@ -47,13 +50,12 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
     return config
 
 
-
 def _absolute_sqlite_url(url: str, layers: list[Layer]) -> str:
     """A relative sqlite path, made absolute against the folder of the layer that
     set it: config.yaml's own folder for the default, so ``make run`` finds the
     same database from any working directory."""
     prefix = "sqlite:///"
-    if not url.startswith(prefix) or os.path.isabs(url[len(prefix):]):
+    if not url.startswith(prefix) or os.path.isabs(url[len(prefix) :]):
         return url
     setter = next(layer for layer in reversed(layers) if layer.origin(("storage", "url")))
-    return prefix + os.path.normpath(os.path.join(setter.folder, url[len(prefix):]))
+    return prefix + os.path.normpath(os.path.join(setter.folder, url[len(prefix) :]))

@@ -16,6 +16,17 @@ from settings import load_config, merge as _merge  # noqa: E402
 from tests.helpers import Api  # noqa: E402
 
 
+def pytest_xdist_make_scheduler(config, log):
+    """Runs in xdist's controller before tests are handed out: ``make test``'s
+    ``--dist loadgroup`` uses the groups of tests/xdist_groups.py (a file per
+    worker, the real-Mongo tier on one worker)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from tests.xdist_groups import GroupScheduling
+
+    return GroupScheduling(config, log)
+
+
 @pytest.fixture
 def overrides() -> dict[str, Any]:
     """Settings a test module or test changes (override this fixture)."""
