@@ -106,6 +106,12 @@ class _Cell:
 
 
 class ActorSystem:
+    """The live actors, one per key, made by ``factory`` on the first command
+    for a key: ``tell`` / ``ask`` put a command in its mailbox (bounded:
+    ``MailboxFull`` past ``mailbox_size``); an actor idle for
+    ``idle_timeout_secs`` stops (passivation); one that fails restarts, at
+    most ``max_restarts`` times per ``restart_window_secs``."""
+
     def __init__(self, factory: Callable[[Hashable], Actor], *, mailbox_size: int = 1000,
                  idle_timeout_secs: float = 300.0, max_restarts: int = 3,
                  restart_window_secs: float = 60.0):
