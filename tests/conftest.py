@@ -27,6 +27,17 @@ def pytest_xdist_make_scheduler(config, log):
     return GroupScheduling(config, log)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Runs in each worker once the tests are collected; xdist hands out groups
+    in this order. The real-Mongo tier goes first: it is the longest chain on
+    one worker, so it starts at once instead of finishing last."""
+    if config.getvalue("dist") == "loadgroup":
+        from tests.xdist_groups import WIRE_GROUP, group_of
+
+        items.sort(key=lambda item: group_of(item.nodeid) != WIRE_GROUP)  # stable
+
+
 @pytest.fixture
 def overrides() -> dict[str, Any]:
     """Settings a test module or test changes (override this fixture)."""
