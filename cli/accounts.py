@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cli.startup import opened_storage
-from storage.base import ChatStorage, Role
+from storage.base import Admin, ChatStorage, Role, Store
 
 MAX_NAME_CHARS = 200
 # RFC 5321's limit on a forward path.
@@ -85,6 +85,7 @@ async def create_account(
     storage: ChatStorage, role: Role, name: str, email: str | None, logo_url: str | None = None
 ) -> str:
     """Store a new account; print what it is and return its key."""
+    account: Admin | Store
     if role is Role.ADMIN:
         account, key = await storage.create_admin(name, email)
     else:
@@ -95,6 +96,8 @@ async def create_account(
 
 async def list_accounts(storage: ChatStorage, role: Role) -> str:
     """The accounts of ``role`` as a table (id, name, email[, logo]); never keys."""
+    header: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
     if role is Role.ADMIN:
         header = ("id", "name", "email")
         rows = [(a.id, a.name, a.email) for a in await storage.list_admins()]

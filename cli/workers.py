@@ -42,9 +42,9 @@ def supervise_workers(count: int) -> int | None:
             pid, status = os.wait()
         except ChildProcessError:
             break
-        index = children.pop(pid, None)
-        if index is None:
+        if pid not in children:
             continue
+        index = children.pop(pid)
         _mark_metrics_dead(pid)
         if not stopping:
             log.warning(
