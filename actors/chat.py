@@ -32,6 +32,8 @@ STORE_ROUTES_KEPT = 50_000
 
 @dataclass(frozen=True)
 class ChatSettings:
+    """The ``chat`` and ``actors`` settings the service needs."""
+
     max_sessions_per_admin: int = 0
     mailbox_size: int = 1000
     idle_timeout_secs: float = 300.0
@@ -40,6 +42,10 @@ class ChatSettings:
 
 
 class ChatService:
+    """What handlers call: each command goes to its session's actor, which
+    answers with a domain result or raises a ``ChatError``. ``on_stored``
+    runs after every write, to wake the event feed."""
+
     def __init__(self, storage: ChatStorage, settings: ChatSettings,
                  on_stored: Callable[[], None] = lambda: None):
         self.storage = storage
@@ -56,14 +62,18 @@ class ChatService:
 
     # --- admin commands -----------------------------------------------------
     async def claim(self, admin: Principal, session_id: int) -> Session:
+        """Give an open session to ``admin``; ``Conflict`` if another holds it,
+        it is closed, or the admin is at the per-admin limit."""
         command = Claim(Admin(admin.id, admin.name, admin.email),
                         self.settings.max_sessions_per_admin)
         return await self.actors.ask(session_id, command)
 
     async def release(self, admin: Principal, session_id: int) -> Session:
+        """Put the admin's session back in the queue."""
         return await self.actors.ask(session_id, Release(admin.id))
 
     async def close(self, admin: Principal, session_id: int) -> Session:
+        """Close the admin's session; the store's next message opens a new one."""
         return await self.actors.ask(session_id, Close(admin.id))
 
     async def post_admin_message(self, admin: Principal, session_id: int, body: str,

@@ -12,11 +12,11 @@ class ChatError(Exception):
 
 
 class NotFound(ChatError):
-    pass
+    """No such session, or one the caller may not see (both are 404)."""
 
 
 class PermissionDenied(ChatError):
-    pass
+    """The caller may see the session but not do this to it (403)."""
 
 
 class Conflict(ChatError):
@@ -46,6 +46,8 @@ class Overloaded(ChatError):
 
 
 class MailboxFull(Overloaded):
+    """The session's mailbox is full: the caller is told to retry (503)."""
+
     def __init__(self) -> None:
         super().__init__("Session is busy, try again shortly.")
 

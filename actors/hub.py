@@ -104,8 +104,10 @@ class Hub:
     def __init__(self) -> None:
         self._subs: dict[int, Subscriber] = {}
         self._admins: set[int] = set()
-        self._by_store: dict[int, set[int]] = collections.defaultdict(set)
-        self._by_admin: dict[int, set[int]] = collections.defaultdict(set)
+        # Keyed by account id; looked up with an event's ids, which are None
+        # for a session no admin holds (such a lookup finds nothing).
+        self._by_store: dict[int | None, set[int]] = collections.defaultdict(set)
+        self._by_admin: dict[int | None, set[int]] = collections.defaultdict(set)
         self._watchers: dict[int, set[int]] = collections.defaultdict(set)
 
     def __len__(self) -> int:
@@ -313,7 +315,7 @@ def _message_from_doc(doc: dict[str, Any]) -> Message:
                    doc["body"], doc.get("client_id"), doc["created"], doc.get("event"))
 
 
-def _discard(index: dict[int, set[int]], key: int | None, conn_id: int) -> None:
+def _discard(index: dict[Any, set[int]], key: int | None, conn_id: int) -> None:
     members = index.get(key)
     if members is not None:
         members.discard(conn_id)

@@ -60,7 +60,7 @@ class PresenceTracker:
         self._sockets: collections.Counter[int] = collections.Counter()
         self._dirty: set[int] = set()
         self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
     def live_after(self) -> float:
         """Rows refreshed before this moment no longer count."""

@@ -45,7 +45,7 @@ class RequeueSweeper:
         self.service = service
         self.settings = settings
         self.live_after = live_after  # presence's expiry: who counts as online
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start sweeping if either rule is on (runs once, before serving)."""

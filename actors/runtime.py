@@ -42,6 +42,10 @@ from actors import metrics
 from actors.errors import ActorStopped, ChatError, MailboxFull
 from storage.base import Reply
 
+# Who waits for a command's outcome: an ask's future, a reply callback, or no
+# one (a tell).
+Waiter = asyncio.Future[Any] | Reply | None
+
 log = logging.getLogger(__name__)
 
 _STOP = object()
@@ -88,8 +92,8 @@ class _Cell:
     def __init__(self, key: Hashable, actor: Actor):
         self.key = key
         self.actor = actor
-        self.mailbox: collections.deque[tuple[Any, asyncio.Future | None]] = collections.deque()
-        self.wake: asyncio.Future | None = None  # set while the loop waits for work
+        self.mailbox: collections.deque[tuple[Any, Waiter]] = collections.deque()
+        self.wake: asyncio.Future[None] | None = None  # set while the loop waits for work
         self.started = False
         # Commands running (in the loop, inline in an ask, or started now);
         # more than one only for commands of one overlap key.
@@ -98,10 +102,16 @@ class _Cell:
         self.stopped = False
         self.last_active = time.monotonic()
         self.restarts: collections.deque[float] = collections.deque()
-        self.task: asyncio.Task | None = None
+        self.task: asyncio.Task[None] | None = None
 
 
 class ActorSystem:
+    """The live actors, one per key, made by ``factory`` on the first command
+    for a key: ``tell`` / ``ask`` put a command in its mailbox (bounded:
+    ``MailboxFull`` past ``mailbox_size``); an actor idle for
+    ``idle_timeout_secs`` stops (passivation); one that fails restarts, at
+    most ``max_restarts`` times per ``restart_window_secs``."""
+
     def __init__(self, factory: Callable[[Hashable], Actor], *, mailbox_size: int = 1000,
                  idle_timeout_secs: float = 300.0, max_restarts: int = 3,
                  restart_window_secs: float = 60.0):
@@ -111,7 +121,7 @@ class ActorSystem:
         self._max_restarts = max_restarts
         self._restart_window_secs = restart_window_secs
         self._cells: dict[Hashable, _Cell] = {}
-        self._sweeper: asyncio.Task | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
 
     def __len__(self) -> int:
@@ -198,7 +208,7 @@ class ActorSystem:
                 _wake(cell)
 
     def _enqueue(self, key: Hashable, command: Any,
-                 future: asyncio.Future | Reply | None) -> None:
+                 future: Waiter) -> None:
         # No await between lookup and put: a passivation (also synchronous)
         # cannot slip in between and strand the command in a dead mailbox.
         if self._closing:
@@ -274,7 +284,7 @@ class ActorSystem:
                 log.exception("actor %r failed in on_stop", cell.key)
 
     def _take_group(self, cell: _Cell, command: Any,
-                    future: asyncio.Future | None) -> list[tuple[Any, asyncio.Future | None]]:
+                    future: Waiter) -> list[tuple[Any, Waiter]]:
         """The command, and the queued ones right behind it that may overlap it
         (same ``Actor.overlap_key``), up to ``MAX_GROUP``."""
         group = [(command, future)]
@@ -289,7 +299,7 @@ class ActorSystem:
             group.append(mailbox.popleft())
         return group
 
-    async def _run_group(self, cell: _Cell, group: list) -> bool:
+    async def _run_group(self, cell: _Cell, group: list[tuple[Any, Waiter]]) -> bool:
         """Start every command of the group at once (each reaches storage in
         mailbox order, so one commit can take them all), then answer each in
         order. False if the actor must stop."""
@@ -382,7 +392,7 @@ def _wake(cell: _Cell) -> None:
         cell.wake.set_result(None)
 
 
-def _settle(future: asyncio.Future | Reply | None, result: Any = None,
+def _settle(future: Waiter, result: Any = None,
             exc: BaseException | None = None) -> None:
     if future is None:
         return

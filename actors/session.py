@@ -27,22 +27,30 @@ LIMIT_REACHED = "Session limit reached."
 
 @dataclass(frozen=True)
 class Claim:
+    """An admin takes an open session, within ``max_sessions`` (0: no limit)."""
+
     admin: Admin
     max_sessions: int
 
 
 @dataclass(frozen=True)
 class Release:
+    """The holder puts the session back in the queue."""
+
     admin_id: int
 
 
 @dataclass(frozen=True)
 class Close:
+    """The holder closes the session."""
+
     admin_id: int
 
 
 @dataclass(frozen=True)
 class PostAdminMessage:
+    """The holder writes; ``client_id`` makes a resend a no-op."""
+
     admin_id: int
     body: str
     client_id: str | None
@@ -50,12 +58,17 @@ class PostAdminMessage:
 
 @dataclass(frozen=True)
 class PostStoreMessage:
+    """The store writes (opening a session when it has none)."""
+
     store_id: int
     body: str
     client_id: str | None
 
 
 class SessionActor(Actor):
+    """The one writer of a session in this process: runs its commands one at
+    a time (messages may overlap messages), each as a guarded storage write."""
+
     def __init__(self, session_id: int, storage: ChatStorage, on_stored: Callable[[], None]):
         self.session_id = session_id
         self.storage = storage
@@ -74,6 +87,7 @@ class SessionActor(Actor):
         self.session = None
 
     async def receive(self, command: Any) -> Any:
+        """Runs for each command taken from the mailbox: its handler's result."""
         return await _HANDLERS[type(command)](self, command)
 
     def start_now(self, command: Any, reply: Any) -> bool:
@@ -254,6 +268,8 @@ def _seconds_between(earlier_iso: str, later_iso: str) -> float:
 # --- commands of the support workflow (issue 12) ------------------------------------
 @dataclass(frozen=True)
 class Transfer:
+    """The holder hands the session to another admin, within their limit."""
+
     admin_id: int
     target_id: int
     max_sessions: int
@@ -261,6 +277,8 @@ class Transfer:
 
 @dataclass(frozen=True)
 class MarkRead:
+    """One side has read up to ``seq``."""
+
     side: str  # "store" or "admin"
     reader_id: int
     seq: int
@@ -268,6 +286,8 @@ class MarkRead:
 
 @dataclass(frozen=True)
 class Requeue:
+    """The sweeper puts a stale claim back in the queue, if still stale."""
+
     stale: StaleClaim
     cutoffs: StaleCutoffs
 

@@ -177,7 +177,7 @@ class ChatServer:
 def workflow_parts(config: dict[str, Any], service: ChatService, storage: Any,
                    poke: Any) -> tuple[PresenceTracker, RequeueSweeper]:
     """The support workflow's background parts, from ``presence`` and ``chat``
-    (checked by handlers/settings.py)."""
+    (checked by settings/schema.py)."""
     presence = PresenceTracker(storage, PresenceSettings(**config["presence"]), on_stored=poke)
     chat = config["chat"]
     requeue = RequeueSweeper(service, RequeueSettings(

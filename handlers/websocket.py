@@ -27,11 +27,10 @@ from handlers.errors import (
     WS_CLOSE_BAD_KEY, WS_CLOSE_INTERNAL_ERROR, WS_CLOSE_TRY_AGAIN_LATER, WS_CLOSE_WRONG_KIND,
     HTTPProblem, JSONErrors, error_frame,
 )
+from handlers.frame_fields import BAD_REF, describe_bad_choice, is_echoable_ref
 from handlers.throttle import Throttle
 from handlers.render import message_json, principal_json
-from handlers.validation import (
-    MAX_INT, NOT_STRING, REQUIRED, Fields, integral, is_int, is_storable_text,
-)
+from handlers.validation import Fields
 from handlers.ws_protocol import FramedConnection, framed_connection
 from storage.base import MAX_HISTORY_PAGE, PostResult, Principal, Role
 
@@ -379,30 +378,3 @@ _FRAME_HANDLERS = {
     **workflow.FRAME_HANDLERS,  # read, presence
 }
 _FRAME_TYPES = set(_FRAME_HANDLERS) | {"auth"}
-
-MAX_REF_CHARS = 64
-BAD_REF = (f"Must be a string of at most {MAX_REF_CHARS} characters or an integer "
-           f"from 0 to {MAX_INT}.")
-
-
-def is_echoable_ref(ref: Any) -> bool:
-    """A ``ref`` we can send back as it came, in JSON and in msgpack alike.
-    An integer-valued number (``5.0``) is an integer here as in every field,
-    and is echoed as it came (the client matches on what it sent)."""
-    if is_int(ref):
-        return 0 <= ref <= MAX_INT
-    if isinstance(ref, float):
-        number = integral(ref)
-        return number is not None and 0 <= number <= MAX_INT
-    return is_storable_text(ref) and len(ref) <= MAX_REF_CHARS
-
-
-def describe_bad_choice(kind: Any) -> str:
-    """DRF's choice error, echoing the value only when it is short, clean text."""
-    if kind is None:
-        return REQUIRED
-    if not isinstance(kind, str):
-        return NOT_STRING
-    if is_storable_text(kind) and len(kind) <= MAX_REF_CHARS:
-        return f'"{kind}" is not a valid choice.'
-    return "Not a valid choice."

@@ -15,6 +15,7 @@ from typing import Any
 
 from actors.errors import Invalid, NotFound, PermissionDenied
 from handlers.base import APIHandler
+from handlers.frame_fields import describe_bad_choice
 from handlers.paging import list_limit
 from handlers.render import session_json
 from handlers.validation import MAX_INT, Fields, decode_json, is_int
@@ -125,8 +126,6 @@ async def on_presence_frame(socket: Any, frame: dict[str, Any], ref: Any) -> Non
         raise PermissionDenied()
     status = frame.get("status")
     if status not in PRESENCE_CHOICES:
-        from handlers.websocket import describe_bad_choice  # (it imports this module)
-
         raise Invalid({"status": [describe_bad_choice(status)]})
     await socket.service.presence.set_away(who.id, status == AWAY)
     socket.send({"type": "ack", "ref": ref, "status": status})

@@ -12,8 +12,30 @@ import tornado.testing
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from handlers.app import ChatServer  # noqa: E402
-from server import load_config, _merge  # noqa: E402
+from settings import load_config, merge as _merge  # noqa: E402
 from tests.helpers import Api  # noqa: E402
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Runs in xdist's controller before tests are handed out: ``make test``'s
+    ``--dist loadgroup`` uses the groups of tests/xdist_groups.py (a file per
+    worker, the real-Mongo tier on one worker)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from tests.xdist_groups import GroupScheduling
+
+    return GroupScheduling(config, log)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Runs in each worker once the tests are collected; xdist hands out groups
+    in this order. The real-Mongo tier goes first: it is the longest chain on
+    one worker, so it starts at once instead of finishing last."""
+    if config.getvalue("dist") == "loadgroup":
+        from tests.xdist_groups import WIRE_GROUP, group_of
+
+        items.sort(key=lambda item: group_of(item.nodeid) != WIRE_GROUP)  # stable
 
 
 @pytest.fixture
@@ -100,9 +122,15 @@ async def open_session(api: Api, store_key: str, body: str = "Hello") -> dict[st
 
 @pytest.fixture(scope="session")
 def wire_server(tmp_path_factory):
-    """The real-Mongo tier's server, one per test run (tests/wire_server.py):
+    """The real-Mongo tier's server, one per test process (tests/wire_server.py):
     CHAT_TEST_MONGO_URL, else a SecantusDB started here; skipped with the
-    reason when neither is available."""
+    reason when neither is available.
+
+    Under xdist each worker that runs a tier test starts its own SecantusDB
+    (a second or two, on its own port and data folder), rather than sharing
+    one across workers through a lock file: every test takes a database of
+    its own anyway, a failpoint is server-wide state that one worker's test
+    would set under another's, and the server slows down the longer it lives."""
     from tests.wire_server import WireServer, secantus_command, start_secantus
 
     url = os.environ.get("CHAT_TEST_MONGO_URL")

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgpack
@@ -231,3 +232,41 @@ def run_server_py(*args: str, env: dict[str, str] | None = None, cwd: str = ROOT
     return subprocess.run([sys.executable, os.path.join(ROOT, "server.py"), *args], cwd=cwd,
                           capture_output=True, text=True, env={**base, **(env or {})},
                           timeout=timeout)
+
+
+def create_keys(db_url: str, admins: int = 1, stores: int = 1) -> tuple[list[str], list[str]]:
+    """Keys of ``admins`` new admins and ``stores`` new stores in the database at
+    ``db_url``. The first account is made by the real CLI (which also creates
+    the file, with the default settings), the others in-process through
+    storage: a ``server.py`` process per key took about a second each, and a
+    test that made fifty ran out of its time on a loaded machine."""
+    env = {"CHAT_STORAGE_URL": db_url}
+    admin_keys: list[str] = []
+    store_keys: list[str] = []
+    if admins:
+        admin_keys.append(run_cli("create-admin", "--name", "Admin0", env=env).splitlines()[-1])
+    elif stores:
+        store_keys.append(run_cli("create-store", "--name", "Store0", "--logo-url",
+                                  "https://example.com/l.png", env=env).splitlines()[-1])
+
+    async def create_the_others() -> None:
+        from settings import load_config
+        from storage import open_storage
+
+        config = load_config(environ={}, overrides={"storage": {"url": db_url}})
+        storage = open_storage(db_url, config["storage"])
+        await storage.setup()
+        try:
+            for i in range(len(admin_keys), admins):
+                admin_keys.append((await storage.create_admin(f"Admin{i}", None))[1])
+            for i in range(len(store_keys), stores):
+                store_keys.append((await storage.create_store(
+                    f"Store{i}", None, "https://example.com/l.png"))[1])
+        finally:
+            await storage.close()
+
+    # Callers are coroutines on a running loop: storage gets a loop of its own.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, create_the_others()).result()
+    return admin_keys, store_keys
+

@@ -12,9 +12,8 @@ import subprocess
 import pytest
 import yaml
 
-from tests.helpers import ROOT, Api, ServerProcess, Socket
-from tests.test_ops import parse_metrics, scripted_flow
-from tests.test_processes import create_keys
+from tests.helpers import ROOT, Api, ServerProcess, Socket, create_keys
+from tests.processes.test_ops import parse_metrics, scripted_flow
 
 DASHBOARD = os.path.join(ROOT, "docs", "grafana", "chat.json")
 ALERTS = os.path.join(ROOT, "docs", "prometheus", "alerts.yml")

@@ -18,9 +18,8 @@ import yaml
 
 from handlers.webhook_delivery import render_body, sign
 from storage.workflow import OutboxEntry
-from tests.helpers import Api, ServerProcess, free_port
-from tests.test_ops import parse_metrics
-from tests.test_processes import create_keys
+from tests.helpers import Api, ServerProcess, create_keys, free_port
+from tests.processes.test_ops import parse_metrics
 
 SECRET = "s3cret"
 

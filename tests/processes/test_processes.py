@@ -8,17 +8,7 @@ import signal
 
 import pytest
 
-from tests.helpers import Api, ServerProcess, run_cli
-
-
-def create_keys(db_url, admins=1, stores=1):
-    env = {"CHAT_STORAGE_URL": db_url}
-    admin_keys = [run_cli("create-admin", "--name", f"Admin{i}", env=env).splitlines()[-1]
-                  for i in range(admins)]
-    store_keys = [run_cli("create-store", "--name", f"Store{i}", "--logo-url",
-                          "https://example.com/l.png", env=env).splitlines()[-1]
-                  for i in range(stores)]
-    return admin_keys, store_keys
+from tests.helpers import Api, ServerProcess, create_keys, run_cli
 
 
 def test_create_commands_print_the_new_key_alone_on_the_last_line(db_url):

@@ -22,24 +22,29 @@ DEMO_STORE = ("Tech Store (demo)", "store@example.com", "https://example.com/log
 async def seed_demo(storage: ChatStorage, config: dict[str, Any], cli: str) -> None:
     """Create or find the demo accounts and print the walkthrough (runs once at
     start-up, before the workers start). ``cli`` is how to run server.py again."""
-    admin = next((a for a in await storage.list_admins()
-                  if (a.name, a.email) == DEMO_ADMIN), None)
-    store = next((s for s in await storage.list_stores()
-                  if (s.name, s.email, s.logo_url) == DEMO_STORE), None)
+    admin = next((a for a in await storage.list_admins() if (a.name, a.email) == DEMO_ADMIN), None)
+    store = next(
+        (s for s in await storage.list_stores() if (s.name, s.email, s.logo_url) == DEMO_STORE),
+        None,
+    )
     site = f"http://{config['server']['host']}:{config['server']['port']}"
     if admin is None and store is None:
         if await storage.count_accounts():
-            print("--demo: the database already has accounts; not creating demo ones.\n"
-                  f"Create keys with: {cli} create-admin --name NAME\n"
-                  f"See accounts with: {cli} list-admins (or list-stores)", flush=True)
+            print(
+                "--demo: the database already has accounts; not creating demo ones.\n"
+                f"Create keys with: {cli} create-admin --name NAME\n"
+                f"See accounts with: {cli} list-admins (or list-stores)",
+                flush=True,
+            )
             return
         admin, admin_key = await storage.create_admin(*DEMO_ADMIN)
         store, store_key = await storage.create_store(*DEMO_STORE)
         keys = CREATED.format(admin_key=admin_key, store_key=store_key)
         browser = BROWSER.format(site=site, admin_key=admin_key, store_key=store_key)
     else:
-        keys = REUSED.format(cli=cli, admin=_rotate(cli, "admin", admin),
-                             store=_rotate(cli, "store", store))
+        keys = REUSED.format(
+            cli=cli, admin=_rotate(cli, "admin", admin), store=_rotate(cli, "store", store)
+        )
         browser = BROWSER.format(site=site, admin_key="$ADMIN", store_key="$STORE")
     print(keys + browser + WALKTHROUGH.format(base=f"{site}/v1/chat"), flush=True)
 

@@ -11,8 +11,7 @@ import time
 import pytest
 import yaml
 
-from tests.helpers import Api, ServerProcess, Socket
-from tests.test_processes import create_keys
+from tests.helpers import Api, ServerProcess, Socket, create_keys
 
 
 def start_two(db_url, processes, tmp_path, settings: dict) -> list[ServerProcess]:

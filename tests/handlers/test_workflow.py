@@ -242,7 +242,7 @@ async def test_an_unanswered_claim_goes_back_to_the_queue_in_its_original_place(
      "webhooks.0.secret is not set"),
 ])
 def test_bad_workflow_settings_are_one_line_naming_the_key(env, expected):
-    from handlers.settings import ConfigError, load_config
+    from settings import ConfigError, load_config
 
     with pytest.raises(ConfigError) as refused:
         load_config(environ=env)
@@ -250,8 +250,8 @@ def test_bad_workflow_settings_are_one_line_naming_the_key(env, expected):
 
 
 def test_check_config_shows_webhooks_with_their_secrets_hidden():
-    from handlers.settings import load_config
-    from handlers.shown_settings import dump_config
+    from settings import load_config
+    from settings.shown import dump_config
 
     config = load_config(environ={"CHAT_WEBHOOKS": '[{"url": "https://u:pw@crm.example/h",'
                                                    ' "events": ["message"], "secret": "s3cret"}]'})

@@ -10,8 +10,7 @@ import time
 
 import pytest
 
-from tests.helpers import Api, ServerProcess, Socket
-from tests.test_processes import create_keys
+from tests.helpers import Api, ServerProcess, Socket, create_keys
 
 
 async def worker_pids(api_base: str, expected: int = 2, within_secs: float = 15.0) -> set[int]:

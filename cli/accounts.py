@@ -10,11 +10,14 @@ again: ``list-*`` shows accounts, not keys. Bad input is an ``AccountError``
 
 from __future__ import annotations
 
+import argparse
 import re
 import urllib.parse
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from storage.base import ChatStorage, Role
+from cli.startup import opened_storage
+from storage.base import Admin, ChatStorage, Role, Store
 
 MAX_NAME_CHARS = 200
 # RFC 5321's limit on a forward path.
@@ -47,6 +50,7 @@ def clean_name(name: str) -> str:
 
 
 def clean_email(email: str | None) -> str | None:
+    """The address, trimmed, if it looks like one (name@example.com); None stays None."""
     if email is None:
         return None
     email = email.strip()
@@ -63,17 +67,25 @@ def clean_logo_url(url: str | None) -> str | None:
         return None
     url = url.strip()
     parts = urllib.parse.urlsplit(url)
-    if (parts.scheme != "https" or not parts.hostname or len(url) > MAX_URL_CHARS
-            or not url.isprintable() or any(c.isspace() for c in url)):
-        raise AccountError(f"--logo-url {url!r} is not an https:// URL "
-                           "like https://example.com/logo.png")
+    if (
+        parts.scheme != "https"
+        or not parts.hostname
+        or len(url) > MAX_URL_CHARS
+        or not url.isprintable()
+        or any(c.isspace() for c in url)
+    ):
+        raise AccountError(
+            f"--logo-url {url!r} is not an https:// URL like https://example.com/logo.png"
+        )
     return url
 
 
 # --- commands ---------------------------------------------------------------------
-async def create_account(storage: ChatStorage, role: Role, name: str, email: str | None,
-                         logo_url: str | None = None) -> str:
+async def create_account(
+    storage: ChatStorage, role: Role, name: str, email: str | None, logo_url: str | None = None
+) -> str:
     """Store a new account; print what it is and return its key."""
+    account: Admin | Store
     if role is Role.ADMIN:
         account, key = await storage.create_admin(name, email)
     else:
@@ -84,6 +96,8 @@ async def create_account(storage: ChatStorage, role: Role, name: str, email: str
 
 async def list_accounts(storage: ChatStorage, role: Role) -> str:
     """The accounts of ``role`` as a table (id, name, email[, logo]); never keys."""
+    header: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
     if role is Role.ADMIN:
         header = ("id", "name", "email")
         rows = [(a.id, a.name, a.email) for a in await storage.list_admins()]
@@ -100,8 +114,10 @@ async def rotate_key(storage: ChatStorage, role: Role, account_id: int) -> str:
     key = await storage.rotate_key(role, account_id)
     if key is None:
         raise NoSuchAccount(f"no {role.value} with id {account_id}")
-    print(f"New key for {role.value} {account_id}; the old key no longer works and its "
-          "open sockets are being closed. The new key, shown only now:")
+    print(
+        f"New key for {role.value} {account_id}; the old key no longer works and its "
+        "open sockets are being closed. The new key, shown only now:"
+    )
     return key
 
 
@@ -109,13 +125,39 @@ async def revoke_key(storage: ChatStorage, role: Role, account_id: int) -> str:
     """Leave the account with no working key; return the line to print."""
     if not await storage.revoke_key(role, account_id):
         raise NoSuchAccount(f"no {role.value} with id {account_id}")
-    return (f"Revoked the key of {role.value} {account_id}: it gets 401 from now on and its "
-            f"open sockets are being closed. Give it a new key with: "
-            f"server.py rotate-key --{role.value} {account_id}")
+    return (
+        f"Revoked the key of {role.value} {account_id}: it gets 401 from now on and its "
+        f"open sockets are being closed. Give it a new key with: "
+        f"server.py rotate-key --{role.value} {account_id}"
+    )
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Rows under a header in left-aligned columns; None shows as ``-``."""
     cells = [list(header)] + [["-" if v is None else str(v) for v in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
-                     for row in cells)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+# --- dispatch ---------------------------------------------------------------------
+async def run_account_command(config: dict[str, Any], args: argparse.Namespace) -> str:
+    """Run one account command; return what to print last (a key, a table, a line)."""
+    command = args.command
+    if command.startswith("create-"):
+        name = clean_name(args.name)
+        email = clean_email(args.email)
+        logo_url = clean_logo_url(getattr(args, "logo_url", None))
+    async with opened_storage(config) as storage:
+        if command == "create-admin":
+            return await create_account(storage, Role.ADMIN, name, email)
+        if command == "create-store":
+            return await create_account(storage, Role.STORE, name, email, logo_url)
+        if command in ("list-admins", "list-stores"):
+            role = Role.ADMIN if command == "list-admins" else Role.STORE
+            return await list_accounts(storage, role)
+        role, account_id = (Role.ADMIN, args.admin) if args.admin else (Role.STORE, args.store)
+        if command == "rotate-key":
+            return await rotate_key(storage, role, account_id)
+        return await revoke_key(storage, role, account_id)

@@ -17,7 +17,7 @@ SECRET_NAME = re.compile(r"(secret|password|token|(^|_)keys?$)", re.IGNORECASE)
 def describe_storage(url: str) -> str:
     """The storage for the start-up line: the database file, or the redacted URL."""
     if url.startswith("sqlite:///"):
-        return f"database {url[len('sqlite:///'):]}"
+        return f"database {url[len('sqlite:///') :]}"
     return f"database {redact_url(url)}"
 
 
@@ -38,8 +38,9 @@ def redacted(config: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, dict):
             out[key] = redacted(value)
         elif isinstance(value, list) and any(isinstance(item, dict) for item in value):
-            out[key] = [redacted(item) if isinstance(item, dict) else item
-                        for item in value]  # webhooks: a list of mappings with secrets
+            out[key] = [
+                redacted(item) if isinstance(item, dict) else item for item in value
+            ]  # webhooks: a list of mappings with secrets
         elif SECRET_NAME.search(key) and value not in (None, "", []):
             out[key] = "***"
         elif isinstance(value, str) and "://" in value:

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from tests.conftest import claimed_session, make_admin, make_store, open_session
-from tests.test_websocket import admin_socket, store_socket
+from tests.handlers.test_websocket import admin_socket, store_socket
 
 
 async def collect_until(sock, last_seq: int, ref: str, timeout: float = 20.0) -> list[int]:

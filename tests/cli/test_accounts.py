@@ -16,7 +16,7 @@ from actors.key_watch import KeyWatch
 from storage.base import Role
 from tests.conftest import make_admin, make_store
 from tests.helpers import ROOT, Api, ServerProcess, Socket, run_server_py
-from tests.test_settings import one_line_error
+from tests.settings.test_settings import one_line_error
 from tests.test_storage_contract import storage  # noqa: F401  (the backends fixture)
 
 KEY = re.compile(r"[0-9a-f]{40}")

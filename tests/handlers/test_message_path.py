@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import claimed_session, make_admin, make_store, open_session
 from tests.helpers import Socket
-from tests.test_ws_framing import CLOSE, TEXT, RawSocket, masked_frame
+from tests.handlers.test_ws_framing import CLOSE, TEXT, RawSocket, masked_frame
 
 
 async def connect(server, role, key, **kw) -> Socket:

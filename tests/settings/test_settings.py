@@ -13,8 +13,8 @@ import sys
 import pytest
 import yaml
 
-from handlers.settings import load_config
-from handlers.shown_settings import redacted
+from settings import load_config
+from settings.shown import redacted
 from tests.helpers import ROOT, free_port, run_server_py
 
 

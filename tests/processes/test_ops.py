@@ -10,8 +10,7 @@ import time
 
 import pytest
 
-from tests.helpers import Api, ServerProcess, Socket, free_port
-from tests.test_processes import create_keys
+from tests.helpers import Api, ServerProcess, Socket, create_keys, free_port
 
 
 def parse_metrics(text: str) -> dict[str, float]:

@@ -1,0 +1,67 @@
+"""Which worker a test runs on under ``make test`` (pytest-xdist).
+
+A file's tests share a worker, so a module-scoped fixture (a browser, a fuzzed
+server) starts once, as with ``--dist loadfile``. Every test on the real-Mongo
+tier's server shares one worker, and so one SecantusDB, as in a serial run: it
+is a Python server, CPU-bound, and the tier's deadlines are tight (1 s storage
+timeouts); with one instance per worker on a 2-core machine its tests timed
+out (17 errors and 6 failures in one run). The other files run in parallel.
+
+xdist's own ``xdist_group`` marker would say this per test, but xdist 3.8
+applies it by rewriting ``item._nodeid``, which pytest 9 no longer reads; so
+the groups are found here, in the controller, from the nodeids and the files.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+
+from xdist.scheduler import LoadScopeScheduling
+
+WIRE_GROUP = "wire_server"
+TESTS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TESTS)
+# A function (test or fixture) taking the wire_server fixture.
+TAKES_WIRE_SERVER = re.compile(r"def \w+\([^)]*\bwire_server\b")
+# A test module importing another's fixtures: from tests.x import (...)
+IMPORTS_TEST_MODULE = re.compile(r"^from (tests(?:\.\w+)*\.test_\w+) import", re.MULTILINE)
+
+
+@functools.cache
+def _source(path: str) -> str:
+    try:
+        with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+@functools.cache
+def on_wire_tier(path: str) -> bool:
+    """Whether every test of the file at ``path`` (relative to the repository)
+    uses the wire server: a function of it, or of a test module whose
+    fixtures it imports, takes the ``wire_server`` fixture."""
+    source = _source(path)
+    if TAKES_WIRE_SERVER.search(source):
+        return True
+    return any(TAKES_WIRE_SERVER.search(_source(module.replace(".", "/") + ".py"))
+               for module in IMPORTS_TEST_MODULE.findall(source))
+
+
+def group_of(nodeid: str) -> str:
+    """The worker group of one test: the wire tier's, or its file."""
+    path = nodeid.split("::")[0]
+    # A test parametrized over backends asks for the wire server in its
+    # wire-server case only (request.getfixturevalue).
+    if "wire-server" in nodeid or on_wire_tier(path):
+        return WIRE_GROUP
+    return path
+
+
+class GroupScheduling(LoadScopeScheduling):
+    """xdist's load-scope scheduler with our groups as its scopes."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return group_of(nodeid)
