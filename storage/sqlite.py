@@ -17,6 +17,7 @@ import sqlite3
 import secrets
 import threading
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -72,9 +73,18 @@ class SQLiteStorage:
             raise ValueError(f"no file in storage URL {url!r}")
         return cls(path, **options)
 
-    def _connect(self, factory: type = sqlite3.Connection) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=BUSY_TIMEOUT_MS / 1000, factory=factory)
+    def _connect(self, factory: type = sqlite3.Connection,
+                 create: bool = False) -> sqlite3.Connection:
+        """A connection to the database file; only ``setup`` may ``create`` it.
+
+        Every other connection (reader threads, the writer, the checkpointer)
+        opens lazily, maybe long after start: were the file moved or deleted by
+        then, a plain ``connect`` would make a new, empty database there and
+        serve it. They open the existing file only (``mode=rw``), so a missing
+        file is an outage (``StorageUnavailable``) instead."""
+        conn = sqlite3.connect(_file_uri(self.path, create), uri=True, isolation_level=None,
+                               check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000,
+                               factory=factory)
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         # Takes effect only on a file that has no page yet (before WAL mode is
@@ -129,7 +139,7 @@ class SQLiteStorage:
         directory = os.path.dirname(os.path.abspath(self.path))
         try:
             os.makedirs(directory, exist_ok=True)
-            conn = self._connect()
+            conn = self._connect(create=True)
             try:
                 conn.executescript(schema.DDL)
                 schema.migrate(conn)
@@ -215,8 +225,8 @@ class SQLiteStorage:
         and the caller falls back to the reader threads."""
         conn = getattr(self._local, "loop_conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=0)
+            conn = sqlite3.connect(_file_uri(self.path, create=False), uri=True,
+                                   isolation_level=None, check_same_thread=False, timeout=0)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA query_only = ON")
             self._local.loop_conn = conn
@@ -586,6 +596,13 @@ def _in_order(conn: sqlite3.Connection,
     with nothing known)."""
     known = KnownSessions()
     return [write(conn, known) for write in writes]
+
+
+def _file_uri(path: str, create: bool) -> str:
+    """The SQLite URI of the database file at ``path``: ``mode=rwc`` may create
+    it, ``mode=rw`` opens it only if it exists."""
+    mode = "rwc" if create else "rw"
+    return f"file:{urllib.parse.quote(os.path.abspath(path))}?mode={mode}"
 
 
 def _key_owner_row(conn: sqlite3.Connection, digest: str) -> sqlite3.Row | None:
