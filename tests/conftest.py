@@ -12,7 +12,8 @@ import tornado.testing
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from handlers.app import ChatServer  # noqa: E402
-from settings import load_config, merge as _merge  # noqa: E402
+from settings import load_config  # noqa: E402
+from settings import merge as _merge
 from tests.helpers import Api  # noqa: E402
 
 
@@ -87,37 +88,6 @@ def api(server):
     client = Api(server.url + "/v1/chat")
     yield client
     client.close()
-
-
-async def make_admin(server: ChatServer, name: str = "Dana") -> tuple[Any, str]:
-    """A new admin in the server's storage and its key."""
-    admin, key = await server.raw_storage.create_admin(name, f"{name.lower()}@example.com")
-    return admin, key
-
-
-async def make_store(server: ChatServer, name: str = "Tech Store") -> tuple[Any, str]:
-    store, key = await server.raw_storage.create_store(name, "store@example.com",
-                                                       "https://example.com/logo.jpg")
-    return store, key
-
-
-async def claimed_session(server: ChatServer, api: Api, body: str = "Hello",
-                          admin_name: str = "Dana") -> tuple[str, str, dict[str, Any]]:
-    """A new store's session, opened with ``body`` and claimed by a new admin:
-    ``(store_key, admin_key, session JSON as opened)``."""
-    _, store_key = await make_store(server)
-    _, admin_key = await make_admin(server, admin_name)
-    session = await open_session(api, store_key, body)
-    reply = await api.post("/admin/session/claim/", admin_key, {"session_id": session["id"]})
-    assert reply.status == 200, reply
-    return store_key, admin_key, session
-
-
-async def open_session(api: Api, store_key: str, body: str = "Hello") -> dict[str, Any]:
-    """Have a store write, which opens its session; return the session JSON."""
-    reply = await api.post("/store/message/", store_key, {"body": body})
-    assert reply.status in (200, 201), reply
-    return reply.json["session"]
 
 
 @pytest.fixture(scope="session")

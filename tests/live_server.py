@@ -1,8 +1,8 @@
 """A live server for runs that call it from outside its event loop: a
 ChatServer on its own loop in a thread, on a real port (``LiveServer``), with
 real keys and sessions in every state (``World``), and its log checked for
-tracebacks. tests/test_fuzz_api.py (requests, hypothesis) and
-tests/test_schemathesis_cli.py (the ``st`` command) run against it.
+tracebacks. tests/handlers/test_fuzz_api.py (requests, hypothesis) and
+tests/handlers/test_schemathesis_cli.py (the ``st`` command) run against it.
 """
 
 from __future__ import annotations

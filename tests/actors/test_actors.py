@@ -8,7 +8,7 @@ import pytest
 
 from actors.errors import ActorStopped, Conflict, MailboxFull
 from actors.runtime import Actor, ActorSystem
-from tests.conftest import claimed_session
+from tests.helpers import claimed_session
 
 
 class Recorder(Actor):

@@ -14,10 +14,9 @@ import pytest
 from actors.hub import Hub
 from actors.key_watch import KeyWatch
 from storage.base import Role
-from tests.conftest import make_admin, make_store
-from tests.helpers import ROOT, Api, ServerProcess, Socket, run_server_py
+from tests.helpers import ROOT, Api, ServerProcess, Socket, make_admin, make_store, run_server_py
 from tests.settings.test_settings import one_line_error
-from tests.test_storage_contract import storage  # noqa: F401  (the backends fixture)
+from tests.storage.test_storage_contract import storage  # noqa: F401  (the backends fixture)
 
 KEY = re.compile(r"[0-9a-f]{40}")
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.conftest import claimed_session, make_admin, make_store, open_session
+from tests.helpers import claimed_session, make_admin, make_store, open_session
 
 SEED_FIELDS = {"id": int, "store_id": int, "admin_id": int, "status": str,
                "last_message_at": str, "created": str, "updated": str, "store": dict}

@@ -14,8 +14,7 @@ import urllib.parse
 import msgpack
 import pytest
 
-from tests.conftest import claimed_session, make_admin, make_store, open_session
-from tests.helpers import Socket
+from tests.helpers import Socket, claimed_session, make_admin, make_store, open_session
 
 MAX_INT = 2**63 - 1
 TOO_LARGE = "Ensure this value is less than or equal to 9223372036854775807."

@@ -8,9 +8,8 @@ import struct
 
 import pytest
 
-from tests.conftest import claimed_session, make_admin, make_store, open_session
-from tests.helpers import Socket
 from tests.handlers.test_ws_framing import CLOSE, TEXT, RawSocket, masked_frame
+from tests.helpers import Socket, claimed_session, make_admin, make_store, open_session
 
 
 async def connect(server, role, key, **kw) -> Socket:
@@ -241,7 +240,7 @@ async def test_queued_commands_that_may_overlap_start_together_and_are_answered_
 
 @pytest.mark.gen_test(timeout=30)
 async def test_ten_admins_racing_for_one_session_over_rest_get_one_winner(server, api):
-    from tests.conftest import make_admin, open_session
+    from tests.helpers import make_admin, open_session
 
     _store, store_key = await make_store(server, "Racer")
     session = await open_session(api, store_key)

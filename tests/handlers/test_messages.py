@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tests.conftest import claimed_session, make_admin, make_store, open_session
+from tests.helpers import claimed_session, make_admin, make_store, open_session
 
 
 @pytest.mark.gen_test(timeout=60)

@@ -24,7 +24,7 @@ from handlers.base import APIHandler
 from handlers.http_date import http_date
 from storage.base import ClaimOutcome, Role, SessionStatus, WriteOutcome
 from storage.sqlite import SQLiteStorage
-from tests.conftest import make_admin, make_store, open_session
+from tests.helpers import make_admin, make_store, open_session
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from tests.conftest import claimed_session, make_admin, make_store, open_session
 from tests.handlers.test_websocket import admin_socket, store_socket
+from tests.helpers import claimed_session, make_admin, make_store, open_session
 
 
 async def collect_until(sock, last_seq: int, ref: str, timeout: float = 20.0) -> list[int]:

@@ -9,8 +9,7 @@ import msgpack
 import pytest
 import tornado.httpclient
 
-from tests.conftest import claimed_session, make_admin, make_store, open_session
-from tests.helpers import Socket
+from tests.helpers import Socket, claimed_session, make_admin, make_store, open_session
 
 
 async def admin_socket(server, key, **kw) -> Socket:

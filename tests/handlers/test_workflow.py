@@ -7,8 +7,7 @@ import asyncio
 
 import pytest
 
-from tests.conftest import claimed_session, make_admin, make_store, open_session
-from tests.helpers import Socket
+from tests.helpers import Socket, claimed_session, make_admin, make_store, open_session
 
 
 async def hello(server, role: str, key: str) -> Socket:

@@ -20,8 +20,7 @@ import urllib.parse
 
 import pytest
 
-from tests.conftest import make_store
-from tests.helpers import ServerProcess
+from tests.helpers import ServerProcess, make_store
 
 TEXT, BINARY, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
 STORE_WS = "/v1/chat/store/ws/"

@@ -10,8 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import make_store
-from tests.helpers import ROOT
+from tests.helpers import ROOT, make_store
 
 
 @pytest.mark.gen_test(timeout=30)

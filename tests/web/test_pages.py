@@ -7,8 +7,7 @@ import re
 
 import pytest
 
-from tests.conftest import make_admin, make_store, open_session
-from tests.helpers import Api, ServerProcess, Socket
+from tests.helpers import Api, ServerProcess, Socket, make_admin, make_store, open_session
 
 
 @pytest.mark.gen_test

@@ -15,8 +15,7 @@ from openapi_spec_validator.validation import OpenAPIV31SpecValidator
 
 from handlers.app import ChatServer
 from handlers.schema import DOCUMENT_PATH
-from tests.conftest import make_admin, make_store
-from tests.helpers import Api
+from tests.helpers import Api, make_admin, make_store
 
 # Routes that are not REST operations, documented in docs/api.md instead: the
 # WebSockets, and the web pages (the console and the widget: static files and
@@ -210,7 +209,8 @@ _TRICKY = [chr(i) for i in range(0x3001) if chr(i).isspace()] + ["\x00", "a", "\
     ("MessageBody", "body", 10_000), ("ClientId", "client_id", 64)])
 def test_a_text_fields_pattern_accepts_exactly_what_the_server_accepts(schema_name, field,
                                                                           limit):
-    from hypothesis import HealthCheck, given, settings, strategies as st
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
 
     from handlers.validation import Fields
 

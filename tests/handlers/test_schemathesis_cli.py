@@ -21,9 +21,9 @@ import sys
 
 import pytest
 
+from tests.helpers import ROOT
 from tests.live_server import assert_no_traceback, server_log, world  # noqa: F401 (fixtures)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "schemathesis.toml")
 # The console script beside this interpreter: the venv's, as the README runs it.
 ST = os.path.join(os.path.dirname(sys.executable), "st")

@@ -36,14 +36,18 @@ import yaml
 from hypothesis import HealthCheck, Phase, assume, given, seed, settings
 from hypothesis import strategies as st
 from schemathesis.checks import (
-    content_type_conformance, not_a_server_error, response_headers_conformance,
-    response_schema_conformance, status_code_conformance,
+    content_type_conformance,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
 )
 from schemathesis.config import SanitizationConfig, SchemathesisConfig
 from schemathesis.generation import GenerationMode
 
 from handlers.schema import DOCUMENT_PATH
 from tests.helpers import Socket
+
 # The live server, its world of keys and sessions, and its log's check; the
 # two fixtures are used by name (``world``; ``server_log`` on every test).
 from tests.live_server import assert_no_traceback, auth, server_log, world  # noqa: F401

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import make_admin, make_store, open_session
+from tests.helpers import make_admin, make_store, open_session
 
 ADMIN_POSTS = ["/admin/session/claim/", "/admin/session/release/",
                "/admin/session/close/", "/admin/message/"]

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import claimed_session, make_admin
-from tests.helpers import Socket
+from tests.helpers import Socket, claimed_session, make_admin
 
 NOT_INTEGER = "A valid integer is required."
 TOO_LARGE = "Ensure this value is less than or equal to 9223372036854775807."

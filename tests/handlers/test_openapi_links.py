@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from handlers.schema import DOCUMENT_PATH
-from tests.conftest import make_admin, make_store
+from tests.helpers import make_admin, make_store
 
 with open(DOCUMENT_PATH, encoding="utf-8") as f:
     DOCUMENT = yaml.safe_load(f)

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import re
 import shutil
+import tempfile
 import time
 import urllib.error
 import urllib.request
 
 import pytest
 
-from tests.helpers import ROOT, ServerProcess, run_cli
+from tests.helpers import ServerProcess, run_cli
 
 try:
     from playwright.sync_api import expect, sync_playwright

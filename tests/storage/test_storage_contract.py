@@ -273,7 +273,12 @@ async def test_a_feed_position_is_saved_per_node(storage):
 
 # --- the support workflow (issue 12): each decision's race --------------------------
 from storage.workflow import (  # noqa: E402
-    AWAY, OFFLINE, ONLINE, RequeueReason, StaleCutoffs, TransferOutcome,
+    AWAY,
+    OFFLINE,
+    ONLINE,
+    RequeueReason,
+    StaleCutoffs,
+    TransferOutcome,
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import make_admin, make_store, open_session
+from tests.helpers import make_admin, make_store, open_session
 
 NO_PERMISSION = {"detail": "You do not have permission to perform this action."}
 

@@ -2,18 +2,23 @@
 Online / Away, read receipts both ways with unread counts that agree across
 tabs, requeued chats, the store panel with earlier sessions, the keyboard, and
 an axe-core audit. Playwright drives Debian's Chromium against a real server
-process, as in tests/test_browser.py (whose fixtures and skips these share).
+process, as in tests/web/test_browser.py (whose fixtures and skips these share).
 """
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from tests.helpers import ServerProcess, run_cli
-from tests.test_browser import (  # noqa: F401  (browser: a shared fixture)
-    browser, last_line, open_widget, pytestmark, rest, say, screenshot, words,
+from tests.web.test_browser import (  # noqa: F401  (browser: a shared fixture)
+    browser,
+    last_line,
+    open_widget,
+    pytestmark,
+    rest,
+    say,
+    screenshot,
+    words,
 )
 
 try:
