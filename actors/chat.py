@@ -14,14 +14,22 @@ from actors.errors import ActorStopped, ChatError, Conflict, NotFound, Permissio
 from actors.hub import SENDING_CONNECTION, Sender
 from actors.runtime import ActorSystem
 from actors.session import (
-    SESSION_CLOSED, Claim, Close, PostAdminMessage, PostStoreMessage, Release, SessionActor,
+    SESSION_CLOSED,
+    Claim,
+    Close,
+    MarkRead,
+    PostAdminMessage,
+    PostStoreMessage,
+    Release,
+    Requeue,
+    SessionActor,
+    Transfer,
     record_new_message,
 )
-from actors.session import MarkRead, Requeue, Transfer
+from storage.base import ChatStorage, Reply
+from storage.outcomes import PostResult
+from storage.records import Admin, Message, Principal, Role, Session, SessionStatus
 from storage.workflow import AdminPresence, ReadResult, StaleClaim, StaleCutoffs
-from storage.base import (
-    Admin, ChatStorage, Message, PostResult, Principal, Reply, Role, Session, SessionStatus,
-)
 
 # A store's message is routed to its active session's actor; if that session is
 # closed and a new one opened in between, the lookup is repeated this many times.

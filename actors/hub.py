@@ -28,7 +28,8 @@ import collections
 import contextvars
 from typing import Any, Callable, Iterable
 
-from storage.base import Event, Message, Role, session_from_doc
+from storage.documents import session_from_doc
+from storage.records import Event, Message, Role
 
 
 class Frame:

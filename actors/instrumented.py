@@ -10,7 +10,7 @@ from typing import Any
 
 from actors import metrics
 from actors.errors import Overloaded
-from storage.base import StorageUnavailable
+from storage.errors import StorageUnavailable
 
 # How long clients are told to wait when the database is unreachable.
 STORAGE_RETRY_AFTER_SECS = 5

@@ -15,7 +15,8 @@ import logging
 import time
 
 from actors.hub import Hub
-from storage.base import ChatStorage, Role
+from storage.base import ChatStorage
+from storage.records import Role
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from typing import Any, Callable
 from actors import metrics
 from actors.errors import Conflict, NotFound, PermissionDenied
 from actors.runtime import Actor
-from storage.base import (
-    Admin, ChatStorage, ClaimOutcome, PostResult, Session, SessionWrite, WriteOutcome,
-)
+from storage.base import ChatStorage
+from storage.outcomes import ClaimOutcome, PostResult, SessionWrite, WriteOutcome
+from storage.records import Admin, Session
 from storage.workflow import ReadResult, StaleClaim, StaleCutoffs, TransferOutcome
 
 SESSION_CLOSED = "Session is closed."

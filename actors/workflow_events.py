@@ -16,7 +16,8 @@ touches the network itself.
 from __future__ import annotations
 
 from actors.hub import Frame, Hub
-from storage.base import Event, session_from_doc
+from storage.documents import session_from_doc
+from storage.records import Event
 
 
 def deliver_workflow_event(hub: Hub, event: Event) -> None:

@@ -7,7 +7,7 @@ from handlers.base import APIHandler
 from handlers.paging import decode_cursor, history_window, list_limit, next_url
 from handlers.render import message_json, session_json
 from handlers.validation import Fields, path_id
-from storage.base import Role
+from storage.records import Role
 
 
 class AdminHandler(APIHandler):

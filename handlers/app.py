@@ -31,7 +31,7 @@ from handlers.throttle import Throttle
 from handlers.webhook_delivery import WebhookSender
 from handlers.websocket import AdminSocket, SocketSettings, StoreSocket
 from storage import open_storage
-from storage.base import Role
+from storage.records import Role
 
 log = logging.getLogger("chat.server")
 

@@ -16,12 +16,17 @@ import tornado.web
 
 from actors.chat import ChatService
 from handlers.errors import (
-    BODY_TOO_LARGE, INVALID_TOKEN, NOT_PROVIDED, NO_PERMISSION, HTTPProblem, JSONErrors,
+    BODY_TOO_LARGE,
+    INVALID_TOKEN,
+    NO_PERMISSION,
+    NOT_PROVIDED,
+    HTTPProblem,
+    JSONErrors,
 )
+from handlers.render import message_json, session_json
 from handlers.throttle import Throttle
 from handlers.validation import is_storable_text, parse_json_object
-from handlers.render import message_json, session_json
-from storage.base import Principal, Role, Session
+from storage.records import Principal, Role, Session
 
 
 @tornado.web.stream_request_body

@@ -11,7 +11,8 @@ from typing import Any
 
 from actors.errors import Invalid, NotFound
 from handlers.validation import MAX_INT, decode_json, is_int, is_storable_text, query_int
-from storage.base import MAX_HISTORY_PAGE, MAX_LIST_PAGE, Session
+from storage.base import MAX_HISTORY_PAGE, MAX_LIST_PAGE
+from storage.records import Session
 
 DEFAULT_LIST_LIMIT = 50
 DEFAULT_HISTORY_LIMIT = 100
@@ -51,7 +52,7 @@ def decode_cursor(handler: Any) -> tuple[str, int] | None:
     return position
 
 
-# The sort keys are our own timestamps (storage.base.utc_now_iso).
+# The sort keys are our own timestamps (storage.records.utc_now_iso).
 _STAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z\Z")
 # A cursor we made is ~60 characters; anything much longer is not ours.
 MAX_CURSOR_CHARS = 200

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from storage.base import Message, Principal, Role, Session, Store
+from storage.records import Message, Principal, Role, Session, Store
 
 
 def store_json(store: Store) -> dict[str, Any]:

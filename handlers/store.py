@@ -6,7 +6,7 @@ from handlers.base import APIHandler
 from handlers.paging import history_window
 from handlers.render import message_json, session_json
 from handlers.validation import Fields
-from storage.base import Role
+from storage.records import Role
 
 
 class StoreMessageHandler(APIHandler):

@@ -11,7 +11,7 @@ import math
 import time
 
 from handlers.errors import HTTPProblem
-from storage.base import Principal
+from storage.records import Principal
 
 # Buckets idle this long are forgotten, so the table stays the size of the
 # currently active keys rather than of every key ever seen.

@@ -20,7 +20,7 @@ import tornado.httpclient
 
 from actors.webhooks import WebhookTarget
 from handlers.render import message_json, session_json
-from storage.base import message_from_doc, session_from_doc
+from storage.documents import message_from_doc, session_from_doc
 from storage.workflow import OutboxEntry, iso_from_epoch
 
 log = logging.getLogger(__name__)

@@ -24,15 +24,22 @@ from actors.hub import SENDING_CONNECTION, Frame, Hub, Sender
 from handlers import codec, workflow
 from handlers.base import authenticate_header, authenticate_key
 from handlers.errors import (
-    WS_CLOSE_BAD_KEY, WS_CLOSE_INTERNAL_ERROR, WS_CLOSE_TRY_AGAIN_LATER, WS_CLOSE_WRONG_KIND,
-    HTTPProblem, JSONErrors, error_frame,
+    WS_CLOSE_BAD_KEY,
+    WS_CLOSE_INTERNAL_ERROR,
+    WS_CLOSE_TRY_AGAIN_LATER,
+    WS_CLOSE_WRONG_KIND,
+    HTTPProblem,
+    JSONErrors,
+    error_frame,
 )
 from handlers.frame_fields import BAD_REF, describe_bad_choice, is_echoable_ref
-from handlers.throttle import Throttle
 from handlers.render import message_json, principal_json
+from handlers.throttle import Throttle
 from handlers.validation import Fields
 from handlers.ws_protocol import FramedConnection, framed_connection
-from storage.base import MAX_HISTORY_PAGE, PostResult, Principal, Role
+from storage.base import MAX_HISTORY_PAGE
+from storage.outcomes import PostResult
+from storage.records import Principal, Role
 
 log = logging.getLogger("chat.access")
 

@@ -19,7 +19,7 @@ from handlers.frame_fields import describe_bad_choice
 from handlers.paging import list_limit
 from handlers.render import session_json
 from handlers.validation import MAX_INT, Fields, decode_json, is_int
-from storage.base import Admin, Principal, Role
+from storage.records import Admin, Principal, Role
 from storage.workflow import AWAY, ONLINE, AdminPresence
 
 PRESENCE_CHOICES = (AWAY, ONLINE)

@@ -1,4 +1,4 @@
-"""The storage contract: records, outcomes and the ``ChatStorage`` protocol.
+"""The storage contract: the ``ChatStorage`` protocol.
 
 Every backend (``sqlite.py``, ``mongo.py``) implements ``ChatStorage`` and keeps
 the rules stated on each method. The rules that make the server safe across
@@ -19,17 +19,28 @@ processes and nodes live here, not in the actors:
 
 from __future__ import annotations
 
-import datetime
-import enum
-import hashlib
-import secrets
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
-if TYPE_CHECKING:
-    from storage.workflow import (
-        AdminPresence, OutboxEntry, ReadResult, StaleClaim, StaleCutoffs, TransferResult,
-    )
+from storage.outcomes import ClaimResult, PostResult, SessionWrite
+from storage.records import (
+    Admin,
+    Event,
+    FeedPosition,
+    KeyChange,
+    Message,
+    Principal,
+    Role,
+    Session,
+    Store,
+)
+from storage.workflow import (
+    AdminPresence,
+    OutboxEntry,
+    ReadResult,
+    StaleClaim,
+    StaleCutoffs,
+    TransferResult,
+)
 
 # Sizes of pages read from storage in one go (history replay, the change feed).
 MAX_HISTORY_PAGE = 1000
@@ -39,206 +50,6 @@ MAX_LIST_PAGE = 200
 # reply(result, error): how a write offered with a callback answers (once, on
 # the event loop, after its commit).
 Reply = Callable[[Any, Optional[BaseException]], None]
-# Where a reader of the change feed (or of the key changes) stands: opaque
-# above storage/, and stored as is (an int on SQLite, a dict on MongoDB).
-FeedPosition = Any
-
-
-def utc_now_iso() -> str:
-    """Now, as the fixed-width ISO 8601 text every timestamp is stored as.
-
-    Fixed width (always microseconds) so that text order is time order, which
-    the queue's cursor paging relies on.
-    """
-    now = datetime.datetime.now(datetime.timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def new_api_key() -> str:
-    """A fresh random API key (40 hex characters, like DRF's tokens)."""
-    return secrets.token_hex(20)
-
-
-def digest_key(key: str) -> str:
-    """The SHA-256 digest under which a key is stored and looked up."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-class Role(str, enum.Enum):
-    ADMIN = "admin"
-    STORE = "store"
-
-
-class SessionStatus(str, enum.Enum):
-    OPEN = "open"
-    CLAIMED = "claimed"
-    CLOSED = "closed"
-
-
-@dataclass(frozen=True)
-class Admin:
-    id: int
-    name: str
-    email: str | None
-
-
-@dataclass(frozen=True)
-class Store:
-    id: int
-    name: str
-    email: str | None
-    logo_url: str | None
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is asking: the owner of an API key."""
-
-    role: Role
-    id: int
-    name: str
-    email: str | None = None
-    logo_url: str | None = None
-
-
-@dataclass(frozen=True)
-class Session:
-    id: int
-    store: Store
-    admin_id: int | None
-    status: SessionStatus
-    last_message_at: str | None
-    created: str
-    updated: str
-    # When the session (re)entered the queue: the open list's order and cursor.
-    queued_at: str
-    # Latest message or state change: the order of an admin's "My Sessions".
-    activity_at: str
-    last_seq: int = 0
-    # For the first-response metric; kept in the record so every process agrees.
-    first_store_message_at: str | None = None
-    first_admin_reply_at: str | None = None
-
-    @property
-    def store_id(self) -> int:
-        return self.store.id
-
-    @property
-    def is_active(self) -> bool:
-        return self.status is not SessionStatus.CLOSED
-
-
-@dataclass(frozen=True)
-class Message:
-    id: int
-    session_id: int
-    seq: int
-    sender: str  # "store", "admin" or "system"
-    sender_id: int | None
-    body: str
-    client_id: str | None
-    created: str
-    event: str | None = None  # set on system messages only
-
-
-@dataclass(frozen=True)
-class Event:
-    """One entry of the change feed, appended with the change it reports.
-
-    ``kind`` is a WebSocket event type (``message``, ``session_opened``,
-    ``session_claimed``, ``session_released``, ``session_closed``, ``typing``).
-    ``store_id`` and ``admin_id`` name the audience inside the session: the
-    store, and the admin who holds (or, for a release, held) it. ``id`` is the
-    event's own (unique, not ordered across nodes); ``position`` is where a
-    reader stands once it has taken this event (set on events read from the
-    feed; opaque).
-    """
-
-    id: int
-    kind: str
-    session_id: int
-    store_id: int
-    admin_id: int | None
-    payload: dict[str, Any] = field(default_factory=dict)
-    position: FeedPosition = field(default=None, compare=False, repr=False)
-
-
-class ClaimOutcome(str, enum.Enum):
-    WON = "won"
-    ALREADY_HELD = "already_held"  # a retry by the admin who holds it
-    CONFLICT = "conflict"
-    LIMIT = "limit"
-    NOT_FOUND = "not_found"
-    CLOSED = "closed"
-
-
-class WriteOutcome(str, enum.Enum):
-    """Result of a guarded write by the session's holder (message, release, close)."""
-
-    DONE = "done"
-    UNCHANGED = "unchanged"  # repeated close by the admin who closed it
-    NOT_FOUND = "not_found"
-    FORBIDDEN = "forbidden"  # not this caller's session
-    CLOSED = "closed"
-
-
-@dataclass(frozen=True)
-class ClaimResult:
-    outcome: ClaimOutcome
-    session: Session | None
-
-
-@dataclass(frozen=True)
-class SessionWrite:
-    outcome: WriteOutcome
-    session: Session | None
-
-
-@dataclass(frozen=True)
-class PostResult:
-    """A message post: ``created`` is False when ``client_id`` repeated."""
-
-    outcome: WriteOutcome
-    message: Message | None = None
-    session: Session | None = None
-    created: bool = False
-
-
-def why_claim_failed(session: Session | None, admin_id: int,
-                     limit_hit: bool = False) -> ClaimOutcome:
-    """Classify a claim whose guarded write matched nothing, from a read of the
-    session made after the guard (shared by every backend)."""
-    if session is None:
-        return ClaimOutcome.NOT_FOUND
-    if session.status is SessionStatus.CLOSED:
-        return ClaimOutcome.CLOSED
-    if session.status is SessionStatus.CLAIMED:
-        return ClaimOutcome.ALREADY_HELD if session.admin_id == admin_id else ClaimOutcome.CONFLICT
-    # Still open, yet refused: only the per-admin limit (or a lost race) is left.
-    return ClaimOutcome.LIMIT if limit_hit else ClaimOutcome.CONFLICT
-
-
-def holder_refusal(session: Session | None, admin_id: int,
-                   closed_ok: bool = False) -> SessionWrite | None:
-    """None when ``admin_id`` holds the (unclosed) session; else why not, in
-    API.md's order: not found, then not yours, then closed."""
-    if session is None:
-        return SessionWrite(WriteOutcome.NOT_FOUND, None)
-    if session.admin_id != admin_id or session.status is SessionStatus.OPEN:
-        return SessionWrite(WriteOutcome.FORBIDDEN, session)
-    if session.status is SessionStatus.CLOSED:
-        return SessionWrite(WriteOutcome.UNCHANGED if closed_ok else WriteOutcome.CLOSED,
-                            session)
-    return None
-
-
-class StorageUnavailable(Exception):
-    """The database cannot be reached or answered too slowly; retry later."""
-
-
-class StorageMisconfigured(Exception):
-    """The database cannot keep this contract at all (e.g. a MongoDB without
-    transactions); raised by ``setup`` so the server refuses to start."""
 
 
 class ChatStorage(Protocol):
@@ -381,23 +192,6 @@ class ChatStorage(Protocol):
         ``position``, so every process can close the sockets opened with a
         key that no longer works."""
 
-
-@dataclass(frozen=True)
-class KeyChange:
-    """An account's key was rotated or revoked (``kind``: "rotated" or "revoked")."""
-
-    id: int
-    role: Role
-    account_id: int
-    kind: str
-    position: FeedPosition = field(default=None, compare=False, repr=False)
-
-
-def revoked_digest() -> str:
-    """What a revoked account keeps as its key digest: unique (the column is), and
-    never the SHA-256 hex of any key, so nothing authenticates as it."""
-    return "revoked:" + secrets.token_hex(16)
-
     # --- the support workflow (rules in storage/workflow.py) -----------------------
     async def transfer_session(self, session_id: int, admin_id: int, target_id: int,
                                max_sessions: int) -> "TransferResult":
@@ -463,41 +257,3 @@ def revoked_digest() -> str:
     async def take_lease(self, name: str, holder: str, duration_secs: float) -> bool:
         """Take or renew the lease ``name`` for ``holder``; False while another
         holder's lease has not expired."""
-
-
-# --- plain-dict forms, for event payloads and document stores ------------------
-def session_to_doc(session: Session) -> dict[str, Any]:
-    doc = {k: getattr(session, k) for k in _SESSION_SCALARS}
-    doc["status"] = session.status.value
-    doc["store"] = {
-        "id": session.store.id,
-        "name": session.store.name,
-        "email": session.store.email,
-        "logo_url": session.store.logo_url,
-    }
-    return doc
-
-
-def session_from_doc(doc: dict[str, Any]) -> Session:
-    values = {k: doc.get(k) for k in _SESSION_SCALARS}
-    values["status"] = SessionStatus(doc["status"])
-    return Session(store=Store(**doc["store"]), **values)
-
-
-def message_to_doc(message: Message) -> dict[str, Any]:
-    return {k: getattr(message, k) for k in _MESSAGE_FIELDS}
-
-
-def message_from_doc(doc: dict[str, Any]) -> Message:
-    return Message(**{k: doc.get(k) for k in _MESSAGE_FIELDS})
-
-
-_SESSION_SCALARS = (
-    "id", "admin_id", "last_message_at", "created", "updated",
-    "queued_at", "activity_at", "last_seq", "first_store_message_at",
-    "first_admin_reply_at",
-)
-_MESSAGE_FIELDS = (
-    "id", "session_id", "seq", "sender", "sender_id", "body", "client_id",
-    "created", "event",
-)

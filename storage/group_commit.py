@@ -39,7 +39,8 @@ import sqlite3
 import threading
 from typing import Any, Callable, Sequence
 
-from storage.base import Event, Reply
+from storage.base import Reply
+from storage.records import Event
 from storage.threads import name_os_thread
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import sqlite3
 import secrets
+import sqlite3
 import threading
 import time
 import urllib.parse
@@ -22,19 +22,43 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from storage import sqlite_schema as schema
-from storage.base import (
-    Admin, ClaimOutcome, ClaimResult, Event, KeyChange, Message, PostResult, Principal,
-    Reply, Role, Session, SessionStatus, SessionWrite, Store, StorageUnavailable,
-    WriteOutcome, digest_key, holder_refusal, new_api_key, revoked_digest, session_to_doc,
-    utc_now_iso, why_claim_failed,
-)
+from storage import sqlite_workflow as flow
+from storage.base import Reply
 from storage.checkpoint import Checkpointer
+from storage.documents import session_to_doc
+from storage.errors import StorageUnavailable
 from storage.group_commit import CommitListener, GroupCommitWriter, WriterConnection
+from storage.keys import digest_key, new_api_key, revoked_digest
+from storage.outcomes import (
+    ClaimOutcome,
+    ClaimResult,
+    PostResult,
+    SessionWrite,
+    WriteOutcome,
+    holder_refusal,
+    why_claim_failed,
+)
+from storage.records import (
+    Admin,
+    Event,
+    KeyChange,
+    Message,
+    Principal,
+    Role,
+    Session,
+    SessionStatus,
+    Store,
+    utc_now_iso,
+)
 from storage.sqlite_posts import Post, store_posts
 from storage.threads import name_os_thread
-from storage import sqlite_workflow as flow
 from storage.workflow import (
-    AdminPresence, OutboxEntry, ReadResult, StaleClaim, StaleCutoffs, TransferResult,
+    AdminPresence,
+    OutboxEntry,
+    ReadResult,
+    StaleClaim,
+    StaleCutoffs,
+    TransferResult,
 )
 
 # How long a statement waits for another process's write lock before failing.

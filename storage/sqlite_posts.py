@@ -22,10 +22,8 @@ from typing import Any, NamedTuple, Sequence
 import orjson
 
 from storage import sqlite_schema as schema
-from storage.base import (
-    Event, Message, PostResult, Session, SessionStatus, Store, WriteOutcome, holder_refusal,
-    utc_now_iso,
-)
+from storage.outcomes import PostResult, WriteOutcome, holder_refusal
+from storage.records import Event, Message, Session, SessionStatus, Store, utc_now_iso
 
 
 class Post(NamedTuple):

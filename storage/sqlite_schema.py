@@ -13,10 +13,9 @@ import sqlite3
 import time
 from typing import Any, Sequence
 
-from storage.base import (
-    Event, Message, PostResult, Session, SessionStatus, Store, WriteOutcome,
-    message_to_doc, session_to_doc, utc_now_iso,
-)
+from storage.documents import message_to_doc, session_to_doc
+from storage.outcomes import PostResult, WriteOutcome
+from storage.records import Event, Message, Session, SessionStatus, Store, utc_now_iso
 
 # The page size a new database file is made with (``storage.sqlite_page_size``).
 # SQLite's WAL logs whole pages, and a group of messages to many sessions

@@ -15,13 +15,24 @@ import time
 from typing import Any, NamedTuple
 
 from storage import sqlite_schema as schema
-from storage.base import (
-    Admin, SessionWrite, WriteOutcome, message_to_doc, session_to_doc, utc_now_iso,
-)
+from storage.documents import message_to_doc, session_to_doc
+from storage.outcomes import SessionWrite, WriteOutcome
+from storage.records import Admin, utc_now_iso
 from storage.workflow import (
-    REQUEUE_BODIES, AdminPresence, OutboxEntry, ReadResult, RequeueReason, StaleClaim,
-    StaleCutoffs, TransferOutcome, TransferResult, effective_presence, iso_from_epoch,
-    may_mark_read, transfer_payload, why_transfer_refused,
+    REQUEUE_BODIES,
+    AdminPresence,
+    OutboxEntry,
+    ReadResult,
+    RequeueReason,
+    StaleClaim,
+    StaleCutoffs,
+    TransferOutcome,
+    TransferResult,
+    effective_presence,
+    iso_from_epoch,
+    may_mark_read,
+    transfer_payload,
+    why_transfer_refused,
 )
 
 # Presence rows of nodes gone this long are dropped (their last-seen time with them).

@@ -27,7 +27,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from storage.base import Admin, Session, SessionStatus, session_to_doc
+from storage.documents import session_to_doc
+from storage.records import Admin, Session, SessionStatus
 
 ONLINE, AWAY, OFFLINE = "online", "away", "offline"
 PRESENCE_STATUSES = (ONLINE, AWAY, OFFLINE)
@@ -80,7 +81,7 @@ class ReadResult:
     """A read mark: ``seq`` is the side's position after it; ``moved`` whether
     this call advanced it (and so announced a ``read`` event)."""
 
-    outcome: Any  # storage.base.WriteOutcome
+    outcome: Any  # storage.outcomes.WriteOutcome
     seq: int = 0
     moved: bool = False
     session: Session | None = None
@@ -153,6 +154,6 @@ class OutboxEntry:
 
 def iso_from_epoch(epoch: float) -> str:
     """Epoch seconds as the fixed-width text timestamps are stored in, so the
-    two compare as text (``storage.base.utc_now_iso``)."""
+    two compare as text (``storage.records.utc_now_iso``)."""
     moment = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

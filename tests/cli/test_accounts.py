@@ -13,7 +13,7 @@ import pytest
 
 from actors.hub import Hub
 from actors.key_watch import KeyWatch
-from storage.base import Role
+from storage.records import Role
 from tests.helpers import ROOT, Api, ServerProcess, Socket, make_admin, make_store, run_server_py
 from tests.settings.test_settings import one_line_error
 from tests.storage.test_storage_contract import storage  # noqa: F401  (the backends fixture)

@@ -22,7 +22,8 @@ from tornado import httputil
 from actors.errors import ChatError
 from handlers.base import APIHandler
 from handlers.http_date import http_date
-from storage.base import ClaimOutcome, Role, SessionStatus, WriteOutcome
+from storage.outcomes import ClaimOutcome, WriteOutcome
+from storage.records import Role, SessionStatus
 from storage.sqlite import SQLiteStorage
 from tests.helpers import make_admin, make_store, open_session
 

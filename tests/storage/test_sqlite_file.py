@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from storage.base import StorageUnavailable
+from storage.errors import StorageUnavailable
 from storage.sqlite import SQLiteStorage
 from tests.helpers import Api
 

@@ -16,8 +16,9 @@ import time
 
 import pytest
 
-from storage.base import ClaimOutcome, Role, SessionStatus, WriteOutcome
 from storage.mongo import MongoStorage
+from storage.outcomes import ClaimOutcome, WriteOutcome
+from storage.records import Role, SessionStatus
 from storage.sqlite import SQLiteStorage
 from tests.mongomock_async import AsyncDatabase
 
@@ -250,7 +251,7 @@ async def test_a_mongodb_url_selects_the_mongo_backend_and_an_outage_is_unavaila
     """A real AsyncMongoClient pointed at a port with no server: calls fail as
     StorageUnavailable (503 upstream) instead of hanging or crashing."""
     from storage import open_storage
-    from storage.base import StorageUnavailable
+    from storage.errors import StorageUnavailable
 
     backend = open_storage("mongodb://127.0.0.1:9/chat", {"mongo_timeout_ms": 200})
     assert isinstance(backend, MongoStorage) and backend.db.name == "chat"
