@@ -1,6 +1,6 @@
 """The actor runtime: the one mailbox loop, refs, supervision and passivation.
 
-An ``Actor`` subclass implements ``receive`` (and optionally ``on_start`` /
+An ``Actor`` subclass (``actors/actor.py``) implements ``receive`` (and optionally ``on_start`` /
 ``on_stop``). The ``ActorSystem`` owns one actor per key, started on the first
 command for that key, and guarantees:
 
@@ -39,6 +39,7 @@ import time
 from typing import Any, Callable, Hashable
 
 from actors import metrics
+from actors.actor import Actor
 from actors.errors import ActorStopped, ChatError, MailboxFull
 from storage.base import Reply
 
@@ -54,36 +55,6 @@ _STOP = object()
 _RESTART = object()
 # Most commands one mailbox pass starts together (see Actor.overlap_key).
 MAX_GROUP = 100
-
-
-class Actor:
-    """Base class for actors. One instance handles one command at a time."""
-
-    async def on_start(self) -> None:
-        """Runs before the first command, and again after each restart."""
-
-    async def receive(self, command: Any) -> Any:
-        """Handle one command; return the reply or raise ``ChatError``."""
-        raise NotImplementedError
-
-    async def on_stop(self) -> None:
-        """Runs once when the actor stops (passivation, shutdown, too many failures)."""
-
-    def overlap_key(self, command: Any) -> Any:
-        """Commands queued back to back with the same key (not None) may run
-        overlapped: all started at once, answered in order. Only for commands
-        whose effects storage applies in the order they were started. Called
-        by the mailbox loop when it takes a command; None (the default) runs
-        each command alone."""
-        return None
-
-    def start_now(self, command: Any, reply: Reply) -> bool:
-        """Start ``command`` without a coroutine and return True, answering
-        ``reply(result, error)`` later (exactly once, on the loop); or return
-        False, and the command goes through ``receive``. Called by
-        ``ask_with_reply`` when nothing is queued and nothing runs but
-        commands of the same overlap key."""
-        return False
 
 
 class _Cell:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from actors import metrics
+from actors.actor import Actor
 from actors.errors import Conflict, NotFound, PermissionDenied
-from actors.runtime import Actor
 from storage.base import ChatStorage
 from storage.outcomes import ClaimOutcome, PostResult, SessionWrite, WriteOutcome
 from storage.records import Admin, Session

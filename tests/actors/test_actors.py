@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
+from actors.actor import Actor
 from actors.errors import ActorStopped, Conflict, MailboxFull
-from actors.runtime import Actor, ActorSystem
+from actors.runtime import ActorSystem
 from tests.helpers import claimed_session
 
 

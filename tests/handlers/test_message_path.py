@@ -213,7 +213,8 @@ async def test_two_worker_processes_on_uvloop_keep_one_frame_fewer_and_every_seq
 
 @pytest.mark.gen_test(timeout=10)
 async def test_queued_commands_that_may_overlap_start_together_and_are_answered_in_order():
-    from actors.runtime import Actor, ActorSystem
+    from actors.actor import Actor
+    from actors.runtime import ActorSystem
 
     started: list[str] = []
     gate = asyncio.Event()
