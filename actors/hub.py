@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import collections
 import contextvars
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from storage.documents import session_from_doc
 from storage.records import Event, Message, Role
@@ -36,7 +37,7 @@ class Frame:
     """One outgoing event; its encodings are cached, so a frame sent to a
     thousand sockets is rendered and encoded once per subprotocol."""
 
-    __slots__ = ("type", "fields", "encoded")
+    __slots__ = ("encoded", "fields", "type")
 
     def __init__(self, type: str, **fields: Any):
         self.type = type
@@ -48,11 +49,28 @@ class Subscriber:
     """The hub's view of one socket (slots and lazily made maps: a server
     holds one per idle connection)."""
 
-    __slots__ = ("conn_id", "role", "principal_id", "send", "close", "last_seq",
-                 "replaying", "watching", "posting", "held", "acked")
+    __slots__ = (
+        "acked",
+        "close",
+        "conn_id",
+        "held",
+        "last_seq",
+        "posting",
+        "principal_id",
+        "replaying",
+        "role",
+        "send",
+        "watching",
+    )
 
-    def __init__(self, conn_id: int, role: Role, principal_id: int,
-                 send: Callable[[Frame], None], close: Callable[[int, str], None]):
+    def __init__(
+        self,
+        conn_id: int,
+        role: Role,
+        principal_id: int,
+        send: Callable[[Frame], None],
+        close: Callable[[int, str], None],
+    ):
         self.conn_id = conn_id
         self.role = role
         self.principal_id = principal_id
@@ -80,9 +98,9 @@ class Sender:
     """The socket a command came from, for the hub: ``ChatService`` marks the
     start and end of storing that socket's message with it."""
 
-    __slots__ = ("hub", "conn_id")
+    __slots__ = ("conn_id", "hub")
 
-    def __init__(self, hub: "Hub", conn_id: int):
+    def __init__(self, hub: Hub, conn_id: int):
         self.hub = hub
         self.conn_id = conn_id
 
@@ -96,7 +114,8 @@ class Sender:
 # Set by a socket for the frame handlers it runs (each runs in a copy of the
 # socket's context); None for REST requests.
 SENDING_CONNECTION: contextvars.ContextVar[Sender | None] = contextvars.ContextVar(
-    "sending_connection", default=None)
+    "sending_connection", default=None
+)
 # Acks remembered per socket whose stored copy had not been delivered yet.
 ACKED_KEPT = 32
 
@@ -115,8 +134,14 @@ class Hub:
         return len(self._subs)
 
     # --- membership --------------------------------------------------------
-    def add(self, conn_id: int, role: Role, principal_id: int,
-            send: Callable[[Frame], None], close: Callable[[int, str], None]) -> None:
+    def add(
+        self,
+        conn_id: int,
+        role: Role,
+        principal_id: int,
+        send: Callable[[Frame], None],
+        close: Callable[[int, str], None],
+    ) -> None:
         """Register an authenticated socket (runs once, right after auth)."""
         self._subs[conn_id] = Subscriber(conn_id, role, principal_id, send, close)
         if role is Role.ADMIN:
@@ -198,14 +223,20 @@ class Hub:
         held = sub.held
         copy_at = None
         if message is not None:
-            copy_at = next((i for i, frame in enumerate(held) if frame.type == "message"
-                            and frame.fields["message"].id == message.id), None)
+            copy_at = next(
+                (
+                    i
+                    for i, frame in enumerate(held)
+                    if frame.type == "message" and frame.fields["message"].id == message.id
+                ),
+                None,
+            )
             if copy_at is None:  # its copy comes later (from the feed): skip it then
                 if sub.acked is None:
                     sub.acked = collections.deque(maxlen=ACKED_KEPT)
                 sub.acked.append(message.id)
         if copy_at is not None:
-            release, sub.held = held[:copy_at], held[copy_at + 1:]
+            release, sub.held = held[:copy_at], held[copy_at + 1 :]
         else:
             release, sub.held = [], held
         if not sub.posting:
@@ -232,8 +263,11 @@ class Hub:
                 self._send_in_order(sub, session_id, seq, frame)
         elif kind == "typing":
             frame = Frame("typing", session_id=event.session_id, sender=payload["sender"])
-            other_side = (self._by_admin.get(event.admin_id, ()) if payload["sender"] == "store"
-                          else self._by_store.get(event.store_id, ()))
+            other_side = (
+                self._by_admin.get(event.admin_id, ())
+                if payload["sender"] == "store"
+                else self._by_store.get(event.store_id, ())
+            )
             self._send_all(other_side, frame)
         elif kind in ("session_opened", "session_claimed", "session_released"):
             # A claim names its winner, so a console that lost the race can say who.
@@ -242,9 +276,10 @@ class Hub:
                 extra["reason"] = payload["reason"]
             self._send_all(self._admins, Frame(kind, session=session, **extra))
             if kind == "session_claimed":
-                self._send_all(self._by_store.get(event.store_id, ()),
-                               Frame("admin_connected", session_id=event.session_id,
-                                     admin=payload["admin"]))
+                self._send_all(
+                    self._by_store.get(event.store_id, ()),
+                    Frame("admin_connected", session_id=event.session_id, admin=payload["admin"]),
+                )
         elif kind == "session_closed":
             frame = Frame(kind, session=session)
             self._send_all(self._admins | self._by_store.get(event.store_id, set()), frame)
@@ -262,8 +297,7 @@ class Hub:
         for conn_id in watchers:
             sub = self._subs.get(conn_id)
             # A watching admin keeps getting messages only while it may read them.
-            if sub and (sub.role is Role.STORE or holder is None
-                        or holder == sub.principal_id):
+            if sub and (sub.role is Role.STORE or holder is None or holder == sub.principal_id):
                 ids.add(conn_id)
         return [self._subs[i] for i in ids if i in self._subs]
 
@@ -312,8 +346,17 @@ def _send_if_new(sub: Subscriber, session_id: int, seq: int, frame: Frame) -> No
 
 def _message_from_doc(doc: dict[str, Any]) -> Message:
     # Positional: a frozen record built per delivered message, so it matters.
-    return Message(doc["id"], doc["session_id"], doc["seq"], doc["sender"], doc["sender_id"],
-                   doc["body"], doc.get("client_id"), doc["created"], doc.get("event"))
+    return Message(
+        doc["id"],
+        doc["session_id"],
+        doc["seq"],
+        doc["sender"],
+        doc["sender_id"],
+        doc["body"],
+        doc.get("client_id"),
+        doc["created"],
+        doc.get("event"),
+    )
 
 
 def _discard(index: dict[Any, set[int]], key: int | None, conn_id: int) -> None:
@@ -322,4 +365,3 @@ def _discard(index: dict[Any, set[int]], key: int | None, conn_id: int) -> None:
         members.discard(conn_id)
         if not members:
             del index[key]
-

@@ -33,8 +33,13 @@ CLOSE_REASON = "API key revoked or rotated."
 
 
 class KeyWatch:
-    def __init__(self, storage: ChatStorage, hub: Hub, close_code: int,
-                 interval_secs: float = KEY_POLL_INTERVAL_SECS):
+    def __init__(
+        self,
+        storage: ChatStorage,
+        hub: Hub,
+        close_code: int,
+        interval_secs: float = KEY_POLL_INTERVAL_SECS,
+    ):
         self.storage = storage
         self.hub = hub
         self.close_code = close_code  # handlers/errors.py's code for a bad key
@@ -75,8 +80,13 @@ class KeyWatch:
                 self._revoked.pop(account, None)
             count = self.hub.close_principal(*account, self.close_code, CLOSE_REASON)
             if count:
-                log.info("key of %s %d %s: closed %d socket(s)", change.role.value,
-                         change.account_id, change.kind, count)
+                log.info(
+                    "key of %s %d %s: closed %d socket(s)",
+                    change.role.value,
+                    change.account_id,
+                    change.kind,
+                    count,
+                )
             closed += count
         for account, until in list(self._revoked.items()):
             if until < now:

@@ -36,7 +36,8 @@ import asyncio
 import collections
 import logging
 import time
-from typing import Any, Callable, Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 from actors import metrics
 from actors.actor import Actor
@@ -83,9 +84,15 @@ class ActorSystem:
     ``idle_timeout_secs`` stops (passivation); one that fails restarts, at
     most ``max_restarts`` times per ``restart_window_secs``."""
 
-    def __init__(self, factory: Callable[[Hashable], Actor], *, mailbox_size: int = 1000,
-                 idle_timeout_secs: float = 300.0, max_restarts: int = 3,
-                 restart_window_secs: float = 60.0):
+    def __init__(
+        self,
+        factory: Callable[[Hashable], Actor],
+        *,
+        mailbox_size: int = 1000,
+        idle_timeout_secs: float = 300.0,
+        max_restarts: int = 3,
+        restart_window_secs: float = 60.0,
+    ):
         self._factory = factory
         self._mailbox_size = mailbox_size
         self._idle_timeout_secs = idle_timeout_secs
@@ -110,8 +117,13 @@ class ActorSystem:
         """Enqueue and wait for the reply (or the command's error); run it at
         once if the actor has nothing else to do."""
         cell = self._cells.get(key)
-        if cell is not None and cell.started and not cell.running and not cell.mailbox \
-                and not self._closing:
+        if (
+            cell is not None
+            and cell.started
+            and not cell.running
+            and not cell.mailbox
+            and not self._closing
+        ):
             metrics.ACTOR_MAILBOX_DEPTH.observe(0)
             return await self._run_inline(cell, command)
         future = asyncio.get_running_loop().create_future()
@@ -127,14 +139,19 @@ class ActorSystem:
             overlap = cell.actor.overlap_key(command)
             # At most mailbox_size started at once: past that they queue (and
             # a full mailbox refuses), as with ask.
-            if not cell.running or (overlap is not None and overlap == cell.running_key
-                                    and cell.running < self._mailbox_size):
+            if not cell.running or (
+                overlap is not None
+                and overlap == cell.running_key
+                and cell.running < self._mailbox_size
+            ):
                 cell.running += 1
                 cell.running_key = overlap
                 started = False
                 try:
-                    started = cell.actor.start_now(command, lambda result, exc: self._finished_now(
-                        cell, command, reply, result, exc))
+                    started = cell.actor.start_now(
+                        command,
+                        lambda result, exc: self._finished_now(cell, command, reply, result, exc),
+                    )
                 finally:
                     if not started:  # declined, or raised: not running after all
                         cell.running -= 1
@@ -145,8 +162,9 @@ class ActorSystem:
                     return
         self._enqueue(key, command, reply)
 
-    def _finished_now(self, cell: _Cell, command: Any, reply: Reply, result: Any,
-                      exc: BaseException | None) -> None:
+    def _finished_now(
+        self, cell: _Cell, command: Any, reply: Reply, result: Any, exc: BaseException | None
+    ) -> None:
         """A command ``start_now`` started is answered: book it, reply, and let
         queued commands run once nothing else does."""
         cell.running -= 1
@@ -178,8 +196,7 @@ class ActorSystem:
             if cell.mailbox:
                 _wake(cell)
 
-    def _enqueue(self, key: Hashable, command: Any,
-                 future: Waiter) -> None:
+    def _enqueue(self, key: Hashable, command: Any, future: Waiter) -> None:
         # No await between lookup and put: a passivation (also synchronous)
         # cannot slip in between and strand the command in a dead mailbox.
         if self._closing:
@@ -254,8 +271,7 @@ class ActorSystem:
             except Exception:
                 log.exception("actor %r failed in on_stop", cell.key)
 
-    def _take_group(self, cell: _Cell, command: Any,
-                    future: Waiter) -> list[tuple[Any, Waiter]]:
+    def _take_group(self, cell: _Cell, command: Any, future: Waiter) -> list[tuple[Any, Waiter]]:
         """The command, and the queued ones right behind it that may overlap it
         (same ``Actor.overlap_key``), up to ``MAX_GROUP``."""
         group = [(command, future)]
@@ -315,8 +331,12 @@ class ActorSystem:
         while cell.restarts and now - cell.restarts[0] > self._restart_window_secs:
             cell.restarts.popleft()
         if len(cell.restarts) >= self._max_restarts:
-            log.error("actor %r restarted %d times in %.0fs; stopping it",
-                      cell.key, len(cell.restarts), self._restart_window_secs)
+            log.error(
+                "actor %r restarted %d times in %.0fs; stopping it",
+                cell.key,
+                len(cell.restarts),
+                self._restart_window_secs,
+            )
             return False
         cell.restarts.append(now)
         metrics.ACTOR_RESTARTS.inc()
@@ -363,8 +383,7 @@ def _wake(cell: _Cell) -> None:
         cell.wake.set_result(None)
 
 
-def _settle(future: Waiter, result: Any = None,
-            exc: BaseException | None = None) -> None:
+def _settle(future: Waiter, result: Any = None, exc: BaseException | None = None) -> None:
     if future is None:
         return
     if not isinstance(future, asyncio.Future):  # a reply callback

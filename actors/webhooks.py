@@ -23,8 +23,8 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 from actors import metrics
 from storage.base import ChatStorage
@@ -47,12 +47,12 @@ class WebhookTarget:
 
 @dataclass(frozen=True)
 class WebhookSettings:
-    timeout_secs: float = 10.0          # one POST's time limit
-    max_retry_secs: float = 86400.0     # give an event up this long after it happened
-    backoff_initial_secs: float = 1.0   # first retry after about this long...
-    backoff_max_secs: float = 300.0     # ...doubling up to this
-    lease_secs: float = 10.0            # a dead deliverer is replaced within this
-    poll_secs: float = 0.5              # how often an idle deliverer looks at the outbox
+    timeout_secs: float = 10.0  # one POST's time limit
+    max_retry_secs: float = 86400.0  # give an event up this long after it happened
+    backoff_initial_secs: float = 1.0  # first retry after about this long...
+    backoff_max_secs: float = 300.0  # ...doubling up to this
+    lease_secs: float = 10.0  # a dead deliverer is replaced within this
+    poll_secs: float = 0.5  # how often an idle deliverer looks at the outbox
 
 
 Send = Callable[[WebhookTarget, OutboxEntry], Awaitable[bool]]
@@ -66,8 +66,14 @@ def retry_delay(attempt: int, settings: WebhookSettings) -> float:
 
 
 class WebhookDispatcher:
-    def __init__(self, storage: ChatStorage, targets: list[WebhookTarget],
-                 settings: WebhookSettings, send: Send, node: str):
+    def __init__(
+        self,
+        storage: ChatStorage,
+        targets: list[WebhookTarget],
+        settings: WebhookSettings,
+        send: Send,
+        node: str,
+    ):
         self.storage = storage
         self.targets = targets
         self.settings = settings
@@ -99,8 +105,9 @@ class WebhookDispatcher:
     async def _hold_lease(self) -> None:
         while True:
             try:
-                self.leader = await self.storage.take_lease(LEASE_NAME, self.node,
-                                                            self.settings.lease_secs)
+                self.leader = await self.storage.take_lease(
+                    LEASE_NAME, self.node, self.settings.lease_secs
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -153,8 +160,12 @@ class WebhookDispatcher:
                 return True
             metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
             if time.time() - entry.created > self.settings.max_retry_secs:
-                log.error("webhook %s: event %d given up after %.0fs", target.url, entry.id,
-                          self.settings.max_retry_secs)
+                log.error(
+                    "webhook %s: event %d given up after %.0fs",
+                    target.url,
+                    entry.id,
+                    self.settings.max_retry_secs,
+                )
                 metrics.WEBHOOK_DELIVERIES.labels("expired").inc()
                 return True
             await asyncio.sleep(retry_delay(attempt, self.settings))

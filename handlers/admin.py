@@ -26,8 +26,12 @@ class OpenSessionsHandler(AdminHandler):
     async def get(self) -> None:
         limit = list_limit(self)
         rows = await self.service.open_sessions(limit + 1, decode_cursor(self))
-        self.respond({"results": [session_json(s) for s in rows[:limit]],
-                      "next": next_url(self, rows, limit, "queued_at")})
+        self.respond(
+            {
+                "results": [session_json(s) for s in rows[:limit]],
+                "next": next_url(self, rows, limit, "queued_at"),
+            }
+        )
 
 
 class MySessionsHandler(AdminHandler):
@@ -35,11 +39,14 @@ class MySessionsHandler(AdminHandler):
 
     async def get(self) -> None:
         limit = list_limit(self)
-        rows = await self.service.admin_sessions(self.principal, limit + 1,
-                                                 decode_cursor(self))
+        rows = await self.service.admin_sessions(self.principal, limit + 1, decode_cursor(self))
         unread = await self.service.with_unread(self.principal, rows[:limit])
-        self.respond({"results": [{**session_json(s), "unread": n} for s, n in unread],
-                      "next": next_url(self, rows, limit, "activity_at")})
+        self.respond(
+            {
+                "results": [{**session_json(s), "unread": n} for s, n in unread],
+                "next": next_url(self, rows, limit, "activity_at"),
+            }
+        )
 
 
 class StoreSessionsHandler(AdminHandler):
@@ -55,8 +62,12 @@ class StoreSessionsHandler(AdminHandler):
         if wanted is None:
             raise NotFound()
         rows = await self.service.store_sessions(self.principal, wanted, limit + 1, before)
-        self.respond({"results": [session_json(s) for s in rows[:limit]],
-                      "next": next_url(self, rows, limit, "created")})
+        self.respond(
+            {
+                "results": [session_json(s) for s in rows[:limit]],
+                "next": next_url(self, rows, limit, "created"),
+            }
+        )
 
 
 class SessionDetailHandler(AdminHandler):
@@ -103,7 +114,5 @@ class AdminMessageHandler(AdminHandler):
         session_id = fields.positive_int("session_id")
         body, client_id = fields.message_fields()
         fields.check()
-        result = await self.service.post_admin_message(self.principal, session_id, body,
-                                                       client_id)
+        result = await self.service.post_admin_message(self.principal, session_id, body, client_id)
         self.respond(message_json(result.message), 201 if result.created else 200)
-

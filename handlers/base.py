@@ -36,8 +36,9 @@ class APIHandler(JSONErrors):
     role: Role | None = None
     metric_name = "unknown"
 
-    def initialize(self, service: ChatService, max_body_bytes: int,
-                   throttle: Throttle, inflight: "InFlight") -> None:
+    def initialize(
+        self, service: ChatService, max_body_bytes: int, throttle: Throttle, inflight: InFlight
+    ) -> None:
         self.service = service
         self.max_body_bytes = max_body_bytes
         self.throttle = throttle
@@ -51,8 +52,9 @@ class APIHandler(JSONErrors):
         """Runs before the method handler: auth, kind, throttle, size."""
         self.inflight.enter()
         self._counted = True
-        self.principal = await authenticate_header(self.service,
-                                                   self.request.headers.get("Authorization"))
+        self.principal = await authenticate_header(
+            self.service, self.request.headers.get("Authorization")
+        )
         if self.role is not None and self.principal.role is not self.role:
             raise HTTPProblem(403, NO_PERMISSION)
         self.throttle.check(self.principal)
@@ -100,14 +102,20 @@ class APIHandler(JSONErrors):
             self._counted = False
             self.inflight.leave()
 
-    async def respond_with_history(self, session: Session, after_seq: int,
-                                   limit: int) -> None:
+    async def respond_with_history(self, session: Session, after_seq: int, limit: int) -> None:
         """A session with one page of its history (Get Session, the store's view)."""
         messages, has_more = await self.service.history(session.id, after_seq, limit)
         [(_, unread)] = await self.service.with_unread(self.principal, [session])
         read = await self.service.read_positions(session.id)
-        self.respond({**session_json(session), "unread": unread, "read": read,
-                      "messages": [message_json(m) for m in messages], "has_more": has_more})
+        self.respond(
+            {
+                **session_json(session),
+                "unread": unread,
+                "read": read,
+                "messages": [message_json(m) for m in messages],
+                "has_more": has_more,
+            }
+        )
 
 
 class InFlight:

@@ -48,11 +48,25 @@ def log_request(handler: Any) -> None:
         return  # the line's fields are not even built (logging.level above INFO)
     principal = getattr(handler, "principal", None)
     who = f"{principal.role.value}:{principal.id}" if principal else "-"
-    access_log.log(level, "%s %s %d %.1fms %s", request.method, request.path, status,
-                   elapsed * 1000, who,
-                   extra={"fields": {"method": request.method, "path": request.path,
-                                     "status": status, "ms": round(elapsed * 1000, 1),
-                                     "who": who, "remote": request.remote_ip}})
+    access_log.log(
+        level,
+        "%s %s %d %.1fms %s",
+        request.method,
+        request.path,
+        status,
+        elapsed * 1000,
+        who,
+        extra={
+            "fields": {
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "ms": round(elapsed * 1000, 1),
+                "who": who,
+                "remote": request.remote_ip,
+            }
+        },
+    )
 
 
 class TextFormatter(logging.Formatter):
@@ -67,8 +81,10 @@ class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-                    + f".{int(record.msecs):03d}Z",
-            "level": record.levelname, "logger": record.name, "pid": record.process,
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "pid": record.process,
             "message": record.getMessage(),
         }
         entry.update(getattr(record, "fields", {}))

@@ -7,8 +7,7 @@ import datetime
 import os
 
 import prometheus_client
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from actors import metrics
 from handlers.errors import JSONErrors
@@ -29,10 +28,10 @@ class MetricsHandler(JSONErrors):
             await check_storage(self.storage)  # the same check as /readyz, for its gauge
             # The queue's length and oldest wait are read from storage, so they
             # are right across every process and node, not just what this one saw.
-            count = await asyncio.wait_for(self.storage.count_open_sessions(),
-                                           READY_TIMEOUT_SECS)
-            oldest = await asyncio.wait_for(self.storage.list_open_sessions(1, None),
-                                            READY_TIMEOUT_SECS)
+            count = await asyncio.wait_for(self.storage.count_open_sessions(), READY_TIMEOUT_SECS)
+            oldest = await asyncio.wait_for(
+                self.storage.list_open_sessions(1, None), READY_TIMEOUT_SECS
+            )
             metrics.SESSIONS_OPEN.set(count)
             metrics.QUEUE_OLDEST_WAIT.set(seconds_since(oldest[0].queued_at) if oldest else 0)
         except Exception:
@@ -53,8 +52,8 @@ async def check_storage(storage: ChatStorage) -> None:
 
 
 def seconds_since(iso: str) -> float:
-    then = datetime.datetime.fromisoformat(iso.rstrip("Z")).replace(tzinfo=datetime.timezone.utc)
-    return max(0.0, (datetime.datetime.now(datetime.timezone.utc) - then).total_seconds())
+    then = datetime.datetime.fromisoformat(iso.rstrip("Z")).replace(tzinfo=datetime.UTC)
+    return max(0.0, (datetime.datetime.now(datetime.UTC) - then).total_seconds())
 
 
 def metrics_registry() -> CollectorRegistry:

@@ -19,15 +19,21 @@ DEFAULT_HISTORY_LIMIT = 100
 
 
 def list_limit(handler: Any) -> int:
-    return query_int(raw_query_argument(handler, "limit"), "limit",
-                     DEFAULT_LIST_LIMIT, 1, clamp_to=MAX_LIST_PAGE)
+    return query_int(
+        raw_query_argument(handler, "limit"), "limit", DEFAULT_LIST_LIMIT, 1, clamp_to=MAX_LIST_PAGE
+    )
 
 
 def history_window(handler: Any) -> tuple[int, int]:
     """``(after_seq, limit)`` from the query string."""
     after_seq = query_int(raw_query_argument(handler, "after_seq"), "after_seq", 0, 0)
-    limit = query_int(raw_query_argument(handler, "limit"), "limit",
-                      DEFAULT_HISTORY_LIMIT, 1, clamp_to=MAX_HISTORY_PAGE)
+    limit = query_int(
+        raw_query_argument(handler, "limit"),
+        "limit",
+        DEFAULT_HISTORY_LIMIT,
+        1,
+        clamp_to=MAX_HISTORY_PAGE,
+    )
     return after_seq, limit
 
 
@@ -71,8 +77,12 @@ def _parse_cursor(raw: str) -> tuple[str, int] | None:
     if not (isinstance(position, list) and len(position) == 2):
         return None
     stamp, session_id = position
-    if not (is_storable_text(stamp) and _STAMP.match(stamp)
-            and is_int(session_id) and 1 <= session_id <= MAX_INT):
+    if not (
+        is_storable_text(stamp)
+        and _STAMP.match(stamp)
+        and is_int(session_id)
+        and 1 <= session_id <= MAX_INT
+    ):
         return None
     return stamp, session_id
 
@@ -83,7 +93,8 @@ def next_url(handler: Any, rows: list[Session], limit: int, sort_field: str) -> 
         return None
     last = rows[limit - 1]
     cursor = base64.urlsafe_b64encode(
-        json.dumps([getattr(last, sort_field), last.id]).encode()).decode()
+        json.dumps([getattr(last, sort_field), last.id]).encode()
+    ).decode()
     request = handler.request
     query = urllib.parse.urlencode({"limit": limit, "cursor": cursor})
     return f"{request.protocol}://{request.host}{request.path}?{query}"

@@ -14,8 +14,9 @@ import yaml
 
 from handlers.errors import JSONErrors
 
-DOCUMENT_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                             "docs", "openapi.yaml")
+DOCUMENT_PATH = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "openapi.yaml"
+)
 
 
 def load_document(path: str = DOCUMENT_PATH) -> bytes:

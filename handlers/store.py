@@ -18,8 +18,10 @@ class StoreMessageHandler(APIHandler):
         body, client_id = fields.message_fields()
         fields.check()
         result = await self.service.post_store_message(self.principal, body, client_id)
-        self.respond({**message_json(result.message), "session": session_json(result.session)},
-                     201 if result.created else 200)
+        self.respond(
+            {**message_json(result.message), "session": session_json(result.session)},
+            201 if result.created else 200,
+        )
 
 
 class StoreSessionHandler(APIHandler):

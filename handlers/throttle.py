@@ -37,13 +37,14 @@ class Throttle:
             wait = math.ceil((1.0 - tokens) / self.rate_per_sec)
             self._buckets[key] = (tokens, now)
             raise HTTPProblem(
-                429, f"Request was throttled. Expected available in {wait} seconds.",
-                {"Retry-After": str(wait)})
+                429,
+                f"Request was throttled. Expected available in {wait} seconds.",
+                {"Retry-After": str(wait)},
+            )
         self._buckets[key] = (tokens - 1.0, now)
         if now - self._swept_at > IDLE_BUCKET_SECS:
             self._sweep(now)
 
     def _sweep(self, now: float) -> None:
         self._swept_at = now
-        self._buckets = {k: v for k, v in self._buckets.items()
-                         if now - v[1] < IDLE_BUCKET_SECS}
+        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < IDLE_BUCKET_SECS}

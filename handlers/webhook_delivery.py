@@ -31,8 +31,11 @@ PASSED_THROUGH = ("admin", "from_admin", "reason")
 
 def render_body(entry: OutboxEntry) -> bytes:
     payload = entry.payload
-    body: dict[str, Any] = {"id": entry.id, "type": entry.kind,
-                            "created": iso_from_epoch(entry.created)}
+    body: dict[str, Any] = {
+        "id": entry.id,
+        "type": entry.kind,
+        "created": iso_from_epoch(entry.created),
+    }
     if "session" in payload:
         body["session"] = session_json(session_from_doc(payload["session"]))
     if "message" in payload:
@@ -57,12 +60,20 @@ class WebhookSender:
     async def __call__(self, target: WebhookTarget, entry: OutboxEntry) -> bool:
         body = render_body(entry)
         request = tornado.httpclient.HTTPRequest(
-            target.url, method="POST", body=body, headers={
-                "Content-Type": "application/json", "User-Agent": "store-support-chat",
-                "X-Chat-Delivery": str(entry.id), "X-Chat-Event": entry.kind,
-                "X-Chat-Signature": sign(target.secret, body)},
-            connect_timeout=self.timeout_secs, request_timeout=self.timeout_secs,
-            follow_redirects=False)
+            target.url,
+            method="POST",
+            body=body,
+            headers={
+                "Content-Type": "application/json",
+                "User-Agent": "store-support-chat",
+                "X-Chat-Delivery": str(entry.id),
+                "X-Chat-Event": entry.kind,
+                "X-Chat-Signature": sign(target.secret, body),
+            },
+            connect_timeout=self.timeout_secs,
+            request_timeout=self.timeout_secs,
+            follow_redirects=False,
+        )
         try:
             response = await self.client.fetch(request, raise_error=False)
         except (OSError, tornado.httpclient.HTTPClientError) as exc:

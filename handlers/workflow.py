@@ -62,8 +62,12 @@ class AdminsHandler(APIHandler):
         limit = list_limit(self)
         after = decode_admin_cursor(self.get_query_argument("cursor", None))
         rows = await self.service.admins_with_presence(limit + 1, after)
-        self.respond({"results": [admin_presence_json(r) for r in rows[:limit]],
-                      "next": self._next(rows, limit)})
+        self.respond(
+            {
+                "results": [admin_presence_json(r) for r in rows[:limit]],
+                "next": self._next(rows, limit),
+            }
+        )
 
     def _next(self, rows: list[AdminPresence], limit: int) -> str | None:
         if len(rows) <= limit:
@@ -76,8 +80,13 @@ class AdminsHandler(APIHandler):
 
 def admin_presence_json(row: AdminPresence) -> dict[str, Any]:
     admin: Admin = row.admin
-    return {"id": admin.id, "name": admin.name, "email": admin.email,
-            "presence": row.presence, "active_sessions": row.active_sessions}
+    return {
+        "id": admin.id,
+        "name": admin.name,
+        "email": admin.email,
+        "presence": row.presence,
+        "active_sessions": row.active_sessions,
+    }
 
 
 # A cursor we made is ~30 characters.
@@ -95,8 +104,12 @@ def decode_admin_cursor(raw: str | None) -> int:
         position = decode_json(base64.b64decode(raw.encode(), altchars=b"-_", validate=True))
     except (binascii.Error, ValueError, Invalid):
         raise NotFound() from None
-    if not (isinstance(position, list) and len(position) == 1 and is_int(position[0])
-            and 1 <= position[0] <= MAX_INT):
+    if not (
+        isinstance(position, list)
+        and len(position) == 1
+        and is_int(position[0])
+        and 1 <= position[0] <= MAX_INT
+    ):
         raise NotFound()
     return position[0]
 

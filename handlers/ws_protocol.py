@@ -29,7 +29,7 @@ import contextvars
 import socket
 import struct
 import sys
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from tornado.iostream import StreamClosedError
 
@@ -76,7 +76,7 @@ PONG_BUFFER_LIMIT = 64 * 1024
 class FramedConnection(WebSocketProtocol, asyncio.Protocol):
     """One accepted WebSocket: Tornado's protocol API over an asyncio transport."""
 
-    def __init__(self, handler: "WebSocketHandler", params: _WebSocketParams):
+    def __init__(self, handler: WebSocketHandler, params: _WebSocketParams):
         super().__init__(handler)
         self.params = params
         self.close_code: int | None = None
@@ -107,7 +107,7 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
     def selected_subprotocol(self) -> str | None:
         return self._subprotocol
 
-    async def accept_connection(self, handler: "WebSocketHandler") -> None:
+    async def accept_connection(self, handler: WebSocketHandler) -> None:
         """Runs for the upgrade request (inside Tornado's ``get``): answer 101,
         take the socket over, run ``open``, then serve frames until the
         connection ends, and tell the handler (``on_close``)."""
@@ -132,8 +132,9 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
         await self._ended
         handler.on_ws_connection_close(self.close_code, self.close_reason)
 
-    def write_message(self, message: str | bytes | dict[str, Any],
-                      binary: bool = False) -> "asyncio.Future[None]":
+    def write_message(
+        self, message: str | bytes | dict[str, Any], binary: bool = False
+    ) -> asyncio.Future[None]:
         """Tornado's API: one message frame (the chat's own frames go through
         ``write_frames``). The returned future is already done."""
         if isinstance(message, dict):
@@ -165,13 +166,16 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
         """Frames may still go out: our close frame has not (the client's
         close may have come; answers it is owed go out before our echo)."""
         transport = self._transport
-        return not self.server_terminated and transport is not None \
-            and not transport.is_closing()
+        return not self.server_terminated and transport is not None and not transport.is_closing()
 
     def is_closing(self) -> bool:
         transport = self._transport
-        return (self.client_terminated or self.server_terminated or transport is None
-                or transport.is_closing())
+        return (
+            self.client_terminated
+            or self.server_terminated
+            or transport is None
+            or transport.is_closing()
+        )
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Start (or finish) the closing handshake: our close frame, then wait
@@ -191,7 +195,8 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
                 self._transport.close()  # after our close frame is written
         elif self._close_timer is None:
             self._close_timer = asyncio.get_running_loop().call_later(
-                CLOSE_TIMEOUT_SECS, self._abort)
+                CLOSE_TIMEOUT_SECS, self._abort
+            )
 
     def _abort(self) -> None:
         """Drop the connection now (Tornado calls this too, on errors)."""
@@ -232,8 +237,9 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
         timeout = min(self.params.ping_timeout or interval, interval)
         self._pong_due = True
         self.write_ping(b"")
-        self._ping_timer = asyncio.get_running_loop().call_later(timeout, self._check_pong,
-                                                                 interval - timeout)
+        self._ping_timer = asyncio.get_running_loop().call_later(
+            timeout, self._check_pong, interval - timeout
+        )
 
     def _check_pong(self, until_next: float) -> None:
         if self._pong_due:
@@ -309,8 +315,10 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
                     break
                 first, masked, length, start = header
                 fragments = self._fragments
-                if length + (len(fragments) if fragments is not None else 0) \
-                        > self.params.max_message_size:
+                if (
+                    length + (len(fragments) if fragments is not None else 0)
+                    > self.params.max_message_size
+                ):
                     pos = self._refuse_too_big(start, length + (MASK_BYTES if masked else 0))
                     break
                 data_start = start + MASK_BYTES if masked else start
@@ -387,7 +395,8 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
         if self._unanswered:  # answers to earlier frames go first (5.5.1 allows the wait)
             self._close_echo_due = True
             self._close_timer = asyncio.get_running_loop().call_later(
-                CLOSE_TIMEOUT_SECS, self.close, self.close_code)
+                CLOSE_TIMEOUT_SECS, self.close, self.close_code
+            )
             return
         self.close(self.close_code)  # a valid code is echoed (5.5.1)
 
@@ -420,8 +429,11 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
         self._held = True
         if self._transport is not None:
             self._transport.pause_reading()
-        self._handler_task = asyncio.ensure_future(result) if not asyncio.iscoroutine(result) \
+        self._handler_task = (
+            asyncio.ensure_future(result)
+            if not asyncio.iscoroutine(result)
             else asyncio.get_running_loop().create_task(result, context=self._context)
+        )
         self._handler_task.add_done_callback(self._handler_done)
 
     def _handler_done(self, task: asyncio.Future) -> None:
@@ -435,11 +447,16 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
         self._release()
 
 
-def framed_connection(handler: "WebSocketHandler") -> Optional[FramedConnection]:
+def framed_connection(handler: WebSocketHandler) -> FramedConnection | None:
     """What ``WebSocketHandler.get_websocket_protocol`` returns (at the
     handshake): version 13 only, with the handler's limits."""
     if handler.request.headers.get("Sec-WebSocket-Version") != "13":
         return None
-    return FramedConnection(handler, _WebSocketParams(
-        ping_interval=handler.ping_interval, ping_timeout=handler.ping_timeout,
-        max_message_size=handler.max_message_size))
+    return FramedConnection(
+        handler,
+        _WebSocketParams(
+            ping_interval=handler.ping_interval,
+            ping_timeout=handler.ping_timeout,
+            max_message_size=handler.max_message_size,
+        ),
+    )

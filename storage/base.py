@@ -19,7 +19,8 @@ processes and nodes live here, not in the actors:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from storage.outcomes import ClaimResult, PostResult, SessionWrite
 from storage.records import (
@@ -49,7 +50,7 @@ MAX_LIST_PAGE = 200
 
 # reply(result, error): how a write offered with a callback answers (once, on
 # the event loop, after its commit).
-Reply = Callable[[Any, Optional[BaseException]], None]
+Reply = Callable[[Any, BaseException | None], None]
 
 
 class ChatStorage(Protocol):
@@ -94,9 +95,7 @@ class ChatStorage(Protocol):
     async def get_active_session(self, store_id: int) -> Session | None:
         """The store's open or claimed session, if any."""
 
-    async def list_open_sessions(
-        self, limit: int, after: tuple[str, int] | None
-    ) -> list[Session]:
+    async def list_open_sessions(self, limit: int, after: tuple[str, int] | None) -> list[Session]:
         """The queue by ``(queued_at, id)`` ascending, strictly after ``after``."""
 
     async def list_admin_sessions(
@@ -112,9 +111,7 @@ class ChatStorage(Protocol):
 
     async def count_open_sessions(self) -> int: ...
 
-    async def claim_session(
-        self, session_id: int, admin: Admin, max_sessions: int
-    ) -> ClaimResult:
+    async def claim_session(self, session_id: int, admin: Admin, max_sessions: int) -> ClaimResult:
         """Claim atomically: only an open session with no admin; a retry by the
         holder is ``ALREADY_HELD``; ``max_sessions`` (0 = none) is checked in
         the same write. On ``WON`` a system ``admin_connected`` message and a
@@ -138,9 +135,7 @@ class ChatStorage(Protocol):
         """Append to the store's active session, opening one when there is
         none (the open and the first message are one atomic step)."""
 
-    async def list_messages(
-        self, session_id: int, after_seq: int, limit: int
-    ) -> list[Message]:
+    async def list_messages(self, session_id: int, after_seq: int, limit: int) -> list[Message]:
         """Messages with ``seq > after_seq`` in ``seq`` order, at most ``limit``."""
 
     # --- change feed ----------------------------------------------------
@@ -193,14 +188,14 @@ class ChatStorage(Protocol):
         key that no longer works."""
 
     # --- the support workflow (rules in storage/workflow.py) -----------------------
-    async def transfer_session(self, session_id: int, admin_id: int, target_id: int,
-                               max_sessions: int) -> "TransferResult":
+    async def transfer_session(
+        self, session_id: int, admin_id: int, target_id: int, max_sessions: int
+    ) -> TransferResult:
         """Hand a session ``admin_id`` holds to ``target_id`` in one guarded
         write, the target's ``max_sessions`` (0 = none) checked in it; with a
         system ``session_transferred`` message and event stored in the same step."""
 
-    async def mark_read(self, session_id: int, side: str, reader_id: int,
-                        seq: int) -> "ReadResult":
+    async def mark_read(self, session_id: int, side: str, reader_id: int, seq: int) -> ReadResult:
         """Raise ``side``'s read position to ``seq`` (capped at the last seq);
         never lower it. A raise stores a ``read`` event with it."""
 
@@ -210,31 +205,31 @@ class ChatStorage(Protocol):
     async def read_positions(self, session_id: int) -> dict[str, int]:
         """``{"store": seq, "admin": seq}`` as far as each side has read."""
 
-    async def set_presence_sockets(self, node: str, admin_id: int, sockets: int,
-                                   live_after: float) -> str | None:
+    async def set_presence_sockets(
+        self, node: str, admin_id: int, sockets: int, live_after: float
+    ) -> str | None:
         """Record how many sockets the admin has open on ``node`` (a heartbeat
         of that row); announce and return its presence if that changed."""
 
-    async def set_admin_away(self, admin_id: int, away: bool,
-                             live_after: float) -> str | None:
+    async def set_admin_away(self, admin_id: int, away: bool, live_after: float) -> str | None:
         """The admin says it is away (or back); announce a change as above."""
 
-    async def heartbeat_presence(self, node: str, sockets: dict[int, int],
-                                 live_after: float) -> list[tuple[int, str]]:
+    async def heartbeat_presence(
+        self, node: str, sockets: dict[int, int], live_after: float
+    ) -> list[tuple[int, str]]:
         """Rewrite ``node``'s rows from its open ``sockets`` per admin; announce
         every admin whose presence changed since (a dead node's admins going
         offline), each exactly once."""
 
-    async def list_admins_with_presence(self, limit: int, after_id: int,
-                                         live_after: float) -> "list[AdminPresence]":
+    async def list_admins_with_presence(
+        self, limit: int, after_id: int, live_after: float
+    ) -> list[AdminPresence]:
         """Admins by id after ``after_id``, with presence and claimed sessions."""
 
-    async def find_stale_claims(self, cutoffs: "StaleCutoffs",
-                                limit: int) -> "list[StaleClaim]":
+    async def find_stale_claims(self, cutoffs: StaleCutoffs, limit: int) -> list[StaleClaim]:
         """Claimed sessions stale by ``cutoffs``, each with the state judged."""
 
-    async def requeue_session(self, stale: "StaleClaim",
-                              cutoffs: "StaleCutoffs") -> SessionWrite:
+    async def requeue_session(self, stale: StaleClaim, cutoffs: StaleCutoffs) -> SessionWrite:
         """Back to the queue (keeping ``queued_at``) only if nothing changed
         since judged stale; ``DONE`` for exactly one caller, else ``UNCHANGED``."""
 
@@ -242,7 +237,7 @@ class ChatStorage(Protocol):
         """From now on copy events of ``kinds`` into the outbox atomically with
         their change (runs at start-up; no kinds: stop and empty it)."""
 
-    async def read_outbox(self, after_id: int, limit: int) -> "list[OutboxEntry]":
+    async def read_outbox(self, after_id: int, limit: int) -> list[OutboxEntry]:
         """Outbox entries after ``after_id`` in commit order."""
 
     async def load_webhook_cursor(self, hook: str) -> int:

@@ -35,11 +35,25 @@ def message_from_doc(doc: dict[str, Any]) -> Message:
 
 
 _SESSION_SCALARS = (
-    "id", "admin_id", "last_message_at", "created", "updated",
-    "queued_at", "activity_at", "last_seq", "first_store_message_at",
+    "id",
+    "admin_id",
+    "last_message_at",
+    "created",
+    "updated",
+    "queued_at",
+    "activity_at",
+    "last_seq",
+    "first_store_message_at",
     "first_admin_reply_at",
 )
 _MESSAGE_FIELDS = (
-    "id", "session_id", "seq", "sender", "sender_id", "body", "client_id",
-    "created", "event",
+    "id",
+    "session_id",
+    "seq",
+    "sender",
+    "sender_id",
+    "body",
+    "client_id",
+    "created",
+    "event",
 )

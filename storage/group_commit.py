@@ -37,7 +37,8 @@ import logging
 import queue
 import sqlite3
 import threading
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from storage.base import Reply
 from storage.records import Event
@@ -64,8 +65,12 @@ class WriterConnection(sqlite3.Connection):
 
 
 class GroupCommitWriter:
-    def __init__(self, connect: Callable[[], sqlite3.Connection], max_batch: int = 100,
-                 origin: str | None = None):
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        max_batch: int = 100,
+        origin: str | None = None,
+    ):
         self._connect = connect
         self._max_batch = max_batch
         self._origin = origin
@@ -182,8 +187,7 @@ class GroupCommitWriter:
                 else:
                     grouped.setdefault(handler, []).append(index)
             for handler, indexes in grouped.items():
-                self._run_handler(conn, handler, [batch[i][1] for i in indexes], indexes,
-                                  outcomes)
+                self._run_handler(conn, handler, [batch[i][1] for i in indexes], indexes, outcomes)
             if events and listener is not None:
                 self._unannounced.append(events[0].id)
                 announced = True
@@ -201,8 +205,13 @@ class GroupCommitWriter:
         self._answer(batch, outcomes, prior, events if listener else [], listener)
 
     @staticmethod
-    def _run_handler(conn: WriterConnection, handler: BatchHandler, items: list,
-                     indexes: list[int], outcomes: list) -> None:
+    def _run_handler(
+        conn: WriterConnection,
+        handler: BatchHandler,
+        items: list,
+        indexes: list[int],
+        outcomes: list,
+    ) -> None:
         mark = len(conn.committed)
         conn.execute("SAVEPOINT op")
         try:
@@ -223,8 +232,14 @@ class GroupCommitWriter:
         for index, answer in zip(indexes, answers):
             outcomes[index] = _as_outcome(answer)
 
-    def _answer(self, batch: list, outcomes: list, prior: int, events: list[Event],
-                listener: tuple[CommitListener, asyncio.AbstractEventLoop] | None) -> None:
+    def _answer(
+        self,
+        batch: list,
+        outcomes: list,
+        prior: int,
+        events: list[Event],
+        listener: tuple[CommitListener, asyncio.AbstractEventLoop] | None,
+    ) -> None:
         """Wake each loop once: the listener first, then every caller."""
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
         for (_handler, _fn, future), outcome in zip(batch, outcomes):
@@ -239,8 +254,9 @@ class GroupCommitWriter:
                 if announce is not None:
                     self._unannounced.popleft()
 
-    def _settle(self, listener: CommitListener | None, prior: int, events: list[Event],
-                answers: list) -> None:
+    def _settle(
+        self, listener: CommitListener | None, prior: int, events: list[Event], answers: list
+    ) -> None:
         if listener is not None:
             self._unannounced.popleft()
             try:

@@ -53,8 +53,9 @@ class PostResult:
     created: bool = False
 
 
-def why_claim_failed(session: Session | None, admin_id: int,
-                     limit_hit: bool = False) -> ClaimOutcome:
+def why_claim_failed(
+    session: Session | None, admin_id: int, limit_hit: bool = False
+) -> ClaimOutcome:
     """Classify a claim whose guarded write matched nothing, from a read of the
     session made after the guard (shared by every backend)."""
     if session is None:
@@ -67,8 +68,9 @@ def why_claim_failed(session: Session | None, admin_id: int,
     return ClaimOutcome.LIMIT if limit_hit else ClaimOutcome.CONFLICT
 
 
-def holder_refusal(session: Session | None, admin_id: int,
-                   closed_ok: bool = False) -> SessionWrite | None:
+def holder_refusal(
+    session: Session | None, admin_id: int, closed_ok: bool = False
+) -> SessionWrite | None:
     """None when ``admin_id`` holds the (unclosed) session; else why not, in
     API.md's order: not found, then not yours, then closed."""
     if session is None:
@@ -76,6 +78,5 @@ def holder_refusal(session: Session | None, admin_id: int,
     if session.admin_id != admin_id or session.status is SessionStatus.OPEN:
         return SessionWrite(WriteOutcome.FORBIDDEN, session)
     if session.status is SessionStatus.CLOSED:
-        return SessionWrite(WriteOutcome.UNCHANGED if closed_ok else WriteOutcome.CLOSED,
-                            session)
+        return SessionWrite(WriteOutcome.UNCHANGED if closed_ok else WriteOutcome.CLOSED, session)
     return None

@@ -23,7 +23,7 @@ def utc_now_iso() -> str:
     Fixed width (always microseconds) so that text order is time order, which
     the queue's cursor paging relies on.
     """
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

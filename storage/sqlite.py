@@ -43,22 +43,23 @@ class SQLiteStorage(SQLiteAccounts, SQLiteSessions, SQLiteMessages, SQLiteFeed, 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLiteStorage:
         """``sqlite:///relative/path.sqlite3`` or ``sqlite:////absolute/path``."""
-        path = url[len("sqlite:///"):]
+        path = url[len("sqlite:///") :]
         if not path:
             raise ValueError(f"no file in storage URL {url!r}")
         return cls(path, **options)
 
-
     # --- the support workflow (storage/workflow.py states the rules) -------------
-    async def transfer_session(self, session_id: int, admin_id: int, target_id: int,
-                               max_sessions: int) -> TransferResult:
-        return await self._write(lambda c: flow.transfer_write(
-            c, session_id, admin_id, target_id, max_sessions))
+    async def transfer_session(
+        self, session_id: int, admin_id: int, target_id: int, max_sessions: int
+    ) -> TransferResult:
+        return await self._write(
+            lambda c: flow.transfer_write(c, session_id, admin_id, target_id, max_sessions)
+        )
 
-    async def mark_read(self, session_id: int, side: str, reader_id: int,
-                        seq: int) -> ReadResult:
-        return await self._write(lambda c: flow.mark_read_write(
-            c, session_id, side, reader_id, seq))
+    async def mark_read(self, session_id: int, side: str, reader_id: int, seq: int) -> ReadResult:
+        return await self._write(
+            lambda c: flow.mark_read_write(c, session_id, side, reader_id, seq)
+        )
 
     async def unread_counts(self, session_ids: list[int], side: str) -> dict[int, int]:
         return await self._read(lambda c: flow.unread_counts(c, session_ids, side))
@@ -66,24 +67,27 @@ class SQLiteStorage(SQLiteAccounts, SQLiteSessions, SQLiteMessages, SQLiteFeed, 
     async def read_positions(self, session_id: int) -> dict[str, int]:
         return await self._read(lambda c: flow.read_positions(c, session_id))
 
-    async def set_presence_sockets(self, node: str, admin_id: int, sockets: int,
-                                   live_after: float) -> str | None:
-        return await self._write(lambda c: flow.set_sockets_write(
-            c, node, admin_id, sockets, live_after))
+    async def set_presence_sockets(
+        self, node: str, admin_id: int, sockets: int, live_after: float
+    ) -> str | None:
+        return await self._write(
+            lambda c: flow.set_sockets_write(c, node, admin_id, sockets, live_after)
+        )
 
-    async def set_admin_away(self, admin_id: int, away: bool,
-                             live_after: float) -> str | None:
+    async def set_admin_away(self, admin_id: int, away: bool, live_after: float) -> str | None:
         return await self._write(lambda c: flow.set_away_write(c, admin_id, away, live_after))
 
-    async def heartbeat_presence(self, node: str, sockets: dict[int, int],
-                                 live_after: float) -> list[tuple[int, str]]:
-        return await self._write(lambda c: flow.heartbeat_write(c, node, dict(sockets),
-                                                                live_after))
+    async def heartbeat_presence(
+        self, node: str, sockets: dict[int, int], live_after: float
+    ) -> list[tuple[int, str]]:
+        return await self._write(lambda c: flow.heartbeat_write(c, node, dict(sockets), live_after))
 
-    async def list_admins_with_presence(self, limit: int, after_id: int,
-                                        live_after: float) -> list[AdminPresence]:
-        return await self._read(lambda c: flow.list_admins_with_presence(
-            c, limit, after_id, live_after))
+    async def list_admins_with_presence(
+        self, limit: int, after_id: int, live_after: float
+    ) -> list[AdminPresence]:
+        return await self._read(
+            lambda c: flow.list_admins_with_presence(c, limit, after_id, live_after)
+        )
 
     async def find_stale_claims(self, cutoffs: StaleCutoffs, limit: int) -> list[StaleClaim]:
         return await self._read(lambda c: flow.find_stale_claims(c, cutoffs, limit))
@@ -98,8 +102,11 @@ class SQLiteStorage(SQLiteAccounts, SQLiteSessions, SQLiteMessages, SQLiteFeed, 
         return await self._read(lambda c: flow.read_outbox(c, after_id, limit))
 
     async def load_webhook_cursor(self, hook: str) -> int:
-        row = await self._read(lambda c: c.execute(
-            "SELECT last_id FROM webhook_cursors WHERE hook = ?", (hook,)).fetchone())
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT last_id FROM webhook_cursors WHERE hook = ?", (hook,)
+            ).fetchone()
+        )
         return row[0] if row else 0
 
     async def save_webhook_cursor(self, hook: str, last_id: int) -> None:
@@ -109,5 +116,4 @@ class SQLiteStorage(SQLiteAccounts, SQLiteSessions, SQLiteMessages, SQLiteFeed, 
         return await self._write(lambda c: flow.prune_outbox_write(c, hooks))
 
     async def take_lease(self, name: str, holder: str, duration_secs: float) -> bool:
-        return await self._write(lambda c: flow.take_lease_write(c, name, holder,
-                                                                 duration_secs))
+        return await self._write(lambda c: flow.take_lease_write(c, name, holder, duration_secs))

@@ -28,20 +28,23 @@ class SQLiteAccounts(SQLiteConnection):
         def write(conn: sqlite3.Connection) -> Admin:
             cur = conn.execute(
                 "INSERT INTO admins (name, email, key_digest, created) VALUES (?, ?, ?, ?)",
-                (name, email, digest_key(key), utc_now_iso()))
+                (name, email, digest_key(key), utc_now_iso()),
+            )
             return Admin(cur.lastrowid, name, email)
 
         return await self._write(write), key
 
-    async def create_store(self, name: str, email: str | None,
-                           logo_url: str | None) -> tuple[Store, str]:
+    async def create_store(
+        self, name: str, email: str | None, logo_url: str | None
+    ) -> tuple[Store, str]:
         key = new_api_key()
 
         def write(conn: sqlite3.Connection) -> Store:
             cur = conn.execute(
                 "INSERT INTO stores (name, email, logo_url, key_digest, created)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (name, email, logo_url, digest_key(key), utc_now_iso()))
+                (name, email, logo_url, digest_key(key), utc_now_iso()),
+            )
             return Store(cur.lastrowid, name, email, logo_url)
 
         return await self._write(write), key
@@ -69,30 +72,44 @@ class SQLiteAccounts(SQLiteConnection):
         return _key_owner_row(self._loop_connection(), digest)
 
     async def get_store(self, store_id: int) -> Store | None:
-        row = await self._read(lambda c: c.execute(
-            "SELECT id, name, email, logo_url FROM stores WHERE id = ?", (store_id,)).fetchone())
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT id, name, email, logo_url FROM stores WHERE id = ?", (store_id,)
+            ).fetchone()
+        )
         return Store(row["id"], row["name"], row["email"], row["logo_url"]) if row else None
 
     async def get_admin(self, admin_id: int) -> Admin | None:
-        row = await self._read(lambda c: c.execute(
-            "SELECT id, name, email FROM admins WHERE id = ?", (admin_id,)).fetchone())
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT id, name, email FROM admins WHERE id = ?", (admin_id,)
+            ).fetchone()
+        )
         return Admin(row["id"], row["name"], row["email"]) if row else None
 
     async def count_accounts(self) -> int:
-        return await self._read(lambda c: c.execute(
-            "SELECT (SELECT COUNT(*) FROM admins) + (SELECT COUNT(*) FROM stores)"
-        ).fetchone()[0])
+        return await self._read(
+            lambda c: c.execute(
+                "SELECT (SELECT COUNT(*) FROM admins) + (SELECT COUNT(*) FROM stores)"
+            ).fetchone()[0]
+        )
 
     # --- account administration -----------------------------------------
     async def list_admins(self) -> list[Admin]:
-        return await self._read(lambda c: [
-            Admin(r["id"], r["name"], r["email"])
-            for r in c.execute("SELECT id, name, email FROM admins ORDER BY id")])
+        return await self._read(
+            lambda c: [
+                Admin(r["id"], r["name"], r["email"])
+                for r in c.execute("SELECT id, name, email FROM admins ORDER BY id")
+            ]
+        )
 
     async def list_stores(self) -> list[Store]:
-        return await self._read(lambda c: [
-            Store(r["id"], r["name"], r["email"], r["logo_url"])
-            for r in c.execute("SELECT id, name, email, logo_url FROM stores ORDER BY id")])
+        return await self._read(
+            lambda c: [
+                Store(r["id"], r["name"], r["email"], r["logo_url"])
+                for r in c.execute("SELECT id, name, email, logo_url FROM stores ORDER BY id")
+            ]
+        )
 
     async def rotate_key(self, role: Role, account_id: int) -> str | None:
         key = new_api_key()
@@ -108,25 +125,33 @@ class SQLiteAccounts(SQLiteConnection):
         def write(conn: sqlite3.Connection) -> bool:
             # The new digest and its announcement in one transaction: a watcher
             # that sees the change finds the old key already refused.
-            cur = conn.execute(f"UPDATE {table} SET key_digest = ? WHERE id = ?",
-                               (digest, account_id))
+            cur = conn.execute(
+                f"UPDATE {table} SET key_digest = ? WHERE id = ?", (digest, account_id)
+            )
             if cur.rowcount != 1:
                 return False
-            conn.execute("INSERT INTO key_changes (role, account_id, kind, created)"
-                         " VALUES (?, ?, ?, ?)", (role.value, account_id, kind, utc_now_iso()))
+            conn.execute(
+                "INSERT INTO key_changes (role, account_id, kind, created) VALUES (?, ?, ?, ?)",
+                (role.value, account_id, kind, utc_now_iso()),
+            )
             return True
 
         return await self._write(write)
 
     async def key_changes_head(self) -> int:
-        return await self._read(lambda c: c.execute(
-            "SELECT COALESCE(MAX(id), 0) FROM key_changes").fetchone()[0])
+        return await self._read(
+            lambda c: c.execute("SELECT COALESCE(MAX(id), 0) FROM key_changes").fetchone()[0]
+        )
 
     async def key_changes_since(self, after_id: int) -> list[KeyChange]:
-        return await self._read(lambda c: [
-            KeyChange(r["id"], Role(r["role"]), r["account_id"], r["kind"], r["id"])
-            for r in c.execute("SELECT * FROM key_changes WHERE id > ? ORDER BY id",
-                               (after_id,))])
+        return await self._read(
+            lambda c: [
+                KeyChange(r["id"], Role(r["role"]), r["account_id"], r["kind"], r["id"])
+                for r in c.execute(
+                    "SELECT * FROM key_changes WHERE id > ? ORDER BY id", (after_id,)
+                )
+            ]
+        )
 
 
 def _key_owner_row(conn: sqlite3.Connection, digest: str) -> sqlite3.Row | None:
@@ -136,7 +161,8 @@ def _key_owner_row(conn: sqlite3.Connection, digest: str) -> sqlite3.Row | None:
         "SELECT 'admin' AS role, id, name, email, NULL AS logo_url FROM admins"
         " WHERE key_digest = ?1 UNION ALL"
         " SELECT 'store', id, name, email, logo_url FROM stores WHERE key_digest = ?1",
-        (digest,)).fetchall()
+        (digest,),
+    ).fetchall()
     return rows[0] if rows else None
 
 

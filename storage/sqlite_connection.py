@@ -16,8 +16,9 @@ import secrets
 import sqlite3
 import threading
 import urllib.parse
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 from storage import sqlite_schema as schema
 from storage.checkpoint import Checkpointer
@@ -33,8 +34,9 @@ READER_THREADS = 2
 class SQLiteConnection:
     """One SQLite file in WAL mode: how every method of ``SQLiteStorage`` reaches it."""
 
-    def __init__(self, path: str, synchronous: str = "FULL",
-                 page_size: int = schema.DEFAULT_PAGE_SIZE):
+    def __init__(
+        self, path: str, synchronous: str = "FULL", page_size: int = schema.DEFAULT_PAGE_SIZE
+    ):
         self.path = path
         self._synchronous = synchronous
         self._page_size = page_size
@@ -45,11 +47,16 @@ class SQLiteConnection:
         # leave them out (they are delivered straight from the commit).
         self.origin = secrets.token_hex(8)
         self._loop_conns: list[sqlite3.Connection] = []  # see _loop_connection
-        self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="sqlite-read",
-                                           initializer=name_os_thread, initargs=("sqlite-read",))
+        self._readers = ThreadPoolExecutor(
+            READER_THREADS,
+            thread_name_prefix="sqlite-read",
+            initializer=name_os_thread,
+            initargs=("sqlite-read",),
+        )
 
-    def _connect(self, factory: type = sqlite3.Connection,
-                 create: bool = False) -> sqlite3.Connection:
+    def _connect(
+        self, factory: type = sqlite3.Connection, create: bool = False
+    ) -> sqlite3.Connection:
         """A connection to the database file; only ``setup`` may ``create`` it.
 
         Every other connection (reader threads, the writer, the checkpointer)
@@ -57,9 +64,14 @@ class SQLiteConnection:
         then, a plain ``connect`` would make a new, empty database there and
         serve it. They open the existing file only (``mode=rw``), so a missing
         file is an outage (``StorageUnavailable``) instead."""
-        conn = sqlite3.connect(_file_uri(self.path, create), uri=True, isolation_level=None,
-                               check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000,
-                               factory=factory)
+        conn = sqlite3.connect(
+            _file_uri(self.path, create),
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            factory=factory,
+        )
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         # Takes effect only on a file that has no page yet (before WAL mode is
@@ -112,8 +124,9 @@ class SQLiteConnection:
             finally:
                 conn.close()
         except OSError as exc:  # the data folder cannot be made or written
-            raise StorageUnavailable(f"cannot create {self.path}: "
-                                     f"{exc.strerror}: {exc.filename}") from exc
+            raise StorageUnavailable(
+                f"cannot create {self.path}: {exc.strerror}: {exc.filename}"
+            ) from exc
         except sqlite3.Error as exc:
             raise StorageUnavailable(f"cannot open {self.path}: {exc}") from exc
         self._writer = GroupCommitWriter(self._connect_writer, origin=self.origin)
@@ -150,8 +163,13 @@ class SQLiteConnection:
         raises ``sqlite3.OperationalError`` at once instead of blocking the loop."""
         conn = getattr(self._local, "loop_conn", None)
         if conn is None:
-            conn = sqlite3.connect(_file_uri(self.path, create=False), uri=True,
-                                   isolation_level=None, check_same_thread=False, timeout=0)
+            conn = sqlite3.connect(
+                _file_uri(self.path, create=False),
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=0,
+            )
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA query_only = ON")
             self._local.loop_conn = conn

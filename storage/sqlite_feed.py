@@ -19,20 +19,25 @@ class SQLiteFeed(SQLiteConnection):
 
     # --- change feed ----------------------------------------------------
     async def append_typing(self, session: Session, sender: str) -> None:
-        await self._write(lambda c: schema.insert_event(
-            c, "typing", session, session.admin_id,
-            {"session_id": session.id, "sender": sender}))
+        await self._write(
+            lambda c: schema.insert_event(
+                c, "typing", session, session.admin_id, {"session_id": session.id, "sender": sender}
+            )
+        )
 
     # A feed position here is an event id: ids are given in commit order by
     # the one writer at a time SQLite allows.
     async def feed_head(self) -> int:
-        return await self._read(lambda c: c.execute(
-            "SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
+        return await self._read(
+            lambda c: c.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+        )
 
     async def read_events(self, after_id: int, limit: int) -> list[Event]:
-        rows = await self._read(lambda c: c.execute(
-            f"{schema.EVENTS_SELECT} WHERE e.id > ? ORDER BY e.id LIMIT ?",
-            (after_id, limit)).fetchall())
+        rows = await self._read(
+            lambda c: c.execute(
+                f"{schema.EVENTS_SELECT} WHERE e.id > ? ORDER BY e.id LIMIT ?", (after_id, limit)
+            ).fetchall()
+        )
         return [schema.row_to_event(r) for r in rows]
 
     # --- this process's own events (optional hooks the feed looks for) -------
@@ -49,22 +54,34 @@ class SQLiteFeed(SQLiteConnection):
 
     async def read_foreign_events(self, after_id: int, limit: int) -> list[Event]:
         """Like ``read_events``, leaving out the events this process wrote."""
-        rows = await self._read(lambda c: c.execute(
-            f"{schema.EVENTS_SELECT} WHERE e.id > ? AND e.origin IS NOT ?"
-            " ORDER BY e.id LIMIT ?", (after_id, self.origin, limit)).fetchall())
+        rows = await self._read(
+            lambda c: c.execute(
+                f"{schema.EVENTS_SELECT} WHERE e.id > ? AND e.origin IS NOT ?"
+                " ORDER BY e.id LIMIT ?",
+                (after_id, self.origin, limit),
+            ).fetchall()
+        )
         return [schema.row_to_event(r) for r in rows]
 
     async def prune_events(self, older_than_secs: float) -> int:
         cutoff = time.time() - older_than_secs
-        return await self._write(lambda c: c.execute(
-            "DELETE FROM events WHERE created < ?", (cutoff,)).rowcount)
+        return await self._write(
+            lambda c: c.execute("DELETE FROM events WHERE created < ?", (cutoff,)).rowcount
+        )
 
     async def load_feed_position(self, node: str) -> int | None:
-        row = await self._read(lambda c: c.execute(
-            "SELECT last_id FROM feed_positions WHERE node = ?", (node,)).fetchone())
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT last_id FROM feed_positions WHERE node = ?", (node,)
+            ).fetchone()
+        )
         return row[0] if row else None
 
     async def save_feed_position(self, node: str, last_id: int) -> None:
-        await self._write(lambda c: c.execute(
-            "INSERT INTO feed_positions (node, last_id) VALUES (?, ?)"
-            " ON CONFLICT (node) DO UPDATE SET last_id = excluded.last_id", (node, last_id)))
+        await self._write(
+            lambda c: c.execute(
+                "INSERT INTO feed_positions (node, last_id) VALUES (?, ?)"
+                " ON CONFLICT (node) DO UPDATE SET last_id = excluded.last_id",
+                (node, last_id),
+            )
+        )

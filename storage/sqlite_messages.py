@@ -24,12 +24,14 @@ class SQLiteMessages(SQLiteConnection):
     """Messages on SQLite (``ChatStorage``'s message methods)."""
 
     # --- messages -------------------------------------------------------
-    async def post_admin_message(self, session_id: int, admin_id: int, body: str,
-                                 client_id: str | None) -> PostResult:
+    async def post_admin_message(
+        self, session_id: int, admin_id: int, body: str, client_id: str | None
+    ) -> PostResult:
         return await self._post(Post("admin", admin_id, session_id, body, client_id))
 
-    async def post_store_message(self, store_id: int, body: str,
-                                 client_id: str | None) -> PostResult:
+    async def post_store_message(
+        self, store_id: int, body: str, client_id: str | None
+    ) -> PostResult:
         return await self._post(Post("store", store_id, None, body, client_id))
 
     async def _post(self, post: Post) -> PostResult:
@@ -38,12 +40,14 @@ class SQLiteMessages(SQLiteConnection):
 
     # The same two posts answered by a callback, for the message path
     # (``SessionActor.start_now``): no future or coroutine per message.
-    def post_admin_message_with_reply(self, session_id: int, admin_id: int, body: str,
-                                      client_id: str | None, reply: Reply) -> None:
+    def post_admin_message_with_reply(
+        self, session_id: int, admin_id: int, body: str, client_id: str | None, reply: Reply
+    ) -> None:
         self._post_with_reply(Post("admin", admin_id, session_id, body, client_id), reply)
 
-    def post_store_message_with_reply(self, store_id: int, body: str, client_id: str | None,
-                                      reply: Reply) -> None:
+    def post_store_message_with_reply(
+        self, store_id: int, body: str, client_id: str | None, reply: Reply
+    ) -> None:
         self._post_with_reply(Post("store", store_id, None, body, client_id), reply)
 
     def _post_with_reply(self, post: Post, reply: Reply) -> None:
@@ -54,12 +58,18 @@ class SQLiteMessages(SQLiteConnection):
 
         if self._writer is None:
             asyncio.get_running_loop().call_soon(
-                reply, None, StorageUnavailable("storage is closed"))
+                reply, None, StorageUnavailable("storage is closed")
+            )
             return
         self._writer.submit_batched_with_reply(store_posts, post, answer)
 
-    async def list_messages(self, session_id: int, after_seq: int,
-                            limit: int) -> list[Message]:
-        return await self._read(lambda c: [schema.row_to_message(r) for r in c.execute(
-            "SELECT * FROM messages WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (session_id, after_seq, limit))])
+    async def list_messages(self, session_id: int, after_seq: int, limit: int) -> list[Message]:
+        return await self._read(
+            lambda c: [
+                schema.row_to_message(r)
+                for r in c.execute(
+                    "SELECT * FROM messages WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    (session_id, after_seq, limit),
+                )
+            ]
+        )

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from storage import sqlite_schema as schema
 from storage.documents import session_to_doc
@@ -29,8 +30,7 @@ from storage.sqlite_connection import SQLiteConnection
 class SQLiteSessions(SQLiteConnection):
     """Sessions on SQLite (``ChatStorage``'s session methods)."""
 
-    async def _session_write(self, fn: Callable[[sqlite3.Connection, "KnownSessions"], Any]
-                             ) -> Any:
+    async def _session_write(self, fn: Callable[[sqlite3.Connection, KnownSessions], Any]) -> Any:
         """A claim, release or close. Those queued together share one savepoint
         and reach the database in the order they were submitted (the session
         actor overlaps them on that promise), and read each session once
@@ -43,42 +43,49 @@ class SQLiteSessions(SQLiteConnection):
         return await self._read(lambda c: schema.fetch_session(c, session_id))
 
     async def get_active_session(self, store_id: int) -> Session | None:
-        return await self._read(lambda c: schema.fetch_session_where(
-            c, "s.store_id = ? AND s.status != 'closed'", (store_id,)))
+        return await self._read(
+            lambda c: schema.fetch_session_where(
+                c, "s.store_id = ? AND s.status != 'closed'", (store_id,)
+            )
+        )
 
-    async def list_open_sessions(self, limit: int,
-                                 after: tuple[str, int] | None) -> list[Session]:
+    async def list_open_sessions(self, limit: int, after: tuple[str, int] | None) -> list[Session]:
         where, args = "s.status = 'open'", []
         if after:
             where += " AND (s.queued_at, s.id) > (?, ?)"
             args += list(after)
-        return await self._read(lambda c: schema.fetch_sessions(
-            c, where, args, "s.queued_at, s.id", limit))
+        return await self._read(
+            lambda c: schema.fetch_sessions(c, where, args, "s.queued_at, s.id", limit)
+        )
 
-    async def list_admin_sessions(self, admin_id: int, limit: int,
-                                  before: tuple[str, int] | None) -> list[Session]:
+    async def list_admin_sessions(
+        self, admin_id: int, limit: int, before: tuple[str, int] | None
+    ) -> list[Session]:
         where, args = "s.status = 'claimed' AND s.admin_id = ?", [admin_id]
         if before:
             where += " AND (s.activity_at, s.id) < (?, ?)"
             args += list(before)
-        return await self._read(lambda c: schema.fetch_sessions(
-            c, where, args, "s.activity_at DESC, s.id DESC", limit))
+        return await self._read(
+            lambda c: schema.fetch_sessions(c, where, args, "s.activity_at DESC, s.id DESC", limit)
+        )
 
-    async def list_store_sessions(self, store_id: int, limit: int,
-                                  before: tuple[str, int] | None) -> list[Session]:
+    async def list_store_sessions(
+        self, store_id: int, limit: int, before: tuple[str, int] | None
+    ) -> list[Session]:
         where, args = "s.store_id = ?", [store_id]
         if before:
             where += " AND (s.created, s.id) < (?, ?)"
             args += list(before)
-        return await self._read(lambda c: schema.fetch_sessions(
-            c, where, args, "s.created DESC, s.id DESC", limit))
+        return await self._read(
+            lambda c: schema.fetch_sessions(c, where, args, "s.created DESC, s.id DESC", limit)
+        )
 
     async def count_open_sessions(self) -> int:
-        return await self._read(lambda c: c.execute(
-            "SELECT COUNT(*) FROM sessions WHERE status = 'open'").fetchone()[0])
+        return await self._read(
+            lambda c: c.execute("SELECT COUNT(*) FROM sessions WHERE status = 'open'").fetchone()[0]
+        )
 
-    async def claim_session(self, session_id: int, admin: Admin,
-                            max_sessions: int) -> ClaimResult:
+    async def claim_session(self, session_id: int, admin: Admin, max_sessions: int) -> ClaimResult:
         def write(conn: sqlite3.Connection, known: KnownSessions) -> ClaimResult:
             # This runs inside the writer's BEGIN IMMEDIATE, so nothing can
             # change the row between this read and the decision: a session
@@ -95,18 +102,33 @@ class SQLiteSessions(SQLiteConnection):
                 " activity_at = ? WHERE id = ? AND status = 'open' AND admin_id IS NULL"
                 " AND (? = 0 OR (SELECT COUNT(*) FROM sessions WHERE admin_id = ?"
                 "                AND status = 'claimed') < ?)",
-                (admin.id, now, now, session_id, max_sessions, admin.id, max_sessions))
+                (admin.id, now, now, session_id, max_sessions, admin.id, max_sessions),
+            )
             if cur.rowcount != 1:
                 return ClaimResult(why_claim_failed(current, admin.id, limit_hit=True), current)
             # The row as the UPDATE left it, without reading it again.
-            session = dataclasses.replace(current, status=SessionStatus.CLAIMED,
-                                          admin_id=admin.id, updated=now, activity_at=now)
-            payload = {"session": session_to_doc(session),
-                       "admin": {"id": admin.id, "name": admin.name}}
+            session = dataclasses.replace(
+                current,
+                status=SessionStatus.CLAIMED,
+                admin_id=admin.id,
+                updated=now,
+                activity_at=now,
+            )
+            payload = {
+                "session": session_to_doc(session),
+                "admin": {"id": admin.id, "name": admin.name},
+            }
             schema.insert_event(conn, "session_claimed", session, admin.id, payload)
             _, session = schema.insert_message(
-                conn, session, "system", None, f"{admin.name} joined the chat",
-                None, event="admin_connected", audience_admin=admin.id)
+                conn,
+                session,
+                "system",
+                None,
+                f"{admin.name} joined the chat",
+                None,
+                event="admin_connected",
+                audience_admin=admin.id,
+            )
             known.wrote(session)
             return ClaimResult(ClaimOutcome.WON, session)
 
@@ -120,13 +142,23 @@ class SQLiteSessions(SQLiteConnection):
             now = utc_now_iso()
             conn.execute(
                 "UPDATE sessions SET status = 'open', admin_id = NULL, updated = ?,"
-                " queued_at = ?, activity_at = ? WHERE id = ?", (now, now, now, session_id))
+                " queued_at = ?, activity_at = ? WHERE id = ?",
+                (now, now, now, session_id),
+            )
             session = schema.fetch_session(conn, session_id)
             _, session = schema.insert_message(
-                conn, session, "system", None, "The session went back to the queue",
-                None, event="session_released", audience_admin=admin_id)
-            schema.insert_event(conn, "session_released", session, admin_id,
-                                {"session": session_to_doc(session)})
+                conn,
+                session,
+                "system",
+                None,
+                "The session went back to the queue",
+                None,
+                event="session_released",
+                audience_admin=admin_id,
+            )
+            schema.insert_event(
+                conn, "session_released", session, admin_id, {"session": session_to_doc(session)}
+            )
             known.wrote(session)
             return SessionWrite(WriteOutcome.DONE, session)
 
@@ -138,14 +170,24 @@ class SQLiteSessions(SQLiteConnection):
             if failed:
                 return failed
             now = utc_now_iso()
-            conn.execute("UPDATE sessions SET status = 'closed', updated = ?,"
-                         " activity_at = ? WHERE id = ?", (now, now, session_id))
+            conn.execute(
+                "UPDATE sessions SET status = 'closed', updated = ?, activity_at = ? WHERE id = ?",
+                (now, now, session_id),
+            )
             session = schema.fetch_session(conn, session_id)
             _, session = schema.insert_message(
-                conn, session, "system", None, "The session was closed", None,
-                event="session_closed", audience_admin=admin_id)
-            schema.insert_event(conn, "session_closed", session, admin_id,
-                                {"session": session_to_doc(session)})
+                conn,
+                session,
+                "system",
+                None,
+                "The session was closed",
+                None,
+                event="session_closed",
+                audience_admin=admin_id,
+            )
+            schema.insert_event(
+                conn, "session_closed", session, admin_id, {"session": session_to_doc(session)}
+            )
             known.wrote(session)
             return SessionWrite(WriteOutcome.DONE, session)
 
@@ -177,8 +219,9 @@ class KnownSessions:
         self._rows[session.id] = session
 
 
-def _in_order(conn: sqlite3.Connection,
-              writes: list[Callable[[sqlite3.Connection, KnownSessions], Any]]) -> list[Any]:
+def _in_order(
+    conn: sqlite3.Connection, writes: list[Callable[[sqlite3.Connection, KnownSessions], Any]]
+) -> list[Any]:
     """The batch handler of ``_session_write``: each write, in order, sharing
     what they read (``KnownSessions``). If one raises, the group-commit writer
     rolls the group back and runs them again one by one, each alone (and each

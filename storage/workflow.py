@@ -34,8 +34,14 @@ ONLINE, AWAY, OFFLINE = "online", "away", "offline"
 PRESENCE_STATUSES = (ONLINE, AWAY, OFFLINE)
 
 # Events a webhook may subscribe to (API.md "Webhooks").
-WEBHOOK_EVENTS = ("session_opened", "session_claimed", "session_transferred",
-                  "session_released", "session_closed", "message")
+WEBHOOK_EVENTS = (
+    "session_opened",
+    "session_claimed",
+    "session_transferred",
+    "session_released",
+    "session_closed",
+    "message",
+)
 
 
 class TransferOutcome(str, enum.Enum):
@@ -54,8 +60,9 @@ class TransferResult:
     session: Session | None
 
 
-def why_transfer_refused(session: Session | None, caller_id: int,
-                         target: Admin | None) -> TransferOutcome | None:
+def why_transfer_refused(
+    session: Session | None, caller_id: int, target: Admin | None
+) -> TransferOutcome | None:
     """Why a transfer cannot be tried at all, in API.md's order (404, 403,
     409), or None: then only the guarded write (the limit) can refuse it."""
     if session is None or target is None:
@@ -71,9 +78,11 @@ def why_transfer_refused(session: Session | None, caller_id: int,
 
 def transfer_payload(session: Session, from_admin: Admin, to_admin: Admin) -> dict[str, Any]:
     """The ``session_transferred`` event's payload (the hub's and webhooks')."""
-    return {"session": session_to_doc(session),
-            "from_admin": {"id": from_admin.id, "name": from_admin.name},
-            "admin": {"id": to_admin.id, "name": to_admin.name}}
+    return {
+        "session": session_to_doc(session),
+        "from_admin": {"id": from_admin.id, "name": from_admin.name},
+        "admin": {"id": to_admin.id, "name": to_admin.name},
+    }
 
 
 @dataclass(frozen=True)
@@ -112,7 +121,7 @@ def effective_presence(live: bool, away: bool) -> str:
 
 
 class RequeueReason(str, enum.Enum):
-    OFFLINE = "offline"        # the holder has been offline too long
+    OFFLINE = "offline"  # the holder has been offline too long
     UNANSWERED = "unanswered"  # the store's last message waited too long for a reply
 
 
@@ -155,5 +164,5 @@ class OutboxEntry:
 def iso_from_epoch(epoch: float) -> str:
     """Epoch seconds as the fixed-width text timestamps are stored in, so the
     two compare as text (``storage.records.utc_now_iso``)."""
-    moment = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
+    moment = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -11,10 +11,10 @@ import tornado.testing
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from handlers.app import ChatServer  # noqa: E402
-from settings import load_config  # noqa: E402
+from handlers.app import ChatServer
+from settings import load_config
 from settings import merge as _merge
-from tests.helpers import Api  # noqa: E402
+from tests.helpers import Api
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -47,11 +47,14 @@ def overrides() -> dict[str, Any]:
 
 @pytest.fixture
 def config(tmp_path, overrides) -> dict[str, Any]:
-    config = load_config(environ={}, overrides={
-        "storage": {"url": f"sqlite:///{tmp_path}/chat.sqlite3"},
-        "server": {"host": "127.0.0.1"},
-        "events": {"poll_interval_secs": 0.01},
-    })
+    config = load_config(
+        environ={},
+        overrides={
+            "storage": {"url": f"sqlite:///{tmp_path}/chat.sqlite3"},
+            "server": {"host": "127.0.0.1"},
+            "events": {"poll_interval_secs": 0.01},
+        },
+    )
     _merge(config, overrides)
     return config
 
@@ -108,8 +111,10 @@ def wire_server(tmp_path_factory):
         yield WireServer(url)
         return
     if secantus_command() is None:
-        pytest.skip("no MongoDB-compatible server: secantusdb (Linux x86_64, CPython "
-                    "3.11-3.13) is not installed and CHAT_TEST_MONGO_URL is not set")
+        pytest.skip(
+            "no MongoDB-compatible server: secantusdb (Linux x86_64, CPython "
+            "3.11-3.13) is not installed and CHAT_TEST_MONGO_URL is not set"
+        )
     server = start_secantus(str(tmp_path_factory.mktemp("secantus")))
     yield server
     server.stop()

@@ -48,7 +48,8 @@ def frame_from_line(line: str, session_id: int | None) -> dict[str, Any]:
 async def run(args: argparse.Namespace) -> int:
     request = tornado.httpclient.HTTPRequest(
         f"{args.url.rstrip('/')}/v1/chat/{args.role}/ws/",
-        headers={"Authorization": f"Token {args.key}"})
+        headers={"Authorization": f"Token {args.key}"},
+    )
     conn = await tornado.websocket.websocket_connect(request, subprotocols=[args.protocol])
     loop = asyncio.get_running_loop()
 

@@ -32,7 +32,7 @@ async def test_a_missing_database_file_is_an_outage_not_a_new_empty_database(tmp
 
 @pytest.mark.gen_test(timeout=30)
 async def test_a_server_whose_database_file_went_missing_is_unready(server, config):
-    path = config["storage"]["url"][len("sqlite:///"):]
+    path = config["storage"]["url"][len("sqlite:///") :]
     os.rename(path, path + ".away")
     api = Api(server.url)
     try:
