@@ -11,6 +11,7 @@ of an almost always empty range) and bounds the delay by the interval.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -58,10 +59,8 @@ class KeyWatch:
         """Stop following (graceful shutdown, before the sockets are closed)."""
         if self._task:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
 
     async def check(self) -> int:

@@ -200,7 +200,8 @@ FIRST_RESPONSE = Histogram(
 )
 QUEUE_OLDEST_WAIT = Gauge(
     "chat_queue_oldest_wait_seconds",
-    "How long the oldest session in the queue has waited (read from storage at scrape; 0 when empty).",
+    "How long the oldest session in the queue has waited"
+    " (read from storage at scrape; 0 when empty).",
     multiprocess_mode="mostrecent",
 )
 STORAGE_READY = Gauge(

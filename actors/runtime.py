@@ -295,7 +295,7 @@ class ActorSystem:
         failed = False
         try:
             tasks = [loop.create_task(cell.actor.receive(command)) for command, _f in group]
-            for (command, future), task in zip(group, tasks):
+            for (command, future), task in zip(group, tasks, strict=True):
                 try:
                     result = await task
                 except ChatError as exc:

@@ -97,7 +97,7 @@ async def main_async(args: argparse.Namespace) -> None:
         for server, _target in started:
             server.stop()
     print()
-    for text, (_server, target) in zip(args.variants, started):
+    for text, (_server, target) in zip(args.variants, started, strict=True):
         rs = runs[target.name]
         print(
             f"{target.name} [{text or 'defaults'}]: "

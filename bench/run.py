@@ -582,7 +582,8 @@ def print_table(r: dict[str, Any], rates: list[int]) -> None:
             "claim storm decisions/s, 1 process",
             ISSUE_NOW["claims"],
             "≥ 3,000, 0 double wins",
-            f"{storm.get('decisions_per_sec', 0):,.0f}, {storm.get('double_wins', '-')} double wins",
+            f"{storm.get('decisions_per_sec', 0):,.0f}, "
+            f"{storm.get('double_wins', '-')} double wins",
         ),
         (
             "RSS per idle authenticated socket",

@@ -122,7 +122,7 @@ class _ForwardedHeaders(httputil.HTTPMessageDelegate):
         self.peer = (self.context.remote_ip, self.context.protocol)
 
     def headers_received(self, start_line: Any, headers: httputil.HTTPHeaders) -> Any:
-        remote_ip, protocol = self.peer
+        remote_ip, _protocol = self.peer
         if is_trusted(remote_ip, self.networks):
             self.context.remote_ip = client_address(
                 remote_ip, headers.get("X-Forwarded-For", ""), self.networks

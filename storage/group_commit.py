@@ -221,7 +221,7 @@ class GroupCommitWriter:
             conn.execute("RELEASE op")
             del conn.committed[mark:]
             log.debug("batched write failed (%s); retrying item by item", exc)
-            for item, index in zip(items, indexes):
+            for item, index in zip(items, indexes, strict=True):
                 result, error = _run_in_savepoint(conn, lambda c, item=item: handler(c, [item]))
                 if error is not None:
                     outcomes[index] = (None, error)
@@ -229,7 +229,7 @@ class GroupCommitWriter:
                     outcomes[index] = _as_outcome(result[0])
             return
         conn.execute("RELEASE op")
-        for index, answer in zip(indexes, answers):
+        for index, answer in zip(indexes, answers, strict=True):
             outcomes[index] = _as_outcome(answer)
 
     def _answer(
@@ -242,7 +242,7 @@ class GroupCommitWriter:
     ) -> None:
         """Wake each loop once: the listener first, then every caller."""
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
-        for (_handler, _fn, future), outcome in zip(batch, outcomes):
+        for (_handler, _fn, future), outcome in zip(batch, outcomes, strict=True):
             by_loop.setdefault(future.get_loop(), []).append((future, outcome))
         if events and listener is not None:
             by_loop.setdefault(listener[1], [])

@@ -114,6 +114,13 @@ class SQLiteConnection:
 
     # --- lifecycle ------------------------------------------------------
     async def setup(self) -> None:
+        """Create the file (and its folder) if missing and bring its schema up
+        to date; runs once, before serving. The file work runs off the loop."""
+        await asyncio.get_running_loop().run_in_executor(None, self._create_file)
+        self._writer = GroupCommitWriter(self._connect_writer, origin=self.origin)
+        self._checkpointer = Checkpointer(self._connect)
+
+    def _create_file(self) -> None:
         directory = os.path.dirname(os.path.abspath(self.path))
         try:
             os.makedirs(directory, exist_ok=True)
@@ -129,8 +136,6 @@ class SQLiteConnection:
             ) from exc
         except sqlite3.Error as exc:
             raise StorageUnavailable(f"cannot open {self.path}: {exc}") from exc
-        self._writer = GroupCommitWriter(self._connect_writer, origin=self.origin)
-        self._checkpointer = Checkpointer(self._connect)
 
     def _connect_writer(self) -> sqlite3.Connection:
         conn = self._connect(WriterConnection)
@@ -153,7 +158,12 @@ class SQLiteConnection:
         self._local.loop_conn = None
 
     async def ping(self) -> None:
-        if not os.path.exists(self.path):
+        """Raise ``StorageUnavailable`` unless the file is there and answers.
+
+        An open connection keeps reading a file that was moved or deleted, so
+        the path is checked too (a stat: in a reader thread, off the loop)."""
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(self._readers, os.path.exists, self.path):
             raise StorageUnavailable(f"database file {self.path} is missing")
         await self._read(lambda c: c.execute("SELECT 1 FROM sessions LIMIT 1").fetchall())
 

@@ -271,7 +271,7 @@ def _insert(
         for sid, (s, last_seq, first_store, first_admin) in state.items()
     }
     committed = getattr(conn, "committed", None)
-    for (i, _session), m, e in zip(accepted, message_rows, event_rows):
+    for (i, _session), m, e in zip(accepted, message_rows, event_rows, strict=True):
         message = Message(m[0], m[1], m[2], m[3], m[4], m[5], m[6], now, None)
         results[i] = PostResult(WriteOutcome.DONE, message, after[m[1]], created=True)
         if committed is not None:

@@ -211,7 +211,7 @@ def insert_message(
         cur.lastrowid, session.id, seq, sender, sender_id, body, client_id, now, event
     )
     # The session as the UPDATE left it, without reading it again.
-    session = dataclasses.replace(session, **{k: row[k] for k in row.keys()})
+    session = dataclasses.replace(session, **dict(row))
     insert_event(
         conn,
         "message",

@@ -4,6 +4,7 @@ server processes started with the real command line."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -209,14 +210,16 @@ class ServerProcess:
 
     def start(self, log_path: str | None = None) -> ServerProcess:
         self.log_path = log_path
-        out = open(log_path, "ab") if log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(
-            [sys.executable, "server.py", *self.args],
-            cwd=ROOT,
-            env=self.env,
-            stdout=out,
-            stderr=out,
-        )
+        # The child keeps its own copy of the log file; ours closes at once.
+        with contextlib.ExitStack() as files:
+            out = files.enter_context(open(log_path, "ab")) if log_path else subprocess.DEVNULL
+            self.proc = subprocess.Popen(
+                [sys.executable, "server.py", *self.args],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=out,
+            )
         self.wait_ready()
         return self
 

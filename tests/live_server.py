@@ -17,7 +17,6 @@ import requests
 import tornado.testing
 
 from handlers.app import ChatServer
-from server import load_config
 
 
 class LiveServer:
@@ -97,28 +96,6 @@ class World:
 
 def auth(key: str | None) -> dict[str, str]:
     return {"Authorization": f"Token {key}"} if key else {}
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """One server for the module (its tests only add data), as conftest's ``config``."""
-    config = load_config(
-        environ={},
-        overrides={
-            "storage": {"url": f"sqlite:///{tmp_path_factory.mktemp('fuzz')}/chat.sqlite3"},
-            "server": {"host": "127.0.0.1"},
-            "events": {"poll_interval_secs": 0.01},
-        },
-    )
-    live = LiveServer(config).start()
-    world = None
-    try:
-        world = World(live)
-        yield world
-    finally:
-        if world is not None:
-            world.http.close()
-        live.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -140,7 +140,7 @@ class TestOverHTTP:
 
     @pytest.mark.gen_test
     async def test_a_passivated_sessions_next_command_works_from_storage(self, server, api):
-        store_key, admin_key, session = await claimed_session(server, api)
+        _store_key, admin_key, session = await claimed_session(server, api)
         assert session["id"] in server.service.actors
         await asyncio.sleep(0.5)
         assert session["id"] not in server.service.actors
@@ -154,7 +154,7 @@ class TestOverHTTP:
 
     @pytest.mark.gen_test(timeout=30)
     async def test_a_full_mailbox_answers_503_with_retry_after_and_loses_nothing(self, server, api):
-        store_key, admin_key, session = await claimed_session(server, api)
+        _store_key, admin_key, session = await claimed_session(server, api)
         replies = await asyncio.gather(
             *[
                 api.post(

@@ -158,7 +158,7 @@ async def test_revoke_key_closes_that_accounts_sockets_with_4001_on_every_proces
 @pytest.mark.gen_test(timeout=30)
 async def test_rotating_a_key_closes_the_sockets_opened_with_the_old_one(server):
     store, store_key = await make_store(server)
-    other, other_key = await make_store(server, "Other")
+    _other, other_key = await make_store(server, "Other")
     mine = await socket_of(server.url, "store", store_key)
     theirs = await socket_of(server.url, "store", other_key)
     assert await server.raw_storage.rotate_key(Role.STORE, store.id)

@@ -180,7 +180,7 @@ async def test_nobody_reads_a_stores_sessions_while_it_waits_in_the_queue_or_aft
 
 @pytest.mark.gen_test
 async def test_get_session_says_how_far_each_side_has_read(server, api):
-    store, keys, (_, current) = await _store_with_history(server, api)
+    _store, keys, (_, current) = await _store_with_history(server, api)
     await api.post("/admin/message/", keys["dana"], {"session_id": current, "body": "hi"})
     view = await api.get(f"/admin/session/{current}/", keys["dana"])
     assert view.json["read"] == {"store": 0, "admin": 0}

@@ -70,7 +70,7 @@ async def test_a_retried_claim_by_the_holder_answers_200_with_the_session_unchan
 
 @pytest.mark.gen_test
 async def test_a_claim_writes_an_admin_connected_system_message(server, api):
-    store_key, admin_key, session = await claimed_session(server, api)
+    store_key, _admin_key, _session = await claimed_session(server, api)
     history = (await api.get("/store/session/", store_key)).json
     system = history["messages"][-1]
     assert system["sender"] == "system" and system["sender_id"] is None

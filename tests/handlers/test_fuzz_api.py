@@ -48,9 +48,13 @@ from schemathesis.generation import GenerationMode
 from handlers.schema import DOCUMENT_PATH
 from tests.helpers import Socket
 
-# The live server, its world of keys and sessions, and its log's check; the
-# two fixtures are used by name (``world``; ``server_log`` on every test).
-from tests.live_server import assert_no_traceback, auth, server_log, world  # noqa: F401
+# The live server's log check; its world of keys and sessions is the ``world``
+# fixture (tests/handlers/conftest.py).
+from tests.live_server import (  # noqa: F401 (server_log: an autouse fixture, here to apply)
+    assert_no_traceback,
+    auth,
+    server_log,
+)
 
 SEED = 20261125
 MAX_INT = 2**63 - 1

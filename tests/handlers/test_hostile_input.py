@@ -353,7 +353,7 @@ async def test_a_deep_frame_before_auth_closes_4001(server):
 @pytest.mark.parametrize("protocol", ["json", "msgpack"])
 @pytest.mark.gen_test
 async def test_every_bad_frame_gets_an_error_and_the_socket_stays_open(server, api, protocol):
-    store_key, admin_key, session = await claimed_session(server, api)
+    _store_key, admin_key, session = await claimed_session(server, api)
     sock = await admin_socket(server, admin_key, protocol)
     await sock.recv_type("presence")  # its own: online (every admin socket hears it)
     sid = session["id"]

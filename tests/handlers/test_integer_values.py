@@ -17,7 +17,7 @@ TOO_LARGE = "Ensure this value is less than or equal to 9223372036854775807."
 # --- REST bodies ------------------------------------------------------------------
 @pytest.mark.gen_test
 async def test_integer_valued_numbers_in_a_body_are_integers(server, api):
-    store_key, admin_key, session = await claimed_session(server, api)
+    _store_key, admin_key, session = await claimed_session(server, api)
     sid = float(session["id"])  # e.g. 1.0, sent as "1.0"
     reply = await api.post("/admin/session/claim/", admin_key, {"session_id": sid})
     assert (reply.status, reply.json["id"]) == (200, session["id"])  # the holder's repeat
@@ -68,7 +68,7 @@ async def test_numbers_with_a_fraction_other_types_and_out_of_range_keep_their_4
 @pytest.mark.parametrize("protocol", ["json", "msgpack"])
 @pytest.mark.gen_test
 async def test_integer_valued_numbers_in_frames_are_integers(server, api, protocol):
-    store_key, admin_key, session = await claimed_session(server, api)
+    _store_key, admin_key, session = await claimed_session(server, api)
     sock = await Socket.connect(server.ws_url + "/v1/chat/admin/ws/", admin_key, protocol)
     assert (await sock.recv())["type"] == "hello"
     sid = float(session["id"])
@@ -135,6 +135,6 @@ async def test_an_empty_history_parameter_is_a_400_and_an_absent_one_the_default
 
 @pytest.mark.gen_test
 async def test_an_empty_cursor_is_the_first_page(server, api):
-    store_key, admin_key, session = await claimed_session(server, api)
+    _store_key, admin_key, session = await claimed_session(server, api)
     reply = await api.get("/admin/sessions/mine/?cursor=", admin_key)
     assert reply.status == 200 and [s["id"] for s in reply.json["results"]] == [session["id"]]

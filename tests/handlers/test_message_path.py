@@ -99,7 +99,7 @@ async def test_concurrent_senders_get_gap_free_seqs_and_every_reader_sees_them_i
 async def test_frames_queued_in_one_pass_arrive_whole_and_in_order(server, api):
     # A burst of store messages with the admin reading: every frame arrives,
     # in seq order, though many of them shared one write.
-    store_key, admin_key, session = await claimed_session(server, api)
+    store_key, admin_key, _session = await claimed_session(server, api)
     admin = await connect(server, "admin", admin_key, protocol="msgpack")
     senders = [await connect(server, "store", store_key) for _ in range(3)]
     await asyncio.gather(

@@ -118,7 +118,7 @@ async def test_the_queue_pages_by_cursor_without_skipping_or_repeating_while_it_
         page = (await api.get(next_url.split("/v1/chat", 1)[1], admin_key)).json
         seen += [s["id"] for s in page["results"]]
         next_url = page["next"]
-    assert seen == ids + [late]
+    assert seen == [*ids, late]
 
 
 @pytest.mark.gen_test

@@ -119,7 +119,7 @@ def test_every_rest_route_has_a_path_in_the_document_and_every_path_a_route(conf
 
 def test_every_documented_path_is_served_with_and_without_its_trailing_slash(config):
     routes = rest_routes(config)
-    for path, (handler, pattern) in routes.items():
+    for path, (_handler, pattern) in routes.items():
         concrete = path.replace("{}", "5")
         assert re.fullmatch(pattern, concrete), (path, pattern)
         if path.startswith("/v1/"):

@@ -22,7 +22,10 @@ import sys
 import pytest
 
 from tests.helpers import ROOT
-from tests.live_server import assert_no_traceback, server_log, world  # noqa: F401 (fixtures)
+from tests.live_server import (  # noqa: F401 (server_log: an autouse fixture, here to apply)
+    assert_no_traceback,
+    server_log,
+)
 
 CONFIG = os.path.join(ROOT, "schemathesis.toml")
 # The console script beside this interpreter: the venv's, as the README runs it.

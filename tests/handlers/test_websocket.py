@@ -114,7 +114,7 @@ class TestAllowedOrigins:
 # --- audiences ---------------------------------------------------------------------------
 @pytest.mark.gen_test(timeout=30)
 async def test_each_event_reaches_exactly_its_audience(server, api):
-    store_a, key_a = await make_store(server, "A")
+    _store_a, key_a = await make_store(server, "A")
     _, key_b = await make_store(server, "B")
     dana, dana_key = await make_admin(server, "Dana")
     _, omar_key = await make_admin(server, "Omar")
@@ -317,7 +317,6 @@ class TestSlowConsumer:
         while len(server.hub) < 2:
             await asyncio.sleep(0.01)
         body = "y" * 9_000
-        sent = 0
         for i in range(2_000):  # bounded: ~18 MB at most
             reply = await api.post(
                 "/admin/message/", admin_key, {"session_id": sid, "body": f"{i} {body}"}
@@ -325,7 +324,6 @@ class TestSlowConsumer:
             assert reply.status == 201
             frame = await fast.recv_type("message", timeout=5)  # never held up
             assert frame["message"]["body"].startswith(f"{i} ")
-            sent += 1
             if len(server.hub) == 1:
                 break
         assert len(server.hub) == 1, "the slow client was never cut off"

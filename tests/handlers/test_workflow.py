@@ -171,7 +171,7 @@ async def test_read_positions_never_move_back_and_the_other_side_hears_them(serv
 @pytest.mark.gen_test(timeout=30)
 async def test_presence_follows_sockets_and_the_away_frame(server, api):
     dana, dana_key = await make_admin(server, "Dana")
-    omar, omar_key = await make_admin(server, "Omar")
+    _omar, omar_key = await make_admin(server, "Omar")
 
     async def presence_of(admin_id):
         listed = await api.get("/admin/admins/", omar_key)
@@ -199,7 +199,7 @@ async def test_presence_follows_sockets_and_the_away_frame(server, api):
     second.close()
     assert (await watcher.recv_type("presence"))["status"] == "offline"
     assert await presence_of(dana.id) == ("offline", 0)
-    store, store_key = await make_store(server)
+    _store, store_key = await make_store(server)
     store_ws = await hello(server, "store", store_key)
     refused = await store_ws.request({"type": "presence", "status": "away"})
     assert refused["status"] == 403
@@ -230,7 +230,7 @@ async def test_the_admins_list_pages_with_a_cursor_and_counts_active_sessions(se
 async def test_an_unanswered_claim_goes_back_to_the_queue_in_its_original_place(server, api):
     _, waiting_key = await make_store(server, "First")
     first = await open_session(api, waiting_key)  # waits in the queue meanwhile
-    store_key, admin_key, session = await claimed_session(server, api)
+    _store_key, admin_key, session = await claimed_session(server, api)
     sid = session["id"]
     admin_ws = await hello(server, "admin", admin_key)
     await admin_ws.recv_type("session_released", timeout=10)

@@ -35,7 +35,7 @@ def alert_rules() -> list[dict]:
 
 def exported_names(metrics_text: str) -> set[str]:
     return {
-        re.split(r"[{ ]", line, 1)[0]
+        re.split(r"[{ ]", line, maxsplit=1)[0]
         for line in metrics_text.splitlines()
         if line and not line.startswith("#")
     }

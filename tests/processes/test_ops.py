@@ -78,7 +78,7 @@ async def test_metrics_after_a_scripted_flow_show_every_family(db_url, processes
 
 @pytest.mark.gen_test(timeout=90)
 async def test_with_two_workers_the_counters_add_up_across_both(db_url, processes, tmp_path):
-    admin_keys, store_keys = create_keys(db_url, admins=1, stores=10)
+    _admin_keys, store_keys = create_keys(db_url, admins=1, stores=10)
     proc = ServerProcess(db_url, env={"CHAT_PROCESSES": "2"}).start(str(tmp_path / "log"))
     processes.append(proc)
     pids = set()

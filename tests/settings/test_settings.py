@@ -87,7 +87,7 @@ def write_config(tmp_path, text: str) -> str:
 def test_a_bad_setting_in_a_file_is_one_line_naming_it_and_exit_2(tmp_path, text, expected):
     path = write_config(tmp_path, text)
     line = one_line_error(run_server_py("--config", path, "check-config"), 2)
-    for part in expected + [path]:
+    for part in [*expected, path]:
         assert part in line
 
 

@@ -430,7 +430,7 @@ async def test_presence_counts_live_heartbeats_and_announces_each_change_once(st
     results = await asyncio.gather(
         *[storage.heartbeat_presence(f"sweeper{i}", {}, later) for i in range(5)]
     )
-    assert sum(results, []) == [(dana.id, OFFLINE)]
+    assert [change for result in results for change in result] == [(dana.id, OFFLINE)]
     listed = {a.admin.id: a for a in await storage.list_admins_with_presence(10, 0, later)}
     assert listed[dana.id].presence == OFFLINE
     assert [a.admin.id for a in await storage.list_admins_with_presence(1, dana.id, later)] == [
@@ -445,7 +445,7 @@ async def test_presence_counts_live_heartbeats_and_announces_each_change_once(st
 @pytest.mark.gen_test
 async def test_a_stale_claim_is_requeued_once_and_keeps_its_place(storage):
     dana, _ = await storage.create_admin("Dana", None)
-    store, sid = await a_claimed_session(storage, dana)
+    _store, sid = await a_claimed_session(storage, dana)
     queued_at = (await storage.get_session(sid)).queued_at
     await asyncio.sleep(0.01)
     cutoffs = StaleCutoffs(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import tempfile
 import time
 import urllib.error
@@ -20,53 +19,17 @@ import urllib.request
 import pytest
 
 from tests.helpers import ServerProcess, run_cli
+from tests.web.chromium import NEEDS_CHROMIUM, expect
 
-try:
-    from playwright.sync_api import expect, sync_playwright
-except ImportError:  # pragma: no cover - depends on the machine
-    sync_playwright = None
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # Screenshots land outside the tree unless asked for, so a test run leaves the
 # checkout clean; `CHAT_SCREENSHOT_DIR=docs/screenshots make test` refreshes the README's.
 SCREENSHOT_DIR = os.path.abspath(
     os.environ.get("CHAT_SCREENSHOT_DIR") or os.path.join(tempfile.gettempdir(), "chat-screenshots")
 )
-EXPECT_TIMEOUT_MS = 15_000
 # Long enough for a reconnect after the backoff has grown during an outage.
 RECONNECT_TIMEOUT_MS = 20_000
 
-pytestmark = [
-    pytest.mark.skipif(
-        sync_playwright is None,
-        reason="playwright is not installed (pip install -r requirements-test.txt)",
-    ),
-    pytest.mark.skipif(
-        CHROMIUM is None,
-        reason="no Chromium on PATH (Debian: apt-get install -y chromium); "
-        "Playwright's own browser download cannot run here",
-    ),
-]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    # A shared 2-core machine can be slow; a real failure still fails, later.
-    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+pytestmark = NEEDS_CHROMIUM
 
 
 @pytest.fixture

@@ -10,11 +10,9 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import ServerProcess, run_cli
-from tests.web.test_browser import (  # noqa: F401  (browser: a shared fixture)
-    browser,
+from tests.web.test_browser import (
     last_line,
     open_widget,
-    pytestmark,
     rest,
     say,
     screenshot,
@@ -292,7 +290,8 @@ def test_the_store_panel_lists_earlier_chats_by_anyone_and_opens_them_read_only_
     dana.keyboard.press("Escape")
     expect(panel).to_be_hidden()
     expect(dana.locator("#store-toggle")).to_have_attribute("aria-expanded", "false")
-    unnamed = dana.evaluate("""() => [...document.querySelectorAll('button, input, textarea, select, a')]
+    unnamed = dana.evaluate("""() => [
+        ...document.querySelectorAll('button, input, textarea, select, a')]
         .filter((c) => !(c.getAttribute('aria-label') || c.labels?.length || c.textContent.trim()))
         .map((c) => c.outerHTML)""")
     assert unnamed == []
