@@ -21,7 +21,7 @@ def session_to_doc(session: Session) -> dict[str, Any]:
 
 
 def session_from_doc(doc: dict[str, Any]) -> Session:
-    values = {k: doc.get(k) for k in _SESSION_SCALARS}
+    values: dict[str, Any] = {k: doc.get(k) for k in _SESSION_SCALARS}
     values["status"] = SessionStatus(doc["status"])
     return Session(store=Store(**doc["store"]), **values)
 
@@ -31,7 +31,8 @@ def message_to_doc(message: Message) -> dict[str, Any]:
 
 
 def message_from_doc(doc: dict[str, Any]) -> Message:
-    return Message(**{k: doc.get(k) for k in _MESSAGE_FIELDS})
+    values: dict[str, Any] = {k: doc.get(k) for k in _MESSAGE_FIELDS}
+    return Message(**values)
 
 
 _SESSION_SCALARS = (

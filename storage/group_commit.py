@@ -38,7 +38,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from storage.base import Reply
 from storage.records import Event
@@ -47,6 +47,11 @@ from storage.threads import name_os_thread
 log = logging.getLogger(__name__)
 
 WriteFn = Callable[[sqlite3.Connection], Any]
+# What a write function gives back, handed to its caller once committed.
+T = TypeVar("T")
+# A batched write: each item, and its answer.
+I = TypeVar("I")
+R = TypeVar("R")
 # handler(conn, items) -> one result or exception per item, in order.
 BatchHandler = Callable[[sqlite3.Connection, Sequence[Any]], list[Any]]
 # listener(prior_event_id, events): the events one group stored, in id order;
@@ -98,20 +103,22 @@ class GroupCommitWriter:
         except IndexError:
             return None
 
-    async def submit(self, fn: WriteFn) -> Any:
+    async def submit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` in the next group; return its result once committed."""
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put((None, fn, future))
         return await future
 
-    async def submit_batched(self, handler: BatchHandler, item: Any) -> Any:
+    async def submit_batched(
+        self, handler: Callable[[sqlite3.Connection, Sequence[I]], list[R]], item: I
+    ) -> R:
         """Give ``item`` to ``handler`` with the group's other items for it;
         return its answer once committed.
 
         Items submitted in one loop pass reach the writer thread together, in
         one hand-over at the end of the pass: one thread wake-up, not one each.
         """
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._hand_over_later(handler, item, future)
         return await future
 

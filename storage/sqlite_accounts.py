@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from storage import sqlite_schema as schema
 from storage.errors import StorageUnavailable
 from storage.keys import digest_key, new_api_key, revoked_digest
 from storage.records import (
@@ -30,7 +31,7 @@ class SQLiteAccounts(SQLiteConnection):
                 "INSERT INTO admins (name, email, key_digest, created) VALUES (?, ?, ?, ?)",
                 (name, email, digest_key(key), utc_now_iso()),
             )
-            return Admin(cur.lastrowid, name, email)
+            return Admin(schema.inserted_id(cur), name, email)
 
         return await self._write(write), key
 
@@ -45,7 +46,7 @@ class SQLiteAccounts(SQLiteConnection):
                 " VALUES (?, ?, ?, ?, ?)",
                 (name, email, logo_url, digest_key(key), utc_now_iso()),
             )
-            return Store(cur.lastrowid, name, email, logo_url)
+            return Store(schema.inserted_id(cur), name, email, logo_url)
 
         return await self._write(write), key
 

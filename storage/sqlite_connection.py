@@ -16,9 +16,9 @@ import secrets
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from storage import sqlite_schema as schema
 from storage.checkpoint import Checkpointer
@@ -29,6 +29,12 @@ from storage.threads import name_os_thread
 # How long a statement waits for another process's write lock before failing.
 BUSY_TIMEOUT_MS = 10_000
 READER_THREADS = 2
+
+# What a read or write function gives back, handed on to the caller.
+T = TypeVar("T")
+# A batched write: each item, and its answer.
+I = TypeVar("I")
+R = TypeVar("R")
 
 
 class SQLiteConnection:
@@ -55,7 +61,7 @@ class SQLiteConnection:
         )
 
     def _connect(
-        self, factory: type = sqlite3.Connection, create: bool = False
+        self, factory: type[sqlite3.Connection] = sqlite3.Connection, create: bool = False
     ) -> sqlite3.Connection:
         """A connection to the database file; only ``setup`` may ``create`` it.
 
@@ -83,7 +89,7 @@ class SQLiteConnection:
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._writer is None:
             raise StorageUnavailable("storage is closed")
         try:
@@ -91,7 +97,9 @@ class SQLiteConnection:
         except sqlite3.OperationalError as exc:
             raise StorageUnavailable(str(exc)) from exc
 
-    async def _write_batched(self, handler: Any, item: Any) -> Any:
+    async def _write_batched(
+        self, handler: Callable[[sqlite3.Connection, Sequence[I]], list[R]], item: I
+    ) -> R:
         """``item`` written by ``handler`` with the group's other items for it."""
         if self._writer is None:
             raise StorageUnavailable("storage is closed")
@@ -100,9 +108,9 @@ class SQLiteConnection:
         except sqlite3.OperationalError as exc:
             raise StorageUnavailable(str(exc)) from exc
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        def run() -> Any:
-            conn = getattr(self._local, "conn", None)
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
             if conn is None:
                 conn = self._local.conn = self._connect()
             return fn(conn)

@@ -136,6 +136,21 @@ def fetch_session(conn: sqlite3.Connection, session_id: int) -> Session | None:
     return fetch_session_where(conn, "s.id = ?", (session_id,))
 
 
+def fetch_written_session(conn: sqlite3.Connection, session_id: int) -> Session:
+    """The session a write of this transaction has just changed: it exists."""
+    session = fetch_session(conn, session_id)
+    if session is None:  # the write itself found the row, in this transaction
+        raise sqlite3.DatabaseError(f"session {session_id} is gone inside its own write")
+    return session
+
+
+def inserted_id(cur: sqlite3.Cursor) -> int:
+    """The id the INSERT just run on ``cur`` gave its row."""
+    if cur.lastrowid is None:  # only after a statement that inserted no row
+        raise sqlite3.DatabaseError("the INSERT stored no row")
+    return cur.lastrowid
+
+
 def fetch_session_where(
     conn: sqlite3.Connection, where: str, args: Sequence[Any]
 ) -> Session | None:
@@ -157,7 +172,7 @@ def insert_session(conn: sqlite3.Connection, store_id: int) -> Session:
         " VALUES (?, 'open', ?, ?, ?, ?)",
         (store_id, now, now, now, now),
     )
-    return fetch_session(conn, cur.lastrowid)
+    return fetch_written_session(conn, inserted_id(cur))
 
 
 def insert_message(
@@ -208,7 +223,7 @@ def insert_message(
         (session.id, seq, sender, sender_id, body, client_id, event, now),
     )
     message = Message(
-        cur.lastrowid, session.id, seq, sender, sender_id, body, client_id, now, event
+        inserted_id(cur), session.id, seq, sender, sender_id, body, client_id, now, event
     )
     # The session as the UPDATE left it, without reading it again.
     session = dataclasses.replace(session, **dict(row))
@@ -265,7 +280,7 @@ def insert_event(
     committed = getattr(conn, "committed", None)
     if committed is not None:
         committed.append(
-            Event(cur.lastrowid, kind, session.id, session.store_id, admin_id, payload)
+            Event(inserted_id(cur), kind, session.id, session.store_id, admin_id, payload)
         )
 
 

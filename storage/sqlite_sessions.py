@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from storage import sqlite_schema as schema
 from storage.documents import session_to_doc
@@ -26,11 +26,14 @@ from storage.records import (
 )
 from storage.sqlite_connection import SQLiteConnection
 
+# What one session write gives back (a ClaimResult, a SessionWrite).
+T = TypeVar("T")
+
 
 class SQLiteSessions(SQLiteConnection):
     """Sessions on SQLite (``ChatStorage``'s session methods)."""
 
-    async def _session_write(self, fn: Callable[[sqlite3.Connection, KnownSessions], Any]) -> Any:
+    async def _session_write(self, fn: Callable[[sqlite3.Connection, KnownSessions], T]) -> T:
         """A claim, release or close. Those queued together share one savepoint
         and reach the database in the order they were submitted (the session
         actor overlaps them on that promise), and read each session once
@@ -61,7 +64,7 @@ class SQLiteSessions(SQLiteConnection):
     async def list_admin_sessions(
         self, admin_id: int, limit: int, before: tuple[str, int] | None
     ) -> list[Session]:
-        where, args = "s.status = 'claimed' AND s.admin_id = ?", [admin_id]
+        where, args = "s.status = 'claimed' AND s.admin_id = ?", list[object]([admin_id])
         if before:
             where += " AND (s.activity_at, s.id) < (?, ?)"
             args += list(before)
@@ -72,7 +75,7 @@ class SQLiteSessions(SQLiteConnection):
     async def list_store_sessions(
         self, store_id: int, limit: int, before: tuple[str, int] | None
     ) -> list[Session]:
-        where, args = "s.store_id = ?", [store_id]
+        where, args = "s.store_id = ?", list[object]([store_id])
         if before:
             where += " AND (s.created, s.id) < (?, ?)"
             args += list(before)
@@ -145,7 +148,7 @@ class SQLiteSessions(SQLiteConnection):
                 " queued_at = ?, activity_at = ? WHERE id = ?",
                 (now, now, now, session_id),
             )
-            session = schema.fetch_session(conn, session_id)
+            session = schema.fetch_written_session(conn, session_id)
             _, session = schema.insert_message(
                 conn,
                 session,
@@ -174,7 +177,7 @@ class SQLiteSessions(SQLiteConnection):
                 "UPDATE sessions SET status = 'closed', updated = ?, activity_at = ? WHERE id = ?",
                 (now, now, session_id),
             )
-            session = schema.fetch_session(conn, session_id)
+            session = schema.fetch_written_session(conn, session_id)
             _, session = schema.insert_message(
                 conn,
                 session,
@@ -220,8 +223,8 @@ class KnownSessions:
 
 
 def _in_order(
-    conn: sqlite3.Connection, writes: list[Callable[[sqlite3.Connection, KnownSessions], Any]]
-) -> list[Any]:
+    conn: sqlite3.Connection, writes: Sequence[Callable[[sqlite3.Connection, KnownSessions], T]]
+) -> list[T]:
     """The batch handler of ``_session_write``: each write, in order, sharing
     what they read (``KnownSessions``). If one raises, the group-commit writer
     rolls the group back and runs them again one by one, each alone (and each
