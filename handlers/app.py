@@ -44,6 +44,9 @@ DISCARDED_BODY_LIMIT_BYTES = 64 * 1024 * 1024
 
 
 class ChatServer:
+    """The server of one process: its storage, actors and hub wired together, the Tornado
+    application, and a graceful stop."""
+
     def __init__(self, config: dict[str, Any], storage: Any = None):
         self.config = config
         self.raw_storage = storage or open_storage(config["storage"]["url"], config["storage"])
@@ -82,6 +85,8 @@ class ChatServer:
         deliver_workflow_event(self.hub, event)
 
     def make_app(self, with_ops: bool = True) -> tornado.web.Application:
+        """The Tornado application: the API's routes and sockets, the pages, and (``with_ops``)
+        the ops routes."""
         srv, ws = self.config["server"], self.config["websocket"]
         limits = self.config["limits"]
         throttle = Throttle(float(limits["rate_per_sec"]), int(limits["burst"]))
@@ -134,6 +139,7 @@ class ChatServer:
         )
 
     def ops_routes(self) -> list:
+        """The ops routes (metrics, health, readiness), on the main port or their own."""
         return [
             (r"/metrics", ops.MetricsHandler, dict(storage=self.storage)),
             (r"/healthz", ops.HealthHandler),
@@ -141,6 +147,7 @@ class ChatServer:
         ]
 
     def http_server(self, app: tornado.web.Application) -> ChatHTTPServer:
+        """The HTTP server for ``app``, with the server settings' timeouts and limits."""
         srv = self.config["server"]
         return ChatHTTPServer(
             app,

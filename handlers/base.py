@@ -39,6 +39,7 @@ class APIHandler(JSONErrors):
     def initialize(
         self, service: ChatService, max_body_bytes: int, throttle: Throttle, inflight: InFlight
     ) -> None:
+        """Runs once per request, before ``prepare``: the dependencies the route hands in."""
         self.service = service
         self.max_body_bytes = max_body_bytes
         self.throttle = throttle
@@ -76,11 +77,13 @@ class APIHandler(JSONErrors):
             self._body += chunk
 
     def json_body(self) -> dict[str, Any]:
+        """The request body as a JSON object, or 400 (413 when it was too large to read)."""
         if self._body_too_large:
             raise HTTPProblem(413, BODY_TOO_LARGE)
         return parse_json_object(bytes(self._body))
 
     def respond(self, data: Any, status: int = 200) -> None:
+        """Finish the request with ``data`` as JSON and ``status``."""
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(data))
@@ -127,15 +130,18 @@ class InFlight:
         self._idle.set()
 
     def enter(self) -> None:
+        """Runs when a request starts being handled."""
         self.count += 1
         self._idle.clear()
 
     def leave(self) -> None:
+        """Runs when a request is done; the last one out wakes ``wait_idle``."""
         self.count -= 1
         if self.count == 0:
             self._idle.set()
 
     async def wait_idle(self) -> None:
+        """Wait until no request is being handled (graceful stop)."""
         await self._idle.wait()
 
 
@@ -154,6 +160,7 @@ MAX_KEY_CHARS = 256
 
 
 async def authenticate_key(service: ChatService, key: str) -> Principal:
+    """The owner of ``key``, or 401: a key that cannot be one is refused before storage is asked."""
     if len(key) > MAX_KEY_CHARS or not is_storable_text(key):
         raise HTTPProblem(401, INVALID_TOKEN)  # cannot be a key; and cannot be hashed
     principal = await service.storage.authenticate(key)

@@ -30,6 +30,7 @@ _SECRET_PATTERNS = (
 
 
 def redact_secrets(text: str) -> str:
+    """``text`` with API keys and other secrets replaced by ``[redacted]``."""
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "[redacted]", text)
     return text
@@ -70,15 +71,21 @@ def log_request(handler: Any) -> None:
 
 
 class TextFormatter(logging.Formatter):
+    """Log lines as text, secrets redacted."""
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
+        """Runs for each record: the text line, secrets redacted."""
         return redact_secrets(super().format(record))
 
 
 class JSONFormatter(logging.Formatter):
+    """Log lines as one JSON object each, secrets redacted."""
+
     def format(self, record: logging.LogRecord) -> str:
+        """Runs for each record: one JSON line, secrets redacted."""
         entry: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",

@@ -49,6 +49,8 @@ _connection_ids = itertools.count(1)
 
 @dataclass(frozen=True)
 class SocketSettings:
+    """The WebSocket settings every socket of a server shares."""
+
     allowed_origins: tuple[str, ...] = ()
     auth_timeout_secs: float = 10.0
     # A client whose unsent frames pass this many bytes is cut off (it can resume).
@@ -58,12 +60,15 @@ class SocketSettings:
 
 
 class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
+    """One chat WebSocket: authenticates by an ``auth`` frame, then carries frames both ways."""
+
     role: Role = Role.STORE
     metric_name = "store_ws"
 
     def initialize(
         self, service: ChatService, hub: Hub, settings: SocketSettings, throttle: Throttle
     ) -> None:
+        """Runs once per connection, before the handshake: the dependencies the route hands in."""
         self.service = service
         self.throttle = throttle
         self.hub = hub
@@ -116,6 +121,7 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         return urllib.parse.urlparse(origin).netloc.lower() == self.request.host.lower()
 
     def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        """Runs at the handshake: the subprotocol to speak (msgpack preferred, then JSON)."""
         for choice in (codec.MSGPACK, codec.JSON):
             if choice in subprotocols:
                 return choice
@@ -390,11 +396,15 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
 
 
 class AdminSocket(ChatSocket):
+    """The admins' socket (``/v1/chat/admin/ws/``): only an admin's key is let in."""
+
     role = Role.ADMIN
     metric_name = "admin_ws"
 
 
 class StoreSocket(ChatSocket):
+    """The stores' socket (``/v1/chat/store/ws/``): only a store's key is let in."""
+
     role = Role.STORE
 
 

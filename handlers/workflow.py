@@ -26,10 +26,13 @@ PRESENCE_CHOICES = (AWAY, ONLINE)
 
 
 class TransferHandler(APIHandler):
+    """``POST /v1/chat/admin/session/transfer/``: hand a held session to another admin."""
+
     role = Role.ADMIN
     metric_name = "admin_transfer"
 
     async def post(self) -> None:
+        """Runs for a POST: transfer the session to ``admin_id``."""
         fields = Fields(self.json_body())
         session_id = fields.positive_int("session_id")
         admin_id = fields.positive_int("admin_id")
@@ -44,21 +47,26 @@ class ReadHandler(APIHandler):
     metric_name = "session_read"
 
     def initialize(self, role: Role, **kwargs: Any) -> None:
+        """Runs once per request: which side (admin or store) marks its reading."""
         super().initialize(**kwargs)
         self.role = role
         self.metric_name = f"{role.value}_session_read"
 
     async def post(self) -> None:
+        """Runs for a POST: raise this side's read position to ``seq``."""
         session_id, seq = read_fields(self.json_body())
         result = await self.service.mark_read(self.principal, session_id, seq)
         self.respond({"session_id": session_id, "seq": result.seq})
 
 
 class AdminsHandler(APIHandler):
+    """``GET /v1/chat/admin/admins/``: the admins with presence, for the transfer picker."""
+
     role = Role.ADMIN
     metric_name = "admin_admins"
 
     async def get(self) -> None:
+        """Runs for a GET: one page of admins by id and the cursor of the next."""
         limit = list_limit(self)
         after = decode_admin_cursor(self.get_query_argument("cursor", None))
         rows = await self.service.admins_with_presence(limit + 1, after)
@@ -79,6 +87,7 @@ class AdminsHandler(APIHandler):
 
 
 def admin_presence_json(row: AdminPresence) -> dict[str, Any]:
+    """An admin with presence as the API shows it."""
     admin: Admin = row.admin
     return {
         "id": admin.id,
@@ -115,6 +124,7 @@ def decode_admin_cursor(raw: str | None) -> int:
 
 
 def read_fields(data: dict[str, Any]) -> tuple[int, int]:
+    """``session_id`` and ``seq`` of a read request's body, or 400."""
     fields = Fields(data)
     session_id = fields.positive_int("session_id")
     seq = fields.positive_int("seq")

@@ -105,6 +105,7 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
     # --- Tornado's side: the handshake and the handler's calls ----------------
     @property
     def selected_subprotocol(self) -> str | None:
+        """The subprotocol chosen at the handshake (Tornado's API)."""
         return self._subprotocol
 
     async def accept_connection(self, handler: WebSocketHandler) -> None:
@@ -155,9 +156,11 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
         return transport.get_write_buffer_size() if transport is not None else 0
 
     def write_ping(self, data: bytes) -> None:
+        """Send a ping frame with ``data`` (Tornado's API)."""
         self._write(encode_frames([data], OP_PING))
 
     def set_nodelay(self, x: bool) -> None:
+        """Turn Nagle's algorithm off (``x``) or on for this socket (Tornado's API)."""
         sock = self._transport.get_extra_info("socket") if self._transport else None
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1 if x else 0)
@@ -169,6 +172,7 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
         return not self.server_terminated and transport is not None and not transport.is_closing()
 
     def is_closing(self) -> bool:
+        """Whether a close has started from either side or the transport is closing."""
         transport = self._transport
         return (
             self.client_terminated
@@ -227,6 +231,7 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
 
     # --- pings: one timer per connection, no task ---------------------------
     def start_pinging(self) -> None:
+        """Runs once the socket is open: ping every ``ping_interval`` if one is set."""
         interval = self.params.ping_interval or 0
         if interval > 0:
             self._ping_timer = asyncio.get_running_loop().call_later(interval, self._send_ping)
@@ -259,10 +264,12 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
 
     # --- asyncio's side: the transport's callbacks -----------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Runs when the transport takes the socket over: hold reading until ``open`` is done."""
         self._transport = transport  # type: ignore[assignment]
         transport.pause_reading()  # type: ignore[attr-defined]  # until open() is done
 
     def data_received(self, data: bytes) -> None:
+        """Runs for each read from the socket: buffer the bytes and handle whole frames."""
         if self._drain:
             self._drop_oversized(len(data))
             return
@@ -273,9 +280,11 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
             self._transport.pause_reading()  # (uvloop: see take_over_socket)
 
     def eof_received(self) -> bool:
+        """Runs when the client half-closes: let the transport close."""
         return False  # the transport closes itself
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Runs once the connection is gone, however it ended."""
         self.client_terminated = self.server_terminated = True
         self._stop_pinging()
         self._cancel_close_timer()

@@ -82,15 +82,18 @@ class ChatStorage(Protocol):
     async def authenticate(self, key: str) -> Principal | None:
         """The owner of ``key`` (looked up by digest), or None."""
 
-    async def get_admin(self, admin_id: int) -> Admin | None: ...
+    async def get_admin(self, admin_id: int) -> Admin | None:
+        """The admin with this id, or None."""
 
-    async def get_store(self, store_id: int) -> Store | None: ...
+    async def get_store(self, store_id: int) -> Store | None:
+        """The store with this id, or None."""
 
     async def count_accounts(self) -> int:
         """Admins plus stores, so ``--demo`` can tell an empty database."""
 
     # --- sessions -------------------------------------------------------
-    async def get_session(self, session_id: int) -> Session | None: ...
+    async def get_session(self, session_id: int) -> Session | None:
+        """The session with this id, in any state, or None."""
 
     async def get_active_session(self, store_id: int) -> Session | None:
         """The store's open or claimed session, if any."""
@@ -109,7 +112,8 @@ class ChatStorage(Protocol):
         """Every session of a store, whatever its status and whoever held it,
         by ``(created, id)`` descending, strictly before ``before``."""
 
-    async def count_open_sessions(self) -> int: ...
+    async def count_open_sessions(self) -> int:
+        """How many sessions wait in the queue (the queue-length gauge)."""
 
     async def claim_session(self, session_id: int, admin: Admin, max_sessions: int) -> ClaimResult:
         """Claim atomically: only an open session with no admin; a retry by the

@@ -50,7 +50,7 @@ WriteFn = Callable[[sqlite3.Connection], Any]
 # What a write function gives back, handed to its caller once committed.
 T = TypeVar("T")
 # A batched write: each item, and its answer.
-I = TypeVar("I")
+Item = TypeVar("Item")
 R = TypeVar("R")
 # handler(conn, items) -> one result or exception per item, in order.
 BatchHandler = Callable[[sqlite3.Connection, Sequence[Any]], list[Any]]
@@ -110,7 +110,7 @@ class GroupCommitWriter:
         return await future
 
     async def submit_batched(
-        self, handler: Callable[[sqlite3.Connection, Sequence[I]], list[R]], item: I
+        self, handler: Callable[[sqlite3.Connection, Sequence[Item]], list[R]], item: Item
     ) -> R:
         """Give ``item`` to ``handler`` with the group's other items for it;
         return its answer once committed.

@@ -13,6 +13,8 @@ from storage.records import Message, Session, SessionStatus
 
 
 class ClaimOutcome(str, enum.Enum):
+    """How a claim ended: won, or why not (the API maps each to its status)."""
+
     WON = "won"
     ALREADY_HELD = "already_held"  # a retry by the admin who holds it
     CONFLICT = "conflict"
@@ -33,12 +35,16 @@ class WriteOutcome(str, enum.Enum):
 
 @dataclass(frozen=True)
 class ClaimResult:
+    """A claim's outcome and the session as it stands after it (None if not found)."""
+
     outcome: ClaimOutcome
     session: Session | None
 
 
 @dataclass(frozen=True)
 class SessionWrite:
+    """A release's or close's outcome and the session as it stands after it."""
+
     outcome: WriteOutcome
     session: Session | None
 

@@ -28,11 +28,15 @@ def utc_now_iso() -> str:
 
 
 class Role(str, enum.Enum):
+    """Which kind of account a key belongs to."""
+
     ADMIN = "admin"
     STORE = "store"
 
 
 class SessionStatus(str, enum.Enum):
+    """Where a session is: in the queue, held by an admin, or ended."""
+
     OPEN = "open"
     CLAIMED = "claimed"
     CLOSED = "closed"
@@ -40,6 +44,8 @@ class SessionStatus(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Admin:
+    """A support admin's account (its key is kept apart, as a digest)."""
+
     id: int
     name: str
     email: str | None
@@ -47,6 +53,8 @@ class Admin:
 
 @dataclass(frozen=True)
 class Store:
+    """A store's account (its key is kept apart, as a digest)."""
+
     id: int
     name: str
     email: str | None
@@ -66,6 +74,8 @@ class Principal:
 
 @dataclass(frozen=True)
 class Session:
+    """One support conversation of a store, as stored; its ``store`` is embedded."""
+
     id: int
     store: Store
     admin_id: int | None
@@ -84,15 +94,19 @@ class Session:
 
     @property
     def store_id(self) -> int:
+        """The id of the store whose session this is."""
         return self.store.id
 
     @property
     def is_active(self) -> bool:
+        """Whether the session is open or claimed (not closed)."""
         return self.status is not SessionStatus.CLOSED
 
 
 @dataclass(frozen=True)
 class Message:
+    """One message of a session, numbered by ``seq`` (1, 2, 3... with no gap)."""
+
     id: int
     session_id: int
     seq: int

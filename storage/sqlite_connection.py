@@ -18,7 +18,7 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from storage import sqlite_schema as schema
 from storage.checkpoint import Checkpointer
@@ -33,7 +33,7 @@ READER_THREADS = 2
 # What a read or write function gives back, handed on to the caller.
 T = TypeVar("T")
 # A batched write: each item, and its answer.
-I = TypeVar("I")
+Item = TypeVar("Item")
 R = TypeVar("R")
 
 
@@ -98,7 +98,7 @@ class SQLiteConnection:
             raise StorageUnavailable(str(exc)) from exc
 
     async def _write_batched(
-        self, handler: Callable[[sqlite3.Connection, Sequence[I]], list[R]], item: I
+        self, handler: Callable[[sqlite3.Connection, Sequence[Item]], list[R]], item: Item
     ) -> R:
         """``item`` written by ``handler`` with the group's other items for it."""
         if self._writer is None:

@@ -45,6 +45,8 @@ WEBHOOK_EVENTS = (
 
 
 class TransferOutcome(str, enum.Enum):
+    """How a transfer ended: done, or why not."""
+
     DONE = "done"
     UNCHANGED = "unchanged"  # the caller handed it to itself
     NOT_FOUND = "not_found"
@@ -56,6 +58,8 @@ class TransferOutcome(str, enum.Enum):
 
 @dataclass(frozen=True)
 class TransferResult:
+    """A transfer's outcome and the session as it stands after it."""
+
     outcome: TransferOutcome
     session: Session | None
 
@@ -104,23 +108,29 @@ def may_mark_read(session: Session, side: str, reader_id: int) -> bool:
 
 
 def other_side(side: str) -> str:
+    """The side that is not ``side`` ("store" <-> "admin")."""
     return "admin" if side == "store" else "store"
 
 
 @dataclass(frozen=True)
 class AdminPresence:
+    """An admin as the transfer picker shows it: presence and the sessions it holds."""
+
     admin: Admin
     presence: str
     active_sessions: int
 
 
 def effective_presence(live: bool, away: bool) -> str:
+    """An admin's presence from its heartbeats and its own choice: offline, away or online."""
     if not live:
         return OFFLINE
     return AWAY if away else ONLINE
 
 
 class RequeueReason(str, enum.Enum):
+    """Why a claimed session was judged stale and put back in the queue."""
+
     OFFLINE = "offline"  # the holder has been offline too long
     UNANSWERED = "unanswered"  # the store's last message waited too long for a reply
 
@@ -154,6 +164,8 @@ class StaleClaim:
 
 @dataclass(frozen=True)
 class OutboxEntry:
+    """One outbox entry: an event copied for webhook delivery, in commit order."""
+
     id: int
     kind: str
     session_id: int

@@ -1,4 +1,5 @@
-"""RFC 6455 at the framing layer (handlers/ws_protocol.py, handlers/ws_frames.py), over a raw TCP socket.
+"""RFC 6455 at the framing layer (handlers/ws_protocol.py, handlers/ws_frames.py), over a
+raw TCP socket.
 
 The handshake and every frame are built by hand so that each bit is ours to
 get wrong; the server's close frame is parsed for its code, and TCP must then
