@@ -95,6 +95,8 @@ class ChatService:
     async def post_admin_message(
         self, admin: Principal, session_id: int, body: str, client_id: str | None
     ) -> PostResult:
+        """An admin's message in a session it holds, through the session's actor (answered from
+        the socket's own path when it came on one)."""
         sender = SENDING_CONNECTION.get()
         if sender is None:
             return await self.actors.ask(session_id, PostAdminMessage(admin.id, body, client_id))
@@ -272,6 +274,7 @@ class ChatService:
         return await self.storage.list_store_sessions(store_id, limit, before)
 
     async def current_store_session(self, store: Principal) -> Session:
+        """The store's open or claimed session, or ``NotFound``."""
         session = await self.storage.get_active_session(store.id)
         if session is None:
             raise NotFound()
@@ -285,11 +288,13 @@ class ChatService:
         return messages[:limit], len(messages) > limit
 
     async def open_sessions(self, limit: int, after: tuple[str, int] | None) -> list[Session]:
+        """One page of the queue, oldest first, after the cursor ``after``."""
         return await self.storage.list_open_sessions(limit, after)
 
     async def admin_sessions(
         self, admin: Principal, limit: int, before: tuple[str, int] | None
     ) -> list[Session]:
+        """One page of the sessions ``admin`` holds, latest activity first, before the cursor."""
         return await self.storage.list_admin_sessions(admin.id, limit, before)
 
     async def shutdown(self, timeout_secs: float) -> None:
@@ -349,6 +354,8 @@ def _posted_from(sender: Sender | None, reply: Reply) -> Reply:
 
 
 def may_read(who: Principal, session: Session) -> bool:
+    """Whether ``who`` may read the session: its store, any admin while it is queued, else only
+    its holder."""
     if who.role is Role.STORE:
         return session.store_id == who.id
     return session.status is SessionStatus.OPEN or session.admin_id == who.id

@@ -88,6 +88,8 @@ class Subscriber:
         self.acked: collections.deque[int] | None = None
 
     def deliver(self, frame: Frame) -> None:
+        """Send ``frame`` to this socket now, or hold it while the socket's own message is being
+        stored."""
         if self.posting:
             self.held.append(frame)
         else:
@@ -105,9 +107,12 @@ class Sender:
         self.conn_id = conn_id
 
     def begin_post(self) -> None:
+        """Runs when storing this socket's message starts: frames for it wait until ``end_post``."""
         self.hub.begin_post(self.conn_id)
 
     def end_post(self, message: Message | None) -> None:
+        """Runs when storing this socket's message ended (``message``: the stored one, None if it
+        failed): the held frames go out."""
         self.hub.end_post(self.conn_id, message)
 
 
@@ -121,6 +126,9 @@ ACKED_KEPT = 32
 
 
 class Hub:
+    """This process's open sockets and who they belong to: delivers each frame to the sockets of
+    its audience."""
+
     def __init__(self) -> None:
         self._subs: dict[int, Subscriber] = {}
         self._admins: set[int] = set()
@@ -321,9 +329,11 @@ class Hub:
         self._send_all(self._by_admin.get(admin_id, ()), frame)
 
     def send_to_store(self, store_id: int, frame: Frame) -> None:
+        """Send ``frame`` to every socket of the store."""
         self._send_all(self._by_store.get(store_id, ()), frame)
 
     def send_to_admins(self, frame: Frame) -> None:
+        """Send ``frame`` to every admin socket of this process."""
         self._send_all(self._admins, frame)
 
     def stop_watching(self, admin_id: int | None, session_id: int) -> None:

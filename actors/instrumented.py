@@ -19,6 +19,8 @@ UNTIMED: frozenset[str] = frozenset()
 
 
 class InstrumentedStorage:
+    """A storage wrapper that times every storage coroutine (the latency histograms)."""
+
     def __init__(self, inner: Any):
         self.inner = inner
 

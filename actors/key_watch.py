@@ -34,6 +34,9 @@ CLOSE_REASON = "API key revoked or rotated."
 
 
 class KeyWatch:
+    """Follows storage's key changes and closes the sockets opened with a key that was rotated or
+    revoked, in every process."""
+
     def __init__(
         self,
         storage: ChatStorage,

@@ -37,15 +37,18 @@ class BulkMetric:
         self._pending: dict[tuple[str, ...], list[float]] = {}
 
     def labels(self, *values: str) -> _BulkChild:
+        """The child for these label values (made once, then reused)."""
         child = self._children.get(values)
         if child is None:
             child = self._children[values] = _BulkChild(self, values)
         return child
 
     def inc(self, amount: float = 1) -> None:
+        """Note an increment; it reaches the family at the end of this loop pass."""
         self._note((), amount)
 
     def observe(self, amount: float) -> None:
+        """Note an observation; it reaches the family at the end of this loop pass."""
         self._note((), amount)
 
     def _note(self, values: tuple[str, ...], amount: float) -> None:

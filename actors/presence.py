@@ -39,6 +39,8 @@ ERROR_BACKOFF_SECS = 1.0
 
 @dataclass(frozen=True)
 class PresenceSettings:
+    """How presence is kept: how often rows are refreshed, and when a row stops counting."""
+
     # How often this process refreshes its rows (and looks for dead nodes).
     heartbeat_secs: float = 5.0
     # Rows older than this stop counting: three missed heartbeats.
@@ -51,6 +53,9 @@ def node_id() -> str:
 
 
 class PresenceTracker:
+    """Keeps this process's admins' presence in storage (sockets per admin, heartbeats) and
+    announces changes."""
+
     def __init__(
         self,
         storage: ChatStorage,

@@ -31,16 +31,21 @@ SWEEP_BATCH = 100
 
 @dataclass(frozen=True)
 class RequeueSettings:
+    """When a claimed session goes back to the queue (0 turns a rule off)."""
+
     offline_secs: float = 0.0  # 0: an offline holder never loses its sessions
     unanswered_secs: float = 0.0  # 0: an unanswered session is never requeued
     sweep_secs: float = 5.0  # how often each process looks
 
     @property
     def enabled(self) -> bool:
+        """Whether either rule is on."""
         return self.offline_secs > 0 or self.unanswered_secs > 0
 
 
 class RequeueSweeper:
+    """Puts stale claimed sessions back in the queue, on a timer."""
+
     def __init__(self, service: Any, settings: RequeueSettings, live_after: Callable[[], float]):
         self.service = service
         self.settings = settings
@@ -53,11 +58,13 @@ class RequeueSweeper:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
+        """Stop sweeping (graceful shutdown)."""
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
     def cutoffs(self) -> StaleCutoffs:
+        """The cutoffs as of now: what counts as offline too long, or unanswered too long."""
         now, s = time.time(), self.settings
         return StaleCutoffs(
             offline_before=now - s.offline_secs if s.offline_secs > 0 else None,

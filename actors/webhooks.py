@@ -40,6 +40,8 @@ PRUNE_INTERVAL_SECS = 30.0
 
 @dataclass(frozen=True)
 class WebhookTarget:
+    """One webhook: where events of which kinds are POSTed, signed with ``secret``."""
+
     url: str
     events: frozenset[str]
     secret: str
@@ -47,6 +49,8 @@ class WebhookTarget:
 
 @dataclass(frozen=True)
 class WebhookSettings:
+    """How webhook deliveries are timed and retried."""
+
     timeout_secs: float = 10.0  # one POST's time limit
     max_retry_secs: float = 86400.0  # give an event up this long after it happened
     backoff_initial_secs: float = 1.0  # first retry after about this long...
@@ -66,6 +70,9 @@ def retry_delay(attempt: int, settings: WebhookSettings) -> float:
 
 
 class WebhookDispatcher:
+    """Delivers the outbox's events to the webhooks, in commit order, from the one process
+    holding the lease."""
+
     def __init__(
         self,
         storage: ChatStorage,

@@ -19,6 +19,7 @@ DEFAULT_HISTORY_LIMIT = 100
 
 
 def list_limit(handler: Any) -> int:
+    """The ``limit`` query argument, within the API's bounds (400 if it is not a number)."""
     return query_int(
         raw_query_argument(handler, "limit"), "limit", DEFAULT_LIST_LIMIT, 1, clamp_to=MAX_LIST_PAGE
     )

@@ -28,6 +28,7 @@ def parse_networks(entries: Iterable[str]) -> tuple[Network, ...]:
 
 
 def is_trusted(address: str, networks: tuple[Network, ...]) -> bool:
+    """Whether ``address`` lies in one of the trusted proxies' ``networks``."""
     try:
         ip = ipaddress.ip_address(address.strip())
     except ValueError:
@@ -63,6 +64,8 @@ class ChatHTTPServer(tornado.httpserver.HTTPServer):
         header_timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
+        """Runs when the server is made: Tornado's options, plus the trusted proxies and the
+        header and body deadlines."""
         super().initialize(*args, xheaders=False, **kwargs)
         self.trusted_proxies = parse_networks(trusted_proxies)
         params = self.conn_params

@@ -8,6 +8,7 @@ from storage.records import Message, Principal, Role, Session, Store
 
 
 def store_json(store: Store) -> dict[str, Any]:
+    """A store as the API shows it."""
     return {"id": store.id, "name": store.name, "logo_url": store.logo_url, "email": store.email}
 
 
@@ -26,6 +27,7 @@ def session_json(session: Session) -> dict[str, Any]:
 
 
 def message_json(message: Message) -> dict[str, Any]:
+    """A message as the API shows it."""
     data = {
         "id": message.id,
         "session_id": message.session_id,

@@ -32,8 +32,10 @@ class SchemaHandler(JSONErrors):
     metric_name = "schema"
 
     def initialize(self, document: bytes) -> None:
+        """Runs once per request: the OpenAPI document, as JSON bytes."""
         self.document = document
 
     def get(self) -> None:
+        """Runs for a GET: the document."""
         self.set_header("Content-Type", "application/json")
         self.finish(self.document)

@@ -19,6 +19,9 @@ IDLE_BUCKET_SECS = 600.0
 
 
 class Throttle:
+    """Per-account rate limits: a token bucket for each key's owner (``rate_per_sec`` 0: no
+    limit)."""
+
     def __init__(self, rate_per_sec: float = 0.0, burst: int = 0):
         self.rate_per_sec = rate_per_sec
         self.burst = max(burst, 1)

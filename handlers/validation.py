@@ -47,6 +47,7 @@ def text_problem(value: str) -> str | None:
 
 
 def is_storable_text(value: Any) -> bool:
+    """Whether ``value`` is text storage can keep as it is."""
     return isinstance(value, str) and text_problem(value) is None
 
 
@@ -158,6 +159,7 @@ class Fields:
         self.errors: dict[str, list[str]] = {}
 
     def positive_int(self, name: str) -> int | None:
+        """The field as an integer of at least 1, or None with the error noted."""
         return self.int_in_range(name, minimum=1)
 
     def int_in_range(self, name: str, minimum: int, default: int | None = None) -> int | None:
@@ -178,6 +180,8 @@ class Fields:
         return value
 
     def text(self, name: str, max_chars: int, required: bool = True) -> str | None:
+        """The field as text of at most ``max_chars``, or None with the error noted
+        (``required``: missing is an error)."""
         value = self.data.get(name)
         if value is None:
             if required:

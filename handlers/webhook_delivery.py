@@ -30,6 +30,7 @@ PASSED_THROUGH = ("admin", "from_admin", "reason")
 
 
 def render_body(entry: OutboxEntry) -> bytes:
+    """The JSON body POSTed for one outbox entry."""
     payload = entry.payload
     body: dict[str, Any] = {
         "id": entry.id,
@@ -47,6 +48,7 @@ def render_body(entry: OutboxEntry) -> bytes:
 
 
 def sign(secret: str, body: bytes) -> str:
+    """The signature header's value: HMAC-SHA256 of ``body`` under ``secret``."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
@@ -58,6 +60,7 @@ class WebhookSender:
         self.client = tornado.httpclient.AsyncHTTPClient(force_instance=True)
 
     async def __call__(self, target: WebhookTarget, entry: OutboxEntry) -> bool:
+        """POST ``entry`` to ``target``, signed; whether it was delivered (a 2xx answer)."""
         body = render_body(entry)
         request = tornado.httpclient.HTTPRequest(
             target.url,
@@ -85,4 +88,5 @@ class WebhookSender:
         return False
 
     def close(self) -> None:
+        """Close the HTTP client (at shutdown)."""
         self.client.close()

@@ -24,6 +24,8 @@ CHECKPOINT_INTERVAL_SECS = 0.5
 
 
 class Checkpointer:
+    """Checkpoints the WAL into the database file on a thread of its own, off the commits' path."""
+
     def __init__(
         self,
         connect: Callable[[], sqlite3.Connection],

@@ -70,6 +70,9 @@ class WriterConnection(sqlite3.Connection):
 
 
 class GroupCommitWriter:
+    """The one writer thread of a process: writes submitted from the event loop are committed in
+    groups, one transaction each, in submission order."""
+
     def __init__(
         self,
         connect: Callable[[], sqlite3.Connection],

@@ -24,6 +24,7 @@ class SQLiteAccounts(SQLiteConnection):
 
     # --- accounts -------------------------------------------------------
     async def create_admin(self, name: str, email: str | None) -> tuple[Admin, str]:
+        """``ChatStorage.create_admin``: one INSERT; the key is stored as its digest."""
         key = new_api_key()
 
         def write(conn: sqlite3.Connection) -> Admin:
@@ -38,6 +39,7 @@ class SQLiteAccounts(SQLiteConnection):
     async def create_store(
         self, name: str, email: str | None, logo_url: str | None
     ) -> tuple[Store, str]:
+        """``ChatStorage.create_store``: one INSERT; the key is stored as its digest."""
         key = new_api_key()
 
         def write(conn: sqlite3.Connection) -> Store:
@@ -51,6 +53,8 @@ class SQLiteAccounts(SQLiteConnection):
         return await self._write(write), key
 
     async def authenticate(self, key: str) -> Principal | None:
+        """``ChatStorage.authenticate``: read on the loop, or by a reader thread while the
+        database is locked."""
         # Read every time, not cached: rotate-key and revoke-key (another
         # process) must take effect at once (API.md).
         if self._writer is None:
@@ -73,6 +77,7 @@ class SQLiteAccounts(SQLiteConnection):
         return _key_owner_row(self._loop_connection(), digest)
 
     async def get_store(self, store_id: int) -> Store | None:
+        """``ChatStorage.get_store``: one point read."""
         row = await self._read(
             lambda c: c.execute(
                 "SELECT id, name, email, logo_url FROM stores WHERE id = ?", (store_id,)
@@ -81,6 +86,7 @@ class SQLiteAccounts(SQLiteConnection):
         return Store(row["id"], row["name"], row["email"], row["logo_url"]) if row else None
 
     async def get_admin(self, admin_id: int) -> Admin | None:
+        """``ChatStorage.get_admin``: one point read."""
         row = await self._read(
             lambda c: c.execute(
                 "SELECT id, name, email FROM admins WHERE id = ?", (admin_id,)
@@ -89,6 +95,7 @@ class SQLiteAccounts(SQLiteConnection):
         return Admin(row["id"], row["name"], row["email"]) if row else None
 
     async def count_accounts(self) -> int:
+        """``ChatStorage.count_accounts``: one statement counting both tables."""
         return await self._read(
             lambda c: c.execute(
                 "SELECT (SELECT COUNT(*) FROM admins) + (SELECT COUNT(*) FROM stores)"
@@ -97,6 +104,7 @@ class SQLiteAccounts(SQLiteConnection):
 
     # --- account administration -----------------------------------------
     async def list_admins(self) -> list[Admin]:
+        """Every admin, by id (the account commands)."""
         return await self._read(
             lambda c: [
                 Admin(r["id"], r["name"], r["email"])
@@ -105,6 +113,7 @@ class SQLiteAccounts(SQLiteConnection):
         )
 
     async def list_stores(self) -> list[Store]:
+        """Every store, by id (the account commands)."""
         return await self._read(
             lambda c: [
                 Store(r["id"], r["name"], r["email"], r["logo_url"])
@@ -113,11 +122,15 @@ class SQLiteAccounts(SQLiteConnection):
         )
 
     async def rotate_key(self, role: Role, account_id: int) -> str | None:
+        """``ChatStorage.rotate_key``: a new key, its digest and a ``key_changes`` row in one
+        write."""
         key = new_api_key()
         changed = await self._change_key(role, account_id, digest_key(key), "rotated")
         return key if changed else None
 
     async def revoke_key(self, role: Role, account_id: int) -> bool:
+        """``ChatStorage.revoke_key``: a digest no key has, and a ``key_changes`` row, in one
+        write."""
         return await self._change_key(role, account_id, revoked_digest(), "revoked")
 
     async def _change_key(self, role: Role, account_id: int, digest: str, kind: str) -> bool:
@@ -140,11 +153,13 @@ class SQLiteAccounts(SQLiteConnection):
         return await self._write(write)
 
     async def key_changes_head(self) -> int:
+        """``ChatStorage.key_changes_head``: the newest ``key_changes`` id (0: none)."""
         return await self._read(
             lambda c: c.execute("SELECT COALESCE(MAX(id), 0) FROM key_changes").fetchone()[0]
         )
 
     async def key_changes_since(self, after_id: int) -> list[KeyChange]:
+        """``ChatStorage.key_changes_since``: the rows after ``after_id``, in id (commit) order."""
         return await self._read(
             lambda c: [
                 KeyChange(r["id"], Role(r["role"]), r["account_id"], r["kind"], r["id"])

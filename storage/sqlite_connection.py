@@ -152,6 +152,8 @@ class SQLiteConnection:
         return conn
 
     async def close(self) -> None:
+        """Stop the writer (after this loop pass's writes), the checkpointer and the reader
+        threads, and close every connection."""
         if self._writer is not None:
             writer, self._writer = self._writer, None
             writer.hand_over()  # this pass's messages go before the stop marker

@@ -19,6 +19,7 @@ class SQLiteFeed(SQLiteConnection):
 
     # --- change feed ----------------------------------------------------
     async def append_typing(self, session: Session, sender: str) -> None:
+        """``ChatStorage.append_typing``: one ``typing`` event."""
         await self._write(
             lambda c: schema.insert_event(
                 c, "typing", session, session.admin_id, {"session_id": session.id, "sender": sender}
@@ -28,11 +29,13 @@ class SQLiteFeed(SQLiteConnection):
     # A feed position here is an event id: ids are given in commit order by
     # the one writer at a time SQLite allows.
     async def feed_head(self) -> int:
+        """``ChatStorage.feed_head``: the newest event id (0: none)."""
         return await self._read(
             lambda c: c.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
         )
 
     async def read_events(self, after_id: int, limit: int) -> list[Event]:
+        """``ChatStorage.read_events``: events after ``after_id``, in id (commit) order."""
         rows = await self._read(
             lambda c: c.execute(
                 f"{schema.EVENTS_SELECT} WHERE e.id > ? ORDER BY e.id LIMIT ?", (after_id, limit)
@@ -64,12 +67,15 @@ class SQLiteFeed(SQLiteConnection):
         return [schema.row_to_event(r) for r in rows]
 
     async def prune_events(self, older_than_secs: float) -> int:
+        """``ChatStorage.prune_events``: delete events older than ``older_than_secs``; return how
+        many."""
         cutoff = time.time() - older_than_secs
         return await self._write(
             lambda c: c.execute("DELETE FROM events WHERE created < ?", (cutoff,)).rowcount
         )
 
     async def load_feed_position(self, node: str) -> int | None:
+        """``ChatStorage.load_feed_position``: the last event id ``node`` took, or None."""
         row = await self._read(
             lambda c: c.execute(
                 "SELECT last_id FROM feed_positions WHERE node = ?", (node,)
@@ -78,6 +84,7 @@ class SQLiteFeed(SQLiteConnection):
         return row[0] if row else None
 
     async def save_feed_position(self, node: str, last_id: int) -> None:
+        """``ChatStorage.save_feed_position``: upsert ``node``'s last event id."""
         await self._write(
             lambda c: c.execute(
                 "INSERT INTO feed_positions (node, last_id) VALUES (?, ?)"

@@ -27,11 +27,15 @@ class SQLiteMessages(SQLiteConnection):
     async def post_admin_message(
         self, session_id: int, admin_id: int, body: str, client_id: str | None
     ) -> PostResult:
+        """``ChatStorage.post_admin_message``: stored with the group's other posts
+        (``sqlite_posts``)."""
         return await self._post(Post("admin", admin_id, session_id, body, client_id))
 
     async def post_store_message(
         self, store_id: int, body: str, client_id: str | None
     ) -> PostResult:
+        """``ChatStorage.post_store_message``: stored with the group's other posts
+        (``sqlite_posts``)."""
         return await self._post(Post("store", store_id, None, body, client_id))
 
     async def _post(self, post: Post) -> PostResult:
@@ -43,11 +47,15 @@ class SQLiteMessages(SQLiteConnection):
     def post_admin_message_with_reply(
         self, session_id: int, admin_id: int, body: str, client_id: str | None, reply: Reply
     ) -> None:
+        """``post_admin_message`` answered by ``reply(result, error)`` on the loop once
+        committed."""
         self._post_with_reply(Post("admin", admin_id, session_id, body, client_id), reply)
 
     def post_store_message_with_reply(
         self, store_id: int, body: str, client_id: str | None, reply: Reply
     ) -> None:
+        """``post_store_message`` answered by ``reply(result, error)`` on the loop once
+        committed."""
         self._post_with_reply(Post("store", store_id, None, body, client_id), reply)
 
     def _post_with_reply(self, post: Post, reply: Reply) -> None:
@@ -64,6 +72,8 @@ class SQLiteMessages(SQLiteConnection):
         self._writer.submit_batched_with_reply(store_posts, post, answer)
 
     async def list_messages(self, session_id: int, after_seq: int, limit: int) -> list[Message]:
+        """``ChatStorage.list_messages``: a session's messages after ``after_seq``, in ``seq``
+        order."""
         return await self._read(
             lambda c: [
                 schema.row_to_message(r)

@@ -102,6 +102,7 @@ _SESSION_SELECT = (
 
 
 def row_to_session(row: sqlite3.Row) -> Session:
+    """The session a row of ``_SESSION_SELECT`` holds (its store joined in)."""
     return Session(
         id=row["id"],
         store=Store(row["store_id"], row["store_name"], row["store_email"], row["store_logo_url"]),
@@ -119,6 +120,7 @@ def row_to_session(row: sqlite3.Row) -> Session:
 
 
 def row_to_message(row: sqlite3.Row) -> Message:
+    """The message a ``messages`` row holds."""
     return Message(
         row["id"],
         row["session_id"],
@@ -133,6 +135,7 @@ def row_to_message(row: sqlite3.Row) -> Message:
 
 
 def fetch_session(conn: sqlite3.Connection, session_id: int) -> Session | None:
+    """The session with this id, or None."""
     return fetch_session_where(conn, "s.id = ?", (session_id,))
 
 
@@ -154,6 +157,7 @@ def inserted_id(cur: sqlite3.Cursor) -> int:
 def fetch_session_where(
     conn: sqlite3.Connection, where: str, args: Sequence[Any]
 ) -> Session | None:
+    """The one session ``where`` (with ``args``) matches, or None."""
     row = conn.execute(f"{_SESSION_SELECT} WHERE {where}", args).fetchone()
     return row_to_session(row) if row else None
 
@@ -161,11 +165,13 @@ def fetch_session_where(
 def fetch_sessions(
     conn: sqlite3.Connection, where: str, args: Sequence[Any], order: str, limit: int
 ) -> list[Session]:
+    """The sessions ``where`` matches, in ``order``, at most ``limit``."""
     rows = conn.execute(f"{_SESSION_SELECT} WHERE {where} ORDER BY {order} LIMIT ?", [*args, limit])
     return [row_to_session(r) for r in rows]
 
 
 def insert_session(conn: sqlite3.Connection, store_id: int) -> Session:
+    """A new open session for the store, queued now."""
     now = utc_now_iso()
     cur = conn.execute(
         "INSERT INTO sessions (store_id, status, created, updated, queued_at, activity_at)"
@@ -305,6 +311,7 @@ EVENTS_SELECT = (
 
 
 def row_to_event(row: sqlite3.Row) -> Event:
+    """The event an ``EVENTS_SELECT`` row holds, with its message when it announces one."""
     if row["m_id"] is not None:
         message = Message(
             row["m_id"],

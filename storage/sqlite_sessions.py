@@ -43,9 +43,11 @@ class SQLiteSessions(SQLiteConnection):
 
     # --- sessions -------------------------------------------------------
     async def get_session(self, session_id: int) -> Session | None:
+        """``ChatStorage.get_session``: one point read."""
         return await self._read(lambda c: schema.fetch_session(c, session_id))
 
     async def get_active_session(self, store_id: int) -> Session | None:
+        """``ChatStorage.get_active_session``: the store's open or claimed session, if any."""
         return await self._read(
             lambda c: schema.fetch_session_where(
                 c, "s.store_id = ? AND s.status != 'closed'", (store_id,)
@@ -53,6 +55,8 @@ class SQLiteSessions(SQLiteConnection):
         )
 
     async def list_open_sessions(self, limit: int, after: tuple[str, int] | None) -> list[Session]:
+        """``ChatStorage.list_open_sessions``: the queue in ``(queued_at, id)`` order, after the
+        cursor."""
         where, args = "s.status = 'open'", []
         if after:
             where += " AND (s.queued_at, s.id) > (?, ?)"
@@ -64,6 +68,7 @@ class SQLiteSessions(SQLiteConnection):
     async def list_admin_sessions(
         self, admin_id: int, limit: int, before: tuple[str, int] | None
     ) -> list[Session]:
+        """``ChatStorage.list_admin_sessions``: latest activity first, before the cursor."""
         where, args = "s.status = 'claimed' AND s.admin_id = ?", list[object]([admin_id])
         if before:
             where += " AND (s.activity_at, s.id) < (?, ?)"
@@ -75,6 +80,7 @@ class SQLiteSessions(SQLiteConnection):
     async def list_store_sessions(
         self, store_id: int, limit: int, before: tuple[str, int] | None
     ) -> list[Session]:
+        """``ChatStorage.list_store_sessions``: newest first, before the cursor."""
         where, args = "s.store_id = ?", list[object]([store_id])
         if before:
             where += " AND (s.created, s.id) < (?, ?)"
@@ -84,11 +90,15 @@ class SQLiteSessions(SQLiteConnection):
         )
 
     async def count_open_sessions(self) -> int:
+        """``ChatStorage.count_open_sessions``: one COUNT."""
         return await self._read(
             lambda c: c.execute("SELECT COUNT(*) FROM sessions WHERE status = 'open'").fetchone()[0]
         )
 
     async def claim_session(self, session_id: int, admin: Admin, max_sessions: int) -> ClaimResult:
+        """``ChatStorage.claim_session``: one guarded UPDATE (the limit checked in it), batched
+        with the other session writes of the group."""
+
         def write(conn: sqlite3.Connection, known: KnownSessions) -> ClaimResult:
             # This runs inside the writer's BEGIN IMMEDIATE, so nothing can
             # change the row between this read and the decision: a session
@@ -138,6 +148,9 @@ class SQLiteSessions(SQLiteConnection):
         return await self._session_write(write)
 
     async def release_session(self, session_id: int, admin_id: int) -> SessionWrite:
+        """``ChatStorage.release_session``: checked against the holder and written in one batched
+        write."""
+
         def write(conn: sqlite3.Connection, known: KnownSessions) -> SessionWrite:
             failed = holder_refusal(known.read(conn, session_id), admin_id)
             if failed:
@@ -168,6 +181,9 @@ class SQLiteSessions(SQLiteConnection):
         return await self._session_write(write)
 
     async def close_session(self, session_id: int, admin_id: int) -> SessionWrite:
+        """``ChatStorage.close_session``: checked against the holder and written in one batched
+        write."""
+
         def write(conn: sqlite3.Connection, known: KnownSessions) -> SessionWrite:
             failed = holder_refusal(known.read(conn, session_id), admin_id, closed_ok=True)
             if failed:

@@ -40,6 +40,7 @@ PRESENCE_ROW_RETENTION_SECS = 7 * 24 * 3600.0
 
 
 def fetch_admin(conn: sqlite3.Connection, admin_id: int) -> Admin | None:
+    """The admin with this id, or None."""
     row = conn.execute("SELECT id, name, email FROM admins WHERE id = ?", (admin_id,)).fetchone()
     return Admin(row["id"], row["name"], row["email"]) if row else None
 
@@ -48,6 +49,8 @@ def fetch_admin(conn: sqlite3.Connection, admin_id: int) -> Admin | None:
 def transfer_write(
     conn: sqlite3.Connection, session_id: int, caller_id: int, target_id: int, max_sessions: int
 ) -> TransferResult:
+    """The transfer, inside the writer's transaction: refused from one read of the session and
+    the target, else the session handed over with its system message and event."""
     session = schema.fetch_session(conn, session_id)
     target = fetch_admin(conn, target_id)
     refused = why_transfer_refused(session, caller_id, target)
@@ -87,6 +90,8 @@ def transfer_write(
 def mark_read_write(
     conn: sqlite3.Connection, session_id: int, side: str, reader_id: int, seq: int
 ) -> ReadResult:
+    """The read mark, inside the writer's transaction: capped at the last seq, only ever raised,
+    with a ``read`` event when it rises."""
     session = schema.fetch_session(conn, session_id)
     if session is None:
         return ReadResult(WriteOutcome.NOT_FOUND)
@@ -134,6 +139,7 @@ def unread_counts(conn: sqlite3.Connection, session_ids: list[int], side: str) -
 
 
 def read_positions(conn: sqlite3.Connection, session_id: int) -> dict[str, int]:
+    """How far each side of the session has read (``{"store": seq, "admin": seq}``)."""
     rows = conn.execute("SELECT side, seq FROM session_reads WHERE session_id = ?", (session_id,))
     return {row[0]: row[1] for row in rows}
 
@@ -183,6 +189,8 @@ def insert_admin_event(
 def set_sockets_write(
     conn: sqlite3.Connection, node: str, admin_id: int, sockets: int, live_after: float
 ) -> str | None:
+    """Record ``admin_id``'s open sockets on ``node`` (a heartbeat of that row); announce a
+    change of presence."""
     conn.execute(
         "INSERT INTO admin_presence (node, admin_id, sockets, seen) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (node, admin_id) DO UPDATE SET sockets = excluded.sockets,"
@@ -195,6 +203,7 @@ def set_sockets_write(
 def set_away_write(
     conn: sqlite3.Connection, admin_id: int, away: bool, live_after: float
 ) -> str | None:
+    """Record whether the admin says it is away; announce a change of presence."""
     conn.execute(
         "INSERT INTO admin_status (admin_id, away) VALUES (?, ?)"
         " ON CONFLICT (admin_id) DO UPDATE SET away = excluded.away",
@@ -246,6 +255,7 @@ def heartbeat_write(
 def list_admins_with_presence(
     conn: sqlite3.Connection, limit: int, after_id: int, live_after: float
 ) -> list[AdminPresence]:
+    """One page of admins by id after ``after_id``, each with presence and its claimed sessions."""
     rows = conn.execute(
         f"SELECT a.id, a.name, a.email, {_LIVE.format(admin='a.id')} AS live,"
         " COALESCE(st.away, 0) AS away,"
@@ -288,6 +298,8 @@ _AWAITS_REPLY = (
 def find_stale_claims(
     conn: sqlite3.Connection, cutoffs: StaleCutoffs, limit: int
 ) -> list[StaleClaim]:
+    """Claimed sessions stale by ``cutoffs`` (holder offline, or unanswered too long), at most
+    ``limit``."""
     found: dict[int, StaleClaim] = {}
     if cutoffs.offline_before is not None:
         rows = conn.execute(
@@ -372,6 +384,7 @@ def set_outbox_trigger(conn: sqlite3.Connection, kinds: tuple[str, ...]) -> None
 
 
 def read_outbox(conn: sqlite3.Connection, after_id: int, limit: int) -> list[OutboxEntry]:
+    """Outbox entries after ``after_id``, in id (commit) order."""
     entries = []
     for r in conn.execute(
         "SELECT * FROM webhook_outbox WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
@@ -392,6 +405,8 @@ def read_outbox(conn: sqlite3.Connection, after_id: int, limit: int) -> list[Out
 def take_lease_write(
     conn: sqlite3.Connection, name: str, holder: str, duration_secs: float
 ) -> bool:
+    """Take or renew the lease ``name`` for ``holder`` in one guarded upsert; whether ``holder``
+    has it now."""
     now = time.time()
     conn.execute(
         "INSERT INTO leases (name, holder, expires) VALUES (?, ?, ?)"
@@ -404,6 +419,7 @@ def take_lease_write(
 
 
 def advance_cursor_write(conn: sqlite3.Connection, hook: str, last_id: int) -> None:
+    """Move ``hook``'s cursor to ``last_id``, never backwards."""
     conn.execute(
         "INSERT INTO webhook_cursors (hook, last_id) VALUES (?, ?)"
         " ON CONFLICT (hook) DO UPDATE SET last_id = MAX(last_id, excluded.last_id)",
