@@ -145,8 +145,10 @@ class SQLiteConnection:
         except sqlite3.Error as exc:
             raise StorageUnavailable(f"cannot open {self.path}: {exc}") from exc
 
-    def _connect_writer(self) -> sqlite3.Connection:
+    def _connect_writer(self) -> WriterConnection:
         conn = self._connect(WriterConnection)
+        if not isinstance(conn, WriterConnection):  # sqlite3.connect made it with that factory
+            raise TypeError(f"expected a WriterConnection, got {type(conn).__name__}")
         # Commits never checkpoint: the Checkpointer thread does, off their path.
         conn.execute("PRAGMA wal_autocheckpoint = 0")
         return conn

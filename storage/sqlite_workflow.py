@@ -54,8 +54,8 @@ def transfer_write(
     session = schema.fetch_session(conn, session_id)
     target = fetch_admin(conn, target_id)
     refused = why_transfer_refused(session, caller_id, target)
-    if refused is not None:
-        return TransferResult(refused, session)
+    if refused is not None or target is None:  # (no refusal means a target)
+        return TransferResult(refused or TransferOutcome.ADMIN_NOT_FOUND, session)
     now = utc_now_iso()
     # The guard: still the caller's claimed session, and the target under its
     # limit, counted in the same statement.
@@ -69,7 +69,9 @@ def transfer_write(
     if cur.rowcount != 1:
         return TransferResult(TransferOutcome.LIMIT, session)
     caller = fetch_admin(conn, caller_id)
-    session = schema.fetch_session(conn, session_id)
+    if caller is None:  # it holds the session, in this transaction
+        raise sqlite3.DatabaseError(f"admin {caller_id} is gone inside its own write")
+    session = schema.fetch_written_session(conn, session_id)
     schema.insert_event(
         conn, "session_transferred", session, target_id, transfer_payload(session, caller, target)
     )
@@ -347,7 +349,7 @@ def requeue_write(
     )
     if cur.rowcount != 1:
         return SessionWrite(WriteOutcome.UNCHANGED, schema.fetch_session(conn, stale.session_id))
-    session = schema.fetch_session(conn, stale.session_id)
+    session = schema.fetch_written_session(conn, stale.session_id)
     _, session = schema.insert_message(
         conn,
         session,
@@ -415,7 +417,7 @@ def take_lease_write(
         (name, holder, now + duration_secs, now),
     )
     row = conn.execute("SELECT holder FROM leases WHERE name = ?", (name,)).fetchone()
-    return row[0] == holder
+    return bool(row[0] == holder)
 
 
 def advance_cursor_write(conn: sqlite3.Connection, hook: str, last_id: int) -> None:
