@@ -16,7 +16,7 @@ from typing import Any
 from actors import metrics
 from actors.actor import Actor
 from actors.errors import Conflict, NotFound, PermissionDenied
-from storage.base import ChatStorage
+from storage.base import ChatStorage, RepliesByCallback, Reply, replies_by_callback
 from storage.outcomes import ClaimOutcome, PostResult, SessionWrite, WriteOutcome
 from storage.records import Admin, Session
 from storage.workflow import ReadResult, StaleClaim, StaleCutoffs, TransferOutcome
@@ -78,7 +78,7 @@ class SessionActor(Actor):
         # A backend that applies writes of one kind in the order they were
         # submitted lets queued commands of that kind share one commit.
         self._overlap = _OVERLAP if getattr(storage, "writes_in_submission_order", False) else {}
-        self._replies = hasattr(storage, "post_store_message_with_reply")
+        self._replying: RepliesByCallback | None = storage if replies_by_callback(storage) else None
 
     async def on_start(self) -> None:
         """First start and every restart: nothing to load. Each command's guard
@@ -95,9 +95,14 @@ class SessionActor(Actor):
         one (SQLite's group commit): no coroutine per message. Its answer is
         judged exactly as ``receive`` judges it."""
         start = _STARTS_NOW.get(type(command))
-        if start is None or not self._replies:
+        if start is None or self._replying is None:
             return False
-        start(self, command, lambda result, exc: self._post_started_now(result, exc, reply))
+        start(
+            self._replying,
+            self,
+            command,
+            lambda result, exc: self._post_started_now(result, exc, reply),
+        )
         return True
 
     def _post_started_now(
@@ -226,11 +231,11 @@ _HANDLERS: dict[type, Callable[[SessionActor, Any], Any]] = {
 }
 
 
-_STARTS_NOW: dict[type, Callable[[SessionActor, Any, Any], None]] = {
-    PostAdminMessage: lambda actor, cmd, reply: actor.storage.post_admin_message_with_reply(
+_STARTS_NOW: dict[type, Callable[[RepliesByCallback, SessionActor, Any, Reply], None]] = {
+    PostAdminMessage: lambda storage, actor, cmd, reply: storage.post_admin_message_with_reply(
         actor.session_id, cmd.admin_id, cmd.body, cmd.client_id, reply
     ),
-    PostStoreMessage: lambda actor, cmd, reply: actor.storage.post_store_message_with_reply(
+    PostStoreMessage: lambda storage, actor, cmd, reply: storage.post_store_message_with_reply(
         cmd.store_id, cmd.body, cmd.client_id, reply
     ),
 }

@@ -20,7 +20,7 @@ processes and nodes live here, not in the actors:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from storage.outcomes import ClaimResult, PostResult, SessionWrite
 from storage.records import (
@@ -256,3 +256,25 @@ class ChatStorage(Protocol):
     async def take_lease(self, name: str, holder: str, duration_secs: float) -> bool:
         """Take or renew the lease ``name`` for ``holder``; False while another
         holder's lease has not expired."""
+
+
+class RepliesByCallback(Protocol):
+    """The two message posts answered by a callback instead of a coroutine:
+    optional, offered by a backend whose writes commit in groups (SQLite), so
+    the message path makes no future or coroutine per message. ``reply`` runs
+    exactly once, on the event loop, after the commit (``Reply``)."""
+
+    def post_admin_message_with_reply(
+        self, session_id: int, admin_id: int, body: str, client_id: str | None, reply: Reply
+    ) -> None:
+        """``ChatStorage.post_admin_message``, answered by ``reply``."""
+
+    def post_store_message_with_reply(
+        self, store_id: int, body: str, client_id: str | None, reply: Reply
+    ) -> None:
+        """``ChatStorage.post_store_message``, answered by ``reply``."""
+
+
+def replies_by_callback(storage: object) -> TypeGuard[RepliesByCallback]:
+    """Whether ``storage`` offers the posts answered by a callback."""
+    return hasattr(storage, "post_store_message_with_reply")
