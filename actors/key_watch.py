@@ -50,7 +50,7 @@ class KeyWatch:
         self.interval_secs = interval_secs
         self.position = None  # in storage's key changes: opaque, set by start
         self._revoked: dict[tuple[Role, int], float] = {}  # account -> sweep until
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start after the newest change (runs once, before serving): sockets

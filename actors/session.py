@@ -108,7 +108,7 @@ class SessionActor(Actor):
     def _post_started_now(
         self, result: PostResult | None, exc: BaseException | None, reply: Any
     ) -> None:
-        if exc is None:
+        if exc is None and result is not None:
             try:
                 result = self._finish_post(result)
             except Exception as refused:  # a refusal (Conflict...), or a bug
@@ -129,12 +129,11 @@ class SessionActor(Actor):
         if result.outcome is ClaimOutcome.WON:
             self.on_stored()
             metrics.MESSAGES.labels("system").inc()
-            metrics.SESSION_WAIT.observe(
-                _seconds_between(result.session.queued_at, result.session.updated)
-            )
-            return result.session
+            won = _stored(result.session)
+            metrics.SESSION_WAIT.observe(_seconds_between(won.queued_at, won.updated))
+            return _stored(result.session)
         if result.outcome is ClaimOutcome.ALREADY_HELD:
-            return result.session
+            return _stored(result.session)
         if result.outcome is ClaimOutcome.NOT_FOUND:
             raise NotFound()
         raise Conflict(
@@ -168,7 +167,7 @@ class SessionActor(Actor):
         if result.outcome is WriteOutcome.DONE:
             self.on_stored()
             metrics.MESSAGES.labels("system").inc()
-        return result.session
+        return _stored(result.session)
 
     def _finish_post(self, result: PostResult) -> PostResult:
         if result.session is not None and result.session.id == self.session_id:
@@ -193,9 +192,9 @@ class SessionActor(Actor):
             self.on_stored()
             metrics.MESSAGES.labels("system").inc()
             metrics.TRANSFERS.inc()
-            return result.session
+            return _stored(result.session)
         if result.outcome is TransferOutcome.UNCHANGED:
-            return result.session
+            return _stored(result.session)
         if result.outcome in (TransferOutcome.NOT_FOUND, TransferOutcome.ADMIN_NOT_FOUND):
             raise NotFound()
         if result.outcome is TransferOutcome.FORBIDDEN:
@@ -253,6 +252,8 @@ def record_new_message(result: PostResult) -> None:
     """Count a newly stored message, and the first response time on an
     admin's first reply (runs once per message, after its commit)."""
     message, session = result.message, result.session
+    if message is None or session is None:  # a created message comes with both
+        return
     metrics.MESSAGES.labels(message.sender).inc()
     if (
         message.sender == "admin"
@@ -262,6 +263,14 @@ def record_new_message(result: PostResult) -> None:
         metrics.FIRST_RESPONSE.observe(
             _seconds_between(session.first_store_message_at, message.created)
         )
+
+
+def _stored(session: Session | None) -> Session:
+    """The session a write that went through hands back (storage always
+    does; a missing one is answered as not found rather than crashing)."""
+    if session is None:
+        raise NotFound()
+    return session
 
 
 def raise_for_outcome(outcome: WriteOutcome) -> None:

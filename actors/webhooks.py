@@ -65,7 +65,7 @@ Send = Callable[[WebhookTarget, OutboxEntry], Awaitable[bool]]
 def retry_delay(attempt: int, settings: WebhookSettings) -> float:
     """Exponential backoff with jitter (half to all of the step), so receivers
     coming back are not hit by every sender at the same instant."""
-    step = min(settings.backoff_max_secs, settings.backoff_initial_secs * 2 ** min(attempt, 30))
+    step = min(settings.backoff_max_secs, settings.backoff_initial_secs * 2.0 ** min(attempt, 30))
     return step * random.uniform(0.5, 1.0)
 
 
@@ -88,7 +88,7 @@ class WebhookDispatcher:
         self.node = node
         self.leader = False
         self._leading = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._pruned_at = 0.0
 
     async def start(self) -> None:
