@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from storage import sqlite_webhooks as delivery
 from storage import sqlite_workflow as flow
 from storage.outcomes import (
     SessionWrite,
@@ -112,12 +113,12 @@ class SQLiteStorage(SQLiteAccounts, SQLiteSessions, SQLiteMessages, SQLiteFeed, 
 
     async def set_webhook_outbox(self, kinds: tuple[str, ...]) -> None:
         """``ChatStorage.set_webhook_outbox``: one write through
-        ``sqlite_workflow.set_outbox_trigger``."""
-        await self._write(lambda c: flow.set_outbox_trigger(c, kinds))
+        ``sqlite_webhooks.set_outbox_trigger``."""
+        await self._write(lambda c: delivery.set_outbox_trigger(c, kinds))
 
     async def read_outbox(self, after_id: int, limit: int) -> list[OutboxEntry]:
-        """``ChatStorage.read_outbox``: one read through ``sqlite_workflow.read_outbox``."""
-        return await self._read(lambda c: flow.read_outbox(c, after_id, limit))
+        """``ChatStorage.read_outbox``: one read through ``sqlite_webhooks.read_outbox``."""
+        return await self._read(lambda c: delivery.read_outbox(c, after_id, limit))
 
     async def load_webhook_cursor(self, hook: str) -> int:
         """``ChatStorage.load_webhook_cursor``: one read of the ``webhook_cursors`` row."""
@@ -130,14 +131,16 @@ class SQLiteStorage(SQLiteAccounts, SQLiteSessions, SQLiteMessages, SQLiteFeed, 
 
     async def save_webhook_cursor(self, hook: str, last_id: int) -> None:
         """``ChatStorage.save_webhook_cursor``: one write through
-        ``sqlite_workflow.advance_cursor_write``."""
-        await self._write(lambda c: flow.advance_cursor_write(c, hook, last_id))
+        ``sqlite_webhooks.advance_cursor_write``."""
+        await self._write(lambda c: delivery.advance_cursor_write(c, hook, last_id))
 
     async def prune_outbox(self, hooks: tuple[str, ...]) -> int:
         """``ChatStorage.prune_outbox``: one write through
-        ``sqlite_workflow.prune_outbox_write``."""
-        return await self._write(lambda c: flow.prune_outbox_write(c, hooks))
+        ``sqlite_webhooks.prune_outbox_write``."""
+        return await self._write(lambda c: delivery.prune_outbox_write(c, hooks))
 
     async def take_lease(self, name: str, holder: str, duration_secs: float) -> bool:
-        """``ChatStorage.take_lease``: one write through ``sqlite_workflow.take_lease_write``."""
-        return await self._write(lambda c: flow.take_lease_write(c, name, holder, duration_secs))
+        """``ChatStorage.take_lease``: one write through ``sqlite_webhooks.take_lease_write``."""
+        return await self._write(
+            lambda c: delivery.take_lease_write(c, name, holder, duration_secs)
+        )
