@@ -7,21 +7,30 @@ access rule of API.md checked here so REST and WebSocket share it.
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from actors.errors import ActorStopped, ChatError, Conflict, NotFound, PermissionDenied
 from actors.hub import SENDING_CONNECTION, Sender
 from actors.runtime import ActorSystem
 from actors.session import (
-    SESSION_CLOSED, Claim, Close, PostAdminMessage, PostStoreMessage, Release, SessionActor,
+    SESSION_CLOSED,
+    Claim,
+    Close,
+    MarkRead,
+    PostAdminMessage,
+    PostStoreMessage,
+    Release,
+    Requeue,
+    SessionActor,
+    Transfer,
     record_new_message,
 )
-from actors.session import MarkRead, Requeue, Transfer
+from storage.base import ChatStorage, Reply
+from storage.outcomes import PostResult
+from storage.records import Admin, Message, Principal, Role, Session, SessionStatus
 from storage.workflow import AdminPresence, ReadResult, StaleClaim, StaleCutoffs
-from storage.base import (
-    Admin, ChatStorage, Message, PostResult, Principal, Reply, Role, Session, SessionStatus,
-)
 
 # A store's message is routed to its active session's actor; if that session is
 # closed and a new one opened in between, the lookup is repeated this many times.
@@ -46,8 +55,12 @@ class ChatService:
     answers with a domain result or raises a ``ChatError``. ``on_stored``
     runs after every write, to wake the event feed."""
 
-    def __init__(self, storage: ChatStorage, settings: ChatSettings,
-                 on_stored: Callable[[], None] = lambda: None):
+    def __init__(
+        self,
+        storage: ChatStorage,
+        settings: ChatSettings,
+        on_stored: Callable[[], None] = lambda: None,
+    ):
         self.storage = storage
         self.settings = settings
         self.on_stored = on_stored
@@ -56,16 +69,19 @@ class ChatService:
         self._replies = hasattr(storage, "post_store_message_with_reply")
         self.actors = ActorSystem(
             lambda session_id: SessionActor(session_id, storage, on_stored),
-            mailbox_size=settings.mailbox_size, idle_timeout_secs=settings.idle_timeout_secs,
+            mailbox_size=settings.mailbox_size,
+            idle_timeout_secs=settings.idle_timeout_secs,
             max_restarts=settings.max_restarts,
-            restart_window_secs=settings.restart_window_secs)
+            restart_window_secs=settings.restart_window_secs,
+        )
 
     # --- admin commands -----------------------------------------------------
     async def claim(self, admin: Principal, session_id: int) -> Session:
         """Give an open session to ``admin``; ``Conflict`` if another holds it,
         it is closed, or the admin is at the per-admin limit."""
-        command = Claim(Admin(admin.id, admin.name, admin.email),
-                        self.settings.max_sessions_per_admin)
+        command = Claim(
+            Admin(admin.id, admin.name, admin.email), self.settings.max_sessions_per_admin
+        )
         return await self.actors.ask(session_id, command)
 
     async def release(self, admin: Principal, session_id: int) -> Session:
@@ -76,30 +92,35 @@ class ChatService:
         """Close the admin's session; the store's next message opens a new one."""
         return await self.actors.ask(session_id, Close(admin.id))
 
-    async def post_admin_message(self, admin: Principal, session_id: int, body: str,
-                                 client_id: str | None) -> PostResult:
+    async def post_admin_message(
+        self, admin: Principal, session_id: int, body: str, client_id: str | None
+    ) -> PostResult:
+        """An admin's message in a session it holds, through the session's actor (answered from
+        the socket's own path when it came on one)."""
         sender = SENDING_CONNECTION.get()
         if sender is None:
-            return await self.actors.ask(session_id,
-                                         PostAdminMessage(admin.id, body, client_id))
+            return await self.actors.ask(session_id, PostAdminMessage(admin.id, body, client_id))
         sender.begin_post()
         result = None
         try:
-            result = await self.actors.ask(session_id,
-                                           PostAdminMessage(admin.id, body, client_id))
+            result = await self.actors.ask(session_id, PostAdminMessage(admin.id, body, client_id))
             return result
         finally:
             sender.end_post(result.message if result is not None else None)
 
-    def post_admin_message_with_reply(self, admin: Principal, session_id: int, body: str,
-                                      client_id: str | None, reply: Reply) -> bool:
+    def post_admin_message_with_reply(
+        self, admin: Principal, session_id: int, body: str, client_id: str | None, reply: Reply
+    ) -> bool:
         """``post_admin_message`` answered by ``reply(result, error)`` (the
         WebSocket message path: no coroutine per message); False (and nothing
         done) when storage takes no callbacks: the caller awaits instead."""
         if not self._replies:
             return False
-        self._ask_with_reply(session_id, PostAdminMessage(admin.id, body, client_id),
-                             _posted_from(SENDING_CONNECTION.get(), reply))
+        self._ask_with_reply(
+            session_id,
+            PostAdminMessage(admin.id, body, client_id),
+            _posted_from(SENDING_CONNECTION.get(), reply),
+        )
         return True
 
     def _ask_with_reply(self, session_id: int, command: Any, reply: Reply) -> None:
@@ -109,8 +130,9 @@ class ChatService:
             reply(None, exc)
 
     # --- store commands -----------------------------------------------------
-    async def post_store_message(self, store: Principal, body: str,
-                                 client_id: str | None) -> PostResult:
+    async def post_store_message(
+        self, store: Principal, body: str, client_id: str | None
+    ) -> PostResult:
         """Send to the store's active session, opening one when it has none.
 
         From a socket, the socket's copy of the stored message is left out:
@@ -127,21 +149,26 @@ class ChatService:
         finally:
             sender.end_post(result.message if result is not None else None)
 
-    def post_store_message_with_reply(self, store: Principal, body: str,
-                                      client_id: str | None, reply: Reply) -> bool:
+    def post_store_message_with_reply(
+        self, store: Principal, body: str, client_id: str | None, reply: Reply
+    ) -> bool:
         """``post_store_message`` answered by ``reply(result, error)``; False
         (and nothing done) when storage takes no callbacks, or while the
         store's session is not known here (its first message is awaited)."""
         session_id = self._store_sessions.get(store.id)
         if session_id is None or not self._replies:
             return False
-        self._post_store_with_reply(session_id, PostStoreMessage(store.id, body, client_id),
-                                    _posted_from(SENDING_CONNECTION.get(), reply),
-                                    STORE_POST_ATTEMPTS)
+        self._post_store_with_reply(
+            session_id,
+            PostStoreMessage(store.id, body, client_id),
+            _posted_from(SENDING_CONNECTION.get(), reply),
+            STORE_POST_ATTEMPTS,
+        )
         return True
 
-    def _post_store_with_reply(self, session_id: int, command: PostStoreMessage,
-                               reply: Reply, attempts: int) -> None:
+    def _post_store_with_reply(
+        self, session_id: int, command: PostStoreMessage, reply: Reply, attempts: int
+    ) -> None:
         def answer(result: PostResult | None, exc: BaseException | None) -> None:
             if isinstance(exc, ActorStopped) and attempts > 1:
                 # The actor went (past its restart cap) with this message in
@@ -157,8 +184,9 @@ class ChatService:
 
         self._ask_with_reply(session_id, command, answer)
 
-    async def _post_store_message(self, store: Principal, body: str,
-                                  client_id: str | None) -> PostResult:
+    async def _post_store_message(
+        self, store: Principal, body: str, client_id: str | None
+    ) -> PostResult:
         for _attempt in range(STORE_POST_ATTEMPTS):
             session_id = self._store_sessions.get(store.id)
             if session_id is None:
@@ -174,7 +202,8 @@ class ChatService:
             else:
                 try:
                     result = await self.actors.ask(
-                        session_id, PostStoreMessage(store.id, body, client_id))
+                        session_id, PostStoreMessage(store.id, body, client_id)
+                    )
                 except ActorStopped:
                     self._store_sessions.pop(store.id, None)
                     continue
@@ -232,8 +261,9 @@ class ChatService:
         current = await self.storage.get_active_session(session.store_id)
         return current is not None and may_hold(who, current)
 
-    async def store_sessions(self, admin: Principal, store_id: int, limit: int,
-                             before: tuple[str, int] | None) -> list[Session]:
+    async def store_sessions(
+        self, admin: Principal, store_id: int, limit: int, before: tuple[str, int] | None
+    ) -> list[Session]:
         """A store's sessions, newest first: for the admin holding its current
         session only (404 for no such store, then 403 for anyone else)."""
         if await self.storage.get_store(store_id) is None:
@@ -244,23 +274,27 @@ class ChatService:
         return await self.storage.list_store_sessions(store_id, limit, before)
 
     async def current_store_session(self, store: Principal) -> Session:
+        """The store's open or claimed session, or ``NotFound``."""
         session = await self.storage.get_active_session(store.id)
         if session is None:
             raise NotFound()
         return session
 
-    async def history(self, session_id: int, after_seq: int,
-                      limit: int) -> tuple[list[Message], bool]:
+    async def history(
+        self, session_id: int, after_seq: int, limit: int
+    ) -> tuple[list[Message], bool]:
         """One page of messages after ``after_seq``, and whether more follow."""
         messages = await self.storage.list_messages(session_id, after_seq, limit + 1)
         return messages[:limit], len(messages) > limit
 
-    async def open_sessions(self, limit: int,
-                            after: tuple[str, int] | None) -> list[Session]:
+    async def open_sessions(self, limit: int, after: tuple[str, int] | None) -> list[Session]:
+        """One page of the queue, oldest first, after the cursor ``after``."""
         return await self.storage.list_open_sessions(limit, after)
 
-    async def admin_sessions(self, admin: Principal, limit: int,
-                             before: tuple[str, int] | None) -> list[Session]:
+    async def admin_sessions(
+        self, admin: Principal, limit: int, before: tuple[str, int] | None
+    ) -> list[Session]:
+        """One page of the sessions ``admin`` holds, latest activity first, before the cursor."""
         return await self.storage.list_admin_sessions(admin.id, limit, before)
 
     async def shutdown(self, timeout_secs: float) -> None:
@@ -273,15 +307,17 @@ class ChatService:
 
     async def transfer(self, admin: Principal, session_id: int, target_id: int) -> Session:
         """The holder hands the session to ``target_id`` (one guarded write)."""
-        return await self.actors.ask(session_id, Transfer(
-            admin.id, target_id, self.settings.max_sessions_per_admin))
+        return await self.actors.ask(
+            session_id, Transfer(admin.id, target_id, self.settings.max_sessions_per_admin)
+        )
 
     async def mark_read(self, who: Principal, session_id: int, seq: int) -> ReadResult:
         """Raise ``who``'s side's read position in the session to ``seq``."""
         return await self.actors.ask(session_id, MarkRead(who.role.value, who.id, seq))
 
-    async def with_unread(self, who: Principal,
-                          sessions: list[Session]) -> list[tuple[Session, int]]:
+    async def with_unread(
+        self, who: Principal, sessions: list[Session]
+    ) -> list[tuple[Session, int]]:
         """Each session with ``who``'s side's unread count."""
         counts = await self.storage.unread_counts([s.id for s in sessions], who.role.value)
         return [(s, counts.get(s.id, 0)) for s in sessions]
@@ -293,8 +329,9 @@ class ChatService:
 
     async def admins_with_presence(self, limit: int, after_id: int) -> list[AdminPresence]:
         """A page of admins by id, with presence and the sessions each holds."""
-        return await self.storage.list_admins_with_presence(limit, after_id,
-                                                            self.presence.live_after())
+        return await self.storage.list_admins_with_presence(
+            limit, after_id, self.presence.live_after()
+        )
 
     async def requeue(self, stale: StaleClaim, cutoffs: StaleCutoffs) -> bool:
         """A sweep found ``stale``; the session's actor tries the guarded requeue."""
@@ -317,6 +354,8 @@ def _posted_from(sender: Sender | None, reply: Reply) -> Reply:
 
 
 def may_read(who: Principal, session: Session) -> bool:
+    """Whether ``who`` may read the session: its store, any admin while it is queued, else only
+    its holder."""
     if who.role is Role.STORE:
         return session.store_id == who.id
     return session.status is SessionStatus.OPEN or session.admin_id == who.id
@@ -324,5 +363,8 @@ def may_read(who: Principal, session: Session) -> bool:
 
 def may_hold(who: Principal, session: Session) -> bool:
     """``who`` is the admin holding ``session`` now (claimed, not closed)."""
-    return (who.role is Role.ADMIN and session.status is SessionStatus.CLAIMED
-            and session.admin_id == who.id)
+    return (
+        who.role is Role.ADMIN
+        and session.status is SessionStatus.CLAIMED
+        and session.admin_id == who.id
+    )

@@ -30,7 +30,8 @@ import collections
 import logging
 from typing import Callable, Hashable
 
-from storage.base import ChatStorage, Event, FeedPosition
+from storage.base import ChatStorage
+from storage.records import Event, FeedPosition
 
 log = logging.getLogger(__name__)
 

@@ -26,16 +26,18 @@ from __future__ import annotations
 
 import collections
 import contextvars
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from storage.base import Event, Message, Role, session_from_doc
+from storage.documents import session_from_doc
+from storage.records import Event, Message, Role
 
 
 class Frame:
     """One outgoing event; its encodings are cached, so a frame sent to a
     thousand sockets is rendered and encoded once per subprotocol."""
 
-    __slots__ = ("type", "fields", "encoded")
+    __slots__ = ("encoded", "fields", "type")
 
     def __init__(self, type: str, **fields: Any):
         self.type = type
@@ -47,11 +49,28 @@ class Subscriber:
     """The hub's view of one socket (slots and lazily made maps: a server
     holds one per idle connection)."""
 
-    __slots__ = ("conn_id", "role", "principal_id", "send", "close", "last_seq",
-                 "replaying", "watching", "posting", "held", "acked")
+    __slots__ = (
+        "acked",
+        "close",
+        "conn_id",
+        "held",
+        "last_seq",
+        "posting",
+        "principal_id",
+        "replaying",
+        "role",
+        "send",
+        "watching",
+    )
 
-    def __init__(self, conn_id: int, role: Role, principal_id: int,
-                 send: Callable[[Frame], None], close: Callable[[int, str], None]):
+    def __init__(
+        self,
+        conn_id: int,
+        role: Role,
+        principal_id: int,
+        send: Callable[[Frame], None],
+        close: Callable[[int, str], None],
+    ):
         self.conn_id = conn_id
         self.role = role
         self.principal_id = principal_id
@@ -69,6 +88,8 @@ class Subscriber:
         self.acked: collections.deque[int] | None = None
 
     def deliver(self, frame: Frame) -> None:
+        """Send ``frame`` to this socket now, or hold it while the socket's own message is being
+        stored."""
         if self.posting:
             self.held.append(frame)
         else:
@@ -79,28 +100,35 @@ class Sender:
     """The socket a command came from, for the hub: ``ChatService`` marks the
     start and end of storing that socket's message with it."""
 
-    __slots__ = ("hub", "conn_id")
+    __slots__ = ("conn_id", "hub")
 
-    def __init__(self, hub: "Hub", conn_id: int):
+    def __init__(self, hub: Hub, conn_id: int):
         self.hub = hub
         self.conn_id = conn_id
 
     def begin_post(self) -> None:
+        """Runs when storing this socket's message starts: frames for it wait until ``end_post``."""
         self.hub.begin_post(self.conn_id)
 
     def end_post(self, message: Message | None) -> None:
+        """Runs when storing this socket's message ended (``message``: the stored one, None if it
+        failed): the held frames go out."""
         self.hub.end_post(self.conn_id, message)
 
 
 # Set by a socket for the frame handlers it runs (each runs in a copy of the
 # socket's context); None for REST requests.
 SENDING_CONNECTION: contextvars.ContextVar[Sender | None] = contextvars.ContextVar(
-    "sending_connection", default=None)
+    "sending_connection", default=None
+)
 # Acks remembered per socket whose stored copy had not been delivered yet.
 ACKED_KEPT = 32
 
 
 class Hub:
+    """This process's open sockets and who they belong to: delivers each frame to the sockets of
+    its audience."""
+
     def __init__(self) -> None:
         self._subs: dict[int, Subscriber] = {}
         self._admins: set[int] = set()
@@ -114,8 +142,14 @@ class Hub:
         return len(self._subs)
 
     # --- membership --------------------------------------------------------
-    def add(self, conn_id: int, role: Role, principal_id: int,
-            send: Callable[[Frame], None], close: Callable[[int, str], None]) -> None:
+    def add(
+        self,
+        conn_id: int,
+        role: Role,
+        principal_id: int,
+        send: Callable[[Frame], None],
+        close: Callable[[int, str], None],
+    ) -> None:
         """Register an authenticated socket (runs once, right after auth)."""
         self._subs[conn_id] = Subscriber(conn_id, role, principal_id, send, close)
         if role is Role.ADMIN:
@@ -197,14 +231,20 @@ class Hub:
         held = sub.held
         copy_at = None
         if message is not None:
-            copy_at = next((i for i, frame in enumerate(held) if frame.type == "message"
-                            and frame.fields["message"].id == message.id), None)
+            copy_at = next(
+                (
+                    i
+                    for i, frame in enumerate(held)
+                    if frame.type == "message" and frame.fields["message"].id == message.id
+                ),
+                None,
+            )
             if copy_at is None:  # its copy comes later (from the feed): skip it then
                 if sub.acked is None:
                     sub.acked = collections.deque(maxlen=ACKED_KEPT)
                 sub.acked.append(message.id)
         if copy_at is not None:
-            release, sub.held = held[:copy_at], held[copy_at + 1:]
+            release, sub.held = held[:copy_at], held[copy_at + 1 :]
         else:
             release, sub.held = [], held
         if not sub.posting:
@@ -231,8 +271,11 @@ class Hub:
                 self._send_in_order(sub, session_id, seq, frame)
         elif kind == "typing":
             frame = Frame("typing", session_id=event.session_id, sender=payload["sender"])
-            other_side = (self._by_admin.get(event.admin_id, ()) if payload["sender"] == "store"
-                          else self._by_store.get(event.store_id, ()))
+            other_side = (
+                self._by_admin.get(event.admin_id, ())
+                if payload["sender"] == "store"
+                else self._by_store.get(event.store_id, ())
+            )
             self._send_all(other_side, frame)
         elif kind in ("session_opened", "session_claimed", "session_released"):
             # A claim names its winner, so a console that lost the race can say who.
@@ -241,9 +284,10 @@ class Hub:
                 extra["reason"] = payload["reason"]
             self._send_all(self._admins, Frame(kind, session=session, **extra))
             if kind == "session_claimed":
-                self._send_all(self._by_store.get(event.store_id, ()),
-                               Frame("admin_connected", session_id=event.session_id,
-                                     admin=payload["admin"]))
+                self._send_all(
+                    self._by_store.get(event.store_id, ()),
+                    Frame("admin_connected", session_id=event.session_id, admin=payload["admin"]),
+                )
         elif kind == "session_closed":
             frame = Frame(kind, session=session)
             self._send_all(self._admins | self._by_store.get(event.store_id, set()), frame)
@@ -261,8 +305,7 @@ class Hub:
         for conn_id in watchers:
             sub = self._subs.get(conn_id)
             # A watching admin keeps getting messages only while it may read them.
-            if sub and (sub.role is Role.STORE or holder is None
-                        or holder == sub.principal_id):
+            if sub and (sub.role is Role.STORE or holder is None or holder == sub.principal_id):
                 ids.add(conn_id)
         return [self._subs[i] for i in ids if i in self._subs]
 
@@ -286,9 +329,11 @@ class Hub:
         self._send_all(self._by_admin.get(admin_id, ()), frame)
 
     def send_to_store(self, store_id: int, frame: Frame) -> None:
+        """Send ``frame`` to every socket of the store."""
         self._send_all(self._by_store.get(store_id, ()), frame)
 
     def send_to_admins(self, frame: Frame) -> None:
+        """Send ``frame`` to every admin socket of this process."""
         self._send_all(self._admins, frame)
 
     def stop_watching(self, admin_id: int | None, session_id: int) -> None:
@@ -311,8 +356,17 @@ def _send_if_new(sub: Subscriber, session_id: int, seq: int, frame: Frame) -> No
 
 def _message_from_doc(doc: dict[str, Any]) -> Message:
     # Positional: a frozen record built per delivered message, so it matters.
-    return Message(doc["id"], doc["session_id"], doc["seq"], doc["sender"], doc["sender_id"],
-                   doc["body"], doc.get("client_id"), doc["created"], doc.get("event"))
+    return Message(
+        doc["id"],
+        doc["session_id"],
+        doc["seq"],
+        doc["sender"],
+        doc["sender_id"],
+        doc["body"],
+        doc.get("client_id"),
+        doc["created"],
+        doc.get("event"),
+    )
 
 
 def _discard(index: dict[Any, set[int]], key: int | None, conn_id: int) -> None:
@@ -321,4 +375,3 @@ def _discard(index: dict[Any, set[int]], key: int | None, conn_id: int) -> None:
         members.discard(conn_id)
         if not members:
             del index[key]
-

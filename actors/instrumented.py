@@ -10,7 +10,7 @@ from typing import Any
 
 from actors import metrics
 from actors.errors import Overloaded
-from storage.base import StorageUnavailable
+from storage.errors import StorageUnavailable
 
 # How long clients are told to wait when the database is unreachable.
 STORAGE_RETRY_AFTER_SECS = 5
@@ -19,6 +19,8 @@ UNTIMED: frozenset[str] = frozenset()
 
 
 class InstrumentedStorage:
+    """A storage wrapper that times every storage coroutine (the latency histograms)."""
+
     def __init__(self, inner: Any):
         self.inner = inner
 

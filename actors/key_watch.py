@@ -11,11 +11,13 @@ of an almost always empty range) and bounds the delay by the interval.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
 from actors.hub import Hub
-from storage.base import ChatStorage, Role
+from storage.base import ChatStorage
+from storage.records import Role
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +34,23 @@ CLOSE_REASON = "API key revoked or rotated."
 
 
 class KeyWatch:
-    def __init__(self, storage: ChatStorage, hub: Hub, close_code: int,
-                 interval_secs: float = KEY_POLL_INTERVAL_SECS):
+    """Follows storage's key changes and closes the sockets opened with a key that was rotated or
+    revoked, in every process."""
+
+    def __init__(
+        self,
+        storage: ChatStorage,
+        hub: Hub,
+        close_code: int,
+        interval_secs: float = KEY_POLL_INTERVAL_SECS,
+    ):
         self.storage = storage
         self.hub = hub
         self.close_code = close_code  # handlers/errors.py's code for a bad key
         self.interval_secs = interval_secs
         self.position = None  # in storage's key changes: opaque, set by start
         self._revoked: dict[tuple[Role, int], float] = {}  # account -> sweep until
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start after the newest change (runs once, before serving): sockets
@@ -52,10 +62,8 @@ class KeyWatch:
         """Stop following (graceful shutdown, before the sockets are closed)."""
         if self._task:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
 
     async def check(self) -> int:
@@ -74,8 +82,13 @@ class KeyWatch:
                 self._revoked.pop(account, None)
             count = self.hub.close_principal(*account, self.close_code, CLOSE_REASON)
             if count:
-                log.info("key of %s %d %s: closed %d socket(s)", change.role.value,
-                         change.account_id, change.kind, count)
+                log.info(
+                    "key of %s %d %s: closed %d socket(s)",
+                    change.role.value,
+                    change.account_id,
+                    change.kind,
+                    count,
+                )
             closed += count
         for account, until in list(self._revoked.items()):
             if until < now:

@@ -26,8 +26,8 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from storage.base import ChatStorage
 
@@ -39,6 +39,8 @@ ERROR_BACKOFF_SECS = 1.0
 
 @dataclass(frozen=True)
 class PresenceSettings:
+    """How presence is kept: how often rows are refreshed, and when a row stops counting."""
+
     # How often this process refreshes its rows (and looks for dead nodes).
     heartbeat_secs: float = 5.0
     # Rows older than this stop counting: three missed heartbeats.
@@ -51,8 +53,16 @@ def node_id() -> str:
 
 
 class PresenceTracker:
-    def __init__(self, storage: ChatStorage, settings: PresenceSettings,
-                 on_stored: Callable[[], None] = lambda: None, node: str | None = None):
+    """Keeps this process's admins' presence in storage (sockets per admin, heartbeats) and
+    announces changes."""
+
+    def __init__(
+        self,
+        storage: ChatStorage,
+        settings: PresenceSettings,
+        on_stored: Callable[[], None] = lambda: None,
+        node: str | None = None,
+    ):
         self.storage = storage
         self.settings = settings
         self.on_stored = on_stored
@@ -69,8 +79,7 @@ class PresenceTracker:
     async def start(self) -> None:
         """Start the writer and the heartbeat (runs once, before serving)."""
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._write_changes()),
-                       loop.create_task(self._heartbeat())]
+        self._tasks = [loop.create_task(self._write_changes()), loop.create_task(self._heartbeat())]
 
     async def stop(self) -> None:
         """Graceful stop: this node's sockets stop counting at once, and other
@@ -116,7 +125,8 @@ class PresenceTracker:
                 admin_id = self._dirty.pop()
                 try:
                     changed = await self.storage.set_presence_sockets(
-                        self.node, admin_id, self._sockets.get(admin_id, 0), self.live_after())
+                        self.node, admin_id, self._sockets.get(admin_id, 0), self.live_after()
+                    )
                 except asyncio.CancelledError:
                     self._dirty.add(admin_id)
                     raise
@@ -132,8 +142,9 @@ class PresenceTracker:
         while True:
             await asyncio.sleep(self.settings.heartbeat_secs)
             try:
-                if await self.storage.heartbeat_presence(self.node, dict(self._sockets),
-                                                         self.live_after()):
+                if await self.storage.heartbeat_presence(
+                    self.node, dict(self._sockets), self.live_after()
+                ):
                     self.on_stored()
             except asyncio.CancelledError:
                 raise

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from storage.workflow import StaleCutoffs
 
@@ -30,18 +31,22 @@ SWEEP_BATCH = 100
 
 @dataclass(frozen=True)
 class RequeueSettings:
-    offline_secs: float = 0.0     # 0: an offline holder never loses its sessions
+    """When a claimed session goes back to the queue (0 turns a rule off)."""
+
+    offline_secs: float = 0.0  # 0: an offline holder never loses its sessions
     unanswered_secs: float = 0.0  # 0: an unanswered session is never requeued
-    sweep_secs: float = 5.0       # how often each process looks
+    sweep_secs: float = 5.0  # how often each process looks
 
     @property
     def enabled(self) -> bool:
+        """Whether either rule is on."""
         return self.offline_secs > 0 or self.unanswered_secs > 0
 
 
 class RequeueSweeper:
-    def __init__(self, service: Any, settings: RequeueSettings,
-                 live_after: Callable[[], float]):
+    """Puts stale claimed sessions back in the queue, on a timer."""
+
+    def __init__(self, service: Any, settings: RequeueSettings, live_after: Callable[[], float]):
         self.service = service
         self.settings = settings
         self.live_after = live_after  # presence's expiry: who counts as online
@@ -53,16 +58,19 @@ class RequeueSweeper:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
+        """Stop sweeping (graceful shutdown)."""
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
     def cutoffs(self) -> StaleCutoffs:
+        """The cutoffs as of now: what counts as offline too long, or unanswered too long."""
         now, s = time.time(), self.settings
-        return StaleCutoffs(offline_before=now - s.offline_secs if s.offline_secs > 0 else None,
-                            unanswered_before=(now - s.unanswered_secs
-                                               if s.unanswered_secs > 0 else None),
-                            live_after=self.live_after())
+        return StaleCutoffs(
+            offline_before=now - s.offline_secs if s.offline_secs > 0 else None,
+            unanswered_before=(now - s.unanswered_secs if s.unanswered_secs > 0 else None),
+            live_after=self.live_after(),
+        )
 
     async def sweep(self) -> int:
         """One pass: requeue what is stale now; return how many this process did."""
@@ -71,8 +79,12 @@ class RequeueSweeper:
         for stale in await self.service.storage.find_stale_claims(cutoffs, SWEEP_BATCH):
             if await self.service.requeue(stale, cutoffs):
                 done += 1
-                log.info("session %d requeued (%s, admin %d)", stale.session_id,
-                         stale.reason.value, stale.admin_id)
+                log.info(
+                    "session %d requeued (%s, admin %d)",
+                    stale.session_id,
+                    stale.reason.value,
+                    stale.admin_id,
+                )
         return done
 
     async def _run(self) -> None:

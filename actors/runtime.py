@@ -1,6 +1,6 @@
 """The actor runtime: the one mailbox loop, refs, supervision and passivation.
 
-An ``Actor`` subclass implements ``receive`` (and optionally ``on_start`` /
+An ``Actor`` subclass (``actors/actor.py``) implements ``receive`` (and optionally ``on_start`` /
 ``on_stop``). The ``ActorSystem`` owns one actor per key, started on the first
 command for that key, and guarantees:
 
@@ -36,9 +36,11 @@ import asyncio
 import collections
 import logging
 import time
-from typing import Any, Callable, Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 from actors import metrics
+from actors.actor import Actor
 from actors.errors import ActorStopped, ChatError, MailboxFull
 from storage.base import Reply
 
@@ -54,36 +56,6 @@ _STOP = object()
 _RESTART = object()
 # Most commands one mailbox pass starts together (see Actor.overlap_key).
 MAX_GROUP = 100
-
-
-class Actor:
-    """Base class for actors. One instance handles one command at a time."""
-
-    async def on_start(self) -> None:
-        """Runs before the first command, and again after each restart."""
-
-    async def receive(self, command: Any) -> Any:
-        """Handle one command; return the reply or raise ``ChatError``."""
-        raise NotImplementedError
-
-    async def on_stop(self) -> None:
-        """Runs once when the actor stops (passivation, shutdown, too many failures)."""
-
-    def overlap_key(self, command: Any) -> Any:
-        """Commands queued back to back with the same key (not None) may run
-        overlapped: all started at once, answered in order. Only for commands
-        whose effects storage applies in the order they were started. Called
-        by the mailbox loop when it takes a command; None (the default) runs
-        each command alone."""
-        return None
-
-    def start_now(self, command: Any, reply: Reply) -> bool:
-        """Start ``command`` without a coroutine and return True, answering
-        ``reply(result, error)`` later (exactly once, on the loop); or return
-        False, and the command goes through ``receive``. Called by
-        ``ask_with_reply`` when nothing is queued and nothing runs but
-        commands of the same overlap key."""
-        return False
 
 
 class _Cell:
@@ -112,9 +84,15 @@ class ActorSystem:
     ``idle_timeout_secs`` stops (passivation); one that fails restarts, at
     most ``max_restarts`` times per ``restart_window_secs``."""
 
-    def __init__(self, factory: Callable[[Hashable], Actor], *, mailbox_size: int = 1000,
-                 idle_timeout_secs: float = 300.0, max_restarts: int = 3,
-                 restart_window_secs: float = 60.0):
+    def __init__(
+        self,
+        factory: Callable[[Hashable], Actor],
+        *,
+        mailbox_size: int = 1000,
+        idle_timeout_secs: float = 300.0,
+        max_restarts: int = 3,
+        restart_window_secs: float = 60.0,
+    ):
         self._factory = factory
         self._mailbox_size = mailbox_size
         self._idle_timeout_secs = idle_timeout_secs
@@ -139,8 +117,13 @@ class ActorSystem:
         """Enqueue and wait for the reply (or the command's error); run it at
         once if the actor has nothing else to do."""
         cell = self._cells.get(key)
-        if cell is not None and cell.started and not cell.running and not cell.mailbox \
-                and not self._closing:
+        if (
+            cell is not None
+            and cell.started
+            and not cell.running
+            and not cell.mailbox
+            and not self._closing
+        ):
             metrics.ACTOR_MAILBOX_DEPTH.observe(0)
             return await self._run_inline(cell, command)
         future = asyncio.get_running_loop().create_future()
@@ -156,14 +139,19 @@ class ActorSystem:
             overlap = cell.actor.overlap_key(command)
             # At most mailbox_size started at once: past that they queue (and
             # a full mailbox refuses), as with ask.
-            if not cell.running or (overlap is not None and overlap == cell.running_key
-                                    and cell.running < self._mailbox_size):
+            if not cell.running or (
+                overlap is not None
+                and overlap == cell.running_key
+                and cell.running < self._mailbox_size
+            ):
                 cell.running += 1
                 cell.running_key = overlap
                 started = False
                 try:
-                    started = cell.actor.start_now(command, lambda result, exc: self._finished_now(
-                        cell, command, reply, result, exc))
+                    started = cell.actor.start_now(
+                        command,
+                        lambda result, exc: self._finished_now(cell, command, reply, result, exc),
+                    )
                 finally:
                     if not started:  # declined, or raised: not running after all
                         cell.running -= 1
@@ -174,8 +162,9 @@ class ActorSystem:
                     return
         self._enqueue(key, command, reply)
 
-    def _finished_now(self, cell: _Cell, command: Any, reply: Reply, result: Any,
-                      exc: BaseException | None) -> None:
+    def _finished_now(
+        self, cell: _Cell, command: Any, reply: Reply, result: Any, exc: BaseException | None
+    ) -> None:
         """A command ``start_now`` started is answered: book it, reply, and let
         queued commands run once nothing else does."""
         cell.running -= 1
@@ -207,8 +196,7 @@ class ActorSystem:
             if cell.mailbox:
                 _wake(cell)
 
-    def _enqueue(self, key: Hashable, command: Any,
-                 future: Waiter) -> None:
+    def _enqueue(self, key: Hashable, command: Any, future: Waiter) -> None:
         # No await between lookup and put: a passivation (also synchronous)
         # cannot slip in between and strand the command in a dead mailbox.
         if self._closing:
@@ -283,8 +271,7 @@ class ActorSystem:
             except Exception:
                 log.exception("actor %r failed in on_stop", cell.key)
 
-    def _take_group(self, cell: _Cell, command: Any,
-                    future: Waiter) -> list[tuple[Any, Waiter]]:
+    def _take_group(self, cell: _Cell, command: Any, future: Waiter) -> list[tuple[Any, Waiter]]:
         """The command, and the queued ones right behind it that may overlap it
         (same ``Actor.overlap_key``), up to ``MAX_GROUP``."""
         group = [(command, future)]
@@ -308,7 +295,7 @@ class ActorSystem:
         failed = False
         try:
             tasks = [loop.create_task(cell.actor.receive(command)) for command, _f in group]
-            for (command, future), task in zip(group, tasks):
+            for (command, future), task in zip(group, tasks, strict=True):
                 try:
                     result = await task
                 except ChatError as exc:
@@ -344,8 +331,12 @@ class ActorSystem:
         while cell.restarts and now - cell.restarts[0] > self._restart_window_secs:
             cell.restarts.popleft()
         if len(cell.restarts) >= self._max_restarts:
-            log.error("actor %r restarted %d times in %.0fs; stopping it",
-                      cell.key, len(cell.restarts), self._restart_window_secs)
+            log.error(
+                "actor %r restarted %d times in %.0fs; stopping it",
+                cell.key,
+                len(cell.restarts),
+                self._restart_window_secs,
+            )
             return False
         cell.restarts.append(now)
         metrics.ACTOR_RESTARTS.inc()
@@ -392,8 +383,7 @@ def _wake(cell: _Cell) -> None:
         cell.wake.set_result(None)
 
 
-def _settle(future: Waiter, result: Any = None,
-            exc: BaseException | None = None) -> None:
+def _settle(future: Waiter, result: Any = None, exc: BaseException | None = None) -> None:
     if future is None:
         return
     if not isinstance(future, asyncio.Future):  # a reply callback

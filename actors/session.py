@@ -9,15 +9,16 @@ safe: a stale snapshot can only make a guard refuse, never let a write through.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from actors import metrics
+from actors.actor import Actor
 from actors.errors import Conflict, NotFound, PermissionDenied
-from actors.runtime import Actor
-from storage.base import (
-    Admin, ChatStorage, ClaimOutcome, PostResult, Session, SessionWrite, WriteOutcome,
-)
+from storage.base import ChatStorage, RepliesByCallback, Reply, replies_by_callback
+from storage.outcomes import ClaimOutcome, PostResult, SessionWrite, WriteOutcome
+from storage.records import Admin, Session
 from storage.workflow import ReadResult, StaleClaim, StaleCutoffs, TransferOutcome
 
 SESSION_CLOSED = "Session is closed."
@@ -76,9 +77,8 @@ class SessionActor(Actor):
         self.session: Session | None = None
         # A backend that applies writes of one kind in the order they were
         # submitted lets queued commands of that kind share one commit.
-        self._overlap = _OVERLAP if getattr(storage, "writes_in_submission_order", False) \
-            else {}
-        self._replies = hasattr(storage, "post_store_message_with_reply")
+        self._overlap = _OVERLAP if getattr(storage, "writes_in_submission_order", False) else {}
+        self._replying: RepliesByCallback | None = storage if replies_by_callback(storage) else None
 
     async def on_start(self) -> None:
         """First start and every restart: nothing to load. Each command's guard
@@ -95,14 +95,20 @@ class SessionActor(Actor):
         one (SQLite's group commit): no coroutine per message. Its answer is
         judged exactly as ``receive`` judges it."""
         start = _STARTS_NOW.get(type(command))
-        if start is None or not self._replies:
+        if start is None or self._replying is None:
             return False
-        start(self, command, lambda result, exc: self._post_started_now(result, exc, reply))
+        start(
+            self._replying,
+            self,
+            command,
+            lambda result, exc: self._post_started_now(result, exc, reply),
+        )
         return True
 
-    def _post_started_now(self, result: PostResult | None, exc: BaseException | None,
-                          reply: Any) -> None:
-        if exc is None:
+    def _post_started_now(
+        self, result: PostResult | None, exc: BaseException | None, reply: Any
+    ) -> None:
+        if exc is None and result is not None:
             try:
                 result = self._finish_post(result)
             except Exception as refused:  # a refusal (Conflict...), or a bug
@@ -123,34 +129,37 @@ class SessionActor(Actor):
         if result.outcome is ClaimOutcome.WON:
             self.on_stored()
             metrics.MESSAGES.labels("system").inc()
-            metrics.SESSION_WAIT.observe(_seconds_between(result.session.queued_at,
-                                                          result.session.updated))
-            return result.session
+            won = _stored(result.session)
+            metrics.SESSION_WAIT.observe(_seconds_between(won.queued_at, won.updated))
+            return _stored(result.session)
         if result.outcome is ClaimOutcome.ALREADY_HELD:
-            return result.session
+            return _stored(result.session)
         if result.outcome is ClaimOutcome.NOT_FOUND:
             raise NotFound()
-        raise Conflict({ClaimOutcome.CLOSED: SESSION_CLOSED,
-                        ClaimOutcome.LIMIT: LIMIT_REACHED}.get(result.outcome, ALREADY_CLAIMED))
+        raise Conflict(
+            {ClaimOutcome.CLOSED: SESSION_CLOSED, ClaimOutcome.LIMIT: LIMIT_REACHED}.get(
+                result.outcome, ALREADY_CLAIMED
+            )
+        )
 
     async def _release(self, cmd: Release) -> Session:
-        return self._finish_write(await self.storage.release_session(self.session_id,
-                                                                     cmd.admin_id))
+        return self._finish_write(await self.storage.release_session(self.session_id, cmd.admin_id))
 
     async def _close(self, cmd: Close) -> Session:
-        return self._finish_write(await self.storage.close_session(self.session_id,
-                                                                   cmd.admin_id))
+        return self._finish_write(await self.storage.close_session(self.session_id, cmd.admin_id))
 
     async def _post_admin(self, cmd: PostAdminMessage) -> PostResult:
         result = await self.storage.post_admin_message(
-            self.session_id, cmd.admin_id, cmd.body, cmd.client_id)
+            self.session_id, cmd.admin_id, cmd.body, cmd.client_id
+        )
         return self._finish_post(result)
 
     async def _post_store(self, cmd: PostStoreMessage) -> PostResult:
         # Storage picks the store's active session itself, atomically: if this
         # one was closed a moment ago the message opens the next session.
-        return self._finish_post(await self.storage.post_store_message(
-            cmd.store_id, cmd.body, cmd.client_id))
+        return self._finish_post(
+            await self.storage.post_store_message(cmd.store_id, cmd.body, cmd.client_id)
+        )
 
     def _finish_write(self, result: SessionWrite) -> Session:
         self._remember(result.session)
@@ -158,7 +167,7 @@ class SessionActor(Actor):
         if result.outcome is WriteOutcome.DONE:
             self.on_stored()
             metrics.MESSAGES.labels("system").inc()
-        return result.session
+        return _stored(result.session)
 
     def _finish_post(self, result: PostResult) -> PostResult:
         if result.session is not None and result.session.id == self.session_id:
@@ -174,25 +183,25 @@ class SessionActor(Actor):
             self.session = session
 
     # --- the support workflow (issue 12) -------------------------------------
-    async def _transfer(self, cmd: "Transfer") -> Session:
-        result = await self.storage.transfer_session(self.session_id, cmd.admin_id,
-                                                     cmd.target_id, cmd.max_sessions)
+    async def _transfer(self, cmd: Transfer) -> Session:
+        result = await self.storage.transfer_session(
+            self.session_id, cmd.admin_id, cmd.target_id, cmd.max_sessions
+        )
         self._remember(result.session)
         if result.outcome is TransferOutcome.DONE:
             self.on_stored()
             metrics.MESSAGES.labels("system").inc()
             metrics.TRANSFERS.inc()
-            return result.session
+            return _stored(result.session)
         if result.outcome is TransferOutcome.UNCHANGED:
-            return result.session
+            return _stored(result.session)
         if result.outcome in (TransferOutcome.NOT_FOUND, TransferOutcome.ADMIN_NOT_FOUND):
             raise NotFound()
         if result.outcome is TransferOutcome.FORBIDDEN:
             raise PermissionDenied()
-        raise Conflict(LIMIT_REACHED if result.outcome is TransferOutcome.LIMIT
-                       else SESSION_CLOSED)
+        raise Conflict(LIMIT_REACHED if result.outcome is TransferOutcome.LIMIT else SESSION_CLOSED)
 
-    async def _mark_read(self, cmd: "MarkRead") -> ReadResult:
+    async def _mark_read(self, cmd: MarkRead) -> ReadResult:
         result = await self.storage.mark_read(self.session_id, cmd.side, cmd.reader_id, cmd.seq)
         self._remember(result.session)
         raise_for_outcome(result.outcome)
@@ -200,7 +209,7 @@ class SessionActor(Actor):
             self.on_stored()
         return result
 
-    async def _requeue(self, cmd: "Requeue") -> bool:
+    async def _requeue(self, cmd: Requeue) -> bool:
         """Judged stale by a sweep: requeue unless it changed since (then no-op)."""
         result = await self.storage.requeue_session(cmd.stale, cmd.cutoffs)
         self._remember(result.session)
@@ -213,21 +222,29 @@ class SessionActor(Actor):
 
 
 _HANDLERS: dict[type, Callable[[SessionActor, Any], Any]] = {
-    Claim: SessionActor._claim, Release: SessionActor._release, Close: SessionActor._close,
-    PostAdminMessage: SessionActor._post_admin, PostStoreMessage: SessionActor._post_store,
+    Claim: SessionActor._claim,
+    Release: SessionActor._release,
+    Close: SessionActor._close,
+    PostAdminMessage: SessionActor._post_admin,
+    PostStoreMessage: SessionActor._post_store,
 }
 
 
-_STARTS_NOW: dict[type, Callable[[SessionActor, Any, Any], None]] = {
-    PostAdminMessage: lambda actor, cmd, reply: actor.storage.post_admin_message_with_reply(
-        actor.session_id, cmd.admin_id, cmd.body, cmd.client_id, reply),
-    PostStoreMessage: lambda actor, cmd, reply: actor.storage.post_store_message_with_reply(
-        cmd.store_id, cmd.body, cmd.client_id, reply),
+_STARTS_NOW: dict[type, Callable[[RepliesByCallback, SessionActor, Any, Reply], None]] = {
+    PostAdminMessage: lambda storage, actor, cmd, reply: storage.post_admin_message_with_reply(
+        actor.session_id, cmd.admin_id, cmd.body, cmd.client_id, reply
+    ),
+    PostStoreMessage: lambda storage, actor, cmd, reply: storage.post_store_message_with_reply(
+        cmd.store_id, cmd.body, cmd.client_id, reply
+    ),
 }
 
 _OVERLAP: dict[type, str] = {
-    Claim: "session", Release: "session", Close: "session",
-    PostAdminMessage: "post", PostStoreMessage: "post",
+    Claim: "session",
+    Release: "session",
+    Close: "session",
+    PostAdminMessage: "post",
+    PostStoreMessage: "post",
 }
 
 
@@ -235,11 +252,25 @@ def record_new_message(result: PostResult) -> None:
     """Count a newly stored message, and the first response time on an
     admin's first reply (runs once per message, after its commit)."""
     message, session = result.message, result.session
+    if message is None or session is None:  # a created message comes with both
+        return
     metrics.MESSAGES.labels(message.sender).inc()
-    if message.sender == "admin" and session.first_admin_reply_at == message.created \
-            and session.first_store_message_at:
-        metrics.FIRST_RESPONSE.observe(_seconds_between(session.first_store_message_at,
-                                                        message.created))
+    if (
+        message.sender == "admin"
+        and session.first_admin_reply_at == message.created
+        and session.first_store_message_at
+    ):
+        metrics.FIRST_RESPONSE.observe(
+            _seconds_between(session.first_store_message_at, message.created)
+        )
+
+
+def _stored(session: Session | None) -> Session:
+    """The session a write that went through hands back (storage always
+    does; a missing one is answered as not found rather than crashing)."""
+    if session is None:
+        raise NotFound()
+    return session
 
 
 def raise_for_outcome(outcome: WriteOutcome) -> None:
@@ -254,15 +285,16 @@ def raise_for_outcome(outcome: WriteOutcome) -> None:
 
 _CLAIM_METRIC_OUTCOME = {
     ClaimOutcome.WON: "won",
-    ClaimOutcome.CONFLICT: "conflict", ClaimOutcome.LIMIT: "limit",
-    ClaimOutcome.NOT_FOUND: "not_found", ClaimOutcome.CLOSED: "closed",
+    ClaimOutcome.CONFLICT: "conflict",
+    ClaimOutcome.LIMIT: "limit",
+    ClaimOutcome.NOT_FOUND: "not_found",
+    ClaimOutcome.CLOSED: "closed",
 }
 
 
 def _seconds_between(earlier_iso: str, later_iso: str) -> float:
     parse = datetime.datetime.fromisoformat
-    return max(0.0, (parse(later_iso.rstrip("Z")) - parse(earlier_iso.rstrip("Z")))
-               .total_seconds())
+    return max(0.0, (parse(later_iso.rstrip("Z")) - parse(earlier_iso.rstrip("Z"))).total_seconds())
 
 
 # --- commands of the support workflow (issue 12) ------------------------------------
@@ -293,5 +325,10 @@ class Requeue:
 
 
 # Run alone (no overlap key): each reads the session in its own guarded write.
-_HANDLERS.update({Transfer: SessionActor._transfer, MarkRead: SessionActor._mark_read,
-                  Requeue: SessionActor._requeue})
+_HANDLERS.update(
+    {
+        Transfer: SessionActor._transfer,
+        MarkRead: SessionActor._mark_read,
+        Requeue: SessionActor._requeue,
+    }
+)

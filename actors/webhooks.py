@@ -23,8 +23,8 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 from actors import metrics
 from storage.base import ChatStorage
@@ -40,6 +40,8 @@ PRUNE_INTERVAL_SECS = 30.0
 
 @dataclass(frozen=True)
 class WebhookTarget:
+    """One webhook: where events of which kinds are POSTed, signed with ``secret``."""
+
     url: str
     events: frozenset[str]
     secret: str
@@ -47,12 +49,14 @@ class WebhookTarget:
 
 @dataclass(frozen=True)
 class WebhookSettings:
-    timeout_secs: float = 10.0          # one POST's time limit
-    max_retry_secs: float = 86400.0     # give an event up this long after it happened
-    backoff_initial_secs: float = 1.0   # first retry after about this long...
-    backoff_max_secs: float = 300.0     # ...doubling up to this
-    lease_secs: float = 10.0            # a dead deliverer is replaced within this
-    poll_secs: float = 0.5              # how often an idle deliverer looks at the outbox
+    """How webhook deliveries are timed and retried."""
+
+    timeout_secs: float = 10.0  # one POST's time limit
+    max_retry_secs: float = 86400.0  # give an event up this long after it happened
+    backoff_initial_secs: float = 1.0  # first retry after about this long...
+    backoff_max_secs: float = 300.0  # ...doubling up to this
+    lease_secs: float = 10.0  # a dead deliverer is replaced within this
+    poll_secs: float = 0.5  # how often an idle deliverer looks at the outbox
 
 
 Send = Callable[[WebhookTarget, OutboxEntry], Awaitable[bool]]
@@ -61,13 +65,22 @@ Send = Callable[[WebhookTarget, OutboxEntry], Awaitable[bool]]
 def retry_delay(attempt: int, settings: WebhookSettings) -> float:
     """Exponential backoff with jitter (half to all of the step), so receivers
     coming back are not hit by every sender at the same instant."""
-    step = min(settings.backoff_max_secs, settings.backoff_initial_secs * 2 ** min(attempt, 30))
+    step = min(settings.backoff_max_secs, settings.backoff_initial_secs * 2.0 ** min(attempt, 30))
     return step * random.uniform(0.5, 1.0)
 
 
 class WebhookDispatcher:
-    def __init__(self, storage: ChatStorage, targets: list[WebhookTarget],
-                 settings: WebhookSettings, send: Send, node: str):
+    """Delivers the outbox's events to the webhooks, in commit order, from the one process
+    holding the lease."""
+
+    def __init__(
+        self,
+        storage: ChatStorage,
+        targets: list[WebhookTarget],
+        settings: WebhookSettings,
+        send: Send,
+        node: str,
+    ):
         self.storage = storage
         self.targets = targets
         self.settings = settings
@@ -75,7 +88,7 @@ class WebhookDispatcher:
         self.node = node
         self.leader = False
         self._leading = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._pruned_at = 0.0
 
     async def start(self) -> None:
@@ -99,8 +112,9 @@ class WebhookDispatcher:
     async def _hold_lease(self) -> None:
         while True:
             try:
-                self.leader = await self.storage.take_lease(LEASE_NAME, self.node,
-                                                            self.settings.lease_secs)
+                self.leader = await self.storage.take_lease(
+                    LEASE_NAME, self.node, self.settings.lease_secs
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -153,8 +167,12 @@ class WebhookDispatcher:
                 return True
             metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
             if time.time() - entry.created > self.settings.max_retry_secs:
-                log.error("webhook %s: event %d given up after %.0fs", target.url, entry.id,
-                          self.settings.max_retry_secs)
+                log.error(
+                    "webhook %s: event %d given up after %.0fs",
+                    target.url,
+                    entry.id,
+                    self.settings.max_retry_secs,
+                )
                 metrics.WEBHOOK_DELIVERIES.labels("expired").inc()
                 return True
             await asyncio.sleep(retry_delay(attempt, self.settings))

@@ -16,7 +16,8 @@ touches the network itself.
 from __future__ import annotations
 
 from actors.hub import Frame, Hub
-from storage.base import Event, session_from_doc
+from storage.documents import session_from_doc
+from storage.records import Event
 
 
 def deliver_workflow_event(hub: Hub, event: Event) -> None:
@@ -27,19 +28,27 @@ def deliver_workflow_event(hub: Hub, event: Event) -> None:
         old_holder = payload["from_admin"]["id"]
         # The old holder's sockets stop following the session at once.
         hub.stop_watching(old_holder, event.session_id)
-        frame = Frame("session_transferred", session=session,
-                      from_admin=payload["from_admin"], admin=payload["admin"])
+        frame = Frame(
+            "session_transferred",
+            session=session,
+            from_admin=payload["from_admin"],
+            admin=payload["admin"],
+        )
         hub.send_to_admin(event.admin_id, frame)
         hub.send_to_admin(old_holder, frame)
-        hub.send_to_store(event.store_id, Frame("admin_connected", session_id=event.session_id,
-                                                admin=payload["admin"]))
+        hub.send_to_store(
+            event.store_id,
+            Frame("admin_connected", session_id=event.session_id, admin=payload["admin"]),
+        )
     elif event.kind == "read":
-        frame = Frame("read", session_id=payload["session_id"], sender=payload["sender"],
-                      seq=payload["seq"])
+        frame = Frame(
+            "read", session_id=payload["session_id"], sender=payload["sender"], seq=payload["seq"]
+        )
         # Both sides: the other side shows "Seen", and the reader's other tabs
         # (``sender`` is their own side) bring their unread counts down too.
         hub.send_to_admin(event.admin_id, frame)
         hub.send_to_store(event.store_id, frame)
     elif event.kind == "presence":
-        hub.send_to_admins(Frame("presence", admin_id=payload["admin_id"],
-                                 status=payload["status"]))
+        hub.send_to_admins(
+            Frame("presence", admin_id=payload["admin_id"], status=payload["status"])
+        )

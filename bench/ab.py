@@ -31,7 +31,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from bench.run import (  # noqa: E402
-    Target, closed_loop, median_threads, prepare_database, write_bench_config,
+    Target,
+    closed_loop,
+    median_threads,
+    prepare_database,
+    write_bench_config,
 )
 from tests.helpers import ServerProcess  # noqa: E402
 
@@ -54,15 +58,18 @@ def parse_variant(text: str) -> dict[str, str]:
     return settings
 
 
-async def start_variant(index: int, settings: dict[str, str], pairs: int,
-                        workdir: str) -> tuple[ServerProcess, Target]:
+async def start_variant(
+    index: int, settings: dict[str, str], pairs: int, workdir: str
+) -> tuple[ServerProcess, Target]:
     db = os.path.join(workdir, f"variant{index}.sqlite3")
     page_size = settings.get(PAGE_SIZE_ENV)  # prepare_database makes the file
     data = await prepare_database(db, pairs, 0, 0, page_size=int(page_size) if page_size else None)
-    server = ServerProcess(f"sqlite:///{db}", config_path=write_bench_config(workdir),
-                           env=settings).start()
-    target = Target(f"v{index}", server.port, server.proc.pid, data["store_keys"],
-                    data["admin_keys"])
+    server = ServerProcess(
+        f"sqlite:///{db}", config_path=write_bench_config(workdir), env=settings
+    ).start()
+    target = Target(
+        f"v{index}", server.port, server.proc.pid, data["store_keys"], data["admin_keys"]
+    )
     return server, target
 
 
@@ -80,26 +87,34 @@ async def main_async(args: argparse.Namespace) -> None:
                 r = await closed_loop(target, args.pairs, args.window, args.messages)
                 r["disk_bytes_per_msg"] = (disk_bytes_written(target.pid) - written) / r["messages"]
                 runs[target.name].append(r)
-                print(f"  rep {rep + 1} {target.name}: {r['msgs_per_sec']:8.0f} msgs/s "
-                      f"cpu {r['cpu_us_per_msg']:6.1f} µs/msg "
-                      f"disk {r['disk_bytes_per_msg']:6.0f} B/msg", flush=True)
+                print(
+                    f"  rep {rep + 1} {target.name}: {r['msgs_per_sec']:8.0f} msgs/s "
+                    f"cpu {r['cpu_us_per_msg']:6.1f} µs/msg "
+                    f"disk {r['disk_bytes_per_msg']:6.0f} B/msg",
+                    flush=True,
+                )
     finally:
         for server, _target in started:
             server.stop()
     print()
-    for text, (_server, target) in zip(args.variants, started):
+    for text, (_server, target) in zip(args.variants, started, strict=True):
         rs = runs[target.name]
-        print(f"{target.name} [{text or 'defaults'}]: "
-              f"{statistics.median(r['msgs_per_sec'] for r in rs):,.0f} msgs/s, "
-              f"{statistics.median(r['cpu_us_per_msg'] for r in rs):.1f} µs/msg, "
-              f"{statistics.median(r['disk_bytes_per_msg'] for r in rs):,.0f} B/msg to disk "
-              f"{median_threads(rs)}")
+        print(
+            f"{target.name} [{text or 'defaults'}]: "
+            f"{statistics.median(r['msgs_per_sec'] for r in rs):,.0f} msgs/s, "
+            f"{statistics.median(r['cpu_us_per_msg'] for r in rs):.1f} µs/msg, "
+            f"{statistics.median(r['disk_bytes_per_msg'] for r in rs):,.0f} B/msg to disk "
+            f"{median_threads(rs)}"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variants", nargs="+", help='settings of one server, e.g. '
-                        '"CHAT_SERVER__PIN_TO_CPUS=true"; "" for the defaults')
+    parser.add_argument(
+        "variants",
+        nargs="+",
+        help='settings of one server, e.g. "CHAT_SERVER__PIN_TO_CPUS=true"; "" for the defaults',
+    )
     parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--window", type=int, default=2)
     parser.add_argument("--messages", type=int, default=200, help="per pair per rep")
@@ -107,6 +122,7 @@ def main() -> None:
     args = parser.parse_args()
     try:
         import uvloop
+
         uvloop.install()
     except ImportError:
         pass

@@ -17,7 +17,7 @@ import tornado.ioloop
 import tornado.web
 import tornado.websocket
 
-ADMINS: dict[str, "Relay"] = {}
+ADMINS: dict[str, Relay] = {}
 
 
 class Relay(tornado.websocket.WebSocketHandler):
@@ -34,9 +34,12 @@ class Relay(tornado.websocket.WebSocketHandler):
         frame = json.loads(raw)
         admin = ADMINS.get(self.pair)
         if admin is not None:
-            admin.write_message(json.dumps(
-                {"type": "message", "message": {"sender": "store", "body": frame.get("body")}},
-                separators=(",", ":")))
+            admin.write_message(
+                json.dumps(
+                    {"type": "message", "message": {"sender": "store", "body": frame.get("body")}},
+                    separators=(",", ":"),
+                )
+            )
 
     def on_close(self) -> None:
         if ADMINS.get(self.pair) is self:

@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.helpers import Api, ServerProcess, Socket, run_cli  # noqa: E402
+from tests.helpers import Api, ServerProcess, Socket, run_cli
 
 
 async def measure(messages: int, poll_interval: str) -> dict[str, float]:
@@ -44,8 +44,9 @@ async def measure(messages: int, poll_interval: str) -> dict[str, float]:
         after_commit, after_post = [], []
         for i in range(messages):
             started = time.perf_counter()
-            reply = await api_b.post("/admin/message/", admin_key,
-                                     {"session_id": sid, "body": f"b{i}"})
+            reply = await api_b.post(
+                "/admin/message/", admin_key, {"session_id": sid, "body": f"b{i}"}
+            )
             committed = time.perf_counter()
             while True:
                 frame = await store.recv(10)
@@ -70,8 +71,10 @@ def main() -> None:
     parser.add_argument("--poll-interval", default="0.02")
     args = parser.parse_args()
     result = asyncio.run(measure(args.messages, args.poll_interval))
-    print(f"cross-process delivery over {args.messages} messages "
-          f"(events.poll_interval_secs={args.poll_interval}):")
+    print(
+        f"cross-process delivery over {args.messages} messages "
+        f"(events.poll_interval_secs={args.poll_interval}):"
+    )
     for name, value in result.items():
         print(f"  {name}: {value:.1f}")
 

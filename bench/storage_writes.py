@@ -18,7 +18,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from storage.sqlite import SQLiteStorage  # noqa: E402
+from storage.sqlite import SQLiteStorage
 
 
 async def main_async(writers: int, per_writer: int) -> None:
@@ -34,8 +34,10 @@ async def main_async(writers: int, per_writer: int) -> None:
     await asyncio.gather(*[write(s.id) for s in stores])
     elapsed = time.perf_counter() - started
     await storage.close()
-    print(f"{writers * per_writer / elapsed:.0f} posts/s "
-          f"({writers} writers x {per_writer}, synchronous=FULL)")
+    print(
+        f"{writers * per_writer / elapsed:.0f} posts/s "
+        f"({writers} writers x {per_writer}, synchronous=FULL)"
+    )
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.helpers import ServerProcess, Socket, free_port, run_cli  # noqa: E402
+from tests.helpers import ServerProcess, Socket, free_port, run_cli
 
 BARE_RELAY = """
 import json, sys, tornado.ioloop, tornado.web, tornado.websocket
@@ -66,34 +66,52 @@ async def drive(urls_keys: list[tuple[str, str | None]], per_socket: int) -> flo
 async def main_async(args: argparse.Namespace) -> None:
     workdir = tempfile.mkdtemp(prefix="chat-bench-")
     url = f"sqlite:///{workdir}/bench.sqlite3"
-    keys = [run_cli("create-store", "--name", f"S{i}", env={"CHAT_STORAGE_URL": url})
-            .splitlines()[-1] for i in range(args.sockets)]
+    keys = [
+        run_cli("create-store", "--name", f"S{i}", env={"CHAT_STORAGE_URL": url}).splitlines()[-1]
+        for i in range(args.sockets)
+    ]
     config = os.path.join(workdir, "bench.yaml")
     with open(config, "w") as f:
         f.write("logging:\n  level: WARNING\n")
-    chat = ServerProcess(url, config_path=config,
-                         env={"CHAT_PROCESSES": str(args.processes)}).start()
+    chat = ServerProcess(
+        url, config_path=config, env={"CHAT_PROCESSES": str(args.processes)}
+    ).start()
     relay_port = free_port()
-    relay = subprocess.Popen([sys.executable, "-c", BARE_RELAY, str(relay_port)],
-                             stdout=subprocess.PIPE, text=True)
+    relay = subprocess.Popen(
+        [sys.executable, "-c", BARE_RELAY, str(relay_port)], stdout=subprocess.PIPE, text=True
+    )
     relay.stdout.readline()
     ours, bare = [], []
     try:
         for _ in range(args.rounds):  # alternate, so both see the same machine noise
-            bare.append(await drive([(f"ws://127.0.0.1:{relay_port}/ws", None)] * args.sockets,
-                                    args.per_socket))
-            ours.append(await drive([(f"ws://127.0.0.1:{chat.port}/v1/chat/store/ws/", k)
-                                     for k in keys], args.per_socket))
+            bare.append(
+                await drive(
+                    [(f"ws://127.0.0.1:{relay_port}/ws", None)] * args.sockets, args.per_socket
+                )
+            )
+            ours.append(
+                await drive(
+                    [(f"ws://127.0.0.1:{chat.port}/v1/chat/store/ws/", k) for k in keys],
+                    args.per_socket,
+                )
+            )
     finally:
         chat.stop()
         relay.kill()
-    print(json.dumps({
-        "chat_worker_processes": args.processes,
-        "sockets": args.sockets, "per_socket": args.per_socket, "rounds": args.rounds,
-        "bare_relay_msgs_per_sec_median": round(statistics.median(bare)),
-        "chat_server_msgs_per_sec_median": round(statistics.median(ours)),
-        "ratio_chat_to_bare": round(statistics.median(ours) / statistics.median(bare), 2),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "chat_worker_processes": args.processes,
+                "sockets": args.sockets,
+                "per_socket": args.per_socket,
+                "rounds": args.rounds,
+                "bare_relay_msgs_per_sec_median": round(statistics.median(bare)),
+                "chat_server_msgs_per_sec_median": round(statistics.median(ours)),
+                "ratio_chat_to_bare": round(statistics.median(ours) / statistics.median(bare), 2),
+            },
+            indent=2,
+        )
+    )
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import asyncio
 import base64
 import os
 import struct
-from typing import Callable
+from collections.abc import Callable
 
 _HANDSHAKE_TIMEOUT_SECS = 10.0
 # A zero masking key: the payload goes out as it is (RFC 6455 allows any key).
@@ -33,8 +33,9 @@ def encode_client_frame(payload: bytes, opcode: int = 0x1) -> bytes:
 
 
 class WSClient(asyncio.Protocol):
-    def __init__(self, host: str, path: str, headers: dict[str, str],
-                 on_frame: Callable[[bytes], None]):
+    def __init__(
+        self, host: str, path: str, headers: dict[str, str], on_frame: Callable[[bytes], None]
+    ):
         self.host, self.path, self.headers = host, path, headers
         self.on_frame = on_frame
         self.transport: asyncio.Transport | None = None
@@ -44,14 +45,21 @@ class WSClient(asyncio.Protocol):
 
     # --- connection -----------------------------------------------------
     @classmethod
-    async def connect(cls, port: int, path: str, on_frame: Callable[[bytes], None],
-                      key: str | None = None, protocol: str = "json") -> "WSClient":
+    async def connect(
+        cls,
+        port: int,
+        path: str,
+        on_frame: Callable[[bytes], None],
+        key: str | None = None,
+        protocol: str = "json",
+    ) -> WSClient:
         headers = {"Sec-WebSocket-Protocol": protocol}
         if key:
             headers["Authorization"] = f"Token {key}"
         loop = asyncio.get_running_loop()
         _transport, client = await loop.create_connection(
-            lambda: cls(f"127.0.0.1:{port}", path, headers, on_frame), "127.0.0.1", port)
+            lambda: cls(f"127.0.0.1:{port}", path, headers, on_frame), "127.0.0.1", port
+        )
         await asyncio.wait_for(client.handshaken, _HANDSHAKE_TIMEOUT_SECS)
         return client
 
@@ -60,11 +68,17 @@ class WSClient(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             import socket
+
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         key = base64.b64encode(os.urandom(16)).decode()
-        lines = [f"GET {self.path} HTTP/1.1", f"Host: {self.host}", "Upgrade: websocket",
-                 "Connection: Upgrade", f"Sec-WebSocket-Key: {key}",
-                 "Sec-WebSocket-Version: 13"]
+        lines = [
+            f"GET {self.path} HTTP/1.1",
+            f"Host: {self.host}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {key}",
+            "Sec-WebSocket-Version: 13",
+        ]
         lines += [f"{k}: {v}" for k, v in self.headers.items()]
         transport.write(("\r\n".join(lines) + "\r\n\r\n").encode())  # type: ignore[attr-defined]
 
@@ -93,8 +107,8 @@ class WSClient(asyncio.Protocol):
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 return
-            status = bytes(buf[:buf.find(b"\r\n")])
-            del buf[:end + 4]
+            status = bytes(buf[: buf.find(b"\r\n")])
+            del buf[: end + 4]
             if b" 101 " not in status:
                 self.handshaken.set_exception(ConnectionError(status.decode(errors="replace")))
                 return

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from cli.startup import opened_storage
-from storage.base import Admin, ChatStorage, Role, Store
+from storage.base import ChatStorage
+from storage.records import Admin, Role, Store
 
 MAX_NAME_CHARS = 200
 # RFC 5321's limit on a forward path.

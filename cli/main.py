@@ -17,7 +17,7 @@ from typing import Any
 from cli.startup import StartupError
 from settings import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from settings.shown import dump_config
-from storage.base import StorageMisconfigured
+from storage.errors import StorageMisconfigured
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The largest id storage can hold (SQLite's INTEGER, MongoDB's int64).

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from settings.shown import describe_storage
-from storage.base import StorageUnavailable
+from storage.errors import StorageUnavailable
 
 
 class StartupError(Exception):

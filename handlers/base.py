@@ -16,12 +16,17 @@ import tornado.web
 
 from actors.chat import ChatService
 from handlers.errors import (
-    BODY_TOO_LARGE, INVALID_TOKEN, NOT_PROVIDED, NO_PERMISSION, HTTPProblem, JSONErrors,
+    BODY_TOO_LARGE,
+    INVALID_TOKEN,
+    NO_PERMISSION,
+    NOT_PROVIDED,
+    HTTPProblem,
+    JSONErrors,
 )
+from handlers.render import message_json, session_json
 from handlers.throttle import Throttle
 from handlers.validation import is_storable_text, parse_json_object
-from handlers.render import message_json, session_json
-from storage.base import Principal, Role, Session
+from storage.records import Principal, Role, Session
 
 
 @tornado.web.stream_request_body
@@ -31,8 +36,10 @@ class APIHandler(JSONErrors):
     role: Role | None = None
     metric_name = "unknown"
 
-    def initialize(self, service: ChatService, max_body_bytes: int,
-                   throttle: Throttle, inflight: "InFlight") -> None:
+    def initialize(
+        self, service: ChatService, max_body_bytes: int, throttle: Throttle, inflight: InFlight
+    ) -> None:
+        """Runs once per request, before ``prepare``: the dependencies the route hands in."""
         self.service = service
         self.max_body_bytes = max_body_bytes
         self.throttle = throttle
@@ -46,8 +53,9 @@ class APIHandler(JSONErrors):
         """Runs before the method handler: auth, kind, throttle, size."""
         self.inflight.enter()
         self._counted = True
-        self.principal = await authenticate_header(self.service,
-                                                   self.request.headers.get("Authorization"))
+        self.principal = await authenticate_header(
+            self.service, self.request.headers.get("Authorization")
+        )
         if self.role is not None and self.principal.role is not self.role:
             raise HTTPProblem(403, NO_PERMISSION)
         self.throttle.check(self.principal)
@@ -69,11 +77,13 @@ class APIHandler(JSONErrors):
             self._body += chunk
 
     def json_body(self) -> dict[str, Any]:
+        """The request body as a JSON object, or 400 (413 when it was too large to read)."""
         if self._body_too_large:
             raise HTTPProblem(413, BODY_TOO_LARGE)
         return parse_json_object(bytes(self._body))
 
     def respond(self, data: Any, status: int = 200) -> None:
+        """Finish the request with ``data`` as JSON and ``status``."""
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(data))
@@ -95,14 +105,20 @@ class APIHandler(JSONErrors):
             self._counted = False
             self.inflight.leave()
 
-    async def respond_with_history(self, session: Session, after_seq: int,
-                                   limit: int) -> None:
+    async def respond_with_history(self, session: Session, after_seq: int, limit: int) -> None:
         """A session with one page of its history (Get Session, the store's view)."""
         messages, has_more = await self.service.history(session.id, after_seq, limit)
         [(_, unread)] = await self.service.with_unread(self.principal, [session])
         read = await self.service.read_positions(session.id)
-        self.respond({**session_json(session), "unread": unread, "read": read,
-                      "messages": [message_json(m) for m in messages], "has_more": has_more})
+        self.respond(
+            {
+                **session_json(session),
+                "unread": unread,
+                "read": read,
+                "messages": [message_json(m) for m in messages],
+                "has_more": has_more,
+            }
+        )
 
 
 class InFlight:
@@ -114,15 +130,18 @@ class InFlight:
         self._idle.set()
 
     def enter(self) -> None:
+        """Runs when a request starts being handled."""
         self.count += 1
         self._idle.clear()
 
     def leave(self) -> None:
+        """Runs when a request is done; the last one out wakes ``wait_idle``."""
         self.count -= 1
         if self.count == 0:
             self._idle.set()
 
     async def wait_idle(self) -> None:
+        """Wait until no request is being handled (graceful stop)."""
         await self._idle.wait()
 
 
@@ -141,6 +160,7 @@ MAX_KEY_CHARS = 256
 
 
 async def authenticate_key(service: ChatService, key: str) -> Principal:
+    """The owner of ``key``, or 401: a key that cannot be one is refused before storage is asked."""
     if len(key) > MAX_KEY_CHARS or not is_storable_text(key):
         raise HTTPProblem(401, INVALID_TOKEN)  # cannot be a key; and cannot be hashed
     principal = await service.storage.authenticate(key)

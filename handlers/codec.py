@@ -30,7 +30,7 @@ def decode_frame(raw: str | bytes) -> dict[str, Any]:
             raise Invalid(detail=f"msgpack parse error - {exc}") from None
         check_depth(data, "msgpack")
     if not isinstance(data, dict):
-        raise Invalid(detail="A frame must be a map with a \"type\".")
+        raise Invalid(detail='A frame must be a map with a "type".')
     return data
 
 

@@ -39,8 +39,9 @@ class ReadDeadline:
         self.request_conn: Any = None
         self._timer: asyncio.TimerHandle | None = None
 
-    def watch(self, request_conn: Any, delegate: httputil.HTTPMessageDelegate
-              ) -> httputil.HTTPMessageDelegate:
+    def watch(
+        self, request_conn: Any, delegate: httputil.HTTPMessageDelegate
+    ) -> httputil.HTTPMessageDelegate:
         """Runs when the connection starts waiting for a request's headers."""
         self.request_conn = request_conn
         self._arm("headers", self.header_secs)
@@ -65,9 +66,12 @@ class ReadDeadline:
             return
         # As Tornado: a body that stops arriving is worth a line, an idle
         # keep-alive connection closing is not.
-        log.log(logging.INFO if self.phase == "body" else logging.DEBUG,
-                "timeout reading the %s of a request from %s", self.phase,
-                getattr(self.request_conn, "context", "?"))
+        log.log(
+            logging.INFO if self.phase == "body" else logging.DEBUG,
+            "timeout reading the %s of a request from %s",
+            self.phase,
+            getattr(self.request_conn, "context", "?"),
+        )
         self.deadline = None
         self.request_conn.close()
 

@@ -70,8 +70,9 @@ class JSONErrors(tornado.web.RequestHandler):
         """Runs when the handler is made and again before an error is rendered:
         Tornado's ``clear`` (same headers, same order), with the ``Date`` taken
         from a once-a-second cache (handlers/http_date.py says why)."""
-        self._headers = httputil.HTTPHeaders({
-            "Server": _SERVER, "Content-Type": "text/html; charset=UTF-8", "Date": http_date()})
+        self._headers = httputil.HTTPHeaders(
+            {"Server": _SERVER, "Content-Type": "text/html; charset=UTF-8", "Date": http_date()}
+        )
         self.set_default_headers()
         self._write_buffer: list[bytes] = []
         self._status_code = 200
@@ -94,9 +95,11 @@ class JSONErrors(tornado.web.RequestHandler):
         if isinstance(exc, ChatError):
             status, body, headers = describe_error(exc)
         elif status_code == 405:
-            status, body, headers = 405, {
-                "detail": f'Method "{self.request.method}" not allowed.'}, {
-                "Allow": allowed_methods(type(self))}
+            status, body, headers = (
+                405,
+                {"detail": f'Method "{self.request.method}" not allowed.'},
+                {"Allow": allowed_methods(type(self))},
+            )
         elif status_code >= 500:
             status, body, headers = describe_error(exc)
         else:

@@ -30,6 +30,7 @@ _SECRET_PATTERNS = (
 
 
 def redact_secrets(text: str) -> str:
+    """``text`` with API keys and other secrets replaced by ``[redacted]``."""
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "[redacted]", text)
     return text
@@ -48,27 +49,49 @@ def log_request(handler: Any) -> None:
         return  # the line's fields are not even built (logging.level above INFO)
     principal = getattr(handler, "principal", None)
     who = f"{principal.role.value}:{principal.id}" if principal else "-"
-    access_log.log(level, "%s %s %d %.1fms %s", request.method, request.path, status,
-                   elapsed * 1000, who,
-                   extra={"fields": {"method": request.method, "path": request.path,
-                                     "status": status, "ms": round(elapsed * 1000, 1),
-                                     "who": who, "remote": request.remote_ip}})
+    access_log.log(
+        level,
+        "%s %s %d %.1fms %s",
+        request.method,
+        request.path,
+        status,
+        elapsed * 1000,
+        who,
+        extra={
+            "fields": {
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "ms": round(elapsed * 1000, 1),
+                "who": who,
+                "remote": request.remote_ip,
+            }
+        },
+    )
 
 
 class TextFormatter(logging.Formatter):
+    """Log lines as text, secrets redacted."""
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
+        """Runs for each record: the text line, secrets redacted."""
         return redact_secrets(super().format(record))
 
 
 class JSONFormatter(logging.Formatter):
+    """Log lines as one JSON object each, secrets redacted."""
+
     def format(self, record: logging.LogRecord) -> str:
+        """Runs for each record: one JSON line, secrets redacted."""
         entry: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-                    + f".{int(record.msecs):03d}Z",
-            "level": record.levelname, "logger": record.name, "pid": record.process,
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "pid": record.process,
             "message": record.getMessage(),
         }
         entry.update(getattr(record, "fields", {}))

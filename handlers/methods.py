@@ -19,8 +19,9 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 def allowed_methods(handler_class: type) -> str:
     """``Allow``'s value for ``handler_class``: its own methods, e.g. ``"GET"``."""
     base = tornado.web.RequestHandler
-    return ", ".join(m for m in _METHODS
-                     if getattr(handler_class, m.lower()) is not getattr(base, m.lower()))
+    return ", ".join(
+        m for m in _METHODS if getattr(handler_class, m.lower()) is not getattr(base, m.lower())
+    )
 
 
 class AllowOn405(tornado.web.RequestHandler):

@@ -7,8 +7,7 @@ import datetime
 import os
 
 import prometheus_client
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from actors import metrics
 from handlers.errors import JSONErrors
@@ -19,20 +18,25 @@ READY_TIMEOUT_SECS = 2.0
 
 
 class MetricsHandler(JSONErrors):
+    """``GET /metrics``: the Prometheus metrics, with storage's gauges read at scrape."""
+
     metric_name = "metrics"
 
     def initialize(self, storage: ChatStorage) -> None:
+        """Runs once per request: the storage whose gauges the scrape reads."""
         self.storage = storage
 
     async def get(self) -> None:
+        """Runs for a GET: check storage (the readiness gauge), read the queue's gauges, and
+        render every metric."""
         try:
             await check_storage(self.storage)  # the same check as /readyz, for its gauge
             # The queue's length and oldest wait are read from storage, so they
             # are right across every process and node, not just what this one saw.
-            count = await asyncio.wait_for(self.storage.count_open_sessions(),
-                                           READY_TIMEOUT_SECS)
-            oldest = await asyncio.wait_for(self.storage.list_open_sessions(1, None),
-                                            READY_TIMEOUT_SECS)
+            count = await asyncio.wait_for(self.storage.count_open_sessions(), READY_TIMEOUT_SECS)
+            oldest = await asyncio.wait_for(
+                self.storage.list_open_sessions(1, None), READY_TIMEOUT_SECS
+            )
             metrics.SESSIONS_OPEN.set(count)
             metrics.QUEUE_OLDEST_WAIT.set(seconds_since(oldest[0].queued_at) if oldest else 0)
         except Exception:
@@ -53,8 +57,9 @@ async def check_storage(storage: ChatStorage) -> None:
 
 
 def seconds_since(iso: str) -> float:
-    then = datetime.datetime.fromisoformat(iso.rstrip("Z")).replace(tzinfo=datetime.timezone.utc)
-    return max(0.0, (datetime.datetime.now(datetime.timezone.utc) - then).total_seconds())
+    """Seconds from the stored timestamp ``iso`` until now (never negative)."""
+    then = datetime.datetime.fromisoformat(iso.rstrip("Z")).replace(tzinfo=datetime.UTC)
+    return max(0.0, (datetime.datetime.now(datetime.UTC) - then).total_seconds())
 
 
 def metrics_registry() -> CollectorRegistry:
@@ -67,20 +72,27 @@ def metrics_registry() -> CollectorRegistry:
 
 
 class HealthHandler(JSONErrors):
+    """``GET /healthz``: the process is up (liveness); it does not ask storage."""
+
     metric_name = "healthz"
 
     def get(self) -> None:
+        """Runs for a GET: 200 with this worker's pid."""
         # The pid tells operators (and tests) which worker answered.
         self.finish({"status": "ok", "pid": os.getpid()})
 
 
 class ReadyHandler(JSONErrors):
+    """``GET /readyz``: the process can serve, storage answering (readiness)."""
+
     metric_name = "readyz"
 
     def initialize(self, storage: ChatStorage) -> None:
+        """Runs once per request: the storage the check pings."""
         self.storage = storage
 
     async def get(self) -> None:
+        """Runs for a GET: 200 if storage answers, else 503 with the reason."""
         try:
             await check_storage(self.storage)
         except Exception as exc:
@@ -107,6 +119,7 @@ class NotFoundHandler(JSONErrors):
     SUPPORTED_METHODS = _EveryMethod(JSONErrors.SUPPORTED_METHODS)
 
     def prepare(self) -> None:
+        """Runs before any method: answer 404 as JSON."""
         self.set_status(404)
         self.set_header("Content-Type", "application/json")
         self.finish({"detail": "Not found."})

@@ -19,11 +19,19 @@ WEB_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 # not execute even if a view forgot to escape it. Logos are the stores' own
 # https URLs. The pages open WebSockets to this same host ('self' covers ws:
 # and wss: in current browsers).
-CONTENT_SECURITY_POLICY = "; ".join((
-    "default-src 'none'", "script-src 'self'", "style-src 'self'",
-    "img-src 'self' https: data:", "connect-src 'self'", "manifest-src 'self'",
-    "frame-ancestors 'none'", "base-uri 'none'", "form-action 'self'",
-))
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' https: data:",
+        "connect-src 'self'",
+        "manifest-src 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+    )
+)
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
@@ -59,6 +67,5 @@ def page_routes() -> list:
     dirs = "|".join(PAGE_DIRS)
     return [
         (rf"/({dirs})", FolderRedirect, {"url": "/{0}/"}),
-        (rf"/((?:{dirs})/.*)", PageHandler,
-         {"path": WEB_ROOT, "default_filename": "index.html"}),
+        (rf"/((?:{dirs})/.*)", PageHandler, {"path": WEB_ROOT, "default_filename": "index.html"}),
     ]

@@ -11,22 +11,30 @@ from typing import Any
 
 from actors.errors import Invalid, NotFound
 from handlers.validation import MAX_INT, decode_json, is_int, is_storable_text, query_int
-from storage.base import MAX_HISTORY_PAGE, MAX_LIST_PAGE, Session
+from storage.base import MAX_HISTORY_PAGE, MAX_LIST_PAGE
+from storage.records import Session
 
 DEFAULT_LIST_LIMIT = 50
 DEFAULT_HISTORY_LIMIT = 100
 
 
 def list_limit(handler: Any) -> int:
-    return query_int(raw_query_argument(handler, "limit"), "limit",
-                     DEFAULT_LIST_LIMIT, 1, clamp_to=MAX_LIST_PAGE)
+    """The ``limit`` query argument, within the API's bounds (400 if it is not a number)."""
+    return query_int(
+        raw_query_argument(handler, "limit"), "limit", DEFAULT_LIST_LIMIT, 1, clamp_to=MAX_LIST_PAGE
+    )
 
 
 def history_window(handler: Any) -> tuple[int, int]:
     """``(after_seq, limit)`` from the query string."""
     after_seq = query_int(raw_query_argument(handler, "after_seq"), "after_seq", 0, 0)
-    limit = query_int(raw_query_argument(handler, "limit"), "limit",
-                      DEFAULT_HISTORY_LIMIT, 1, clamp_to=MAX_HISTORY_PAGE)
+    limit = query_int(
+        raw_query_argument(handler, "limit"),
+        "limit",
+        DEFAULT_HISTORY_LIMIT,
+        1,
+        clamp_to=MAX_HISTORY_PAGE,
+    )
     return after_seq, limit
 
 
@@ -51,7 +59,7 @@ def decode_cursor(handler: Any) -> tuple[str, int] | None:
     return position
 
 
-# The sort keys are our own timestamps (storage.base.utc_now_iso).
+# The sort keys are our own timestamps (storage.records.utc_now_iso).
 _STAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z\Z")
 # A cursor we made is ~60 characters; anything much longer is not ours.
 MAX_CURSOR_CHARS = 200
@@ -70,8 +78,12 @@ def _parse_cursor(raw: str) -> tuple[str, int] | None:
     if not (isinstance(position, list) and len(position) == 2):
         return None
     stamp, session_id = position
-    if not (is_storable_text(stamp) and _STAMP.match(stamp)
-            and is_int(session_id) and 1 <= session_id <= MAX_INT):
+    if not (
+        is_storable_text(stamp)
+        and _STAMP.match(stamp)
+        and is_int(session_id)
+        and 1 <= session_id <= MAX_INT
+    ):
         return None
     return stamp, session_id
 
@@ -82,7 +94,8 @@ def next_url(handler: Any, rows: list[Session], limit: int, sort_field: str) -> 
         return None
     last = rows[limit - 1]
     cursor = base64.urlsafe_b64encode(
-        json.dumps([getattr(last, sort_field), last.id]).encode()).decode()
+        json.dumps([getattr(last, sort_field), last.id]).encode()
+    ).decode()
     request = handler.request
     query = urllib.parse.urlencode({"limit": limit, "cursor": cursor})
     return f"{request.protocol}://{request.host}{request.path}?{query}"

@@ -11,7 +11,8 @@ is then the nearest hop in the chain that is not itself a trusted proxy.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import tornado.httpserver
 from tornado import httputil, iostream
@@ -27,6 +28,7 @@ def parse_networks(entries: Iterable[str]) -> tuple[Network, ...]:
 
 
 def is_trusted(address: str, networks: tuple[Network, ...]) -> bool:
+    """Whether ``address`` lies in one of the trusted proxies' ``networks``."""
     try:
         ip = ipaddress.ip_address(address.strip())
     except ValueError:
@@ -55,8 +57,15 @@ def client_address(peer: str, forwarded_for: str, networks: tuple[Network, ...])
 class ChatHTTPServer(tornado.httpserver.HTTPServer):
     """``HTTPServer(app, trusted_proxies=[...], header_timeout=secs, ...)``."""
 
-    def initialize(self, *args: Any, trusted_proxies: Iterable[str] = (),
-                   header_timeout: float | None = None, **kwargs: Any) -> None:
+    def initialize(
+        self,
+        *args: Any,
+        trusted_proxies: Iterable[str] = (),
+        header_timeout: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Runs when the server is made: Tornado's options, plus the trusted proxies and the
+        header and body deadlines."""
         super().initialize(*args, xheaders=False, **kwargs)
         self.trusted_proxies = parse_networks(trusted_proxies)
         params = self.conn_params
@@ -79,8 +88,9 @@ class ChatHTTPServer(tornado.httpserver.HTTPServer):
         stream.set_nodelay = _nodelay_stays_on  # type: ignore[method-assign]
         super().handle_stream(stream, address)
 
-    def start_request(self, server_conn: object,
-                      request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
+    def start_request(
+        self, server_conn: object, request_conn: httputil.HTTPConnection
+    ) -> httputil.HTTPMessageDelegate:
         """Runs for each request on a connection, before its headers are read."""
         delegate = super().start_request(server_conn, request_conn)
         if self.trusted_proxies:
@@ -103,18 +113,23 @@ class _ForwardedHeaders(httputil.HTTPMessageDelegate):
     Tornado copies into the request) and restores them when it ends, since
     the next request on a kept-alive connection starts from the peer again."""
 
-    def __init__(self, delegate: httputil.HTTPMessageDelegate,
-                 request_conn: httputil.HTTPConnection, networks: tuple[Network, ...]):
+    def __init__(
+        self,
+        delegate: httputil.HTTPMessageDelegate,
+        request_conn: httputil.HTTPConnection,
+        networks: tuple[Network, ...],
+    ):
         self.delegate = delegate
         self.context = request_conn.context  # type: ignore[attr-defined]
         self.networks = networks
         self.peer = (self.context.remote_ip, self.context.protocol)
 
     def headers_received(self, start_line: Any, headers: httputil.HTTPHeaders) -> Any:
-        remote_ip, protocol = self.peer
+        remote_ip, _protocol = self.peer
         if is_trusted(remote_ip, self.networks):
             self.context.remote_ip = client_address(
-                remote_ip, headers.get("X-Forwarded-For", ""), self.networks)
+                remote_ip, headers.get("X-Forwarded-For", ""), self.networks
+            )
             proto = headers.get("X-Forwarded-Proto", "").split(",")[-1].strip().lower()
             if proto in ("http", "https"):
                 self.context.protocol = proto

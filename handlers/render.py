@@ -4,29 +4,39 @@ from __future__ import annotations
 
 from typing import Any
 
-from storage.base import Message, Principal, Role, Session, Store
+from storage.records import Message, Principal, Role, Session, Store
 
 
 def store_json(store: Store) -> dict[str, Any]:
-    return {"id": store.id, "name": store.name, "logo_url": store.logo_url,
-            "email": store.email}
+    """A store as the API shows it."""
+    return {"id": store.id, "name": store.name, "logo_url": store.logo_url, "email": store.email}
 
 
 def session_json(session: Session) -> dict[str, Any]:
     """Exactly the seed's fields, in the seed's order."""
     return {
-        "id": session.id, "store_id": session.store_id, "admin_id": session.admin_id,
-        "status": session.status.value, "last_message_at": session.last_message_at,
-        "created": session.created, "updated": session.updated,
+        "id": session.id,
+        "store_id": session.store_id,
+        "admin_id": session.admin_id,
+        "status": session.status.value,
+        "last_message_at": session.last_message_at,
+        "created": session.created,
+        "updated": session.updated,
         "store": store_json(session.store),
     }
 
 
 def message_json(message: Message) -> dict[str, Any]:
+    """A message as the API shows it."""
     data = {
-        "id": message.id, "session_id": message.session_id, "seq": message.seq,
-        "sender": message.sender, "sender_id": message.sender_id, "body": message.body,
-        "client_id": message.client_id, "created": message.created,
+        "id": message.id,
+        "session_id": message.session_id,
+        "seq": message.seq,
+        "sender": message.sender,
+        "sender_id": message.sender_id,
+        "body": message.body,
+        "client_id": message.client_id,
+        "created": message.created,
     }
     if message.event is not None:
         data["event"] = message.event

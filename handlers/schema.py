@@ -14,8 +14,9 @@ import yaml
 
 from handlers.errors import JSONErrors
 
-DOCUMENT_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                             "docs", "openapi.yaml")
+DOCUMENT_PATH = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "openapi.yaml"
+)
 
 
 def load_document(path: str = DOCUMENT_PATH) -> bytes:
@@ -31,8 +32,10 @@ class SchemaHandler(JSONErrors):
     metric_name = "schema"
 
     def initialize(self, document: bytes) -> None:
+        """Runs once per request: the OpenAPI document, as JSON bytes."""
         self.document = document
 
     def get(self) -> None:
+        """Runs for a GET: the document."""
         self.set_header("Content-Type", "application/json")
         self.finish(self.document)

@@ -11,7 +11,7 @@ import math
 import time
 
 from handlers.errors import HTTPProblem
-from storage.base import Principal
+from storage.records import Principal
 
 # Buckets idle this long are forgotten, so the table stays the size of the
 # currently active keys rather than of every key ever seen.
@@ -19,6 +19,9 @@ IDLE_BUCKET_SECS = 600.0
 
 
 class Throttle:
+    """Per-account rate limits: a token bucket for each key's owner (``rate_per_sec`` 0: no
+    limit)."""
+
     def __init__(self, rate_per_sec: float = 0.0, burst: int = 0):
         self.rate_per_sec = rate_per_sec
         self.burst = max(burst, 1)
@@ -37,13 +40,14 @@ class Throttle:
             wait = math.ceil((1.0 - tokens) / self.rate_per_sec)
             self._buckets[key] = (tokens, now)
             raise HTTPProblem(
-                429, f"Request was throttled. Expected available in {wait} seconds.",
-                {"Retry-After": str(wait)})
+                429,
+                f"Request was throttled. Expected available in {wait} seconds.",
+                {"Retry-After": str(wait)},
+            )
         self._buckets[key] = (tokens - 1.0, now)
         if now - self._swept_at > IDLE_BUCKET_SECS:
             self._sweep(now)
 
     def _sweep(self, now: float) -> None:
         self._swept_at = now
-        self._buckets = {k: v for k, v in self._buckets.items()
-                         if now - v[1] < IDLE_BUCKET_SECS}
+        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < IDLE_BUCKET_SECS}

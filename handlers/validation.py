@@ -47,6 +47,7 @@ def text_problem(value: str) -> str | None:
 
 
 def is_storable_text(value: Any) -> bool:
+    """Whether ``value`` is text storage can keep as it is."""
     return isinstance(value, str) and text_problem(value) is None
 
 
@@ -102,8 +103,9 @@ def decode_json(raw: bytes | str) -> Any:
     try:
         data = json.loads(raw, parse_constant=_reject_constant)
     except RecursionError:  # nesting far past the bound: the decoder gave up
-        raise Invalid(detail=f"JSON parse error - nesting deeper than {MAX_JSON_DEPTH} levels"
-                      ) from None
+        raise Invalid(
+            detail=f"JSON parse error - nesting deeper than {MAX_JSON_DEPTH} levels"
+        ) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise Invalid(detail=f"JSON parse error - {exc}") from None
     check_depth(data, "JSON")
@@ -124,8 +126,9 @@ def check_depth(data: Any, syntax: str) -> None:
     while containers:  # breadth first, one level at a time: no recursion
         level += 1
         if level > MAX_JSON_DEPTH:
-            raise Invalid(detail=f"{syntax} parse error - nesting deeper than "
-                                 f"{MAX_JSON_DEPTH} levels")
+            raise Invalid(
+                detail=f"{syntax} parse error - nesting deeper than {MAX_JSON_DEPTH} levels"
+            )
         inner = []
         for item in containers:
             values = item.values() if isinstance(item, dict) else item
@@ -140,9 +143,11 @@ def parse_json_object(raw: bytes | str) -> dict[str, Any]:
         raise Invalid({"non_field_errors": ["No data provided"]})  # DRF's words for null
     if not isinstance(data, dict):
         kind = {list: "list", str: "str", int: "int", float: "float", bool: "bool"}.get(
-            type(data), type(data).__name__)
-        raise Invalid({"non_field_errors": [
-            f"Invalid data. Expected a dictionary, but got {kind}."]})
+            type(data), type(data).__name__
+        )
+        raise Invalid(
+            {"non_field_errors": [f"Invalid data. Expected a dictionary, but got {kind}."]}
+        )
     return data
 
 
@@ -154,6 +159,7 @@ class Fields:
         self.errors: dict[str, list[str]] = {}
 
     def positive_int(self, name: str) -> int | None:
+        """The field as an integer of at least 1, or None with the error noted."""
         return self.int_in_range(name, minimum=1)
 
     def int_in_range(self, name: str, minimum: int, default: int | None = None) -> int | None:
@@ -174,6 +180,8 @@ class Fields:
         return value
 
     def text(self, name: str, max_chars: int, required: bool = True) -> str | None:
+        """The field as text of at most ``max_chars``, or None with the error noted
+        (``required``: missing is an error)."""
         value = self.data.get(name)
         if value is None:
             if required:
@@ -193,8 +201,10 @@ class Fields:
 
     def message_fields(self) -> tuple[str | None, str | None]:
         """``body`` (trimmed, 1..10,000 chars) and optional ``client_id`` (<= 64)."""
-        return (self.text("body", MAX_BODY_CHARS),
-                self.text("client_id", MAX_CLIENT_ID_CHARS, required=False))
+        return (
+            self.text("body", MAX_BODY_CHARS),
+            self.text("client_id", MAX_CLIENT_ID_CHARS, required=False),
+        )
 
     def check(self) -> None:
         """Raise ``Invalid`` with every error collected so far."""
@@ -206,8 +216,9 @@ class Fields:
         return None
 
 
-def query_int(raw: str | None, name: str, default: int, minimum: int,
-              clamp_to: int | None = None) -> int:
+def query_int(
+    raw: str | None, name: str, default: int, minimum: int, clamp_to: int | None = None
+) -> int:
     """An integer parameter of the query string: plain decimal digits only,
     ``minimum``..``MAX_INT``, then lowered to ``clamp_to`` if given (page sizes).
 

@@ -20,7 +20,7 @@ import tornado.httpclient
 
 from actors.webhooks import WebhookTarget
 from handlers.render import message_json, session_json
-from storage.base import message_from_doc, session_from_doc
+from storage.documents import message_from_doc, session_from_doc
 from storage.workflow import OutboxEntry, iso_from_epoch
 
 log = logging.getLogger(__name__)
@@ -30,9 +30,13 @@ PASSED_THROUGH = ("admin", "from_admin", "reason")
 
 
 def render_body(entry: OutboxEntry) -> bytes:
+    """The JSON body POSTed for one outbox entry."""
     payload = entry.payload
-    body: dict[str, Any] = {"id": entry.id, "type": entry.kind,
-                            "created": iso_from_epoch(entry.created)}
+    body: dict[str, Any] = {
+        "id": entry.id,
+        "type": entry.kind,
+        "created": iso_from_epoch(entry.created),
+    }
     if "session" in payload:
         body["session"] = session_json(session_from_doc(payload["session"]))
     if "message" in payload:
@@ -44,6 +48,7 @@ def render_body(entry: OutboxEntry) -> bytes:
 
 
 def sign(secret: str, body: bytes) -> str:
+    """The signature header's value: HMAC-SHA256 of ``body`` under ``secret``."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
@@ -55,14 +60,23 @@ class WebhookSender:
         self.client = tornado.httpclient.AsyncHTTPClient(force_instance=True)
 
     async def __call__(self, target: WebhookTarget, entry: OutboxEntry) -> bool:
+        """POST ``entry`` to ``target``, signed; whether it was delivered (a 2xx answer)."""
         body = render_body(entry)
         request = tornado.httpclient.HTTPRequest(
-            target.url, method="POST", body=body, headers={
-                "Content-Type": "application/json", "User-Agent": "store-support-chat",
-                "X-Chat-Delivery": str(entry.id), "X-Chat-Event": entry.kind,
-                "X-Chat-Signature": sign(target.secret, body)},
-            connect_timeout=self.timeout_secs, request_timeout=self.timeout_secs,
-            follow_redirects=False)
+            target.url,
+            method="POST",
+            body=body,
+            headers={
+                "Content-Type": "application/json",
+                "User-Agent": "store-support-chat",
+                "X-Chat-Delivery": str(entry.id),
+                "X-Chat-Event": entry.kind,
+                "X-Chat-Signature": sign(target.secret, body),
+            },
+            connect_timeout=self.timeout_secs,
+            request_timeout=self.timeout_secs,
+            follow_redirects=False,
+        )
         try:
             response = await self.client.fetch(request, raise_error=False)
         except (OSError, tornado.httpclient.HTTPClientError) as exc:
@@ -74,4 +88,5 @@ class WebhookSender:
         return False
 
     def close(self) -> None:
+        """Close the HTTP client (at shutdown)."""
         self.client.close()

@@ -12,8 +12,9 @@ import functools
 import itertools
 import logging
 import urllib.parse
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, Awaitable
+from typing import Any
 
 import tornado.websocket
 
@@ -24,15 +25,22 @@ from actors.hub import SENDING_CONNECTION, Frame, Hub, Sender
 from handlers import codec, workflow
 from handlers.base import authenticate_header, authenticate_key
 from handlers.errors import (
-    WS_CLOSE_BAD_KEY, WS_CLOSE_INTERNAL_ERROR, WS_CLOSE_TRY_AGAIN_LATER, WS_CLOSE_WRONG_KIND,
-    HTTPProblem, JSONErrors, error_frame,
+    WS_CLOSE_BAD_KEY,
+    WS_CLOSE_INTERNAL_ERROR,
+    WS_CLOSE_TRY_AGAIN_LATER,
+    WS_CLOSE_WRONG_KIND,
+    HTTPProblem,
+    JSONErrors,
+    error_frame,
 )
 from handlers.frame_fields import BAD_REF, describe_bad_choice, is_echoable_ref
-from handlers.throttle import Throttle
 from handlers.render import message_json, principal_json
+from handlers.throttle import Throttle
 from handlers.validation import Fields
 from handlers.ws_protocol import FramedConnection, framed_connection
-from storage.base import MAX_HISTORY_PAGE, PostResult, Principal, Role
+from storage.base import MAX_HISTORY_PAGE
+from storage.outcomes import PostResult
+from storage.records import Principal, Role
 
 log = logging.getLogger("chat.access")
 
@@ -41,6 +49,8 @@ _connection_ids = itertools.count(1)
 
 @dataclass(frozen=True)
 class SocketSettings:
+    """The WebSocket settings every socket of a server shares."""
+
     allowed_origins: tuple[str, ...] = ()
     auth_timeout_secs: float = 10.0
     # A client whose unsent frames pass this many bytes is cut off (it can resume).
@@ -50,11 +60,15 @@ class SocketSettings:
 
 
 class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
+    """One chat WebSocket: authenticates by an ``auth`` frame, then carries frames both ways."""
+
     role: Role = Role.STORE
     metric_name = "store_ws"
 
-    def initialize(self, service: ChatService, hub: Hub, settings: SocketSettings,
-                   throttle: Throttle) -> None:
+    def initialize(
+        self, service: ChatService, hub: Hub, settings: SocketSettings, throttle: Throttle
+    ) -> None:
+        """Runs once per connection, before the handshake: the dependencies the route hands in."""
         self.service = service
         self.throttle = throttle
         self.hub = hub
@@ -89,8 +103,9 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         if not headers.get("Sec-WebSocket-Key"):
             return HTTPProblem(400, "Missing or invalid WebSocket headers.")
         if headers.get("Sec-WebSocket-Version") != "13":
-            return HTTPProblem(426, "Upgrade required: WebSocket version 13.",
-                               {"Sec-WebSocket-Version": "13"})
+            return HTTPProblem(
+                426, "Upgrade required: WebSocket version 13.", {"Sec-WebSocket-Version": "13"}
+            )
         return None
 
     def get_websocket_protocol(self) -> FramedConnection | None:
@@ -106,6 +121,7 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         return urllib.parse.urlparse(origin).netloc.lower() == self.request.host.lower()
 
     def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        """Runs at the handshake: the subprotocol to speak (msgpack preferred, then JSON)."""
         for choice in (codec.MSGPACK, codec.JSON):
             if choice in subprotocols:
                 return choice
@@ -126,8 +142,11 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
             await self._authenticate(lambda: authenticate_header(self.service, header))
         else:
             self._auth_timer = asyncio.get_running_loop().call_later(
-                self.settings_.auth_timeout_secs, self.close, WS_CLOSE_BAD_KEY,
-                "Authentication timed out.")
+                self.settings_.auth_timeout_secs,
+                self.close,
+                WS_CLOSE_BAD_KEY,
+                "Authentication timed out.",
+            )
 
     async def _authenticate(self, lookup: Any) -> None:
         try:
@@ -147,8 +166,13 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         if self.role is Role.ADMIN and self.service.presence is not None:
             self.service.presence.socket_opened(principal.id)
         metrics.WS_CONNECTIONS.labels(self.role.value).inc()
-        log.info("ws open %s %s:%d", self.request.path, self.role.value, principal.id,
-                 extra={"event": "ws_open", "who": f"{self.role.value}:{principal.id}"})
+        log.info(
+            "ws open %s %s:%d",
+            self.request.path,
+            self.role.value,
+            principal.id,
+            extra={"event": "ws_open", "who": f"{self.role.value}:{principal.id}"},
+        )
         self.send({"type": "hello", self.role.value: principal_json(principal)})
 
     def on_close(self) -> None:
@@ -160,9 +184,14 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
             if self.role is Role.ADMIN and self.service.presence is not None:
                 self.service.presence.socket_closed(self.principal.id)
             metrics.WS_CONNECTIONS.labels(self.role.value).dec()
-            log.info("ws close %s %s:%d code=%s", self.request.path, self.role.value,
-                     self.principal.id, self.close_code,
-                     extra={"event": "ws_close", "who": f"{self.role.value}:{self.principal.id}"})
+            log.info(
+                "ws close %s %s:%d code=%s",
+                self.request.path,
+                self.role.value,
+                self.principal.id,
+                self.close_code,
+                extra={"event": "ws_close", "who": f"{self.role.value}:{self.principal.id}"},
+            )
             self.principal = None
 
     # --- incoming frames ----------------------------------------------------
@@ -212,8 +241,10 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         if not isinstance(exc, ChatError):  # a bug of ours, not the client's
             log.error("ws %d: frame handling failed", self.conn_id, exc_info=exc)
         if self.principal is None:  # before auth, nothing but a good auth frame
-            self.close(WS_CLOSE_BAD_KEY if isinstance(exc, ChatError) else WS_CLOSE_INTERNAL_ERROR,
-                       "Authenticate first." if isinstance(exc, ChatError) else "Server error.")
+            self.close(
+                WS_CLOSE_BAD_KEY if isinstance(exc, ChatError) else WS_CLOSE_INTERNAL_ERROR,
+                "Authenticate first." if isinstance(exc, ChatError) else "Server error.",
+            )
         else:
             self.send(error_frame(exc if isinstance(exc, ChatError) else RuntimeError(), ref))
 
@@ -246,10 +277,12 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         try:
             if self.role is Role.ADMIN:
                 started = self.service.post_admin_message_with_reply(
-                    self.principal, session_id, body, client_id, reply)
+                    self.principal, session_id, body, client_id, reply
+                )
             else:
                 started = self.service.post_store_message_with_reply(
-                    self.principal, body, client_id, reply)
+                    self.principal, body, client_id, reply
+                )
         finally:
             if not started:  # not owed after all: a coroutine answers (reading waits)
                 conn.answered()
@@ -257,22 +290,24 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
             return None
         return self._answering(self._post_awaited(session_id, body, client_id, ref), ref)
 
-    async def _post_awaited(self, session_id: int | None, body: str, client_id: str | None,
-                            ref: Any) -> None:
+    async def _post_awaited(
+        self, session_id: int | None, body: str, client_id: str | None, ref: Any
+    ) -> None:
         if self.role is Role.ADMIN:
-            result = await self.service.post_admin_message(self.principal, session_id, body,
-                                                           client_id)
+            result = await self.service.post_admin_message(
+                self.principal, session_id, body, client_id
+            )
         else:
             result = await self.service.post_store_message(self.principal, body, client_id)
         self._answer_post(ref, result, None)
 
-    def _answer_post_then_tell(self, conn: FramedConnection, ref: Any,
-                               result: PostResult | None, exc: BaseException | None) -> None:
+    def _answer_post_then_tell(
+        self, conn: FramedConnection, ref: Any, result: PostResult | None, exc: BaseException | None
+    ) -> None:
         self._answer_post(ref, result, exc)
         conn.answered()
 
-    def _answer_post(self, ref: Any, result: PostResult | None,
-                     exc: BaseException | None) -> None:
+    def _answer_post(self, ref: Any, result: PostResult | None, exc: BaseException | None) -> None:
         """Runs once this socket's message is stored (its ack) or refused."""
         if exc is not None:
             self._answer_failure(exc, ref)  # type: ignore[arg-type]
@@ -303,8 +338,7 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         try:
             cursor = after_seq
             while True:
-                page, has_more = await self.service.history(session_id, cursor,
-                                                            MAX_HISTORY_PAGE)
+                page, has_more = await self.service.history(session_id, cursor, MAX_HISTORY_PAGE)
                 for message in page:
                     self.hub.send_replayed(self.conn_id, message)
                 if not page or not has_more:
@@ -362,11 +396,15 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
 
 
 class AdminSocket(ChatSocket):
+    """The admins' socket (``/v1/chat/admin/ws/``): only an admin's key is let in."""
+
     role = Role.ADMIN
     metric_name = "admin_ws"
 
 
 class StoreSocket(ChatSocket):
+    """The stores' socket (``/v1/chat/store/ws/``): only a store's key is let in."""
+
     role = Role.STORE
 
 

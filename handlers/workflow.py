@@ -19,17 +19,20 @@ from handlers.frame_fields import describe_bad_choice
 from handlers.paging import list_limit
 from handlers.render import session_json
 from handlers.validation import MAX_INT, Fields, decode_json, is_int
-from storage.base import Admin, Principal, Role
+from storage.records import Admin, Principal, Role
 from storage.workflow import AWAY, ONLINE, AdminPresence
 
 PRESENCE_CHOICES = (AWAY, ONLINE)
 
 
 class TransferHandler(APIHandler):
+    """``POST /v1/chat/admin/session/transfer/``: hand a held session to another admin."""
+
     role = Role.ADMIN
     metric_name = "admin_transfer"
 
     async def post(self) -> None:
+        """Runs for a POST: transfer the session to ``admin_id``."""
         fields = Fields(self.json_body())
         session_id = fields.positive_int("session_id")
         admin_id = fields.positive_int("admin_id")
@@ -44,26 +47,35 @@ class ReadHandler(APIHandler):
     metric_name = "session_read"
 
     def initialize(self, role: Role, **kwargs: Any) -> None:
+        """Runs once per request: which side (admin or store) marks its reading."""
         super().initialize(**kwargs)
         self.role = role
         self.metric_name = f"{role.value}_session_read"
 
     async def post(self) -> None:
+        """Runs for a POST: raise this side's read position to ``seq``."""
         session_id, seq = read_fields(self.json_body())
         result = await self.service.mark_read(self.principal, session_id, seq)
         self.respond({"session_id": session_id, "seq": result.seq})
 
 
 class AdminsHandler(APIHandler):
+    """``GET /v1/chat/admin/admins/``: the admins with presence, for the transfer picker."""
+
     role = Role.ADMIN
     metric_name = "admin_admins"
 
     async def get(self) -> None:
+        """Runs for a GET: one page of admins by id and the cursor of the next."""
         limit = list_limit(self)
         after = decode_admin_cursor(self.get_query_argument("cursor", None))
         rows = await self.service.admins_with_presence(limit + 1, after)
-        self.respond({"results": [admin_presence_json(r) for r in rows[:limit]],
-                      "next": self._next(rows, limit)})
+        self.respond(
+            {
+                "results": [admin_presence_json(r) for r in rows[:limit]],
+                "next": self._next(rows, limit),
+            }
+        )
 
     def _next(self, rows: list[AdminPresence], limit: int) -> str | None:
         if len(rows) <= limit:
@@ -75,9 +87,15 @@ class AdminsHandler(APIHandler):
 
 
 def admin_presence_json(row: AdminPresence) -> dict[str, Any]:
+    """An admin with presence as the API shows it."""
     admin: Admin = row.admin
-    return {"id": admin.id, "name": admin.name, "email": admin.email,
-            "presence": row.presence, "active_sessions": row.active_sessions}
+    return {
+        "id": admin.id,
+        "name": admin.name,
+        "email": admin.email,
+        "presence": row.presence,
+        "active_sessions": row.active_sessions,
+    }
 
 
 # A cursor we made is ~30 characters.
@@ -95,13 +113,18 @@ def decode_admin_cursor(raw: str | None) -> int:
         position = decode_json(base64.b64decode(raw.encode(), altchars=b"-_", validate=True))
     except (binascii.Error, ValueError, Invalid):
         raise NotFound() from None
-    if not (isinstance(position, list) and len(position) == 1 and is_int(position[0])
-            and 1 <= position[0] <= MAX_INT):
+    if not (
+        isinstance(position, list)
+        and len(position) == 1
+        and is_int(position[0])
+        and 1 <= position[0] <= MAX_INT
+    ):
         raise NotFound()
     return position[0]
 
 
 def read_fields(data: dict[str, Any]) -> tuple[int, int]:
+    """``session_id`` and ``seq`` of a read request's body, or 400."""
     fields = Fields(data)
     session_id = fields.positive_int("session_id")
     seq = fields.positive_int("seq")

@@ -4,25 +4,10 @@ Tornado does the HTTP side of a WebSocket: the upgrade request, the origin
 and subprotocol checks, the 101 answer. Then ``FramedConnection`` takes the
 socket over as an ``asyncio.Protocol``: it parses client frames as bytes
 arrive (several per read when they come together) and writes ours straight to
-the transport. It is what the handler sees as ``ws_connection``: Tornado's
+the transport (``ws_frames.py`` reads and builds the frames: no I/O there).
+It is what the handler sees as ``ws_connection``: Tornado's
 ``WebSocketHandler`` API (``close``, ``write_message``, ``ping``,
 ``on_message``, ``on_close``, ``close_code``) works as before.
-
-Why not Tornado's ``WebSocketProtocol13``. On the message path (issue 9) it
-cost about 40% of the loop's time per message (py-spy): three awaited reads
-and a task per frame, IOStream's Python read and write buffers, a future per
-write. And its server side has RFC gaps any client can reach before
-authenticating, which this parser closes:
-
-- an unmasked client frame was processed as if masked (5.1: the server MUST
-  close the connection);
-- protocol errors (reserved bits, unknown opcode, a fragmented or >125-byte
-  control frame, a continuation with nothing to continue, a new data frame
-  inside a fragmented message) dropped TCP without a close frame (5.5.1,
-  7.1.7: send 1002 first);
-- invalid UTF-8 in a text message dropped TCP instead of closing with 1007;
-- a close frame's code was echoed whatever it was (7.4.1 forbids sending
-  999, 1005, 1006, 5000...), and a 1-byte close payload was accepted.
 
 Failing the connection (7.1.7) is one close frame with the code (1002, or 1007
 for bad UTF-8), then the transport closes once it is written and nothing more
@@ -44,19 +29,38 @@ import contextvars
 import socket
 import struct
 import sys
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
-from tornado.iostream import IOStream, StreamClosedError
+from tornado.iostream import StreamClosedError
+
 # Private to Tornado, but the fastest unmasking there is (its C speedup).
 from tornado.util import _websocket_mask
-from tornado.websocket import WebSocketProtocol, WebSocketProtocol13, _WebSocketParams
+from tornado.websocket import WebSocketProtocol, _WebSocketParams
+
+from handlers.ws_frames import (
+    CLOSE_INVALID_DATA,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_TOO_BIG,
+    FIN_BIT,
+    MASK_BYTES,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    OPCODE_BITS,
+    FrameError,
+    encode_frames,
+    frame_problem,
+    parse_close,
+    read_header,
+)
+from handlers.ws_handshake import answer_upgrade, take_over_socket
 
 if TYPE_CHECKING:
     from tornado.websocket import WebSocketHandler
 
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_INVALID_DATA = 1007
-CLOSE_TOO_BIG = 1009
 # How much of a refused, oversized frame is read and dropped so the client reads
 # our 1009; past it the connection is simply closed.
 OVERSIZED_DRAIN_BYTES = 16 * 1024 * 1024
@@ -68,41 +72,11 @@ CLOSE_TIMEOUT_SECS = 5.0
 # not grow our buffer.
 PONG_BUFFER_LIMIT = 64 * 1024
 
-_CONTINUATION, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-_OPCODES = frozenset({0x0, 0x1, 0x2, 0x8, 0x9, 0xA})
-_FIN, _RSV_BITS, _OPCODE_BITS, _MASKED = 0x80, 0x70, 0x0F, 0x80
-_MAX_CONTROL_PAYLOAD = 125  # RFC 6455 5.5
-_HEADER_16 = struct.Struct("!BBH")
-_HEADER_64 = struct.Struct("!BBQ")
-
-
-def valid_close_code(code: int) -> bool:
-    """Codes a peer may send (RFC 6455 7.4 and IANA's registry): 1004-1006 and
-    1015 are reserved, 1016-2999 unassigned, below 1000 and 5000+ unused."""
-    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
-
-
-def encode_frames(payloads: list[bytes], opcode: int = _TEXT) -> bytes:
-    """Server-to-client frames (final, unmasked, uncompressed) for ``payloads``,
-    joined for a single write."""
-    first = _FIN | opcode
-    parts = []
-    for payload in payloads:
-        n = len(payload)
-        if n < 126:
-            parts.append(bytes((first, n)))
-        elif n <= 0xFFFF:
-            parts.append(_HEADER_16.pack(first, 126, n))
-        else:
-            parts.append(_HEADER_64.pack(first, 127, n))
-        parts.append(payload)
-    return b"".join(parts)
-
 
 class FramedConnection(WebSocketProtocol, asyncio.Protocol):
     """One accepted WebSocket: Tornado's protocol API over an asyncio transport."""
 
-    def __init__(self, handler: "WebSocketHandler", params: _WebSocketParams):
+    def __init__(self, handler: WebSocketHandler, params: _WebSocketParams):
         super().__init__(handler)
         self.params = params
         self.close_code: int | None = None
@@ -111,7 +85,7 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._fragments: bytearray | None = None  # a fragmented message so far
-        self._fragments_opcode = _TEXT
+        self._fragments_opcode = OP_TEXT
         # Frames wait in the buffer while ``open`` or a handler coroutine runs.
         self._held = True
         self._handler_task: asyncio.Future | None = None
@@ -131,28 +105,18 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
     # --- Tornado's side: the handshake and the handler's calls ----------------
     @property
     def selected_subprotocol(self) -> str | None:
+        """The subprotocol chosen at the handshake (Tornado's API)."""
         return self._subprotocol
 
-    async def accept_connection(self, handler: "WebSocketHandler") -> None:
+    async def accept_connection(self, handler: WebSocketHandler) -> None:
         """Runs for the upgrade request (inside Tornado's ``get``): answer 101,
         take the socket over, run ``open``, then serve frames until the
         connection ends, and tell the handler (``on_close``)."""
-        offered = handler.request.headers.get("Sec-WebSocket-Protocol", "")
-        self._subprotocol = handler.select_subprotocol(
-            [s.strip() for s in offered.split(",") if s.strip()])
-        if self._subprotocol:
-            handler.set_header("Sec-WebSocket-Protocol", self._subprotocol)
-        handler.clear_header("Content-Type")
-        handler.set_status(101)
-        handler.set_header("Upgrade", "websocket")
-        handler.set_header("Connection", "Upgrade")
-        handler.set_header("Sec-WebSocket-Accept", WebSocketProtocol13.compute_accept_value(
-            handler.request.headers["Sec-WebSocket-Key"]))
-        handler.finish()
+        self._subprotocol = answer_upgrade(handler)
         loop = asyncio.get_running_loop()
         self._ended = loop.create_future()
         try:
-            await self._take_over(handler._detach_stream(), loop)
+            await take_over_socket(handler._detach_stream(), loop, self, self._buffer)
         except (StreamClosedError, OSError):
             self._connection_ended()
         else:
@@ -169,36 +133,22 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
         await self._ended
         handler.on_ws_connection_close(self.close_code, self.close_reason)
 
-    async def _take_over(self, stream: IOStream, loop: asyncio.AbstractEventLoop) -> None:
-        """Move the socket from Tornado's IOStream to an asyncio transport
-        whose protocol is this object; bytes Tornado read past the handshake
-        are kept. (IOStream internals, read once: the stream is detached, so
-        nothing else of Tornado's uses it any more.)"""
-        if stream.writing():  # the 101 answer: out before anything of ours
-            await stream.write(b"")
-        # Ahead of anything the transport reads: uvloop starts reading right
-        # after connection_made, whatever pause_reading() said there.
-        self._buffer += stream._read_buffer[:stream._read_buffer_size]
-        sock = stream.socket
-        stream.io_loop.remove_handler(sock)
-        stream._state = None
-        await loop.connect_accepted_socket(lambda: self, sock=sock)
-
-    def write_message(self, message: str | bytes | dict[str, Any],
-                      binary: bool = False) -> "asyncio.Future[None]":
+    def write_message(
+        self, message: str | bytes | dict[str, Any], binary: bool = False
+    ) -> asyncio.Future[None]:
         """Tornado's API: one message frame (the chat's own frames go through
         ``write_frames``). The returned future is already done."""
         if isinstance(message, dict):
             raise TypeError("encode the message first")
         payload = message.encode() if isinstance(message, str) else message
-        self._write(encode_frames([payload], _BINARY if binary else _TEXT))
+        self._write(encode_frames([payload], OP_BINARY if binary else OP_TEXT))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
 
     def write_frames(self, payloads: list[bytes], binary: bool) -> None:
         """Send several messages in one write (one syscall)."""
-        self._write(encode_frames(payloads, _BINARY if binary else _TEXT))
+        self._write(encode_frames(payloads, OP_BINARY if binary else OP_TEXT))
 
     def buffered_bytes(self) -> int:
         """Bytes written but not yet taken by the client's socket."""
@@ -206,9 +156,11 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
         return transport.get_write_buffer_size() if transport is not None else 0
 
     def write_ping(self, data: bytes) -> None:
-        self._write(encode_frames([data], _PING))
+        """Send a ping frame with ``data`` (Tornado's API)."""
+        self._write(encode_frames([data], OP_PING))
 
     def set_nodelay(self, x: bool) -> None:
+        """Turn Nagle's algorithm off (``x``) or on for this socket (Tornado's API)."""
         sock = self._transport.get_extra_info("socket") if self._transport else None
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1 if x else 0)
@@ -217,13 +169,17 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
         """Frames may still go out: our close frame has not (the client's
         close may have come; answers it is owed go out before our echo)."""
         transport = self._transport
-        return not self.server_terminated and transport is not None \
-            and not transport.is_closing()
+        return not self.server_terminated and transport is not None and not transport.is_closing()
 
     def is_closing(self) -> bool:
+        """Whether a close has started from either side or the transport is closing."""
         transport = self._transport
-        return (self.client_terminated or self.server_terminated or transport is None
-                or transport.is_closing())
+        return (
+            self.client_terminated
+            or self.server_terminated
+            or transport is None
+            or transport.is_closing()
+        )
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Start (or finish) the closing handshake: our close frame, then wait
@@ -234,7 +190,7 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
             payload = b"" if code is None else struct.pack("!H", code)
             if reason is not None:
                 payload += reason.encode()
-            self._write(encode_frames([payload], _CLOSE))
+            self._write(encode_frames([payload], OP_CLOSE))
             self.server_terminated = True
         self._stop_pinging()
         if self.client_terminated:
@@ -243,7 +199,8 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
                 self._transport.close()  # after our close frame is written
         elif self._close_timer is None:
             self._close_timer = asyncio.get_running_loop().call_later(
-                CLOSE_TIMEOUT_SECS, self._abort)
+                CLOSE_TIMEOUT_SECS, self._abort
+            )
 
     def _abort(self) -> None:
         """Drop the connection now (Tornado calls this too, on errors)."""
@@ -274,6 +231,7 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
 
     # --- pings: one timer per connection, no task ---------------------------
     def start_pinging(self) -> None:
+        """Runs once the socket is open: ping every ``ping_interval`` if one is set."""
         interval = self.params.ping_interval or 0
         if interval > 0:
             self._ping_timer = asyncio.get_running_loop().call_later(interval, self._send_ping)
@@ -284,8 +242,9 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
         timeout = min(self.params.ping_timeout or interval, interval)
         self._pong_due = True
         self.write_ping(b"")
-        self._ping_timer = asyncio.get_running_loop().call_later(timeout, self._check_pong,
-                                                                 interval - timeout)
+        self._ping_timer = asyncio.get_running_loop().call_later(
+            timeout, self._check_pong, interval - timeout
+        )
 
     def _check_pong(self, until_next: float) -> None:
         if self._pong_due:
@@ -305,10 +264,12 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
 
     # --- asyncio's side: the transport's callbacks -----------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Runs when the transport takes the socket over: hold reading until ``open`` is done."""
         self._transport = transport  # type: ignore[assignment]
         transport.pause_reading()  # type: ignore[attr-defined]  # until open() is done
 
     def data_received(self, data: bytes) -> None:
+        """Runs for each read from the socket: buffer the bytes and handle whole frames."""
         if self._drain:
             self._drop_oversized(len(data))
             return
@@ -316,12 +277,14 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
         if not self._held:
             self._parse()
         elif self._transport is not None:
-            self._transport.pause_reading()  # (uvloop: see _take_over)
+            self._transport.pause_reading()  # (uvloop: see take_over_socket)
 
     def eof_received(self) -> bool:
+        """Runs when the client half-closes: let the transport close."""
         return False  # the transport closes itself
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Runs once the connection is gone, however it ended."""
         self.client_terminated = self.server_terminated = True
         self._stop_pinging()
         self._cancel_close_timer()
@@ -356,30 +319,22 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
         pos = 0
         try:
             while not self._held and not self.client_terminated and not self._drain:
-                available = len(buf) - pos
-                if available < 2:
+                header = read_header(buf, pos)
+                if header is None:
                     break
-                first, second = buf[pos], buf[pos + 1]
-                length, start = second & 0x7F, pos + 2
-                if length == 126:
-                    if available < 4:
-                        break
-                    length, start = (buf[pos + 2] << 8) | buf[pos + 3], pos + 4
-                elif length == 127:
-                    if available < 10:
-                        break
-                    length, start = struct.unpack_from("!Q", buf, pos + 2)[0], pos + 10
-                masked = second & _MASKED
+                first, masked, length, start = header
                 fragments = self._fragments
-                if length + (len(fragments) if fragments is not None else 0) \
-                        > self.params.max_message_size:
-                    pos = self._refuse_too_big(start, length + (4 if masked else 0))
+                if (
+                    length + (len(fragments) if fragments is not None else 0)
+                    > self.params.max_message_size
+                ):
+                    pos = self._refuse_too_big(start, length + (MASK_BYTES if masked else 0))
                     break
-                data_start = start + 4 if masked else start
+                data_start = start + MASK_BYTES if masked else start
                 end = data_start + length
                 if end > len(buf):
                     break
-                problem = self._frame_problem(first, bool(masked), length)
+                problem = frame_problem(first, masked, length, self._fragments is not None)
                 pos = end
                 if problem:
                     self._fail(CLOSE_PROTOCOL_ERROR, problem)
@@ -405,76 +360,52 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
             self._cancel_close_timer()
             self._transport.close()
 
-    def _frame_problem(self, first: int, masked: bool, length: int) -> str | None:
-        """Why this frame breaks RFC 6455 (5.2-5.5), or None if it does not."""
-        opcode = first & _OPCODE_BITS
-        if first & _RSV_BITS:
-            return "reserved bits set without an extension"
-        if opcode not in _OPCODES:
-            return "unknown opcode"
-        if not masked:
-            return "client frames must be masked"
-        if opcode & 0x8 and (not first & _FIN or length > _MAX_CONTROL_PAYLOAD):
-            return "control frame fragmented or too long"
-        fragmenting = self._fragments is not None
-        if opcode == _CONTINUATION and not fragmenting:
-            return "continuation without a message"
-        if opcode in (_TEXT, _BINARY) and fragmenting:
-            return "new message inside a fragmented one"
-        return None
-
     def _on_frame(self, first: int, data: bytes) -> None:
-        opcode = first & _OPCODE_BITS
-        if opcode == _CONTINUATION:
+        opcode = first & OPCODE_BITS
+        if opcode == OP_CONTINUATION:
             self._fragments.extend(data)  # type: ignore[union-attr]
-            if not first & _FIN:
+            if not first & FIN_BIT:
                 return
             opcode, data = self._fragments_opcode, bytes(self._fragments)  # type: ignore[arg-type]
             self._fragments = None
-        elif opcode in (_TEXT, _BINARY) and not first & _FIN:
+        elif opcode in (OP_TEXT, OP_BINARY) and not first & FIN_BIT:
             self._fragments_opcode, self._fragments = opcode, bytearray(data)
             return
-        if self.server_terminated and opcode in (_TEXT, _BINARY):
+        if self.server_terminated and opcode in (OP_TEXT, OP_BINARY):
             return  # our close frame is out: only the client's close matters now
-        if opcode == _TEXT:
+        if opcode == OP_TEXT:
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError:
                 self._fail(CLOSE_INVALID_DATA, "invalid UTF-8 in a text message")
                 return
             self._dispatch(text)
-        elif opcode == _BINARY:
+        elif opcode == OP_BINARY:
             self._dispatch(data)
-        elif opcode == _CLOSE:
+        elif opcode == OP_CLOSE:
             self._on_close_frame(data)
-        elif opcode == _PING:
+        elif opcode == OP_PING:
             if self.buffered_bytes() < PONG_BUFFER_LIMIT:
-                self._write(encode_frames([data], _PONG))
+                self._write(encode_frames([data], OP_PONG))
             self.handler.on_ping(data)
         else:
             self._pong_due = False
             self.handler.on_pong(data)
 
     def _on_close_frame(self, data: bytes) -> None:
-        if len(data) == 1:
-            self._fail(CLOSE_PROTOCOL_ERROR, "1-byte close payload")
+        try:
+            close = parse_close(data)
+        except FrameError as exc:
+            self._fail(exc.code, exc.reason)
             return
-        if len(data) >= 2:
-            code = struct.unpack("!H", data[:2])[0]
-            if not valid_close_code(code):
-                self._fail(CLOSE_PROTOCOL_ERROR, "invalid close code")
-                return
-            try:
-                self.close_reason = data[2:].decode("utf-8") if len(data) > 2 else None
-            except UnicodeDecodeError:
-                self._fail(CLOSE_INVALID_DATA, "invalid UTF-8 in the close reason")
-                return
-            self.close_code = code
+        if close is not None:
+            self.close_code, self.close_reason = close
         self.client_terminated = True
         if self._unanswered:  # answers to earlier frames go first (5.5.1 allows the wait)
             self._close_echo_due = True
             self._close_timer = asyncio.get_running_loop().call_later(
-                CLOSE_TIMEOUT_SECS, self.close, self.close_code)
+                CLOSE_TIMEOUT_SECS, self.close, self.close_code
+            )
             return
         self.close(self.close_code)  # a valid code is echoed (5.5.1)
 
@@ -507,8 +438,11 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
         self._held = True
         if self._transport is not None:
             self._transport.pause_reading()
-        self._handler_task = asyncio.ensure_future(result) if not asyncio.iscoroutine(result) \
+        self._handler_task = (
+            asyncio.ensure_future(result)
+            if not asyncio.iscoroutine(result)
             else asyncio.get_running_loop().create_task(result, context=self._context)
+        )
         self._handler_task.add_done_callback(self._handler_done)
 
     def _handler_done(self, task: asyncio.Future) -> None:
@@ -522,11 +456,16 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
         self._release()
 
 
-def framed_connection(handler: "WebSocketHandler") -> Optional[FramedConnection]:
+def framed_connection(handler: WebSocketHandler) -> FramedConnection | None:
     """What ``WebSocketHandler.get_websocket_protocol`` returns (at the
     handshake): version 13 only, with the handler's limits."""
     if handler.request.headers.get("Sec-WebSocket-Version") != "13":
         return None
-    return FramedConnection(handler, _WebSocketParams(
-        ping_interval=handler.ping_interval, ping_timeout=handler.ping_timeout,
-        max_message_size=handler.max_message_size))
+    return FramedConnection(
+        handler,
+        _WebSocketParams(
+            ping_interval=handler.ping_interval,
+            ping_timeout=handler.ping_timeout,
+            max_message_size=handler.max_message_size,
+        ),
+    )

@@ -1,4 +1,4 @@
-"""The storage contract: records, outcomes and the ``ChatStorage`` protocol.
+"""The storage contract: the ``ChatStorage`` protocol.
 
 Every backend (``sqlite.py``, ``mongo.py``) implements ``ChatStorage`` and keeps
 the rules stated on each method. The rules that make the server safe across
@@ -19,17 +19,29 @@ processes and nodes live here, not in the actors:
 
 from __future__ import annotations
 
-import datetime
-import enum
-import hashlib
-import secrets
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeGuard
 
-if TYPE_CHECKING:
-    from storage.workflow import (
-        AdminPresence, OutboxEntry, ReadResult, StaleClaim, StaleCutoffs, TransferResult,
-    )
+from storage.outcomes import ClaimResult, PostResult, SessionWrite
+from storage.records import (
+    Admin,
+    Event,
+    FeedPosition,
+    KeyChange,
+    Message,
+    Principal,
+    Role,
+    Session,
+    Store,
+)
+from storage.workflow import (
+    AdminPresence,
+    OutboxEntry,
+    ReadResult,
+    StaleClaim,
+    StaleCutoffs,
+    TransferResult,
+)
 
 # Sizes of pages read from storage in one go (history replay, the change feed).
 MAX_HISTORY_PAGE = 1000
@@ -38,207 +50,7 @@ MAX_LIST_PAGE = 200
 
 # reply(result, error): how a write offered with a callback answers (once, on
 # the event loop, after its commit).
-Reply = Callable[[Any, Optional[BaseException]], None]
-# Where a reader of the change feed (or of the key changes) stands: opaque
-# above storage/, and stored as is (an int on SQLite, a dict on MongoDB).
-FeedPosition = Any
-
-
-def utc_now_iso() -> str:
-    """Now, as the fixed-width ISO 8601 text every timestamp is stored as.
-
-    Fixed width (always microseconds) so that text order is time order, which
-    the queue's cursor paging relies on.
-    """
-    now = datetime.datetime.now(datetime.timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def new_api_key() -> str:
-    """A fresh random API key (40 hex characters, like DRF's tokens)."""
-    return secrets.token_hex(20)
-
-
-def digest_key(key: str) -> str:
-    """The SHA-256 digest under which a key is stored and looked up."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-class Role(str, enum.Enum):
-    ADMIN = "admin"
-    STORE = "store"
-
-
-class SessionStatus(str, enum.Enum):
-    OPEN = "open"
-    CLAIMED = "claimed"
-    CLOSED = "closed"
-
-
-@dataclass(frozen=True)
-class Admin:
-    id: int
-    name: str
-    email: str | None
-
-
-@dataclass(frozen=True)
-class Store:
-    id: int
-    name: str
-    email: str | None
-    logo_url: str | None
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is asking: the owner of an API key."""
-
-    role: Role
-    id: int
-    name: str
-    email: str | None = None
-    logo_url: str | None = None
-
-
-@dataclass(frozen=True)
-class Session:
-    id: int
-    store: Store
-    admin_id: int | None
-    status: SessionStatus
-    last_message_at: str | None
-    created: str
-    updated: str
-    # When the session (re)entered the queue: the open list's order and cursor.
-    queued_at: str
-    # Latest message or state change: the order of an admin's "My Sessions".
-    activity_at: str
-    last_seq: int = 0
-    # For the first-response metric; kept in the record so every process agrees.
-    first_store_message_at: str | None = None
-    first_admin_reply_at: str | None = None
-
-    @property
-    def store_id(self) -> int:
-        return self.store.id
-
-    @property
-    def is_active(self) -> bool:
-        return self.status is not SessionStatus.CLOSED
-
-
-@dataclass(frozen=True)
-class Message:
-    id: int
-    session_id: int
-    seq: int
-    sender: str  # "store", "admin" or "system"
-    sender_id: int | None
-    body: str
-    client_id: str | None
-    created: str
-    event: str | None = None  # set on system messages only
-
-
-@dataclass(frozen=True)
-class Event:
-    """One entry of the change feed, appended with the change it reports.
-
-    ``kind`` is a WebSocket event type (``message``, ``session_opened``,
-    ``session_claimed``, ``session_released``, ``session_closed``, ``typing``).
-    ``store_id`` and ``admin_id`` name the audience inside the session: the
-    store, and the admin who holds (or, for a release, held) it. ``id`` is the
-    event's own (unique, not ordered across nodes); ``position`` is where a
-    reader stands once it has taken this event (set on events read from the
-    feed; opaque).
-    """
-
-    id: int
-    kind: str
-    session_id: int
-    store_id: int
-    admin_id: int | None
-    payload: dict[str, Any] = field(default_factory=dict)
-    position: FeedPosition = field(default=None, compare=False, repr=False)
-
-
-class ClaimOutcome(str, enum.Enum):
-    WON = "won"
-    ALREADY_HELD = "already_held"  # a retry by the admin who holds it
-    CONFLICT = "conflict"
-    LIMIT = "limit"
-    NOT_FOUND = "not_found"
-    CLOSED = "closed"
-
-
-class WriteOutcome(str, enum.Enum):
-    """Result of a guarded write by the session's holder (message, release, close)."""
-
-    DONE = "done"
-    UNCHANGED = "unchanged"  # repeated close by the admin who closed it
-    NOT_FOUND = "not_found"
-    FORBIDDEN = "forbidden"  # not this caller's session
-    CLOSED = "closed"
-
-
-@dataclass(frozen=True)
-class ClaimResult:
-    outcome: ClaimOutcome
-    session: Session | None
-
-
-@dataclass(frozen=True)
-class SessionWrite:
-    outcome: WriteOutcome
-    session: Session | None
-
-
-@dataclass(frozen=True)
-class PostResult:
-    """A message post: ``created`` is False when ``client_id`` repeated."""
-
-    outcome: WriteOutcome
-    message: Message | None = None
-    session: Session | None = None
-    created: bool = False
-
-
-def why_claim_failed(session: Session | None, admin_id: int,
-                     limit_hit: bool = False) -> ClaimOutcome:
-    """Classify a claim whose guarded write matched nothing, from a read of the
-    session made after the guard (shared by every backend)."""
-    if session is None:
-        return ClaimOutcome.NOT_FOUND
-    if session.status is SessionStatus.CLOSED:
-        return ClaimOutcome.CLOSED
-    if session.status is SessionStatus.CLAIMED:
-        return ClaimOutcome.ALREADY_HELD if session.admin_id == admin_id else ClaimOutcome.CONFLICT
-    # Still open, yet refused: only the per-admin limit (or a lost race) is left.
-    return ClaimOutcome.LIMIT if limit_hit else ClaimOutcome.CONFLICT
-
-
-def holder_refusal(session: Session | None, admin_id: int,
-                   closed_ok: bool = False) -> SessionWrite | None:
-    """None when ``admin_id`` holds the (unclosed) session; else why not, in
-    API.md's order: not found, then not yours, then closed."""
-    if session is None:
-        return SessionWrite(WriteOutcome.NOT_FOUND, None)
-    if session.admin_id != admin_id or session.status is SessionStatus.OPEN:
-        return SessionWrite(WriteOutcome.FORBIDDEN, session)
-    if session.status is SessionStatus.CLOSED:
-        return SessionWrite(WriteOutcome.UNCHANGED if closed_ok else WriteOutcome.CLOSED,
-                            session)
-    return None
-
-
-class StorageUnavailable(Exception):
-    """The database cannot be reached or answered too slowly; retry later."""
-
-
-class StorageMisconfigured(Exception):
-    """The database cannot keep this contract at all (e.g. a MongoDB without
-    transactions); raised by ``setup`` so the server refuses to start."""
+Reply = Callable[[Any, BaseException | None], None]
 
 
 class ChatStorage(Protocol):
@@ -270,22 +82,23 @@ class ChatStorage(Protocol):
     async def authenticate(self, key: str) -> Principal | None:
         """The owner of ``key`` (looked up by digest), or None."""
 
-    async def get_admin(self, admin_id: int) -> Admin | None: ...
+    async def get_admin(self, admin_id: int) -> Admin | None:
+        """The admin with this id, or None."""
 
-    async def get_store(self, store_id: int) -> Store | None: ...
+    async def get_store(self, store_id: int) -> Store | None:
+        """The store with this id, or None."""
 
     async def count_accounts(self) -> int:
         """Admins plus stores, so ``--demo`` can tell an empty database."""
 
     # --- sessions -------------------------------------------------------
-    async def get_session(self, session_id: int) -> Session | None: ...
+    async def get_session(self, session_id: int) -> Session | None:
+        """The session with this id, in any state, or None."""
 
     async def get_active_session(self, store_id: int) -> Session | None:
         """The store's open or claimed session, if any."""
 
-    async def list_open_sessions(
-        self, limit: int, after: tuple[str, int] | None
-    ) -> list[Session]:
+    async def list_open_sessions(self, limit: int, after: tuple[str, int] | None) -> list[Session]:
         """The queue by ``(queued_at, id)`` ascending, strictly after ``after``."""
 
     async def list_admin_sessions(
@@ -299,11 +112,10 @@ class ChatStorage(Protocol):
         """Every session of a store, whatever its status and whoever held it,
         by ``(created, id)`` descending, strictly before ``before``."""
 
-    async def count_open_sessions(self) -> int: ...
+    async def count_open_sessions(self) -> int:
+        """How many sessions wait in the queue (the queue-length gauge)."""
 
-    async def claim_session(
-        self, session_id: int, admin: Admin, max_sessions: int
-    ) -> ClaimResult:
+    async def claim_session(self, session_id: int, admin: Admin, max_sessions: int) -> ClaimResult:
         """Claim atomically: only an open session with no admin; a retry by the
         holder is ``ALREADY_HELD``; ``max_sessions`` (0 = none) is checked in
         the same write. On ``WON`` a system ``admin_connected`` message and a
@@ -327,9 +139,7 @@ class ChatStorage(Protocol):
         """Append to the store's active session, opening one when there is
         none (the open and the first message are one atomic step)."""
 
-    async def list_messages(
-        self, session_id: int, after_seq: int, limit: int
-    ) -> list[Message]:
+    async def list_messages(self, session_id: int, after_seq: int, limit: int) -> list[Message]:
         """Messages with ``seq > after_seq`` in ``seq`` order, at most ``limit``."""
 
     # --- change feed ----------------------------------------------------
@@ -381,32 +191,15 @@ class ChatStorage(Protocol):
         ``position``, so every process can close the sockets opened with a
         key that no longer works."""
 
-
-@dataclass(frozen=True)
-class KeyChange:
-    """An account's key was rotated or revoked (``kind``: "rotated" or "revoked")."""
-
-    id: int
-    role: Role
-    account_id: int
-    kind: str
-    position: FeedPosition = field(default=None, compare=False, repr=False)
-
-
-def revoked_digest() -> str:
-    """What a revoked account keeps as its key digest: unique (the column is), and
-    never the SHA-256 hex of any key, so nothing authenticates as it."""
-    return "revoked:" + secrets.token_hex(16)
-
     # --- the support workflow (rules in storage/workflow.py) -----------------------
-    async def transfer_session(self, session_id: int, admin_id: int, target_id: int,
-                               max_sessions: int) -> "TransferResult":
+    async def transfer_session(
+        self, session_id: int, admin_id: int, target_id: int, max_sessions: int
+    ) -> TransferResult:
         """Hand a session ``admin_id`` holds to ``target_id`` in one guarded
         write, the target's ``max_sessions`` (0 = none) checked in it; with a
         system ``session_transferred`` message and event stored in the same step."""
 
-    async def mark_read(self, session_id: int, side: str, reader_id: int,
-                        seq: int) -> "ReadResult":
+    async def mark_read(self, session_id: int, side: str, reader_id: int, seq: int) -> ReadResult:
         """Raise ``side``'s read position to ``seq`` (capped at the last seq);
         never lower it. A raise stores a ``read`` event with it."""
 
@@ -416,31 +209,31 @@ def revoked_digest() -> str:
     async def read_positions(self, session_id: int) -> dict[str, int]:
         """``{"store": seq, "admin": seq}`` as far as each side has read."""
 
-    async def set_presence_sockets(self, node: str, admin_id: int, sockets: int,
-                                   live_after: float) -> str | None:
+    async def set_presence_sockets(
+        self, node: str, admin_id: int, sockets: int, live_after: float
+    ) -> str | None:
         """Record how many sockets the admin has open on ``node`` (a heartbeat
         of that row); announce and return its presence if that changed."""
 
-    async def set_admin_away(self, admin_id: int, away: bool,
-                             live_after: float) -> str | None:
+    async def set_admin_away(self, admin_id: int, away: bool, live_after: float) -> str | None:
         """The admin says it is away (or back); announce a change as above."""
 
-    async def heartbeat_presence(self, node: str, sockets: dict[int, int],
-                                 live_after: float) -> list[tuple[int, str]]:
+    async def heartbeat_presence(
+        self, node: str, sockets: dict[int, int], live_after: float
+    ) -> list[tuple[int, str]]:
         """Rewrite ``node``'s rows from its open ``sockets`` per admin; announce
         every admin whose presence changed since (a dead node's admins going
         offline), each exactly once."""
 
-    async def list_admins_with_presence(self, limit: int, after_id: int,
-                                         live_after: float) -> "list[AdminPresence]":
+    async def list_admins_with_presence(
+        self, limit: int, after_id: int, live_after: float
+    ) -> list[AdminPresence]:
         """Admins by id after ``after_id``, with presence and claimed sessions."""
 
-    async def find_stale_claims(self, cutoffs: "StaleCutoffs",
-                                limit: int) -> "list[StaleClaim]":
+    async def find_stale_claims(self, cutoffs: StaleCutoffs, limit: int) -> list[StaleClaim]:
         """Claimed sessions stale by ``cutoffs``, each with the state judged."""
 
-    async def requeue_session(self, stale: "StaleClaim",
-                              cutoffs: "StaleCutoffs") -> SessionWrite:
+    async def requeue_session(self, stale: StaleClaim, cutoffs: StaleCutoffs) -> SessionWrite:
         """Back to the queue (keeping ``queued_at``) only if nothing changed
         since judged stale; ``DONE`` for exactly one caller, else ``UNCHANGED``."""
 
@@ -448,7 +241,7 @@ def revoked_digest() -> str:
         """From now on copy events of ``kinds`` into the outbox atomically with
         their change (runs at start-up; no kinds: stop and empty it)."""
 
-    async def read_outbox(self, after_id: int, limit: int) -> "list[OutboxEntry]":
+    async def read_outbox(self, after_id: int, limit: int) -> list[OutboxEntry]:
         """Outbox entries after ``after_id`` in commit order."""
 
     async def load_webhook_cursor(self, hook: str) -> int:
@@ -465,39 +258,23 @@ def revoked_digest() -> str:
         holder's lease has not expired."""
 
 
-# --- plain-dict forms, for event payloads and document stores ------------------
-def session_to_doc(session: Session) -> dict[str, Any]:
-    doc = {k: getattr(session, k) for k in _SESSION_SCALARS}
-    doc["status"] = session.status.value
-    doc["store"] = {
-        "id": session.store.id,
-        "name": session.store.name,
-        "email": session.store.email,
-        "logo_url": session.store.logo_url,
-    }
-    return doc
+class RepliesByCallback(Protocol):
+    """The two message posts answered by a callback instead of a coroutine:
+    optional, offered by a backend whose writes commit in groups (SQLite), so
+    the message path makes no future or coroutine per message. ``reply`` runs
+    exactly once, on the event loop, after the commit (``Reply``)."""
+
+    def post_admin_message_with_reply(
+        self, session_id: int, admin_id: int, body: str, client_id: str | None, reply: Reply
+    ) -> None:
+        """``ChatStorage.post_admin_message``, answered by ``reply``."""
+
+    def post_store_message_with_reply(
+        self, store_id: int, body: str, client_id: str | None, reply: Reply
+    ) -> None:
+        """``ChatStorage.post_store_message``, answered by ``reply``."""
 
 
-def session_from_doc(doc: dict[str, Any]) -> Session:
-    values = {k: doc.get(k) for k in _SESSION_SCALARS}
-    values["status"] = SessionStatus(doc["status"])
-    return Session(store=Store(**doc["store"]), **values)
-
-
-def message_to_doc(message: Message) -> dict[str, Any]:
-    return {k: getattr(message, k) for k in _MESSAGE_FIELDS}
-
-
-def message_from_doc(doc: dict[str, Any]) -> Message:
-    return Message(**{k: doc.get(k) for k in _MESSAGE_FIELDS})
-
-
-_SESSION_SCALARS = (
-    "id", "admin_id", "last_message_at", "created", "updated",
-    "queued_at", "activity_at", "last_seq", "first_store_message_at",
-    "first_admin_reply_at",
-)
-_MESSAGE_FIELDS = (
-    "id", "session_id", "seq", "sender", "sender_id", "body", "client_id",
-    "created", "event",
-)
+def replies_by_callback(storage: object) -> TypeGuard[RepliesByCallback]:
+    """Whether ``storage`` offers the posts answered by a callback."""
+    return hasattr(storage, "post_store_message_with_reply")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from storage.threads import name_os_thread
 
@@ -24,8 +24,13 @@ CHECKPOINT_INTERVAL_SECS = 0.5
 
 
 class Checkpointer:
-    def __init__(self, connect: Callable[[], sqlite3.Connection],
-                 interval_secs: float = CHECKPOINT_INTERVAL_SECS):
+    """Checkpoints the WAL into the database file on a thread of its own, off the commits' path."""
+
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        interval_secs: float = CHECKPOINT_INTERVAL_SECS,
+    ):
         self._connect = connect
         self._interval_secs = interval_secs
         self._stopping = threading.Event()

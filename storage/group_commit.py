@@ -33,18 +33,31 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import queue
 import sqlite3
 import threading
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
-from storage.base import Event, Reply
+from storage.base import Reply
+from storage.records import Event
 from storage.threads import name_os_thread
 
 log = logging.getLogger(__name__)
 
 WriteFn = Callable[[sqlite3.Connection], Any]
+# What a write function gives back, handed to its caller once committed.
+T = TypeVar("T")
+# A batched write: each item, and its answer.
+Item = TypeVar("Item")
+R = TypeVar("R")
+# What a write came to: (result, None) or (None, the exception).
+Outcome = tuple[Any, BaseException | None]
+# A write waiting for the writer thread: (batch handler or None, its item or
+# write function, the future or reply that gets the outcome).
+Pending = tuple[Any, Any, Any]
 # handler(conn, items) -> one result or exception per item, in order.
 BatchHandler = Callable[[sqlite3.Connection, Sequence[Any]], list[Any]]
 # listener(prior_event_id, events): the events one group stored, in id order;
@@ -63,13 +76,21 @@ class WriterConnection(sqlite3.Connection):
 
 
 class GroupCommitWriter:
-    def __init__(self, connect: Callable[[], sqlite3.Connection], max_batch: int = 100,
-                 origin: str | None = None):
+    """The one writer thread of a process: writes submitted from the event loop are committed in
+    groups, one transaction each, in submission order."""
+
+    def __init__(
+        self,
+        connect: Callable[[], WriterConnection],
+        max_batch: int = 100,
+        origin: str | None = None,
+    ):
         self._connect = connect
         self._max_batch = max_batch
         self._origin = origin
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._handover: list = []  # batched items of this loop pass, not yet queued
+        # A Pending, a list of them (one loop pass's hand-over), or _STOP.
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._handover: list[Pending] = []  # batched items of this loop pass, not yet queued
         self._listener: tuple[CommitListener, asyncio.AbstractEventLoop] | None = None
         # First event id of each group committed (or committing) here whose
         # events the listener has not had yet, oldest first.
@@ -92,20 +113,22 @@ class GroupCommitWriter:
         except IndexError:
             return None
 
-    async def submit(self, fn: WriteFn) -> Any:
+    async def submit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` in the next group; return its result once committed."""
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put((None, fn, future))
         return await future
 
-    async def submit_batched(self, handler: BatchHandler, item: Any) -> Any:
+    async def submit_batched(
+        self, handler: Callable[[sqlite3.Connection, Sequence[Item]], list[R]], item: Item
+    ) -> R:
         """Give ``item`` to ``handler`` with the group's other items for it;
         return its answer once committed.
 
         Items submitted in one loop pass reach the writer thread together, in
         one hand-over at the end of the pass: one thread wake-up, not one each.
         """
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._hand_over_later(handler, item, future)
         return await future
 
@@ -162,7 +185,7 @@ class GroupCommitWriter:
         finally:
             conn.close()
 
-    def _commit_batch(self, conn: WriterConnection, batch: list) -> None:
+    def _commit_batch(self, conn: WriterConnection, batch: list[Pending]) -> None:
         outcomes: list[tuple[Any, BaseException | None]] = [(None, None)] * len(batch)
         events: list[Event] = []
         conn.committed = events
@@ -181,8 +204,7 @@ class GroupCommitWriter:
                 else:
                     grouped.setdefault(handler, []).append(index)
             for handler, indexes in grouped.items():
-                self._run_handler(conn, handler, [batch[i][1] for i in indexes], indexes,
-                                  outcomes)
+                self._run_handler(conn, handler, [batch[i][1] for i in indexes], indexes, outcomes)
             if events and listener is not None:
                 self._unannounced.append(events[0].id)
                 announced = True
@@ -200,33 +222,46 @@ class GroupCommitWriter:
         self._answer(batch, outcomes, prior, events if listener else [], listener)
 
     @staticmethod
-    def _run_handler(conn: WriterConnection, handler: BatchHandler, items: list,
-                     indexes: list[int], outcomes: list) -> None:
-        mark = len(conn.committed)
+    def _run_handler(
+        conn: WriterConnection,
+        handler: BatchHandler,
+        items: list[Any],
+        indexes: list[int],
+        outcomes: list[Outcome],
+    ) -> None:
+        mark = len(_collected(conn))
         conn.execute("SAVEPOINT op")
         try:
             answers = handler(conn, items)
         except Exception as exc:  # one bad item must not fail the rest: one by one
             conn.execute("ROLLBACK TO op")
             conn.execute("RELEASE op")
-            del conn.committed[mark:]
+            del _collected(conn)[mark:]
             log.debug("batched write failed (%s); retrying item by item", exc)
-            for item, index in zip(items, indexes):
-                result, error = _run_in_savepoint(conn, lambda c, item=item: handler(c, [item]))
+            for item, index in zip(items, indexes, strict=True):
+                result, error = _run_in_savepoint(
+                    conn, functools.partial(_handle_alone, handler, item)
+                )
                 if error is not None:
                     outcomes[index] = (None, error)
                 else:
-                    outcomes[index] = _as_outcome(result[0])
+                    outcomes[index] = _as_outcome(result)
             return
         conn.execute("RELEASE op")
-        for index, answer in zip(indexes, answers):
+        for index, answer in zip(indexes, answers, strict=True):
             outcomes[index] = _as_outcome(answer)
 
-    def _answer(self, batch: list, outcomes: list, prior: int, events: list[Event],
-                listener: tuple[CommitListener, asyncio.AbstractEventLoop] | None) -> None:
+    def _answer(
+        self,
+        batch: list[Pending],
+        outcomes: list[Outcome],
+        prior: int,
+        events: list[Event],
+        listener: tuple[CommitListener, asyncio.AbstractEventLoop] | None,
+    ) -> None:
         """Wake each loop once: the listener first, then every caller."""
-        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
-        for (_handler, _fn, future), outcome in zip(batch, outcomes):
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Outcome]]] = {}
+        for (_handler, _fn, future), outcome in zip(batch, outcomes, strict=True):
             by_loop.setdefault(future.get_loop(), []).append((future, outcome))
         if events and listener is not None:
             by_loop.setdefault(listener[1], [])
@@ -238,8 +273,13 @@ class GroupCommitWriter:
                 if announce is not None:
                     self._unannounced.popleft()
 
-    def _settle(self, listener: CommitListener | None, prior: int, events: list[Event],
-                answers: list) -> None:
+    def _settle(
+        self,
+        listener: CommitListener | None,
+        prior: int,
+        events: list[Event],
+        answers: list[tuple[Any, Outcome]],
+    ) -> None:
         if listener is not None:
             self._unannounced.popleft()
             try:
@@ -280,15 +320,28 @@ class _ReplyCallback:
         self._reply(None, exc)
 
 
-def _run_in_savepoint(conn: WriterConnection, fn: WriteFn) -> tuple[Any, BaseException | None]:
-    mark = len(conn.committed)
+def _collected(conn: WriterConnection) -> list[Event]:
+    """The events the group being committed has stored so far (a list for
+    the whole of ``_commit_batch``, which is where every write runs)."""
+    if conn.committed is None:
+        raise RuntimeError("a write ran outside a group commit")
+    return conn.committed
+
+
+def _handle_alone(handler: BatchHandler, item: Any, conn: sqlite3.Connection) -> Any:
+    """``handler`` run for ``item`` alone: a batch's retry, item by item."""
+    return handler(conn, [item])[0]
+
+
+def _run_in_savepoint(conn: WriterConnection, fn: WriteFn) -> Outcome:
+    mark = len(_collected(conn))
     conn.execute("SAVEPOINT op")
     try:
         result = fn(conn)
     except Exception as exc:  # the caller gets it; neighbours go on
         conn.execute("ROLLBACK TO op")
         conn.execute("RELEASE op")
-        del conn.committed[mark:]
+        del _collected(conn)[mark:]
         return None, exc
     conn.execute("RELEASE op")
     return result, None

@@ -42,11 +42,15 @@ from typing import Any, Callable
 import pymongo
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 
-from storage.base import (
-    Admin, ClaimOutcome, ClaimResult, Event, Message, PostResult, Principal, Role,
-    Session, SessionStatus, SessionWrite, Store, StorageMisconfigured, StorageUnavailable,
-    WriteOutcome, digest_key, holder_refusal, message_from_doc, message_to_doc, new_api_key,
-    session_from_doc, session_to_doc, utc_now_iso, why_claim_failed,
+from storage.documents import message_from_doc, message_to_doc, session_from_doc, session_to_doc
+from storage.errors import StorageMisconfigured, StorageUnavailable
+from storage.keys import digest_key, new_api_key
+from storage.outcomes import (
+    ClaimOutcome, ClaimResult, PostResult, SessionWrite, WriteOutcome, holder_refusal,
+    why_claim_failed,
+)
+from storage.records import (
+    Admin, Event, Message, Principal, Role, Session, SessionStatus, Store, utc_now_iso,
 )
 from storage.mongo_accounts import MongoAccounts
 from storage.mongo_follow import InsertFollower

@@ -17,7 +17,8 @@ from typing import Any
 
 from pymongo import ASCENDING
 
-from storage.base import Admin, KeyChange, Role, Store, digest_key, new_api_key, revoked_digest
+from storage.keys import digest_key, new_api_key, revoked_digest
+from storage.records import Admin, KeyChange, Role, Store
 from storage.mongo_txn import available
 
 # Key changes handed out per read: far more than are ever made in a poll.

@@ -29,7 +29,7 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from storage.base import StorageUnavailable
+from storage.errors import StorageUnavailable
 
 # Ids per reservation, by kind. Big enough that the reservation's round trip
 # is paid once per this many changes on the hot kinds; small where a crash's

@@ -38,7 +38,7 @@ import pymongo
 from pymongo.errors import DuplicateKeyError, PyMongoError, WriteConcernError
 from pymongo.read_concern import ReadConcern
 
-from storage.base import StorageUnavailable
+from storage.errors import StorageUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from storage.base import (
-    Admin, Session, SessionWrite, StorageUnavailable, WriteOutcome, session_from_doc,
-    session_to_doc, utc_now_iso,
-)
+from storage.documents import session_from_doc, session_to_doc
+from storage.errors import StorageUnavailable
+from storage.outcomes import SessionWrite, WriteOutcome
+from storage.records import Admin, Session, utc_now_iso
 from storage.workflow import (
     OFFLINE, REQUEUE_BODIES, AdminPresence, ReadResult, RequeueReason, StaleClaim,
     StaleCutoffs, TransferOutcome, TransferResult, effective_presence, iso_from_epoch,

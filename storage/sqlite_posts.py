@@ -17,15 +17,14 @@ import dataclasses
 import itertools
 import sqlite3
 import time
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import orjson
 
 from storage import sqlite_schema as schema
-from storage.base import (
-    Event, Message, PostResult, Session, SessionStatus, Store, WriteOutcome, holder_refusal,
-    utc_now_iso,
-)
+from storage.outcomes import PostResult, WriteOutcome, holder_refusal
+from storage.records import Event, Message, Session, SessionStatus, Store, utc_now_iso
 
 
 class Post(NamedTuple):
@@ -56,8 +55,13 @@ def store_posts(conn: Any, posts: Sequence[Post]) -> list[PostResult]:
             session = active.get(post.sender_id)
             if session is None:  # the store's first message opens its session
                 session = schema.insert_session(conn, post.sender_id)
-                schema.insert_event(conn, "session_opened", session, None,
-                                    {"session": schema.session_to_doc(session)})
+                schema.insert_event(
+                    conn,
+                    "session_opened",
+                    session,
+                    None,
+                    {"session": schema.session_to_doc(session)},
+                )
                 active[post.sender_id] = session
         else:
             session = by_id.get(post.session_id)
@@ -72,8 +76,11 @@ def store_posts(conn: Any, posts: Sequence[Post]) -> list[PostResult]:
         for i, post in enumerate(posts):
             if i != first and results[i] is None and _client_key(post) == key:
                 stored = results[first]
-                results[i] = dataclasses.replace(stored, created=False) \
-                    if stored.message is not None else stored
+                results[i] = (
+                    dataclasses.replace(stored, created=False)
+                    if stored.message is not None
+                    else stored
+                )
     return results  # type: ignore[return-value]
 
 
@@ -84,12 +91,14 @@ def _client_key(post: Post) -> tuple[str, int, str] | None:
 def _later_copies(first_of: dict, posts: Sequence[Post]) -> set[int]:
     if not first_of:
         return set()
-    return {i for i, p in enumerate(posts)
-            if (k := _client_key(p)) in first_of and first_of[k] != i}
+    return {
+        i for i, p in enumerate(posts) if (k := _client_key(p)) in first_of and first_of[k] != i
+    }
 
 
-def _answer_repeats(conn: Any, posts: Sequence[Post], results: list,
-                    first_of: dict[tuple[str, int, str], int]) -> None:
+def _answer_repeats(
+    conn: Any, posts: Sequence[Post], results: list, first_of: dict[tuple[str, int, str], int]
+) -> None:
     """Posts whose ``client_id`` was stored before get that message back."""
     keyed = [(i, _client_key(p)) for i, p in enumerate(posts) if p.client_id is not None]
     if not keyed:
@@ -97,8 +106,9 @@ def _answer_repeats(conn: Any, posts: Sequence[Post], results: list,
     # ORed equalities: each one a search of the (sender, sender_id, client_id)
     # index (an IN over row values would scan the table).
     where = " OR ".join(["(sender = ? AND sender_id = ? AND client_id = ?)"] * len(keyed))
-    rows = conn.execute(f"SELECT * FROM messages WHERE {where}",
-                        [part for _i, key in keyed for part in key]).fetchall()
+    rows = conn.execute(
+        f"SELECT * FROM messages WHERE {where}", [part for _i, key in keyed for part in key]
+    ).fetchall()
     stored = {(r["sender"], r["sender_id"], r["client_id"]): r for r in rows}
     sessions: dict[int, Session | None] = {}
     for i, key in keyed:
@@ -109,8 +119,9 @@ def _answer_repeats(conn: Any, posts: Sequence[Post], results: list,
         message = schema.row_to_message(row)
         if message.session_id not in sessions:
             sessions[message.session_id] = schema.fetch_session(conn, message.session_id)
-        results[i] = PostResult(WriteOutcome.DONE, message, sessions[message.session_id],
-                                created=False)
+        results[i] = PostResult(
+            WriteOutcome.DONE, message, sessions[message.session_id], created=False
+        )
 
 
 def _active_sessions(conn: Any, posts: list[Post]) -> dict[int, Session]:
@@ -118,8 +129,7 @@ def _active_sessions(conn: Any, posts: list[Post]) -> dict[int, Session]:
     if not store_ids:
         return {}
     marks = ",".join("?" * len(store_ids))
-    sessions = _fetch_sessions(conn, f"s.store_id IN ({marks}) AND s.status != 'closed'",
-                               store_ids)
+    sessions = _fetch_sessions(conn, f"s.store_id IN ({marks}) AND s.status != 'closed'", store_ids)
     return {s.store_id: s for s in sessions}
 
 
@@ -146,19 +156,35 @@ def _fetch_sessions(conn: Any, where: str, args: list) -> list[Session]:
         (text,) = conn.execute(_SESSIONS_AS_JSON + where, args).fetchone()
     except sqlite3.OperationalError:  # an SQLite built without JSON functions
         return schema.fetch_sessions(conn, where, args, "s.id", len(args))
-    return [Session(r[0], Store(r[1], r[2], r[3], r[4]), r[5], _STATUS[r[6]], r[7],
-                    r[8], r[9], r[10], r[11], r[12], r[13], r[14])
-            for r in orjson.loads(text)]
+    return [
+        Session(
+            r[0],
+            Store(r[1], r[2], r[3], r[4]),
+            r[5],
+            _STATUS[r[6]],
+            r[7],
+            r[8],
+            r[9],
+            r[10],
+            r[11],
+            r[12],
+            r[13],
+            r[14],
+        )
+        for r in orjson.loads(text)
+    ]
 
 
 _STATUS = {status.value: status for status in SessionStatus}
 
 
-def _insert(conn: Any, posts: Sequence[Post], accepted: list[tuple[int, Session]],
-            results: list, now: str) -> None:
+def _insert(
+    conn: Any, posts: Sequence[Post], accepted: list[tuple[int, Session]], results: list, now: str
+) -> None:
     """Allocate ids and seqs, write the three tables, answer the posts."""
-    counters = dict(conn.execute(
-        "SELECT name, seq FROM sqlite_sequence WHERE name IN ('messages', 'events')"))
+    counters = dict(
+        conn.execute("SELECT name, seq FROM sqlite_sequence WHERE name IN ('messages', 'events')")
+    )
     message_id = counters.get("messages", 0)
     event_id = counters.get("events", 0)
     created = time.time()
@@ -170,9 +196,12 @@ def _insert(conn: Any, posts: Sequence[Post], accepted: list[tuple[int, Session]
         post = posts[i]
         entry = state.get(session.id)
         if entry is None:
-            entry = state[session.id] = [session, session.last_seq,
-                                         session.first_store_message_at,
-                                         session.first_admin_reply_at]
+            entry = state[session.id] = [
+                session,
+                session.last_seq,
+                session.first_store_message_at,
+                session.first_admin_reply_at,
+            ]
         message_id += 1
         event_id += 1
         entry[1] = seq = entry[1] + 1
@@ -180,38 +209,83 @@ def _insert(conn: Any, posts: Sequence[Post], accepted: list[tuple[int, Session]
             entry[2] = entry[2] or now
         else:
             entry[3] = entry[3] or now
-        message_rows.append((message_id, session.id, seq, post.sender, post.sender_id,
-                             post.body, post.client_id, now))
-        event_rows.append((event_id, session.id, session.store_id, session.admin_id, created,
-                           message_id, origin))
+        message_rows.append(
+            (
+                message_id,
+                session.id,
+                seq,
+                post.sender,
+                post.sender_id,
+                post.body,
+                post.client_id,
+                now,
+            )
+        )
+        event_rows.append(
+            (event_id, session.id, session.store_id, session.admin_id, created, message_id, origin)
+        )
     # One statement per table for the group: each statement is one trip into
     # SQLite (and one release of the GIL), where executemany makes one a row.
-    _insert_rows(conn, "INSERT INTO messages (id, session_id, seq, sender, sender_id, body,"
-                 " client_id, created) VALUES ", "(?, ?, ?, ?, ?, ?, ?, ?)", message_rows)
-    updates = [(sid, last_seq, first_store, first_admin)
-               for sid, (_s, last_seq, first_store, first_admin) in state.items()]
+    _insert_rows(
+        conn,
+        "INSERT INTO messages (id, session_id, seq, sender, sender_id, body,"
+        " client_id, created) VALUES ",
+        "(?, ?, ?, ?, ?, ?, ?, ?)",
+        message_rows,
+    )
+    updates = [
+        (sid, last_seq, first_store, first_admin)
+        for sid, (_s, last_seq, first_store, first_admin) in state.items()
+    ]
     for chunk in _chunks(updates):
         conn.execute(
             "UPDATE sessions SET last_seq = v.column2, activity_at = ?1, last_message_at = ?1,"
             " updated = ?1, first_store_message_at = v.column3, first_admin_reply_at = v.column4"
             " FROM (VALUES " + ",".join(["(?, ?, ?, ?)"] * len(chunk)) + ") AS v"
             " WHERE sessions.id = v.column1",
-            [now, *itertools.chain.from_iterable(chunk)])
-    _insert_rows(conn, "INSERT INTO events (id, kind, session_id, store_id, admin_id, payload,"
-                 " created, message_id, origin) VALUES ",
-                 "(?, 'message', ?, ?, ?, '', ?, ?, ?)", event_rows)
+            [now, *itertools.chain.from_iterable(chunk)],
+        )
+    _insert_rows(
+        conn,
+        "INSERT INTO events (id, kind, session_id, store_id, admin_id, payload,"
+        " created, message_id, origin) VALUES ",
+        "(?, 'message', ?, ?, ?, '', ?, ?, ?)",
+        event_rows,
+    )
     # Each session's record as this group leaves it, built once per session.
-    after = {sid: Session(s.id, s.store, s.admin_id, s.status, now, s.created, now,
-                          s.queued_at, now, last_seq, first_store, first_admin)
-             for sid, (s, last_seq, first_store, first_admin) in state.items()}
+    after = {
+        sid: Session(
+            s.id,
+            s.store,
+            s.admin_id,
+            s.status,
+            now,
+            s.created,
+            now,
+            s.queued_at,
+            now,
+            last_seq,
+            first_store,
+            first_admin,
+        )
+        for sid, (s, last_seq, first_store, first_admin) in state.items()
+    }
     committed = getattr(conn, "committed", None)
-    for (i, _session), m, e in zip(accepted, message_rows, event_rows):
+    for (i, _session), m, e in zip(accepted, message_rows, event_rows, strict=True):
         message = Message(m[0], m[1], m[2], m[3], m[4], m[5], m[6], now, None)
         results[i] = PostResult(WriteOutcome.DONE, message, after[m[1]], created=True)
         if committed is not None:
-            doc = {"id": m[0], "session_id": m[1], "seq": m[2], "sender": m[3],
-                   "sender_id": m[4], "body": m[5], "client_id": m[6], "created": now,
-                   "event": None}
+            doc = {
+                "id": m[0],
+                "session_id": m[1],
+                "seq": m[2],
+                "sender": m[3],
+                "sender_id": m[4],
+                "body": m[5],
+                "client_id": m[6],
+                "created": now,
+                "event": None,
+            }
             committed.append(Event(e[0], "message", m[1], e[2], e[3], {"message": doc}))
 
 
@@ -220,10 +294,11 @@ ROWS_PER_STATEMENT = 500
 
 
 def _chunks(rows: list) -> list[list]:
-    return [rows[i:i + ROWS_PER_STATEMENT] for i in range(0, len(rows), ROWS_PER_STATEMENT)]
+    return [rows[i : i + ROWS_PER_STATEMENT] for i in range(0, len(rows), ROWS_PER_STATEMENT)]
 
 
 def _insert_rows(conn: Any, head: str, row_marks: str, rows: list[tuple]) -> None:
     for chunk in _chunks(rows):
-        conn.execute(head + ",".join([row_marks] * len(chunk)),
-                     list(itertools.chain.from_iterable(chunk)))
+        conn.execute(
+            head + ",".join([row_marks] * len(chunk)), list(itertools.chain.from_iterable(chunk))
+        )

@@ -11,12 +11,12 @@ import dataclasses
 import json
 import sqlite3
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from storage.base import (
-    Event, Message, PostResult, Session, SessionStatus, Store, WriteOutcome,
-    message_to_doc, session_to_doc, utc_now_iso,
-)
+from storage.documents import message_to_doc, session_to_doc
+from storage.outcomes import PostResult, WriteOutcome
+from storage.records import Event, Message, Session, SessionStatus, Store, utc_now_iso
 
 # The page size a new database file is made with (``storage.sqlite_page_size``).
 # SQLite's WAL logs whole pages, and a group of messages to many sessions
@@ -102,53 +102,95 @@ _SESSION_SELECT = (
 
 
 def row_to_session(row: sqlite3.Row) -> Session:
+    """The session a row of ``_SESSION_SELECT`` holds (its store joined in)."""
     return Session(
         id=row["id"],
-        store=Store(row["store_id"], row["store_name"], row["store_email"],
-                    row["store_logo_url"]),
-        admin_id=row["admin_id"], status=SessionStatus(row["status"]),
-        last_message_at=row["last_message_at"], created=row["created"],
-        updated=row["updated"], queued_at=row["queued_at"],
-        activity_at=row["activity_at"], last_seq=row["last_seq"],
+        store=Store(row["store_id"], row["store_name"], row["store_email"], row["store_logo_url"]),
+        admin_id=row["admin_id"],
+        status=SessionStatus(row["status"]),
+        last_message_at=row["last_message_at"],
+        created=row["created"],
+        updated=row["updated"],
+        queued_at=row["queued_at"],
+        activity_at=row["activity_at"],
+        last_seq=row["last_seq"],
         first_store_message_at=row["first_store_message_at"],
-        first_admin_reply_at=row["first_admin_reply_at"])
+        first_admin_reply_at=row["first_admin_reply_at"],
+    )
 
 
 def row_to_message(row: sqlite3.Row) -> Message:
-    return Message(row["id"], row["session_id"], row["seq"], row["sender"],
-                   row["sender_id"], row["body"], row["client_id"], row["created"],
-                   row["event"])
+    """The message a ``messages`` row holds."""
+    return Message(
+        row["id"],
+        row["session_id"],
+        row["seq"],
+        row["sender"],
+        row["sender_id"],
+        row["body"],
+        row["client_id"],
+        row["created"],
+        row["event"],
+    )
 
 
 def fetch_session(conn: sqlite3.Connection, session_id: int) -> Session | None:
+    """The session with this id, or None."""
     return fetch_session_where(conn, "s.id = ?", (session_id,))
 
 
-def fetch_session_where(conn: sqlite3.Connection, where: str,
-                        args: Sequence[Any]) -> Session | None:
+def fetch_written_session(conn: sqlite3.Connection, session_id: int) -> Session:
+    """The session a write of this transaction has just changed: it exists."""
+    session = fetch_session(conn, session_id)
+    if session is None:  # the write itself found the row, in this transaction
+        raise sqlite3.DatabaseError(f"session {session_id} is gone inside its own write")
+    return session
+
+
+def inserted_id(cur: sqlite3.Cursor) -> int:
+    """The id the INSERT just run on ``cur`` gave its row."""
+    if cur.lastrowid is None:  # only after a statement that inserted no row
+        raise sqlite3.DatabaseError("the INSERT stored no row")
+    return cur.lastrowid
+
+
+def fetch_session_where(
+    conn: sqlite3.Connection, where: str, args: Sequence[Any]
+) -> Session | None:
+    """The one session ``where`` (with ``args``) matches, or None."""
     row = conn.execute(f"{_SESSION_SELECT} WHERE {where}", args).fetchone()
     return row_to_session(row) if row else None
 
 
-def fetch_sessions(conn: sqlite3.Connection, where: str, args: Sequence[Any],
-                   order: str, limit: int) -> list[Session]:
-    rows = conn.execute(f"{_SESSION_SELECT} WHERE {where} ORDER BY {order} LIMIT ?",
-                        [*args, limit])
+def fetch_sessions(
+    conn: sqlite3.Connection, where: str, args: Sequence[Any], order: str, limit: int
+) -> list[Session]:
+    """The sessions ``where`` matches, in ``order``, at most ``limit``."""
+    rows = conn.execute(f"{_SESSION_SELECT} WHERE {where} ORDER BY {order} LIMIT ?", [*args, limit])
     return [row_to_session(r) for r in rows]
 
 
 def insert_session(conn: sqlite3.Connection, store_id: int) -> Session:
+    """A new open session for the store, queued now."""
     now = utc_now_iso()
     cur = conn.execute(
         "INSERT INTO sessions (store_id, status, created, updated, queued_at, activity_at)"
-        " VALUES (?, 'open', ?, ?, ?, ?)", (store_id, now, now, now, now))
-    return fetch_session(conn, cur.lastrowid)
+        " VALUES (?, 'open', ?, ?, ?, ?)",
+        (store_id, now, now, now, now),
+    )
+    return fetch_written_session(conn, inserted_id(cur))
 
 
-def insert_message(conn: sqlite3.Connection, session: Session, sender: str,
-                   sender_id: int | None, body: str, client_id: str | None,
-                   event: str | None = None,
-                   audience_admin: int | None = None) -> tuple[Message, Session]:
+def insert_message(
+    conn: sqlite3.Connection,
+    session: Session,
+    sender: str,
+    sender_id: int | None,
+    body: str,
+    client_id: str | None,
+    event: str | None = None,
+    audience_admin: int | None = None,
+) -> tuple[Message, Session]:
     """Store a message with the next ``seq`` of its session, and its feed event.
 
     The ``seq`` comes from incrementing the session row inside this transaction,
@@ -167,50 +209,85 @@ def insert_message(conn: sqlite3.Connection, session: Session, sender: str,
         "     CASE WHEN ? = 'admin' THEN ? END)"
         " WHERE id = ? RETURNING last_seq, activity_at, last_message_at, updated,"
         " first_store_message_at, first_admin_reply_at",
-        (now, counts_as_activity, now, counts_as_activity, now, sender, now, sender, now,
-         session.id)).fetchone()
+        (
+            now,
+            counts_as_activity,
+            now,
+            counts_as_activity,
+            now,
+            sender,
+            now,
+            sender,
+            now,
+            session.id,
+        ),
+    ).fetchone()
     seq = row["last_seq"]
     cur = conn.execute(
         "INSERT INTO messages (session_id, seq, sender, sender_id, body, client_id, event,"
         " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (session.id, seq, sender, sender_id, body, client_id, event, now))
-    message = Message(cur.lastrowid, session.id, seq, sender, sender_id, body,
-                      client_id, now, event)
+        (session.id, seq, sender, sender_id, body, client_id, event, now),
+    )
+    message = Message(
+        inserted_id(cur), session.id, seq, sender, sender_id, body, client_id, now, event
+    )
     # The session as the UPDATE left it, without reading it again.
-    session = dataclasses.replace(session, **{k: row[k] for k in row.keys()})
-    insert_event(conn, "message", session, audience_admin,
-                 {"message": message_to_doc(message), "session": session_to_doc(session)})
+    session = dataclasses.replace(session, **dict(row))
+    insert_event(
+        conn,
+        "message",
+        session,
+        audience_admin,
+        {"message": message_to_doc(message), "session": session_to_doc(session)},
+    )
     return message, session
 
 
-def find_by_client_id(conn: sqlite3.Connection, sender: str, sender_id: int,
-                      client_id: str | None) -> PostResult | None:
+def find_by_client_id(
+    conn: sqlite3.Connection, sender: str, sender_id: int, client_id: str | None
+) -> PostResult | None:
     """The message first stored under this sender's ``client_id``, as a repeat."""
     if client_id is None:
         return None
     row = conn.execute(
         "SELECT * FROM messages WHERE sender = ? AND sender_id = ? AND client_id = ?",
-        (sender, sender_id, client_id)).fetchone()
+        (sender, sender_id, client_id),
+    ).fetchone()
     if row is None:
         return None
     message = row_to_message(row)
-    return PostResult(WriteOutcome.DONE, message, fetch_session(conn, message.session_id),
-                      created=False)
+    return PostResult(
+        WriteOutcome.DONE, message, fetch_session(conn, message.session_id), created=False
+    )
 
 
-def insert_event(conn: sqlite3.Connection, kind: str, session: Session,
-                 admin_id: int | None, payload: dict[str, Any]) -> None:
+def insert_event(
+    conn: sqlite3.Connection,
+    kind: str,
+    session: Session,
+    admin_id: int | None,
+    payload: dict[str, Any],
+) -> None:
     """Append a feed event; on the writer's connection, also hand it to the
     commit listener (``committed``) for delivery in this process."""
     cur = conn.execute(
         "INSERT INTO events (kind, session_id, store_id, admin_id, payload, created, origin)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (kind, session.id, session.store_id, admin_id, json.dumps(payload), time.time(),
-         getattr(conn, "origin", None)))
+        (
+            kind,
+            session.id,
+            session.store_id,
+            admin_id,
+            json.dumps(payload),
+            time.time(),
+            getattr(conn, "origin", None),
+        ),
+    )
     committed = getattr(conn, "committed", None)
     if committed is not None:
-        committed.append(Event(cur.lastrowid, kind, session.id, session.store_id, admin_id,
-                               payload))
+        committed.append(
+            Event(inserted_id(cur), kind, session.id, session.store_id, admin_id, payload)
+        )
 
 
 # Columns added to events after its first release, for files made before them.
@@ -234,15 +311,31 @@ EVENTS_SELECT = (
 
 
 def row_to_event(row: sqlite3.Row) -> Event:
+    """The event an ``EVENTS_SELECT`` row holds, with its message when it announces one."""
     if row["m_id"] is not None:
-        message = Message(row["m_id"], row["session_id"], row["seq"], row["sender"],
-                          row["sender_id"], row["body"], row["client_id"], row["created"],
-                          row["event"])
+        message = Message(
+            row["m_id"],
+            row["session_id"],
+            row["seq"],
+            row["sender"],
+            row["sender_id"],
+            row["body"],
+            row["client_id"],
+            row["created"],
+            row["event"],
+        )
         payload = {"message": message_to_doc(message)}
     else:
         payload = json.loads(row["payload"])
-    return Event(row["id"], row["kind"], row["session_id"], row["store_id"], row["admin_id"],
-                 payload, row["id"])
+    return Event(
+        row["id"],
+        row["kind"],
+        row["session_id"],
+        row["store_id"],
+        row["admin_id"],
+        payload,
+        row["id"],
+    )
 
 
 # --- the support workflow (issue 12): read state, presence, webhooks -----------

@@ -27,17 +27,26 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from storage.base import Admin, Session, SessionStatus, session_to_doc
+from storage.documents import session_to_doc
+from storage.records import Admin, Session, SessionStatus
 
 ONLINE, AWAY, OFFLINE = "online", "away", "offline"
 PRESENCE_STATUSES = (ONLINE, AWAY, OFFLINE)
 
 # Events a webhook may subscribe to (API.md "Webhooks").
-WEBHOOK_EVENTS = ("session_opened", "session_claimed", "session_transferred",
-                  "session_released", "session_closed", "message")
+WEBHOOK_EVENTS = (
+    "session_opened",
+    "session_claimed",
+    "session_transferred",
+    "session_released",
+    "session_closed",
+    "message",
+)
 
 
 class TransferOutcome(str, enum.Enum):
+    """How a transfer ended: done, or why not."""
+
     DONE = "done"
     UNCHANGED = "unchanged"  # the caller handed it to itself
     NOT_FOUND = "not_found"
@@ -49,12 +58,15 @@ class TransferOutcome(str, enum.Enum):
 
 @dataclass(frozen=True)
 class TransferResult:
+    """A transfer's outcome and the session as it stands after it."""
+
     outcome: TransferOutcome
     session: Session | None
 
 
-def why_transfer_refused(session: Session | None, caller_id: int,
-                         target: Admin | None) -> TransferOutcome | None:
+def why_transfer_refused(
+    session: Session | None, caller_id: int, target: Admin | None
+) -> TransferOutcome | None:
     """Why a transfer cannot be tried at all, in API.md's order (404, 403,
     409), or None: then only the guarded write (the limit) can refuse it."""
     if session is None or target is None:
@@ -70,9 +82,11 @@ def why_transfer_refused(session: Session | None, caller_id: int,
 
 def transfer_payload(session: Session, from_admin: Admin, to_admin: Admin) -> dict[str, Any]:
     """The ``session_transferred`` event's payload (the hub's and webhooks')."""
-    return {"session": session_to_doc(session),
-            "from_admin": {"id": from_admin.id, "name": from_admin.name},
-            "admin": {"id": to_admin.id, "name": to_admin.name}}
+    return {
+        "session": session_to_doc(session),
+        "from_admin": {"id": from_admin.id, "name": from_admin.name},
+        "admin": {"id": to_admin.id, "name": to_admin.name},
+    }
 
 
 @dataclass(frozen=True)
@@ -80,7 +94,7 @@ class ReadResult:
     """A read mark: ``seq`` is the side's position after it; ``moved`` whether
     this call advanced it (and so announced a ``read`` event)."""
 
-    outcome: Any  # storage.base.WriteOutcome
+    outcome: Any  # storage.outcomes.WriteOutcome
     seq: int = 0
     moved: bool = False
     session: Session | None = None
@@ -94,24 +108,30 @@ def may_mark_read(session: Session, side: str, reader_id: int) -> bool:
 
 
 def other_side(side: str) -> str:
+    """The side that is not ``side`` ("store" <-> "admin")."""
     return "admin" if side == "store" else "store"
 
 
 @dataclass(frozen=True)
 class AdminPresence:
+    """An admin as the transfer picker shows it: presence and the sessions it holds."""
+
     admin: Admin
     presence: str
     active_sessions: int
 
 
 def effective_presence(live: bool, away: bool) -> str:
+    """An admin's presence from its heartbeats and its own choice: offline, away or online."""
     if not live:
         return OFFLINE
     return AWAY if away else ONLINE
 
 
 class RequeueReason(str, enum.Enum):
-    OFFLINE = "offline"        # the holder has been offline too long
+    """Why a claimed session was judged stale and put back in the queue."""
+
+    OFFLINE = "offline"  # the holder has been offline too long
     UNANSWERED = "unanswered"  # the store's last message waited too long for a reply
 
 
@@ -144,6 +164,8 @@ class StaleClaim:
 
 @dataclass(frozen=True)
 class OutboxEntry:
+    """One outbox entry: an event copied for webhook delivery, in commit order."""
+
     id: int
     kind: str
     session_id: int
@@ -153,6 +175,6 @@ class OutboxEntry:
 
 def iso_from_epoch(epoch: float) -> str:
     """Epoch seconds as the fixed-width text timestamps are stored in, so the
-    two compare as text (``storage.base.utc_now_iso``)."""
-    moment = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
+    two compare as text (``storage.records.utc_now_iso``)."""
+    moment = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -11,9 +11,10 @@ import tornado.testing
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from handlers.app import ChatServer  # noqa: E402
-from settings import load_config, merge as _merge  # noqa: E402
-from tests.helpers import Api  # noqa: E402
+from handlers.app import ChatServer
+from settings import load_config
+from settings import merge as _merge
+from tests.helpers import Api
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -46,11 +47,14 @@ def overrides() -> dict[str, Any]:
 
 @pytest.fixture
 def config(tmp_path, overrides) -> dict[str, Any]:
-    config = load_config(environ={}, overrides={
-        "storage": {"url": f"sqlite:///{tmp_path}/chat.sqlite3"},
-        "server": {"host": "127.0.0.1"},
-        "events": {"poll_interval_secs": 0.01},
-    })
+    config = load_config(
+        environ={},
+        overrides={
+            "storage": {"url": f"sqlite:///{tmp_path}/chat.sqlite3"},
+            "server": {"host": "127.0.0.1"},
+            "events": {"poll_interval_secs": 0.01},
+        },
+    )
     _merge(config, overrides)
     return config
 
@@ -89,37 +93,6 @@ def api(server):
     client.close()
 
 
-async def make_admin(server: ChatServer, name: str = "Dana") -> tuple[Any, str]:
-    """A new admin in the server's storage and its key."""
-    admin, key = await server.raw_storage.create_admin(name, f"{name.lower()}@example.com")
-    return admin, key
-
-
-async def make_store(server: ChatServer, name: str = "Tech Store") -> tuple[Any, str]:
-    store, key = await server.raw_storage.create_store(name, "store@example.com",
-                                                       "https://example.com/logo.jpg")
-    return store, key
-
-
-async def claimed_session(server: ChatServer, api: Api, body: str = "Hello",
-                          admin_name: str = "Dana") -> tuple[str, str, dict[str, Any]]:
-    """A new store's session, opened with ``body`` and claimed by a new admin:
-    ``(store_key, admin_key, session JSON as opened)``."""
-    _, store_key = await make_store(server)
-    _, admin_key = await make_admin(server, admin_name)
-    session = await open_session(api, store_key, body)
-    reply = await api.post("/admin/session/claim/", admin_key, {"session_id": session["id"]})
-    assert reply.status == 200, reply
-    return store_key, admin_key, session
-
-
-async def open_session(api: Api, store_key: str, body: str = "Hello") -> dict[str, Any]:
-    """Have a store write, which opens its session; return the session JSON."""
-    reply = await api.post("/store/message/", store_key, {"body": body})
-    assert reply.status in (200, 201), reply
-    return reply.json["session"]
-
-
 @pytest.fixture(scope="session")
 def wire_server(tmp_path_factory):
     """The real-Mongo tier's server, one per test process (tests/wire_server.py):
@@ -138,8 +111,10 @@ def wire_server(tmp_path_factory):
         yield WireServer(url)
         return
     if secantus_command() is None:
-        pytest.skip("no MongoDB-compatible server: secantusdb (Linux x86_64, CPython "
-                    "3.11-3.13) is not installed and CHAT_TEST_MONGO_URL is not set")
+        pytest.skip(
+            "no MongoDB-compatible server: secantusdb (Linux x86_64, CPython "
+            "3.11-3.13) is not installed and CHAT_TEST_MONGO_URL is not set"
+        )
     server = start_secantus(str(tmp_path_factory.mktemp("secantus")))
     yield server
     server.stop()

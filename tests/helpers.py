@@ -4,6 +4,7 @@ server processes started with the real command line."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -12,11 +13,14 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import tornado.httpclient
 import tornado.websocket
+
+if TYPE_CHECKING:  # the helpers take a server the fixtures started
+    from handlers.app import ChatServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,12 +30,17 @@ class Api:
 
     def __init__(self, base_url: str):
         self.base_url = base_url
-        self.client = tornado.httpclient.AsyncHTTPClient(force_instance=True,
-                                                         max_clients=300)
+        self.client = tornado.httpclient.AsyncHTTPClient(force_instance=True, max_clients=300)
 
-    async def call(self, method: str, path: str, key: str | None = None,
-                   body: Any = None, raw: bytes | str | None = None,
-                   headers: dict[str, str] | None = None) -> "Reply":
+    async def call(
+        self,
+        method: str,
+        path: str,
+        key: str | None = None,
+        body: Any = None,
+        raw: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
         headers = dict(headers or {})
         if key is not None:
             headers["Authorization"] = f"Token {key}"
@@ -40,15 +49,20 @@ class Api:
         if raw is None and method in ("POST", "PUT", "PATCH"):
             raw = b""
         response = await self.client.fetch(
-            self.base_url + path, method=method, headers=headers, body=raw,
-            raise_error=False, request_timeout=60, allow_nonstandard_methods=True)
+            self.base_url + path,
+            method=method,
+            headers=headers,
+            body=raw,
+            raise_error=False,
+            request_timeout=60,
+            allow_nonstandard_methods=True,
+        )
         return Reply(response)
 
-    async def get(self, path: str, key: str | None = None, **kw: Any) -> "Reply":
+    async def get(self, path: str, key: str | None = None, **kw: Any) -> Reply:
         return await self.call("GET", path, key, **kw)
 
-    async def post(self, path: str, key: str | None = None, body: Any = None,
-                   **kw: Any) -> "Reply":
+    async def post(self, path: str, key: str | None = None, body: Any = None, **kw: Any) -> Reply:
         return await self.call("POST", path, key, body, **kw)
 
     def close(self) -> None:
@@ -77,16 +91,21 @@ class Socket:
         self.protocol = protocol
 
     @classmethod
-    async def connect(cls, url: str, key: str | None = None, protocol: str = "json",
-                      origin: str | None = None, **kw: Any) -> "Socket":
+    async def connect(
+        cls,
+        url: str,
+        key: str | None = None,
+        protocol: str = "json",
+        origin: str | None = None,
+        **kw: Any,
+    ) -> Socket:
         headers = {}
         if key is not None:
             headers["Authorization"] = f"Token {key}"
         if origin is not None:
             headers["Origin"] = origin
         request = tornado.httpclient.HTTPRequest(url, headers=headers)
-        conn = await tornado.websocket.websocket_connect(
-            request, subprotocols=[protocol], **kw)
+        conn = await tornado.websocket.websocket_connect(request, subprotocols=[protocol], **kw)
         conn.protocol.set_nodelay(True)  # small frames, each awaited: no Nagle delay
         return cls(conn, protocol)
 
@@ -126,12 +145,13 @@ class Socket:
                 if frame is None:
                     break
                 frames.append(frame)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return frames
 
-    async def request(self, frame: dict[str, Any], answer: str = "ack",
-                      timeout: float = 5.0) -> dict[str, Any]:
+    async def request(
+        self, frame: dict[str, Any], answer: str = "ack", timeout: float = 5.0
+    ) -> dict[str, Any]:
         """Send a frame with a fresh ``ref`` and wait for its answer or error."""
         ref = frame.setdefault("ref", f"r{time.monotonic_ns()}")
         await self.send(frame)
@@ -159,13 +179,24 @@ def free_port() -> int:
 class ServerProcess:
     """``python server.py`` as a real process, on its own port."""
 
-    def __init__(self, storage_url: str, port: int | None = None,
-                 env: dict[str, str] | None = None, args: list[str] | None = None,
-                 config_path: str | None = None, ready_port: int | None = None):
+    def __init__(
+        self,
+        storage_url: str,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+        config_path: str | None = None,
+        ready_port: int | None = None,
+    ):
         self.port = port or free_port()
         self.ready_port = ready_port or self.port  # where /healthz answers
-        self.env = {**os.environ, "CHAT_STORAGE_URL": storage_url, "CHAT_PORT": str(self.port),
-                    "CHAT_HOST": "127.0.0.1", **(env or {})}
+        self.env = {
+            **os.environ,
+            "CHAT_STORAGE_URL": storage_url,
+            "CHAT_PORT": str(self.port),
+            "CHAT_HOST": "127.0.0.1",
+            **(env or {}),
+        }
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         if config_path:
             self.env["CHAT_CONFIG"] = config_path
@@ -177,11 +208,18 @@ class ServerProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, log_path: str | None = None) -> "ServerProcess":
+    def start(self, log_path: str | None = None) -> ServerProcess:
         self.log_path = log_path
-        out = open(log_path, "ab") if log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen([sys.executable, "server.py", *self.args], cwd=ROOT,
-                                     env=self.env, stdout=out, stderr=out)
+        # The child keeps its own copy of the log file; ours closes at once.
+        with contextlib.ExitStack() as files:
+            out = files.enter_context(open(log_path, "ab")) if log_path else subprocess.DEVNULL
+            self.proc = subprocess.Popen(
+                [sys.executable, "server.py", *self.args],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=out,
+            )
         self.wait_ready()
         return self
 
@@ -216,22 +254,33 @@ class ServerProcess:
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> str:
     """Run ``python server.py ARGS`` to completion; return its stdout."""
-    result = subprocess.run([sys.executable, "server.py", *args], cwd=ROOT,
-                            capture_output=True, text=True,
-                            env={**os.environ, **(env or {})}, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "server.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+    )
     assert result.returncode == 0, (args, result.returncode, result.stderr)
     return result.stdout
 
 
-def run_server_py(*args: str, env: dict[str, str] | None = None, cwd: str = ROOT,
-                  timeout: float = 60) -> subprocess.CompletedProcess:
+def run_server_py(
+    *args: str, env: dict[str, str] | None = None, cwd: str = ROOT, timeout: float = 60
+) -> subprocess.CompletedProcess:
     """Run ``python server.py ARGS`` (found by absolute path, so ``cwd`` may be
     anywhere) with no CHAT_* variables but ``env``'s; return the finished
     process, whatever its exit status."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
-    return subprocess.run([sys.executable, os.path.join(ROOT, "server.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, env={**base, **(env or {})},
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "server.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**base, **(env or {})},
+        timeout=timeout,
+    )
 
 
 def create_keys(db_url: str, admins: int = 1, stores: int = 1) -> tuple[list[str], list[str]]:
@@ -246,8 +295,16 @@ def create_keys(db_url: str, admins: int = 1, stores: int = 1) -> tuple[list[str
     if admins:
         admin_keys.append(run_cli("create-admin", "--name", "Admin0", env=env).splitlines()[-1])
     elif stores:
-        store_keys.append(run_cli("create-store", "--name", "Store0", "--logo-url",
-                                  "https://example.com/l.png", env=env).splitlines()[-1])
+        store_keys.append(
+            run_cli(
+                "create-store",
+                "--name",
+                "Store0",
+                "--logo-url",
+                "https://example.com/l.png",
+                env=env,
+            ).splitlines()[-1]
+        )
 
     async def create_the_others() -> None:
         from settings import load_config
@@ -260,8 +317,9 @@ def create_keys(db_url: str, admins: int = 1, stores: int = 1) -> tuple[list[str
             for i in range(len(admin_keys), admins):
                 admin_keys.append((await storage.create_admin(f"Admin{i}", None))[1])
             for i in range(len(store_keys), stores):
-                store_keys.append((await storage.create_store(
-                    f"Store{i}", None, "https://example.com/l.png"))[1])
+                store_keys.append(
+                    (await storage.create_store(f"Store{i}", None, "https://example.com/l.png"))[1]
+                )
         finally:
             await storage.close()
 
@@ -270,3 +328,36 @@ def create_keys(db_url: str, admins: int = 1, stores: int = 1) -> tuple[list[str
         pool.submit(asyncio.run, create_the_others()).result()
     return admin_keys, store_keys
 
+
+# --- accounts and sessions made for a test ---------------------------------------
+async def make_admin(server: ChatServer, name: str = "Dana") -> tuple[Any, str]:
+    """A new admin in the server's storage and its key."""
+    admin, key = await server.raw_storage.create_admin(name, f"{name.lower()}@example.com")
+    return admin, key
+
+
+async def make_store(server: ChatServer, name: str = "Tech Store") -> tuple[Any, str]:
+    store, key = await server.raw_storage.create_store(
+        name, "store@example.com", "https://example.com/logo.jpg"
+    )
+    return store, key
+
+
+async def claimed_session(
+    server: ChatServer, api: Api, body: str = "Hello", admin_name: str = "Dana"
+) -> tuple[str, str, dict[str, Any]]:
+    """A new store's session, opened with ``body`` and claimed by a new admin:
+    ``(store_key, admin_key, session JSON as opened)``."""
+    _, store_key = await make_store(server)
+    _, admin_key = await make_admin(server, admin_name)
+    session = await open_session(api, store_key, body)
+    reply = await api.post("/admin/session/claim/", admin_key, {"session_id": session["id"]})
+    assert reply.status == 200, reply
+    return store_key, admin_key, session
+
+
+async def open_session(api: Api, store_key: str, body: str = "Hello") -> dict[str, Any]:
+    """Have a store write, which opens its session; return the session JSON."""
+    reply = await api.post("/store/message/", store_key, {"body": body})
+    assert reply.status in (200, 201), reply
+    return reply.json["session"]

@@ -1,8 +1,8 @@
 """A live server for runs that call it from outside its event loop: a
 ChatServer on its own loop in a thread, on a real port (``LiveServer``), with
 real keys and sessions in every state (``World``), and its log checked for
-tracebacks. tests/test_fuzz_api.py (requests, hypothesis) and
-tests/test_schemathesis_cli.py (the ``st`` command) run against it.
+tracebacks. tests/handlers/test_fuzz_api.py (requests, hypothesis) and
+tests/handlers/test_schemathesis_cli.py (the ``st`` command) run against it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import requests
 import tornado.testing
 
 from handlers.app import ChatServer
-from server import load_config
 
 
 class LiveServer:
@@ -26,8 +25,9 @@ class LiveServer:
     def __init__(self, config: dict[str, Any]):
         self.config = config
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="live-server",
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="live-server", daemon=True
+        )
         self.server: ChatServer | None = None
         self.url = ""
 
@@ -35,7 +35,7 @@ class LiveServer:
         """Run ``coro`` on the server's loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def start(self) -> "LiveServer":
+    def start(self) -> LiveServer:
         self.thread.start()
         self.call(self._start())
         return self
@@ -65,14 +65,19 @@ class World:
         storage = live.server.raw_storage
         _, self.admin_key = live.call(storage.create_admin("Dana", "dana@example.com"))
         _, other_admin = live.call(storage.create_admin("Lee", "lee@example.com"))
-        _, self.store_key = live.call(storage.create_store(
-            "Tech Store", "store@example.com", "https://example.com/logo.jpg"))
+        _, self.store_key = live.call(
+            storage.create_store("Tech Store", "store@example.com", "https://example.com/logo.jpg")
+        )
         others = [live.call(storage.create_store(f"Store {i}", None, None))[1] for i in range(3)]
         # 1: claimed by our admin; 2: claimed by another; 3: closed; 4: open.
         # Our own store holds session 5, open.
         for i, (store, admin, close) in enumerate(
-                [(others[0], self.admin_key, False), (others[1], other_admin, False),
-                 (others[2], self.admin_key, True)]):
+            [
+                (others[0], self.admin_key, False),
+                (others[1], other_admin, False),
+                (others[2], self.admin_key, True),
+            ]
+        ):
             session = self.post("/v1/chat/store/message/", store, {"body": f"hello {i}"})["session"]
             self.post("/v1/chat/admin/session/claim/", admin, {"session_id": session["id"]})
             if close:
@@ -93,25 +98,6 @@ def auth(key: str | None) -> dict[str, str]:
     return {"Authorization": f"Token {key}"} if key else {}
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """One server for the module (its tests only add data), as conftest's ``config``."""
-    config = load_config(environ={}, overrides={
-        "storage": {"url": f"sqlite:///{tmp_path_factory.mktemp('fuzz')}/chat.sqlite3"},
-        "server": {"host": "127.0.0.1"},
-        "events": {"poll_interval_secs": 0.01},
-    })
-    live = LiveServer(config).start()
-    world = None
-    try:
-        world = World(live)
-        yield world
-    finally:
-        if world is not None:
-            world.http.close()
-        live.stop()
-
-
 @pytest.fixture(autouse=True)
 def server_log(caplog):
     """Captures the server's log at every level: a traceback at any level counts."""
@@ -122,6 +108,9 @@ def server_log(caplog):
 def assert_no_traceback(caplog) -> None:
     """The server logged no error and no traceback (uncaught exceptions, crashed
     actors, failed writes all log one)."""
-    broken = [f"{r.name}: {r.getMessage()}" for r in caplog.records
-              if r.levelno >= logging.ERROR or r.exc_info]
+    broken = [
+        f"{r.name}: {r.getMessage()}"
+        for r in caplog.records
+        if r.levelno >= logging.ERROR or r.exc_info
+    ]
     assert broken == []

@@ -17,11 +17,11 @@ class AsyncCursor:
     def __init__(self, cursor: Any):
         self._cursor = cursor
 
-    def sort(self, *args: Any, **kwargs: Any) -> "AsyncCursor":
+    def sort(self, *args: Any, **kwargs: Any) -> AsyncCursor:
         self._cursor = self._cursor.sort(*args, **kwargs)
         return self
 
-    def limit(self, n: int) -> "AsyncCursor":
+    def limit(self, n: int) -> AsyncCursor:
         self._cursor = self._cursor.limit(n)
         return self
 

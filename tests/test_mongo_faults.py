@@ -21,7 +21,7 @@ import uuid
 import pymongo.common
 import pytest
 
-from tests.conftest import make_admin, make_store, open_session
+from tests.helpers import make_admin, make_store, open_session
 from tests.mongo_checks import assert_consistent
 
 # The commands each request sends, in order (read off with command

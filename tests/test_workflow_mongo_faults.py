@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import claimed_session, make_admin
+from tests.helpers import claimed_session, make_admin
 from tests.mongo_checks import assert_consistent
 from tests.test_mongo_faults import (  # noqa: F401 (fixtures)
     FAULTS, app_name, control, fast_recovery, overrides,

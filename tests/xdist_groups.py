@@ -46,8 +46,10 @@ def on_wire_tier(path: str) -> bool:
     source = _source(path)
     if TAKES_WIRE_SERVER.search(source):
         return True
-    return any(TAKES_WIRE_SERVER.search(_source(module.replace(".", "/") + ".py"))
-               for module in IMPORTS_TEST_MODULE.findall(source))
+    return any(
+        TAKES_WIRE_SERVER.search(_source(module.replace(".", "/") + ".py"))
+        for module in IMPORTS_TEST_MODULE.findall(source)
+    )
 
 
 def group_of(nodeid: str) -> str:

@@ -29,10 +29,12 @@ CLOSE_NORMAL = 1000
 
 
 def decode(raw: str | bytes) -> Any:
+    """A received frame, msgpack or JSON."""
     return msgpack.unpackb(raw, raw=False) if isinstance(raw, bytes) else json.loads(raw)
 
 
 def frame_from_line(line: str, session_id: int | None) -> dict[str, Any]:
+    """The frame a typed line sends: a JSON object as it is, other text as a ``message``."""
     try:
         frame = json.loads(line)
         if isinstance(frame, dict):
@@ -46,9 +48,11 @@ def frame_from_line(line: str, session_id: int | None) -> dict[str, Any]:
 
 
 async def run(args: argparse.Namespace) -> int:
+    """Connect, then print frames and send typed lines until either side ends; the exit status."""
     request = tornado.httpclient.HTTPRequest(
         f"{args.url.rstrip('/')}/v1/chat/{args.role}/ws/",
-        headers={"Authorization": f"Token {args.key}"})
+        headers={"Authorization": f"Token {args.key}"},
+    )
     conn = await tornado.websocket.websocket_connect(request, subprotocols=[args.protocol])
     loop = asyncio.get_running_loop()
 
@@ -75,6 +79,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
+    """The command line: parse the arguments and run the client."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="ws://127.0.0.1:8000")
     parser.add_argument("--role", choices=["store", "admin"], required=True)

@@ -6,9 +6,10 @@ import asyncio
 
 import pytest
 
+from actors.actor import Actor
 from actors.errors import ActorStopped, Conflict, MailboxFull
-from actors.runtime import Actor, ActorSystem
-from tests.conftest import claimed_session
+from actors.runtime import ActorSystem
+from tests.helpers import claimed_session
 
 
 class Recorder(Actor):
@@ -139,24 +140,29 @@ class TestOverHTTP:
 
     @pytest.mark.gen_test
     async def test_a_passivated_sessions_next_command_works_from_storage(self, server, api):
-        store_key, admin_key, session = await claimed_session(server, api)
+        _store_key, admin_key, session = await claimed_session(server, api)
         assert session["id"] in server.service.actors
         await asyncio.sleep(0.5)
         assert session["id"] not in server.service.actors
-        reply = await api.post("/admin/message/", admin_key,
-                               {"session_id": session["id"], "body": "back"})
+        reply = await api.post(
+            "/admin/message/", admin_key, {"session_id": session["id"], "body": "back"}
+        )
         assert reply.status == 201 and reply.json["seq"] == 3
         # the fresh actor knows the session is claimed: another claim is a retry
         again = await api.post("/admin/session/claim/", admin_key, {"session_id": session["id"]})
         assert again.status == 200
 
     @pytest.mark.gen_test(timeout=30)
-    async def test_a_full_mailbox_answers_503_with_retry_after_and_loses_nothing(self, server,
-                                                                                 api):
-        store_key, admin_key, session = await claimed_session(server, api)
-        replies = await asyncio.gather(*[
-            api.post("/admin/message/", admin_key, {"session_id": session["id"], "body": f"{i}"})
-            for i in range(60)])
+    async def test_a_full_mailbox_answers_503_with_retry_after_and_loses_nothing(self, server, api):
+        _store_key, admin_key, session = await claimed_session(server, api)
+        replies = await asyncio.gather(
+            *[
+                api.post(
+                    "/admin/message/", admin_key, {"session_id": session["id"], "body": f"{i}"}
+                )
+                for i in range(60)
+            ]
+        )
         refused = [r for r in replies if r.status == 503]
         accepted = [r for r in replies if r.status == 201]
         assert refused and accepted and len(refused) + len(accepted) == 60
@@ -166,7 +172,8 @@ class TestOverHTTP:
         stored = [m["body"] for m in history.json["messages"] if m["sender"] == "admin"]
         assert sorted(stored) == sorted(r.json["body"] for r in accepted)
         assert [m["seq"] for m in history.json["messages"]] == list(
-            range(1, len(history.json["messages"]) + 1))
+            range(1, len(history.json["messages"]) + 1)
+        )
 
 
 # --- actors/runtime.py: commands started without a coroutine (start_now) -------------

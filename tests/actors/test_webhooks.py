@@ -66,14 +66,32 @@ class ReceiverHandler(tornado.web.RequestHandler):
 
 def write_config(tmp_path, receiver_port: int) -> str:
     path = tmp_path / "hooks.yaml"
-    path.write_text(yaml.safe_dump({
-        "webhooks": [{"url": f"http://127.0.0.1:{receiver_port}/hook",
-                      "events": ["session_opened", "session_claimed", "session_closed",
-                                 "message"], "secret": SECRET}],
-        "webhook_delivery": {"timeout_secs": 1, "backoff_initial_secs": 0.05,
-                             "backoff_max_secs": 0.4, "lease_secs": 1, "poll_secs": 0.05},
-        "events": {"poll_interval_secs": 0.05},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "webhooks": [
+                    {
+                        "url": f"http://127.0.0.1:{receiver_port}/hook",
+                        "events": [
+                            "session_opened",
+                            "session_claimed",
+                            "session_closed",
+                            "message",
+                        ],
+                        "secret": SECRET,
+                    }
+                ],
+                "webhook_delivery": {
+                    "timeout_secs": 1,
+                    "backoff_initial_secs": 0.05,
+                    "backoff_max_secs": 0.4,
+                    "lease_secs": 1,
+                    "poll_secs": 0.05,
+                },
+                "events": {"poll_interval_secs": 0.05},
+            }
+        )
+    )
     return str(path)
 
 
@@ -86,8 +104,9 @@ async def traffic(api: Api, store_keys: list[str], admin_key: str, rounds: range
         sid = first.json["session"]["id"]
         sids.append(sid)
         await api.post("/store/message/", key, {"body": f"more {i}"})
-        assert (await api.post("/admin/session/claim/", admin_key, {"session_id": sid})).status \
-            == 200
+        assert (
+            await api.post("/admin/session/claim/", admin_key, {"session_id": sid})
+        ).status == 200
         await api.post("/admin/message/", admin_key, {"session_id": sid, "body": f"reply {i}"})
         if i % 2 == 0:
             await api.post("/admin/session/close/", admin_key, {"session_id": sid})
@@ -121,7 +140,8 @@ def storage_url(request, db_url) -> str:
 
 @pytest.mark.gen_test(timeout=180)
 async def test_every_event_arrives_in_order_per_session_signed_across_a_restart(
-        storage_url, processes, tmp_path):
+    storage_url, processes, tmp_path
+):
     db_url = storage_url
     admin_keys, store_keys = create_keys(db_url, admins=1, stores=6)
     receiver = Receiver()
@@ -153,8 +173,10 @@ async def test_every_event_arrives_in_order_per_session_signed_across_a_restart(
 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        got = {(e["type"], e["session"]["id"], (e.get("message") or {}).get("id"))
-               for e in receiver.accepted}
+        got = {
+            (e["type"], e["session"]["id"], (e.get("message") or {}).get("id"))
+            for e in receiver.accepted
+        }
         if len(got) >= total:
             break
         await asyncio.sleep(0.2)
@@ -183,15 +205,32 @@ async def test_every_event_arrives_in_order_per_session_signed_across_a_restart(
 
 
 def test_the_body_and_signature_a_receiver_sees():
-    entry = OutboxEntry(7, "session_opened", 3, {"session": {
-        "id": 3, "admin_id": None, "status": "open", "last_message_at": None,
-        "created": "2026-01-01T00:00:00.000000Z", "updated": "2026-01-01T00:00:00.000000Z",
-        "queued_at": "2026-01-01T00:00:00.000000Z", "activity_at": "2026-01-01T00:00:00.000000Z",
-        "last_seq": 0, "store": {"id": 1, "name": "Tech", "email": None, "logo_url": None}}},
-        1767225600.0)
+    entry = OutboxEntry(
+        7,
+        "session_opened",
+        3,
+        {
+            "session": {
+                "id": 3,
+                "admin_id": None,
+                "status": "open",
+                "last_message_at": None,
+                "created": "2026-01-01T00:00:00.000000Z",
+                "updated": "2026-01-01T00:00:00.000000Z",
+                "queued_at": "2026-01-01T00:00:00.000000Z",
+                "activity_at": "2026-01-01T00:00:00.000000Z",
+                "last_seq": 0,
+                "store": {"id": 1, "name": "Tech", "email": None, "logo_url": None},
+            }
+        },
+        1767225600.0,
+    )
     body = render_body(entry)
     event = json.loads(body)
-    assert (event["id"], event["type"], event["created"]) == (7, "session_opened",
-                                                               "2026-01-01T00:00:00.000000Z")
+    assert (event["id"], event["type"], event["created"]) == (
+        7,
+        "session_opened",
+        "2026-01-01T00:00:00.000000Z",
+    )
     assert event["session"]["store_id"] == 1 and "queued_at" not in event["session"]
     assert sign("k", body) == "sha256=" + hmac.new(b"k", body, hashlib.sha256).hexdigest()

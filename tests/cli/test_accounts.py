@@ -13,11 +13,10 @@ import pytest
 
 from actors.hub import Hub
 from actors.key_watch import KeyWatch
-from storage.base import Role
-from tests.conftest import make_admin, make_store
-from tests.helpers import ROOT, Api, ServerProcess, Socket, run_server_py
+from storage.records import Role
+from tests.helpers import ROOT, Api, ServerProcess, Socket, make_admin, make_store, run_server_py
 from tests.settings.test_settings import one_line_error
-from tests.test_storage_contract import storage  # noqa: F401  (the backends fixture)
+from tests.storage.test_storage_contract import storage  # noqa: F401  (the backends fixture)
 
 KEY = re.compile(r"[0-9a-f]{40}")
 
@@ -35,7 +34,7 @@ def new_key(db_url: str, *args: str) -> str:
 
 
 async def socket_of(base_url: str, role: str, key: str) -> Socket:
-    sock = await Socket.connect(f"ws://{base_url[len('http://'):]}/v1/chat/{role}/ws/", key)
+    sock = await Socket.connect(f"ws://{base_url[len('http://') :]}/v1/chat/{role}/ws/", key)
     assert (await sock.recv())["type"] == "hello"
     return sock
 
@@ -47,7 +46,7 @@ async def closed_within(sock: Socket, seconds: float) -> int | None:
         try:
             if await sock.recv(max(0.01, deadline - time.monotonic())) is None:
                 return sock.close_code
-        except asyncio.TimeoutError:
+        except TimeoutError:
             break
     return None
 
@@ -55,8 +54,9 @@ async def closed_within(sock: Socket, seconds: float) -> int | None:
 # --- the commands, end to end -----------------------------------------------------
 def test_list_commands_print_a_table_without_keys(db_url):
     admin_key = new_key(db_url, "create-admin", "--name", "  Dana  ", "--email", "d@example.com")
-    store_key = new_key(db_url, "create-store", "--name", "Tech Store",
-                        "--logo-url", "https://example.com/logo.png")
+    store_key = new_key(
+        db_url, "create-store", "--name", "Tech Store", "--logo-url", "https://example.com/logo.png"
+    )
     admins = cli(db_url, "list-admins")
     assert admins.returncode == 0
     assert admins.stdout.splitlines() == ["id  name  email", "1   Dana  d@example.com"]
@@ -72,19 +72,26 @@ def test_list_commands_on_an_empty_database_say_how_to_create_one(db_url):
     assert result.returncode == 0 and "No stores yet" in result.stdout
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["create-admin", "--name", "   "], "--name must not be empty"),
-    (["create-admin", "--name", "Dana", "--email", "dana"], "--email 'dana' is not an email"),
-    (["create-admin", "--name", "Dana", "--email", "dana@localhost"], "is not an email"),
-    (["create-admin", "--name", "Dana", "--email", "a b@example.com"], "is not an email"),
-    (["create-store", "--name", "Shop", "--logo-url", "http://example.com/l.png"],
-     "is not an https:// URL"),
-    (["create-store", "--name", "Shop", "--logo-url", "javascript:alert(1)"],
-     "is not an https:// URL"),
-    (["create-store", "--name", "Shop", "--logo-url", "https://"], "is not an https:// URL"),
-    (["create-store", "--name", "Sh\x07op"], "not printable"),
-    (["create-store", "--name", "x" * 201], "at most 200"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["create-admin", "--name", "   "], "--name must not be empty"),
+        (["create-admin", "--name", "Dana", "--email", "dana"], "--email 'dana' is not an email"),
+        (["create-admin", "--name", "Dana", "--email", "dana@localhost"], "is not an email"),
+        (["create-admin", "--name", "Dana", "--email", "a b@example.com"], "is not an email"),
+        (
+            ["create-store", "--name", "Shop", "--logo-url", "http://example.com/l.png"],
+            "is not an https:// URL",
+        ),
+        (
+            ["create-store", "--name", "Shop", "--logo-url", "javascript:alert(1)"],
+            "is not an https:// URL",
+        ),
+        (["create-store", "--name", "Shop", "--logo-url", "https://"], "is not an https:// URL"),
+        (["create-store", "--name", "Sh\x07op"], "not printable"),
+        (["create-store", "--name", "x" * 201], "at most 200"),
+    ],
+)
 def test_bad_account_input_is_one_line_and_exit_2_and_stores_nothing(db_url, args, expected):
     assert expected in one_line_error(cli(db_url, *args), 2)
     assert "No admins yet" in cli(db_url, "list-admins").stdout
@@ -106,7 +113,8 @@ def test_an_id_storage_cannot_hold_is_refused_by_the_parser(db_url):
 
 @pytest.mark.gen_test(timeout=60)
 async def test_rotate_key_prints_a_new_key_and_the_old_one_gets_401_at_once(
-        db_url, processes, tmp_path):
+    db_url, processes, tmp_path
+):
     old = new_key(db_url, "create-admin", "--name", "Dana")
     proc = ServerProcess(db_url).start(str(tmp_path / "log"))
     processes.append(proc)
@@ -120,7 +128,8 @@ async def test_rotate_key_prints_a_new_key_and_the_old_one_gets_401_at_once(
 
 @pytest.mark.gen_test(timeout=90)
 async def test_revoke_key_closes_that_accounts_sockets_with_4001_on_every_process(
-        db_url, processes, tmp_path):
+    db_url, processes, tmp_path
+):
     store_key = new_key(db_url, "create-store", "--name", "Tech")
     admin_key = new_key(db_url, "create-admin", "--name", "Dana")
     for i in range(2):
@@ -140,14 +149,16 @@ async def test_revoke_key_closes_that_accounts_sockets_with_4001_on_every_proces
         assert sock.close_code is None
     # A revoked account can be given a key again.
     again = new_key(db_url, "rotate-key", "--store", "1")
-    assert (await Api(processes[0].base_url + "/v1/chat").get(
-        "/store/session/", again)).status in (200, 404)
+    assert (await Api(processes[0].base_url + "/v1/chat").get("/store/session/", again)).status in (
+        200,
+        404,
+    )
 
 
 @pytest.mark.gen_test(timeout=30)
 async def test_rotating_a_key_closes_the_sockets_opened_with_the_old_one(server):
     store, store_key = await make_store(server)
-    other, other_key = await make_store(server, "Other")
+    _other, other_key = await make_store(server, "Other")
     mine = await socket_of(server.url, "store", store_key)
     theirs = await socket_of(server.url, "store", other_key)
     assert await server.raw_storage.rotate_key(Role.STORE, store.id)
@@ -166,7 +177,8 @@ async def test_a_socket_cannot_authenticate_with_a_revoked_key(server):
 # --- --demo reuses its accounts -----------------------------------------------------
 @pytest.mark.gen_test(timeout=60)
 async def test_demo_creates_accounts_once_and_reuses_them_with_rotate_hints(
-        db_url, processes, tmp_path):
+    db_url, processes, tmp_path
+):
     log = tmp_path / "log"
     first = ServerProcess(db_url, args=["--demo"]).start(str(log))
     processes.append(first)
@@ -175,7 +187,7 @@ async def test_demo_creates_accounts_once_and_reuses_them_with_rotate_hints(
     admin_key = re.search(r"ADMIN=([0-9a-f]{40})", created).group(1)
     second = ServerProcess(db_url, args=["--demo"]).start(str(log))
     processes.append(second)
-    reused = log.read_text()[len(created):]
+    reused = log.read_text()[len(created) :]
     assert "reusing the demo accounts" in reused
     assert not KEY.search(reused)  # keys are not shown, and none were made
     hint = re.search(r"ADMIN=\$\((.*) \| tail -1\)", reused).group(1)
@@ -183,8 +195,9 @@ async def test_demo_creates_accounts_once_and_reuses_them_with_rotate_hints(
     if python.startswith(".."):
         python = sys.executable
     assert hint == f"{python} server.py --storage {db_url} rotate-key --admin 1"
-    assert (await Api(second.base_url + "/v1/chat").get(
-        "/admin/sessions/open/", admin_key)).status == 200
+    assert (
+        await Api(second.base_url + "/v1/chat").get("/admin/sessions/open/", admin_key)
+    ).status == 200
     assert len(cli(db_url, "list-admins").stdout.splitlines()) == 2  # header + the demo admin
 
 
@@ -203,7 +216,8 @@ async def test_rotate_and_revoke_change_keys_and_are_announced_in_order(storage)
     store, store_key = await storage.create_store("Tech", None, "https://x/l.png")
     assert [a.name for a in await storage.list_admins()] == ["Dana"]
     assert [(s.id, s.logo_url) for s in await storage.list_stores()] == [
-        (store.id, "https://x/l.png")]
+        (store.id, "https://x/l.png")
+    ]
     start = await storage.key_changes_head()
     new = await storage.rotate_key(Role.ADMIN, admin.id)
     assert await storage.authenticate(admin_key) is None
@@ -214,7 +228,9 @@ async def test_rotate_and_revoke_change_keys_and_are_announced_in_order(storage)
     assert await storage.revoke_key(Role.ADMIN, 999) is False
     changes = await storage.key_changes_since(start)
     assert [(c.role, c.account_id, c.kind) for c in changes] == [
-        (Role.ADMIN, admin.id, "rotated"), (Role.STORE, store.id, "revoked")]
+        (Role.ADMIN, admin.id, "rotated"),
+        (Role.STORE, store.id, "revoked"),
+    ]
     assert await storage.key_changes_since(changes[-1].position) == []
     assert await storage.key_changes_since(await storage.key_changes_head()) == []
     # two revoked accounts do not collide on the unique digest column
@@ -222,8 +238,7 @@ async def test_rotate_and_revoke_change_keys_and_are_announced_in_order(storage)
 
 
 @pytest.mark.gen_test
-async def test_a_socket_that_authenticated_just_before_a_revoke_is_swept_after_it(
-        storage):  # noqa: F811
+async def test_a_socket_that_authenticated_just_before_a_revoke_is_swept_after_it(storage):  # noqa: F811
     # The race: the socket's auth read the key, the revoke committed, the watcher
     # acted, and only then did the socket join the hub.
     hub, closed = Hub(), []
@@ -235,7 +250,12 @@ async def test_a_socket_that_authenticated_just_before_a_revoke_is_swept_after_i
     assert await storage.rotate_key(Role.ADMIN, rotated.id)
     assert await watch.check() == 0  # no sockets yet
     for conn_id, admin in enumerate((revoked, rotated)):
-        hub.add(conn_id, Role.ADMIN, admin.id, lambda frame: None,
-                lambda code, reason, conn_id=conn_id: closed.append((conn_id, code)))
+        hub.add(
+            conn_id,
+            Role.ADMIN,
+            admin.id,
+            lambda frame: None,
+            lambda code, reason, conn_id=conn_id: closed.append((conn_id, code)),
+        )
     assert await watch.check() == 1
     assert closed == [(0, 4001)]  # the rotated account's new socket may hold its new key

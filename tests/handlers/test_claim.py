@@ -7,10 +7,18 @@ import re
 
 import pytest
 
-from tests.conftest import claimed_session, make_admin, make_store, open_session
+from tests.helpers import claimed_session, make_admin, make_store, open_session
 
-SEED_FIELDS = {"id": int, "store_id": int, "admin_id": int, "status": str,
-               "last_message_at": str, "created": str, "updated": str, "store": dict}
+SEED_FIELDS = {
+    "id": int,
+    "store_id": int,
+    "admin_id": int,
+    "status": str,
+    "last_message_at": str,
+    "created": str,
+    "updated": str,
+    "store": dict,
+}
 STORE_FIELDS = {"id": int, "name": str, "logo_url": str, "email": str}
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
@@ -62,7 +70,7 @@ async def test_a_retried_claim_by_the_holder_answers_200_with_the_session_unchan
 
 @pytest.mark.gen_test
 async def test_a_claim_writes_an_admin_connected_system_message(server, api):
-    store_key, admin_key, session = await claimed_session(server, api)
+    store_key, _admin_key, _session = await claimed_session(server, api)
     history = (await api.get("/store/session/", store_key)).json
     system = history["messages"][-1]
     assert system["sender"] == "system" and system["sender_id"] is None
@@ -76,12 +84,12 @@ async def test_fifty_concurrent_claims_of_one_session_have_exactly_one_winner(se
     _, store_key = await make_store(server)
     keys = [(await make_admin(server, f"Admin{i}"))[1] for i in range(50)]
     session = await open_session(api, store_key)
-    replies = await asyncio.gather(*[
-        api.post("/admin/session/claim/", key, {"session_id": session["id"]}) for key in keys])
+    replies = await asyncio.gather(
+        *[api.post("/admin/session/claim/", key, {"session_id": session["id"]}) for key in keys]
+    )
     statuses = sorted(r.status for r in replies)
     assert statuses == [200] + [409] * 49
-    assert all(r.json == {"detail": "Session already claimed."}
-               for r in replies if r.status == 409)
+    assert all(r.json == {"detail": "Session already claimed."} for r in replies if r.status == 409)
     winner = next(r.json for r in replies if r.status == 200)
     stored = await server.raw_storage.get_session(session["id"])
     assert stored.admin_id == winner["admin_id"]
@@ -95,30 +103,38 @@ class TestSessionLimit:
     @pytest.mark.gen_test
     async def test_a_claim_over_the_limit_answers_409_limit_reached(self, server, api):
         _, admin_key = await make_admin(server)
-        sessions = [await open_session(api, (await make_store(server, f"S{i}"))[1])
-                    for i in range(3)]
+        sessions = [
+            await open_session(api, (await make_store(server, f"S{i}"))[1]) for i in range(3)
+        ]
         for s in sessions[:2]:
-            assert (await api.post("/admin/session/claim/", admin_key,
-                                   {"session_id": s["id"]})).status == 200
-        reply = await api.post("/admin/session/claim/", admin_key,
-                               {"session_id": sessions[2]["id"]})
+            assert (
+                await api.post("/admin/session/claim/", admin_key, {"session_id": s["id"]})
+            ).status == 200
+        reply = await api.post(
+            "/admin/session/claim/", admin_key, {"session_id": sessions[2]["id"]}
+        )
         assert (reply.status, reply.json) == (409, {"detail": "Session limit reached."})
         # the refused session is still waiting in the queue, untouched
         queue = await api.get("/admin/sessions/open/", admin_key)
         assert [s["id"] for s in queue.json["results"]] == [sessions[2]["id"]]
         # closing one frees a place
         await api.post("/admin/session/close/", admin_key, {"session_id": sessions[0]["id"]})
-        assert (await api.post("/admin/session/claim/", admin_key,
-                               {"session_id": sessions[2]["id"]})).status == 200
+        assert (
+            await api.post("/admin/session/claim/", admin_key, {"session_id": sessions[2]["id"]})
+        ).status == 200
 
     @pytest.mark.gen_test
     async def test_concurrent_claims_never_take_an_admin_over_the_limit(self, server, api):
         _, admin_key = await make_admin(server)
-        sessions = [await open_session(api, (await make_store(server, f"S{i}"))[1])
-                    for i in range(8)]
-        replies = await asyncio.gather(*[
-            api.post("/admin/session/claim/", admin_key, {"session_id": s["id"]})
-            for s in sessions])
+        sessions = [
+            await open_session(api, (await make_store(server, f"S{i}"))[1]) for i in range(8)
+        ]
+        replies = await asyncio.gather(
+            *[
+                api.post("/admin/session/claim/", admin_key, {"session_id": s["id"]})
+                for s in sessions
+            ]
+        )
         assert sorted(r.status for r in replies) == [200, 200] + [409] * 6
         mine = await api.get("/admin/sessions/mine/", admin_key)
         assert len(mine.json["results"]) == 2

@@ -14,8 +14,7 @@ import urllib.parse
 import msgpack
 import pytest
 
-from tests.conftest import claimed_session, make_admin, make_store, open_session
-from tests.helpers import Socket
+from tests.helpers import Socket, claimed_session, make_admin, make_store, open_session
 
 MAX_INT = 2**63 - 1
 TOO_LARGE = "Ensure this value is less than or equal to 9223372036854775807."
@@ -50,8 +49,11 @@ def raw_exchange(port: int, request: bytes, timeout: float = 10.0) -> bytes:
         while True:
             head, sep, body = data.partition(b"\r\n\r\n")
             if sep:
-                length = [int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:")]
+                length = [
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ]
                 if length and len(body) >= length[0]:
                     return data
             try:
@@ -88,8 +90,15 @@ def port_of(server) -> int:
 
 
 # --- integers past 64 bits -----------------------------------------------------------
-@pytest.mark.parametrize("path", ["/admin/session/claim/", "/admin/session/release/",
-                                  "/admin/session/close/", "/admin/message/"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/session/claim/",
+        "/admin/session/release/",
+        "/admin/session/close/",
+        "/admin/message/",
+    ],
+)
 @pytest.mark.gen_test
 async def test_a_session_id_past_int64_is_a_400_with_drfs_wording(server, api, path):
     _, admin_key = await make_admin(server)
@@ -116,8 +125,10 @@ async def test_after_seq_is_decimal_digits_in_range(server, api):
     assert (reply.status, reply.json) == (400, {"after_seq": [TOO_LARGE]})
     for raw in ("abc", "%2B5", "-", "5_0", "1e3", "%D9%A5", "9" * 5000):
         reply = await api.get(f"{path}?after_seq={raw}", admin_key)
-        assert (reply.status, reply.json) == (400, {"after_seq": [
-            "A valid integer is required."]}), raw[:30]
+        assert (reply.status, reply.json) == (
+            400,
+            {"after_seq": ["A valid integer is required."]},
+        ), raw[:30]
     reply = await api.get(f"/store/session/?after_seq={MAX_INT}", store_key)
     assert reply.status == 200 and reply.json["messages"] == []
 
@@ -127,15 +138,19 @@ async def test_a_malformed_cursor_is_not_found(server, api):
     _, admin_key = await make_admin(server)
     bad = [
         base64.urlsafe_b64encode(b"[" * 5000).decode(),
-        base64.urlsafe_b64encode(json.dumps(["2025-01-01T00:00:00.000000Z", 2**63]).encode()
-                                 ).decode(),
+        base64.urlsafe_b64encode(
+            json.dumps(["2025-01-01T00:00:00.000000Z", 2**63]).encode()
+        ).decode(),
         base64.urlsafe_b64encode(json.dumps(["\ud800", 1]).encode()).decode(),
         base64.urlsafe_b64encode(json.dumps(["yesterday", 1]).encode()).decode(),
-        "not base64 at all!", "%F0%9F%92%A9", "A" * 5000,
+        "not base64 at all!",
+        "%F0%9F%92%A9",
+        "A" * 5000,
     ]
     for cursor in bad:
-        reply = await api.get(f"/admin/sessions/open/?cursor={urllib.parse.quote(cursor)}",
-                              admin_key)
+        reply = await api.get(
+            f"/admin/sessions/open/?cursor={urllib.parse.quote(cursor)}", admin_key
+        )
         assert (reply.status, reply.json) == (404, {"detail": "Not found."}), cursor[:40]
 
 
@@ -143,20 +158,22 @@ async def test_a_malformed_cursor_is_not_found(server, api):
 @pytest.mark.gen_test
 async def test_lone_surrogates_and_nul_are_refused_and_the_session_lives_on(server, api):
     store_key, admin_key, session = await claimed_session(server, api)
-    cases = [({"body": "a\ud800b"}, {"body": ["Not a valid string."]}),
-             ({"body": "a\x00b"}, {"body": ["Null characters are not allowed."]}),
-             ({"body": "ok", "client_id": "\udfff"}, {"client_id": ["Not a valid string."]}),
-             ({"body": "ok", "client_id": "c\x00"},
-              {"client_id": ["Null characters are not allowed."]})]
+    cases = [
+        ({"body": "a\ud800b"}, {"body": ["Not a valid string."]}),
+        ({"body": "a\x00b"}, {"body": ["Null characters are not allowed."]}),
+        ({"body": "ok", "client_id": "\udfff"}, {"client_id": ["Not a valid string."]}),
+        ({"body": "ok", "client_id": "c\x00"}, {"client_id": ["Null characters are not allowed."]}),
+    ]
     for body, errors in cases:
         reply = await api.post("/store/message/", store_key, body)
         assert (reply.status, reply.json) == (400, errors), body
         reply = await api.post("/admin/message/", admin_key, {**body, "session_id": session["id"]})
         assert (reply.status, reply.json) == (400, errors), body
     # The session's actor did not die of it: both sides still write.
-    reply = await api.post("/admin/message/", admin_key,
-                           {"session_id": session["id"], "body": "still here \U0001F600"})
-    assert reply.status == 201 and reply.json["body"] == "still here \U0001F600"
+    reply = await api.post(
+        "/admin/message/", admin_key, {"session_id": session["id"], "body": "still here \U0001f600"}
+    )
+    assert reply.status == 201 and reply.json["body"] == "still here \U0001f600"
     assert (await api.post("/store/message/", store_key, {"body": "me too"})).status == 201
 
 
@@ -177,8 +194,9 @@ async def test_deep_json_is_a_parse_error_at_the_bound(server, api):
         assert list(reply.json) == ["detail"]
         assert reply.json["detail"].startswith("JSON parse error - "), reply.json
     # 32 levels in all is still JSON we read: the answer is about the field.
-    reply = await api.post("/store/message/", store_key,
-                           raw='{"body": ' + "[" * 31 + "]" * 31 + "}")
+    reply = await api.post(
+        "/store/message/", store_key, raw='{"body": ' + "[" * 31 + "]" * 31 + "}"
+    )
     assert (reply.status, reply.json) == (400, {"body": ["Not a valid string."]})
 
 
@@ -189,15 +207,19 @@ async def test_a_chunked_body_over_the_limit_gets_a_json_413(server, size):
     _, store_key = await make_store(server)
     chunk = b"x" * 65536
     chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(size // len(chunk)))
-    request = (b"POST /v1/chat/store/message/ HTTP/1.1\r\nHost: x\r\n"
-               b"Authorization: Token " + store_key.encode() + b"\r\n"
-               b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-               + chunks + b"0\r\n\r\n")
+    request = (
+        b"POST /v1/chat/store/message/ HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: Token " + store_key.encode() + b"\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + chunks
+        + b"0\r\n\r\n"
+    )
     data = await asyncio.get_running_loop().run_in_executor(
-        None, raw_exchange, port_of(server), request)
+        None, raw_exchange, port_of(server), request
+    )
     status, headers, body = split_response(data)
     assert status == 413 and headers["content-type"] == "application/json"
-    assert json.loads(body[:body.index(b"}") + 1]) == {"detail": "Request body too large."}
+    assert json.loads(body[: body.index(b"}") + 1]) == {"detail": "Request body too large."}
 
 
 @pytest.mark.gen_test
@@ -214,21 +236,27 @@ async def test_every_error_body_is_json_405_and_upgrade_refusals_included(server
         assert reply.headers["Content-Type"] == "application/json"
     base = api.base_url.rsplit("/v1/chat", 1)[0]
     for path in ("/metrics", "/healthz", "/readyz"):
-        reply = await api.call("POST", "/../.." + path if False else path, raw=b"",
-                               headers={}) if False else None
-        response = await api.client.fetch(base + path, method="POST", body=b"",
-                                          raise_error=False)
+        reply = (
+            await api.call("POST", "/../.." + path if False else path, raw=b"", headers={})
+            if False
+            else None
+        )
+        response = await api.client.fetch(base + path, method="POST", body=b"", raise_error=False)
         assert response.code == 405 and json.loads(response.body) == {
-            "detail": 'Method "POST" not allowed.'}, path
+            "detail": 'Method "POST" not allowed.'
+        }, path
 
 
 @pytest.mark.gen_test
 async def test_a_websocket_of_another_version_gets_a_json_426(server):
-    request = (b"GET /v1/chat/store/ws/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-               b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-               b"Sec-WebSocket-Version: 8\r\nConnection: close\r\n\r\n")
+    request = (
+        b"GET /v1/chat/store/ws/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 8\r\nConnection: close\r\n\r\n"
+    )
     data = await asyncio.get_running_loop().run_in_executor(
-        None, raw_exchange, port_of(server), request)
+        None, raw_exchange, port_of(server), request
+    )
     status, headers, body = split_response(data)
     assert status == 426 and headers["sec-websocket-version"] == "13"
     assert json.loads(body)["detail"].startswith("Upgrade required")
@@ -244,10 +272,13 @@ class TestSlowClients:
         def trickle() -> float:
             loop_start = asyncio.get_event_loop_policy  # noqa: F841 (keep the name simple)
             import time
+
             started = time.monotonic()
             with socket.create_connection(("127.0.0.1", port_of(server)), timeout=10) as conn:
                 try:
-                    for piece in (b"GET /healthz HTTP/1.1\r\n", b"Host: x\r\n") + (b"X: y\r\n",) * 50:
+                    for piece in (b"GET /healthz HTTP/1.1\r\n", b"Host: x\r\n") + (
+                        b"X: y\r\n",
+                    ) * 50:
                         conn.sendall(piece)
                         time.sleep(0.1)
                     return -1.0  # never cut off
@@ -255,6 +286,7 @@ class TestSlowClients:
                     pass
                 read_all(conn)
             return time.monotonic() - started
+
         elapsed = await asyncio.get_running_loop().run_in_executor(None, trickle)
         assert 0.4 < elapsed < 3.0
 
@@ -262,9 +294,12 @@ class TestSlowClients:
     async def test_a_body_that_stops_arriving_is_cut_off(self, server):
         def stall() -> bytes:
             with socket.create_connection(("127.0.0.1", port_of(server)), timeout=10) as conn:
-                conn.sendall(b"POST /v1/chat/store/message/ HTTP/1.1\r\nHost: x\r\n"
-                             b"Content-Length: 100\r\n\r\n{")
+                conn.sendall(
+                    b"POST /v1/chat/store/message/ HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: 100\r\n\r\n{"
+                )
                 return read_all(conn)
+
         data = await asyncio.get_running_loop().run_in_executor(None, stall)
         assert data == b"" or b" 401 " in data  # closed, never a hang
 
@@ -280,8 +315,14 @@ class TestTrustedProxies:
         _, admin_key = await make_admin(server)
         for _ in range(3):
             await open_session(api, (await make_store(server))[1])
-        reply = await api.get("/admin/sessions/open/?limit=1", admin_key, headers={
-            "X-Forwarded-For": "6.6.6.6, 10.1.2.3, 127.0.0.5", "X-Forwarded-Proto": "https"})
+        reply = await api.get(
+            "/admin/sessions/open/?limit=1",
+            admin_key,
+            headers={
+                "X-Forwarded-For": "6.6.6.6, 10.1.2.3, 127.0.0.5",
+                "X-Forwarded-Proto": "https",
+            },
+        )
         assert reply.json["next"].startswith("https://")
         remotes = [r.fields["remote"] for r in caplog.records if hasattr(r, "fields")]
         assert remotes[-1] == "10.1.2.3"
@@ -291,8 +332,11 @@ class TestTrustedProxies:
 async def test_forwarded_headers_from_anyone_else_are_ignored(server, api, caplog):
     caplog.set_level(logging.INFO, logger="chat.access")
     _, admin_key = await make_admin(server)
-    await api.get("/admin/sessions/open/", admin_key, headers={
-        "X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https"})
+    await api.get(
+        "/admin/sessions/open/",
+        admin_key,
+        headers={"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https"},
+    )
     remotes = [r.fields["remote"] for r in caplog.records if hasattr(r, "fields")]
     assert remotes[-1] == "127.0.0.1"
 
@@ -309,7 +353,7 @@ async def test_a_deep_frame_before_auth_closes_4001(server):
 @pytest.mark.parametrize("protocol", ["json", "msgpack"])
 @pytest.mark.gen_test
 async def test_every_bad_frame_gets_an_error_and_the_socket_stays_open(server, api, protocol):
-    store_key, admin_key, session = await claimed_session(server, api)
+    _store_key, admin_key, session = await claimed_session(server, api)
     sock = await admin_socket(server, admin_key, protocol)
     await sock.recv_type("presence")  # its own: online (every admin socket hears it)
     sid = session["id"]
@@ -318,11 +362,19 @@ async def test_every_bad_frame_gets_an_error_and_the_socket_stays_open(server, a
         deep = {"type": "ping", "x": deep}
     frames = [
         ({"type": "message", "session_id": 2**63, "body": "x"}, {"session_id": [TOO_LARGE]}),
-        ({"type": "message", "session_id": sid, "body": "\ud800"}, {"body": ["Not a valid string."]})
-        if protocol == "json" else
-        ({"type": "message", "session_id": sid, "body": b"bytes"}, {"body": ["Not a valid string."]}),
-        ({"type": "message", "session_id": sid, "body": "a\x00"},
-         {"body": ["Null characters are not allowed."]}),
+        (
+            {"type": "message", "session_id": sid, "body": "\ud800"},
+            {"body": ["Not a valid string."]},
+        )
+        if protocol == "json"
+        else (
+            {"type": "message", "session_id": sid, "body": b"bytes"},
+            {"body": ["Not a valid string."]},
+        ),
+        (
+            {"type": "message", "session_id": sid, "body": "a\x00"},
+            {"body": ["Null characters are not allowed."]},
+        ),
         ({"type": "resume", "session_id": sid, "after_seq": 2**63}, {"after_seq": [TOO_LARGE]}),
         ({"type": {"a": [1]}}, {"type": ["Not a valid string."]}),
         ({"type": "x" * 500}, {"type": ["Not a valid choice."]}),
@@ -377,8 +429,9 @@ async def test_a_scalar_document_is_a_dictionary_error_not_a_crash(server, api):
     for raw, kind in (("5", "int"), ("true", "bool"), ('"x"', "str")):
         reply = await api.post("/store/message/", store_key, raw=raw)
         assert reply.status == 400, raw
-        assert reply.json == {"non_field_errors": [
-            f"Invalid data. Expected a dictionary, but got {kind}."]}, raw
+        assert reply.json == {
+            "non_field_errors": [f"Invalid data. Expected a dictionary, but got {kind}."]
+        }, raw
     reply = await api.post("/store/message/", store_key, raw="null")
     assert (reply.status, reply.json) == (400, {"non_field_errors": ["No data provided"]})
     sock = await store_socket(server, store_key)
@@ -395,8 +448,9 @@ async def test_an_oversized_frame_still_being_sent_gets_its_1009(server, authent
     client still writing it is not reset before it reads the close frame."""
     _, store_key = await make_store(server)
     for _ in range(3):
-        sock = await Socket.connect(server.ws_url + "/v1/chat/store/ws/",
-                                    store_key if authenticated else None)
+        sock = await Socket.connect(
+            server.ws_url + "/v1/chat/store/ws/", store_key if authenticated else None
+        )
         if authenticated:
             assert (await sock.recv())["type"] == "hello"
         sending = asyncio.ensure_future(sock.send_raw("x" * (8 * 2**20)))

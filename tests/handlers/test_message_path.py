@@ -8,9 +8,8 @@ import struct
 
 import pytest
 
-from tests.conftest import claimed_session, make_admin, make_store, open_session
-from tests.helpers import Socket
 from tests.handlers.test_ws_framing import CLOSE, TEXT, RawSocket, masked_frame
+from tests.helpers import Socket, claimed_session, make_admin, make_store, open_session
 
 
 async def connect(server, role, key, **kw) -> Socket:
@@ -22,7 +21,8 @@ async def connect(server, role, key, **kw) -> Socket:
 @pytest.mark.gen_test(timeout=30)
 @pytest.mark.parametrize("protocol", ["json", "msgpack"])
 async def test_the_sending_socket_gets_its_ack_and_not_an_echo_other_sockets_get_message(
-        server, api, protocol):
+    server, api, protocol
+):
     store_key, admin_key, session = await claimed_session(server, api)
     sender = await connect(server, "store", store_key, protocol=protocol)
     other_tab = await connect(server, "store", store_key, protocol=protocol)
@@ -57,7 +57,8 @@ async def test_a_repeated_client_id_is_acked_with_the_first_message_and_not_echo
 
 @pytest.mark.gen_test(timeout=60)
 async def test_concurrent_senders_get_gap_free_seqs_and_every_reader_sees_them_in_order(
-        server, api):
+    server, api
+):
     store_key, admin_key, session = await claimed_session(server, api)
     admin = await connect(server, "admin", admin_key)
     watcher = await connect(server, "admin", admin_key)  # the holder's second tab
@@ -66,22 +67,31 @@ async def test_concurrent_senders_get_gap_free_seqs_and_every_reader_sees_them_i
     per_socket = 25
 
     async def send_all(sock: Socket, name: str) -> list[int]:
-        return [(await sock.request({"type": "message", "body": f"{name}{i}"}))["message"]["seq"]
-                for i in range(per_socket)]
+        return [
+            (await sock.request({"type": "message", "body": f"{name}{i}"}))["message"]["seq"]
+            for i in range(per_socket)
+        ]
 
     async def admin_sends() -> list[int]:
-        return [(await admin.request({"type": "message", "session_id": session["id"],
-                                      "body": f"a{i}"}))["message"]["seq"]
-                for i in range(per_socket)]
+        return [
+            (
+                await admin.request(
+                    {"type": "message", "session_id": session["id"], "body": f"a{i}"}
+                )
+            )["message"]["seq"]
+            for i in range(per_socket)
+        ]
 
-    acked = await asyncio.gather(*[send_all(s, f"s{n}-") for n, s in enumerate(stores)],
-                                 admin_sends())
+    acked = await asyncio.gather(
+        *[send_all(s, f"s{n}-") for n, s in enumerate(stores)], admin_sends()
+    )
     seqs = sorted(seq for chunk in acked for seq in chunk)
     first = seqs[0]
     assert seqs == list(range(first, first + 5 * per_socket))  # no gap, no repeat
     for reader in (watcher, observer):
-        got = [f["message"]["seq"] for f in await reader.expect_silence(0.5)
-               if f["type"] == "message"]
+        got = [
+            f["message"]["seq"] for f in await reader.expect_silence(0.5) if f["type"] == "message"
+        ]
         assert got == seqs  # each exactly once, in order
 
 
@@ -89,11 +99,15 @@ async def test_concurrent_senders_get_gap_free_seqs_and_every_reader_sees_them_i
 async def test_frames_queued_in_one_pass_arrive_whole_and_in_order(server, api):
     # A burst of store messages with the admin reading: every frame arrives,
     # in seq order, though many of them shared one write.
-    store_key, admin_key, session = await claimed_session(server, api)
+    store_key, admin_key, _session = await claimed_session(server, api)
     admin = await connect(server, "admin", admin_key, protocol="msgpack")
     senders = [await connect(server, "store", store_key) for _ in range(3)]
-    await asyncio.gather(*[s.request({"type": "message", "body": "x" * 300 * (i + 1)})
-                           for i, s in enumerate(senders)])
+    await asyncio.gather(
+        *[
+            s.request({"type": "message", "body": "x" * 300 * (i + 1)})
+            for i, s in enumerate(senders)
+        ]
+    )
     frames = [f for f in await admin.expect_silence(0.5) if f["type"] == "message"]
     assert sorted(len(f["message"]["body"]) for f in frames) == [300, 600, 900]
     assert [f["message"]["seq"] for f in frames] == sorted(f["message"]["seq"] for f in frames)
@@ -103,8 +117,9 @@ async def test_frames_queued_in_one_pass_arrive_whole_and_in_order(server, api):
 async def test_a_new_stores_first_message_over_the_socket_opens_a_session_once(server, api):
     _store, key = await make_store(server, "Fresh")
     tabs = [await connect(server, "store", key) for _ in range(3)]
-    acks = await asyncio.gather(*[t.request({"type": "message", "body": f"hi {i}"})
-                                  for i, t in enumerate(tabs)])
+    acks = await asyncio.gather(
+        *[t.request({"type": "message", "body": f"hi {i}"}) for i, t in enumerate(tabs)]
+    )
     assert len({a["message"]["session_id"] for a in acks}) == 1
     assert sorted(a["message"]["seq"] for a in acks) == [1, 2, 3]
 
@@ -157,7 +172,8 @@ async def test_each_process_delivers_its_own_and_the_others_events_once_in_commi
 
 @pytest.mark.gen_test(timeout=90)
 async def test_two_worker_processes_on_uvloop_keep_one_frame_fewer_and_every_seq_in_order(
-        db_url, processes, tmp_path):
+    db_url, processes, tmp_path
+):
     # Real server processes (the event loop server.py picks, uvloop where
     # installed), one store socket on each, one admin reading on the first.
     from tests.helpers import Api, ServerProcess, run_cli
@@ -168,10 +184,12 @@ async def test_two_worker_processes_on_uvloop_keep_one_frame_fewer_and_every_seq
     for _ in range(2):
         processes.append(ServerProcess(db_url).start(str(tmp_path / "log")))
     first = await Api(processes[0].base_url + "/v1/chat").post(
-        "/store/message/", store_key, {"body": "open"})
+        "/store/message/", store_key, {"body": "open"}
+    )
     sid = first.json["session"]["id"]
     claimed = await Api(processes[0].base_url + "/v1/chat").post(
-        "/admin/session/claim/", admin_key, {"session_id": sid})
+        "/admin/session/claim/", admin_key, {"session_id": sid}
+    )
     assert claimed.status == 200
     url = "ws://127.0.0.1:{}/v1/chat/{}/ws/"
     admin = await Socket.connect(url.format(processes[0].port, "admin"), admin_key)
@@ -214,7 +232,8 @@ async def test_two_worker_processes_on_uvloop_keep_one_frame_fewer_and_every_seq
 
 @pytest.mark.gen_test(timeout=10)
 async def test_queued_commands_that_may_overlap_start_together_and_are_answered_in_order():
-    from actors.runtime import Actor, ActorSystem
+    from actors.actor import Actor
+    from actors.runtime import ActorSystem
 
     started: list[str] = []
     gate = asyncio.Event()
@@ -241,13 +260,14 @@ async def test_queued_commands_that_may_overlap_start_together_and_are_answered_
 
 @pytest.mark.gen_test(timeout=30)
 async def test_ten_admins_racing_for_one_session_over_rest_get_one_winner(server, api):
-    from tests.conftest import make_admin, open_session
+    from tests.helpers import make_admin, open_session
 
     _store, store_key = await make_store(server, "Racer")
     session = await open_session(api, store_key)
     keys = [(await make_admin(server, f"A{i}"))[1] for i in range(10)]
-    replies = await asyncio.gather(*[api.post("/admin/session/claim/", k,
-                                              {"session_id": session["id"]}) for k in keys])
+    replies = await asyncio.gather(
+        *[api.post("/admin/session/claim/", k, {"session_id": session["id"]}) for k in keys]
+    )
     assert sorted(r.status for r in replies) == [200] + [409] * 9
     winner = next(r for r in replies if r.status == 200)
     stored = await server.raw_storage.get_session(session["id"])
@@ -256,7 +276,8 @@ async def test_ten_admins_racing_for_one_session_over_rest_get_one_winner(server
 
 @pytest.mark.gen_test(timeout=30)
 async def test_a_socket_sending_without_waiting_for_acks_gets_no_echo_and_frames_in_seq_order(
-        server, api):
+    server, api
+):
     # Frames are answered as they are stored, so a client may send a burst
     # without waiting: each message is acked once, none comes back as an
     # echo, and the admin's interleaved replies arrive in seq order with
@@ -265,11 +286,18 @@ async def test_a_socket_sending_without_waiting_for_acks_gets_no_echo_and_frames
     sender = await connect(server, "store", store_key)
     admin = await connect(server, "admin", admin_key)
     for round_ in range(5):
-        await admin.send({"type": "message", "session_id": session["id"],
-                          "body": f"admin {round_}", "ref": f"a{round_}"})
+        await admin.send(
+            {
+                "type": "message",
+                "session_id": session["id"],
+                "body": f"admin {round_}",
+                "ref": f"a{round_}",
+            }
+        )
         for n in range(10):
-            await sender.send({"type": "message", "body": f"store {round_}.{n}",
-                               "ref": round_ * 10 + n})
+            await sender.send(
+                {"type": "message", "body": f"store {round_}.{n}", "ref": round_ * 10 + n}
+            )
     frames = []
     while len([f for f in frames if f["type"] == "ack"]) < 50:
         frames.append(await sender.recv())
@@ -292,9 +320,11 @@ async def test_messages_then_close_in_one_write_still_get_their_acks(server, api
     store_key, _admin_key, _session = await claimed_session(server, api)
     sock = await RawSocket.connect(server, store_key)
     assert (await sock.read_json())["type"] == "hello"
-    sock.writer.write(masked_frame(TEXT, b'{"type": "message", "body": "one", "ref": 1}')
-                      + masked_frame(TEXT, b'{"type": "message", "body": "two", "ref": 2}')
-                      + masked_frame(CLOSE, struct.pack("!H", 1000)))
+    sock.writer.write(
+        masked_frame(TEXT, b'{"type": "message", "body": "one", "ref": 1}')
+        + masked_frame(TEXT, b'{"type": "message", "body": "two", "ref": 2}')
+        + masked_frame(CLOSE, struct.pack("!H", 1000))
+    )
     frames = []
     while True:
         opcode, payload = await sock.read_frame()
@@ -311,8 +341,7 @@ class TestAnActorThatStopsWithMessagesQueued:
         return {"actors": {"max_restarts": 0}}  # one failure stops the actor
 
     @pytest.mark.gen_test(timeout=30)
-    async def test_its_messages_are_stored_by_a_fresh_actor_in_the_order_sent(self, server,
-                                                                               api):
+    async def test_its_messages_are_stored_by_a_fresh_actor_in_the_order_sent(self, server, api):
         _, store_key = await make_store(server)
         _, admin_key = await make_admin(server)
         session = await open_session(api, store_key, "first")
@@ -326,7 +355,8 @@ class TestAnActorThatStopsWithMessagesQueued:
 
         server.raw_storage.claim_session = claim_that_fails_like_a_bug
         claim = asyncio.ensure_future(
-            api.post("/admin/session/claim/", admin_key, {"session_id": session["id"]}))
+            api.post("/admin/session/claim/", admin_key, {"session_id": session["id"]})
+        )
         await asyncio.wait_for(entered.wait(), 10)
         # While the claim runs, the store's messages wait in the actor's mailbox.
         for n in range(1, 6):
@@ -343,5 +373,11 @@ class TestAnActorThatStopsWithMessagesQueued:
         assert [a["ref"] for a in acks] == [1, 2, 3, 4, 5]
         assert [a["message"]["seq"] for a in acks] == [2, 3, 4, 5, 6]
         history = await api.get("/store/session/?limit=10", store_key)
-        assert [m["body"] for m in history.json["messages"]] == \
-            ["first", "m1", "m2", "m3", "m4", "m5"]
+        assert [m["body"] for m in history.json["messages"]] == [
+            "first",
+            "m1",
+            "m2",
+            "m3",
+            "m4",
+            "m5",
+        ]

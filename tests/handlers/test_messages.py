@@ -6,15 +6,17 @@ import asyncio
 
 import pytest
 
-from tests.conftest import claimed_session, make_admin, make_store, open_session
+from tests.helpers import claimed_session, make_admin, make_store, open_session
 
 
 @pytest.mark.gen_test(timeout=60)
 async def test_two_hundred_concurrent_sends_get_seq_one_to_n_without_gap_or_repeat(server, api):
     store_key, admin_key, session = await claimed_session(server, api, "first")
     sends = [api.post("/store/message/", store_key, {"body": f"s{i}"}) for i in range(100)]
-    sends += [api.post("/admin/message/", admin_key, {"session_id": session["id"],
-                                                      "body": f"a{i}"}) for i in range(100)]
+    sends += [
+        api.post("/admin/message/", admin_key, {"session_id": session["id"], "body": f"a{i}"})
+        for i in range(100)
+    ]
     replies = await asyncio.gather(*sends)
     assert {r.status for r in replies} == {201}
     acked = sorted(r.json["seq"] for r in replies)
@@ -38,9 +40,12 @@ async def test_a_repeated_client_id_stores_one_message_and_returns_it_both_times
 @pytest.mark.gen_test
 async def test_concurrent_sends_with_one_client_id_store_it_once(server, api):
     _, store_key = await make_store(server)
-    replies = await asyncio.gather(*[
-        api.post("/store/message/", store_key, {"body": "hi", "client_id": "same"})
-        for _ in range(20)])
+    replies = await asyncio.gather(
+        *[
+            api.post("/store/message/", store_key, {"body": "hi", "client_id": "same"})
+            for _ in range(20)
+        ]
+    )
     assert sorted(r.status for r in replies) == [200] * 19 + [201]
     assert len({r.json["id"] for r in replies}) == 1
     history = await api.get("/store/session/", store_key)
@@ -49,7 +54,8 @@ async def test_concurrent_sends_with_one_client_id_store_it_once(server, api):
 
 @pytest.mark.gen_test
 async def test_a_client_id_retried_after_close_returns_the_old_message_and_opens_nothing(
-        server, api):
+    server, api
+):
     _, store_key = await make_store(server)
     _, admin_key = await make_admin(server)
     first = await api.post("/store/message/", store_key, {"body": "hi", "client_id": "k"})
@@ -95,12 +101,12 @@ async def test_history_pages_with_after_seq_limit_and_has_more(server, api):
 
 
 @pytest.mark.gen_test
-async def test_the_queue_pages_by_cursor_without_skipping_or_repeating_while_it_moves(
-        server, api):
+async def test_the_queue_pages_by_cursor_without_skipping_or_repeating_while_it_moves(server, api):
     _, admin_key = await make_admin(server)
     _, other_admin = await make_admin(server, "Other")
-    ids = [(await open_session(api, (await make_store(server, f"S{i}"))[1]))["id"]
-           for i in range(5)]
+    ids = [
+        (await open_session(api, (await make_store(server, f"S{i}"))[1]))["id"] for i in range(5)
+    ]
     page1 = (await api.get("/admin/sessions/open/?limit=2", admin_key)).json
     assert [s["id"] for s in page1["results"]] == ids[:2]
     # the queue moves: someone claims a session already seen, and a new one arrives
@@ -112,7 +118,7 @@ async def test_the_queue_pages_by_cursor_without_skipping_or_repeating_while_it_
         page = (await api.get(next_url.split("/v1/chat", 1)[1], admin_key)).json
         seen += [s["id"] for s in page["results"]]
         next_url = page["next"]
-    assert seen == ids + [late]
+    assert seen == [*ids, late]
 
 
 @pytest.mark.gen_test

@@ -22,9 +22,10 @@ from tornado import httputil
 from actors.errors import ChatError
 from handlers.base import APIHandler
 from handlers.http_date import http_date
-from storage.base import ClaimOutcome, Role, SessionStatus, WriteOutcome
+from storage.outcomes import ClaimOutcome, WriteOutcome
+from storage.records import Role, SessionStatus
 from storage.sqlite import SQLiteStorage
-from tests.conftest import make_admin, make_store, open_session
+from tests.helpers import make_admin, make_store, open_session
 
 
 @pytest.fixture
@@ -47,8 +48,7 @@ async def test_a_key_changed_through_this_storage_is_refused_by_the_next_lookup(
 
 
 @pytest.mark.gen_test
-async def test_a_key_changed_by_another_connection_is_refused_by_the_next_lookup(
-        sqlite_storage):
+async def test_a_key_changed_by_another_connection_is_refused_by_the_next_lookup(sqlite_storage):
     store, key = await sqlite_storage.create_store("Tech", None, "https://x/l.png")
     who = await sqlite_storage.authenticate(key)
     assert (who.role, who.id, who.logo_url) == (Role.STORE, store.id, "https://x/l.png")
@@ -102,7 +102,8 @@ async def test_session_writes_of_one_loop_pass_apply_in_the_order_submitted(sqli
         sqlite_storage.release_session(sid, dana.id),
         sqlite_storage.claim_session(sid, eve, 0),
         sqlite_storage.claim_session(sid, dana, 0),
-        sqlite_storage.close_session(sid, eve.id))
+        sqlite_storage.close_session(sid, eve.id),
+    )
     assert (claimed.outcome, released.outcome) == (ClaimOutcome.WON, WriteOutcome.DONE)
     assert (taken.outcome, taken.session.admin_id) == (ClaimOutcome.WON, eve.id)
     assert refused.outcome is ClaimOutcome.CONFLICT
@@ -110,8 +111,13 @@ async def test_session_writes_of_one_loop_pass_apply_in_the_order_submitted(sqli
     final = await sqlite_storage.get_session(sid)
     assert (final.status, final.admin_id) == (SessionStatus.CLOSED, eve.id)
     events = [m.event for m in await sqlite_storage.list_messages(sid, 0, 10)]
-    assert events == [None, "admin_connected", "session_released", "admin_connected",
-                      "session_closed"]
+    assert events == [
+        None,
+        "admin_connected",
+        "session_released",
+        "admin_connected",
+        "session_closed",
+    ]
 
 
 @pytest.mark.gen_test
@@ -126,12 +132,14 @@ async def test_refused_claims_are_freed_once_answered_without_the_gc(server, api
     gc.disable()
     try:
         # Ten at once: the first runs in its asker, the rest queue in the mailbox.
-        replies = await asyncio.gather(*[api.post("/admin/session/claim/", loser, claim)
-                                         for _ in range(10)])
+        replies = await asyncio.gather(
+            *[api.post("/admin/session/claim/", loser, claim) for _ in range(10)]
+        )
         assert [r.status for r in replies] == [409] * 10
         await asyncio.sleep(0.05)
-        alive = [type(o).__name__ for o in gc.get_objects()
-                 if isinstance(o, (APIHandler, ChatError))]
+        alive = [
+            type(o).__name__ for o in gc.get_objects() if isinstance(o, (APIHandler, ChatError))
+        ]
     finally:
         gc.enable()
     # Neither kept by the session's idle actor nor left in reference cycles
@@ -167,9 +175,13 @@ def port_of(server) -> int:
 
 def claim_request(key: str, session_id: int) -> bytes:
     body = b'{"session_id": %d}' % session_id
-    return (b"POST /v1/chat/admin/session/claim/ HTTP/1.1\r\nHost: x\r\n"
-            b"Authorization: Token " + key.encode() + b"\r\nContent-Length: %d\r\n\r\n"
-            % len(body) + body)
+    return (
+        b"POST /v1/chat/admin/session/claim/ HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: Token "
+        + key.encode()
+        + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
 
 
 class TestReadDeadlines:
@@ -180,25 +192,31 @@ class TestReadDeadlines:
     @pytest.mark.gen_test(timeout=20)
     async def test_an_authenticated_body_that_stops_arriving_is_cut_off(self, server):
         _, key = await make_admin(server)
-        head = (b"POST /v1/chat/admin/session/claim/ HTTP/1.1\r\nHost: x\r\n"
-                b"Authorization: Token " + key.encode() + b"\r\nContent-Length: 40\r\n\r\n{")
+        head = (
+            b"POST /v1/chat/admin/session/claim/ HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Token " + key.encode() + b"\r\nContent-Length: 40\r\n\r\n{"
+        )
         elapsed, received = await asyncio.get_running_loop().run_in_executor(
-            None, send_and_time_the_close, port_of(server), [head], 0)
+            None, send_and_time_the_close, port_of(server), [head], 0
+        )
         assert received == b""  # closed, no answer to half a request
         assert 0.4 < elapsed < 3.0
         await asyncio.sleep(0.1)
         assert server.inflight.count == 0  # so a graceful shutdown does not wait for it
 
     @pytest.mark.gen_test(timeout=20)
-    async def test_a_busy_keep_alive_connection_lives_and_an_idle_one_is_closed(
-            self, server, api):
+    async def test_a_busy_keep_alive_connection_lives_and_an_idle_one_is_closed(self, server, api):
         _, store_key = await make_store(server)
         _, key = await make_admin(server)
         session = await open_session(api, store_key)
         # Eight requests 0.2 s apart: 1.4 s on one connection, each request in time.
         elapsed, received = await asyncio.get_running_loop().run_in_executor(
-            None, send_and_time_the_close, port_of(server),
-            [claim_request(key, session["id"])] * 8, 0.2)
+            None,
+            send_and_time_the_close,
+            port_of(server),
+            [claim_request(key, session["id"])] * 8,
+            0.2,
+        )
         assert received.count(b"HTTP/1.1 200 OK") == 8
         # Then idle: closed by the header deadline, within a timer tick of it.
         assert 1.4 + 0.4 < elapsed < 1.4 + 3.0
@@ -243,8 +261,10 @@ async def test_nagle_stays_off_on_a_kept_alive_connection_between_requests(serve
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         for _ in range(2):
-            writer.write(b"GET /v1/chat/admin/sessions/open/ HTTP/1.1\r\nHost: x\r\n"
-                         b"Authorization: Token %s\r\n\r\n" % key.encode())
+            writer.write(
+                b"GET /v1/chat/admin/sessions/open/ HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: Token %s\r\n\r\n" % key.encode()
+            )
             head = await reader.readuntil(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200 ")
             length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
@@ -260,8 +280,7 @@ async def test_nagle_stays_off_on_a_kept_alive_connection_between_requests(serve
 
 # --- claims, releases and closes queued together (storage/sqlite.py KnownSessions) ------
 @pytest.mark.gen_test
-async def test_session_writes_queued_together_are_decided_in_order_from_one_read(
-        sqlite_storage):
+async def test_session_writes_queued_together_are_decided_in_order_from_one_read(sqlite_storage):
     """Submitted together, these reach the writer in one group; each must be
     decided on the row the previous one left (one read, then what was written)."""
     storage = sqlite_storage
@@ -274,31 +293,50 @@ async def test_session_writes_queued_together_are_decided_in_order_from_one_read
     assert (await storage.claim_session(held.id, cy, 0)).outcome is ClaimOutcome.WON
     sid = session.id
     results = await asyncio.gather(
-        storage.claim_session(sid, cy, 1),    # cy is at the limit of 1
-        storage.claim_session(sid, ann, 0),   # wins
-        storage.claim_session(sid, bob, 0),   # refused: held by ann
-        storage.claim_session(sid, ann, 0),   # ann again: already hers
-        storage.release_session(sid, bob.id),    # not bob's
-        storage.release_session(sid, ann.id),    # back to the queue
-        storage.claim_session(sid, bob, 0),   # wins the released session
-        storage.claim_session(sid, ann, 0),   # refused: held by bob
-        storage.close_session(sid, bob.id),      # closed
-        storage.claim_session(sid, ann, 0))   # refused: closed
+        storage.claim_session(sid, cy, 1),  # cy is at the limit of 1
+        storage.claim_session(sid, ann, 0),  # wins
+        storage.claim_session(sid, bob, 0),  # refused: held by ann
+        storage.claim_session(sid, ann, 0),  # ann again: already hers
+        storage.release_session(sid, bob.id),  # not bob's
+        storage.release_session(sid, ann.id),  # back to the queue
+        storage.claim_session(sid, bob, 0),  # wins the released session
+        storage.claim_session(sid, ann, 0),  # refused: held by bob
+        storage.close_session(sid, bob.id),  # closed
+        storage.claim_session(sid, ann, 0),
+    )  # refused: closed
     assert [r.outcome for r in results] == [
-        ClaimOutcome.LIMIT, ClaimOutcome.WON, ClaimOutcome.CONFLICT, ClaimOutcome.ALREADY_HELD,
-        WriteOutcome.FORBIDDEN, WriteOutcome.DONE, ClaimOutcome.WON, ClaimOutcome.CONFLICT,
-        WriteOutcome.DONE, ClaimOutcome.CLOSED]
+        ClaimOutcome.LIMIT,
+        ClaimOutcome.WON,
+        ClaimOutcome.CONFLICT,
+        ClaimOutcome.ALREADY_HELD,
+        WriteOutcome.FORBIDDEN,
+        WriteOutcome.DONE,
+        ClaimOutcome.WON,
+        ClaimOutcome.CONFLICT,
+        WriteOutcome.DONE,
+        ClaimOutcome.CLOSED,
+    ]
     holders = [(r.session.status, r.session.admin_id) for r in results]
     assert holders == [
-        (SessionStatus.OPEN, None), (SessionStatus.CLAIMED, ann.id),
-        (SessionStatus.CLAIMED, ann.id), (SessionStatus.CLAIMED, ann.id),
-        (SessionStatus.CLAIMED, ann.id), (SessionStatus.OPEN, None),
-        (SessionStatus.CLAIMED, bob.id), (SessionStatus.CLAIMED, bob.id),
-        (SessionStatus.CLOSED, bob.id), (SessionStatus.CLOSED, bob.id)]
+        (SessionStatus.OPEN, None),
+        (SessionStatus.CLAIMED, ann.id),
+        (SessionStatus.CLAIMED, ann.id),
+        (SessionStatus.CLAIMED, ann.id),
+        (SessionStatus.CLAIMED, ann.id),
+        (SessionStatus.OPEN, None),
+        (SessionStatus.CLAIMED, bob.id),
+        (SessionStatus.CLAIMED, bob.id),
+        (SessionStatus.CLOSED, bob.id),
+        (SessionStatus.CLOSED, bob.id),
+    ]
     # Every answer is the row as stored at that point: the last equals a fresh read.
     assert results[-1].session == await storage.get_session(sid)
     messages = await storage.list_messages(sid, 0, 100)
     assert [m.seq for m in messages] == list(range(1, len(messages) + 1))
     assert [m.event for m in messages[1:]] == [
-        "admin_connected", "session_released", "admin_connected", "session_closed"]
+        "admin_connected",
+        "session_released",
+        "admin_connected",
+        "session_closed",
+    ]
     assert results[-1].session.last_seq == messages[-1].seq

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from tests.conftest import claimed_session, make_admin, make_store, open_session
 from tests.handlers.test_websocket import admin_socket, store_socket
+from tests.helpers import claimed_session, make_admin, make_store, open_session
 
 
 async def collect_until(sock, last_seq: int, ref: str, timeout: float = 20.0) -> list[int]:
@@ -23,13 +23,13 @@ async def collect_until(sock, last_seq: int, ref: str, timeout: float = 20.0) ->
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_resume_with_live_traffic_during_the_replay_gets_every_seq_once_in_order(
-        server, api):
+async def test_resume_with_live_traffic_during_the_replay_gets_every_seq_once_in_order(server, api):
     store_key, admin_key, session = await claimed_session(server, api, "m0")
     sid = session["id"]
     for i in range(1, 1500):  # more than one replay page
         await server.raw_storage.post_store_message(
-            (await server.raw_storage.get_session(sid)).store_id, f"m{i}", None)
+            (await server.raw_storage.get_session(sid)).store_id, f"m{i}", None
+        )
     admin = await admin_socket(server, admin_key)
 
     async def live_traffic():
@@ -44,7 +44,7 @@ async def test_resume_with_live_traffic_during_the_replay_gets_every_seq_once_in
     seqs = await collect_until(admin, total, "r")
     # Live frames that reached the socket before the server took the resume
     # may come first; from the replay's first frame (seq 1) on, the contract holds.
-    seqs = seqs[seqs.index(1):]
+    seqs = seqs[seqs.index(1) :]
     assert seqs == list(range(1, total + 1))
     assert await admin.expect_silence(0.3) == []
 
@@ -75,7 +75,8 @@ async def test_a_store_may_resume_only_its_own_sessions(server, api):
 
 @pytest.mark.gen_test
 async def test_an_admin_resuming_an_open_session_watches_it_until_someone_else_claims_it(
-        server, api):
+    server, api
+):
     _, store_key = await make_store(server)
     _, dana_key = await make_admin(server, "Dana")
     _, omar_key = await make_admin(server, "Omar")

@@ -9,8 +9,7 @@ import msgpack
 import pytest
 import tornado.httpclient
 
-from tests.conftest import claimed_session, make_admin, make_store, open_session
-from tests.helpers import Socket
+from tests.helpers import Socket, claimed_session, make_admin, make_store, open_session
 
 
 async def admin_socket(server, key, **kw) -> Socket:
@@ -30,8 +29,10 @@ async def store_socket(server, key, **kw) -> Socket:
 async def test_header_auth_says_hello_with_the_principal(server):
     admin, key = await make_admin(server, "Dana")
     sock = await Socket.connect(server.ws_url + "/v1/chat/admin/ws/", key)
-    assert await sock.recv() == {"type": "hello", "admin": {
-        "id": admin.id, "name": "Dana", "email": "dana@example.com"}}
+    assert await sock.recv() == {
+        "type": "hello",
+        "admin": {"id": admin.id, "name": "Dana", "email": "dana@example.com"},
+    }
 
 
 @pytest.mark.gen_test
@@ -104,15 +105,16 @@ class TestAllowedOrigins:
     @pytest.mark.gen_test
     async def test_a_configured_origin_is_allowed(self, server):
         _, key = await make_store(server)
-        sock = await Socket.connect(server.ws_url + "/v1/chat/store/ws/", key,
-                                    origin="https://shop.example")
+        sock = await Socket.connect(
+            server.ws_url + "/v1/chat/store/ws/", key, origin="https://shop.example"
+        )
         assert (await sock.recv())["type"] == "hello"
 
 
 # --- audiences ---------------------------------------------------------------------------
 @pytest.mark.gen_test(timeout=30)
 async def test_each_event_reaches_exactly_its_audience(server, api):
-    store_a, key_a = await make_store(server, "A")
+    _store_a, key_a = await make_store(server, "A")
     _, key_b = await make_store(server, "B")
     dana, dana_key = await make_admin(server, "Dana")
     _, omar_key = await make_admin(server, "Omar")
@@ -128,8 +130,11 @@ async def test_each_event_reaches_exactly_its_audience(server, api):
 
     await api.post("/admin/session/claim/", dana_key, {"session_id": sid})
     connected = await sa.recv_type("admin_connected")
-    assert connected == {"type": "admin_connected", "session_id": sid,
-                         "admin": {"id": dana.id, "name": "Dana"}}
+    assert connected == {
+        "type": "admin_connected",
+        "session_id": sid,
+        "admin": {"id": dana.id, "name": "Dana"},
+    }
     system = await sa.recv_type("message")
     assert system["message"]["event"] == "admin_connected"
     for admin in (d, o):
@@ -138,13 +143,13 @@ async def test_each_event_reaches_exactly_its_audience(server, api):
 
     await api.post("/admin/message/", dana_key, {"session_id": sid, "body": "hi from Dana"})
     assert (await sa.recv_type("message"))["message"]["body"] == "hi from Dana"
-    dana_view = [f["message"]["body"] for f in await d.expect_silence(0.3)
-                 if f["type"] == "message"]
+    dana_view = [
+        f["message"]["body"] for f in await d.expect_silence(0.3) if f["type"] == "message"
+    ]
     assert dana_view == ["Dana joined the chat", "hi from Dana"]
 
     await sa.send({"type": "typing"})
-    assert await d.recv_type("typing") == {"type": "typing", "session_id": sid,
-                                           "sender": "store"}
+    assert await d.recv_type("typing") == {"type": "typing", "session_id": sid, "sender": "store"}
     await api.post("/admin/session/close/", dana_key, {"session_id": sid})
     assert (await sa.recv_type("session_closed"))["session"]["status"] == "closed"
     assert (await d.recv_type("session_closed"))["session"]["id"] == sid
@@ -226,7 +231,8 @@ async def test_bad_frames_get_error_frames_and_the_socket_stays_usable(server):
     assert error["detail"].startswith("JSON parse error - ")
     error = await sock.request({"type": "dance"}, answer="none")
     assert error["status"] == 400 and error["errors"] == {
-        "type": ['"dance" is not a valid choice.']}
+        "type": ['"dance" is not a valid choice.']
+    }
     error = await sock.request({"type": "message"}, answer="ack")
     assert error["type"] == "error" and error["errors"] == {"body": ["This field is required."]}
     error = await sock.request({"type": "message", "body": 5}, answer="ack")
@@ -255,8 +261,10 @@ async def test_authorization_is_checked_on_every_frame(server, api):
     sid = (await open_session(api, store_key))["id"]
     omar = await admin_socket(server, omar_key)
     await api.post("/admin/session/claim/", dana_key, {"session_id": sid})
-    for frame in ({"type": "message", "session_id": sid, "body": "x"},
-                  {"type": "resume", "session_id": sid, "after_seq": 0}):
+    for frame in (
+        {"type": "message", "session_id": sid, "body": "x"},
+        {"type": "resume", "session_id": sid, "after_seq": 0},
+    ):
         error = await omar.request(frame)
         assert (error["type"], error["status"]) == ("error", 403)
     await omar.send({"type": "typing", "session_id": sid, "ref": "t"})
@@ -278,10 +286,13 @@ def open_unread_socket(server, key: str) -> socket.socket:
     raw = socket.socket()
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     raw.connect(("127.0.0.1", port))
-    raw.sendall((
-        "GET /v1/chat/store/ws/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        f"Sec-WebSocket-Version: 13\r\nAuthorization: Token {key}\r\n\r\n").encode())
+    raw.sendall(
+        (
+            "GET /v1/chat/store/ws/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nAuthorization: Token {key}\r\n\r\n"
+        ).encode()
+    )
     head = b""
     while b"\r\n\r\n" not in head:
         head += raw.recv(1)
@@ -300,19 +311,19 @@ class TestSlowConsumer:
         sid = session["id"]
         # blocking socket calls: off the loop, which also runs the server
         slow = await asyncio.get_running_loop().run_in_executor(
-            None, open_unread_socket, server, store_key)
+            None, open_unread_socket, server, store_key
+        )
         fast = await store_socket(server, store_key)
         while len(server.hub) < 2:
             await asyncio.sleep(0.01)
         body = "y" * 9_000
-        sent = 0
         for i in range(2_000):  # bounded: ~18 MB at most
-            reply = await api.post("/admin/message/", admin_key,
-                                   {"session_id": sid, "body": f"{i} {body}"})
+            reply = await api.post(
+                "/admin/message/", admin_key, {"session_id": sid, "body": f"{i} {body}"}
+            )
             assert reply.status == 201
             frame = await fast.recv_type("message", timeout=5)  # never held up
             assert frame["message"]["body"].startswith(f"{i} ")
-            sent += 1
             if len(server.hub) == 1:
                 break
         assert len(server.hub) == 1, "the slow client was never cut off"
@@ -324,8 +335,10 @@ class TestSlowConsumer:
 class TestLimits:
     @pytest.fixture
     def overrides(self):
-        return {"limits": {"rate_per_sec": 0.5, "burst": 2},
-                "websocket": {"ping_interval_secs": 0.2, "ping_timeout_secs": 0.3}}
+        return {
+            "limits": {"rate_per_sec": 0.5, "burst": 2},
+            "websocket": {"ping_interval_secs": 0.2, "ping_timeout_secs": 0.3},
+        }
 
     @pytest.mark.gen_test
     async def test_message_frames_share_the_per_key_rate_limit(self, server):
@@ -339,7 +352,8 @@ class TestLimits:
     async def test_a_socket_that_stops_answering_pings_is_closed(self, server):
         _, key = await make_store(server)
         dead = await asyncio.get_running_loop().run_in_executor(
-            None, open_unread_socket, server, key)  # never reads, so never pongs
+            None, open_unread_socket, server, key
+        )  # never reads, so never pongs
         alive = await store_socket(server, key)  # tornado's client answers pings
         deadline = asyncio.get_running_loop().time() + 10
         while len(server.hub) != 1 and asyncio.get_running_loop().time() < deadline:

@@ -7,8 +7,7 @@ import asyncio
 
 import pytest
 
-from tests.conftest import claimed_session, make_admin, make_store, open_session
-from tests.helpers import Socket
+from tests.helpers import Socket, claimed_session, make_admin, make_store, open_session
 
 
 async def hello(server, role: str, key: str) -> Socket:
@@ -19,8 +18,7 @@ async def hello(server, role: str, key: str) -> Socket:
 
 # --- transfer ------------------------------------------------------------------------
 @pytest.mark.gen_test(timeout=30)
-async def test_a_transfer_hands_the_session_over_and_the_old_holder_loses_it_at_once(
-        server, api):
+async def test_a_transfer_hands_the_session_over_and_the_old_holder_loses_it_at_once(server, api):
     store_key, dana_key, session = await claimed_session(server, api)
     omar, omar_key = await make_admin(server, "Omar")
     sid = session["id"]
@@ -28,30 +26,38 @@ async def test_a_transfer_hands_the_session_over_and_the_old_holder_loses_it_at_
     omar_ws = await hello(server, "admin", omar_key)
     dana_ws = await hello(server, "admin", dana_key)
     assert (await dana_ws.request({"type": "resume", "session_id": sid}))["type"] == "ack"
-    reply = await api.post("/admin/session/transfer/", dana_key,
-                           {"session_id": sid, "admin_id": omar.id})
+    reply = await api.post(
+        "/admin/session/transfer/", dana_key, {"session_id": sid, "admin_id": omar.id}
+    )
     assert reply.status == 200, reply
     assert (reply.json["admin_id"], reply.json["status"]) == (omar.id, "claimed")
     told = await omar_ws.recv_type("session_transferred")
     assert told["session"]["admin_id"] == omar.id and told["from_admin"]["name"] == "Dana"
     assert (await dana_ws.recv_type("session_transferred"))["admin"]["id"] == omar.id
     joined = await store_ws.recv_type("admin_connected")
-    assert joined == {"type": "admin_connected", "session_id": sid,
-                      "admin": {"id": omar.id, "name": "Omar"}}
+    assert joined == {
+        "type": "admin_connected",
+        "session_id": sid,
+        "admin": {"id": omar.id, "name": "Omar"},
+    }
     system = await store_ws.recv_type("message")
     while system["message"].get("event") != "session_transferred":
         system = await store_ws.recv_type("message")
     assert system["message"]["body"] == "Dana transferred the chat to Omar"
     # The old holder: 403 on REST and on every frame from now on.
-    for path, body in (("/admin/message/", {"session_id": sid, "body": "x"}),
-                       ("/admin/session/close/", {"session_id": sid}),
-                       ("/admin/session/transfer/", {"session_id": sid, "admin_id": omar.id})):
+    for path, body in (
+        ("/admin/message/", {"session_id": sid, "body": "x"}),
+        ("/admin/session/close/", {"session_id": sid}),
+        ("/admin/session/transfer/", {"session_id": sid, "admin_id": omar.id}),
+    ):
         assert (await api.post(path, dana_key, body)).status == 403
     assert (await api.get(f"/admin/session/{sid}/", dana_key)).status == 403
-    for frame in ({"type": "message", "session_id": sid, "body": "x"},
-                  {"type": "typing", "session_id": sid},
-                  {"type": "resume", "session_id": sid},
-                  {"type": "read", "session_id": sid, "seq": 1}):
+    for frame in (
+        {"type": "message", "session_id": sid, "body": "x"},
+        {"type": "typing", "session_id": sid},
+        {"type": "resume", "session_id": sid},
+        {"type": "read", "session_id": sid, "seq": 1},
+    ):
         answer = await dana_ws.request(frame)
         assert (answer["type"], answer["status"]) == ("error", 403), frame
     # ... and no longer hears the session's messages, which the new holder does.
@@ -75,19 +81,27 @@ async def test_transfer_errors_follow_the_order_of_checks(server, api):
     sid = session["id"]
     bad = await api.post("/admin/session/transfer/", dana_key, {"session_id": sid})
     assert bad.status == 400 and bad.json == {"admin_id": ["This field is required."]}
-    bad = await api.post("/admin/session/transfer/", dana_key,
-                         {"session_id": sid, "admin_id": 2**63})
+    bad = await api.post(
+        "/admin/session/transfer/", dana_key, {"session_id": sid, "admin_id": 2**63}
+    )
     assert bad.status == 400 and "admin_id" in bad.json
-    assert (await api.post("/admin/session/transfer/", store_key,
-                           {"session_id": sid, "admin_id": omar.id})).status == 403
+    assert (
+        await api.post(
+            "/admin/session/transfer/", store_key, {"session_id": sid, "admin_id": omar.id}
+        )
+    ).status == 403
     for body in ({"session_id": 999, "admin_id": omar.id}, {"session_id": sid, "admin_id": 999}):
         reply = await api.post("/admin/session/transfer/", dana_key, body)
         assert (reply.status, reply.json) == (404, {"detail": "Not found."})
-    assert (await api.post("/admin/session/transfer/", omar_key,
-                           {"session_id": sid, "admin_id": omar.id})).status == 403
+    assert (
+        await api.post(
+            "/admin/session/transfer/", omar_key, {"session_id": sid, "admin_id": omar.id}
+        )
+    ).status == 403
     await api.post("/admin/session/close/", dana_key, {"session_id": sid})
-    closed = await api.post("/admin/session/transfer/", dana_key,
-                            {"session_id": sid, "admin_id": omar.id})
+    closed = await api.post(
+        "/admin/session/transfer/", dana_key, {"session_id": sid, "admin_id": omar.id}
+    )
     assert (closed.status, closed.json) == (409, {"detail": "Session is closed."})
 
 
@@ -96,15 +110,15 @@ def overrides(request):
     return getattr(request, "param", {})
 
 
-@pytest.mark.parametrize("overrides", [{"chat": {"max_sessions_per_admin": 1}}],
-                         indirect=True)
+@pytest.mark.parametrize("overrides", [{"chat": {"max_sessions_per_admin": 1}}], indirect=True)
 @pytest.mark.gen_test(timeout=30)
 async def test_a_transfer_to_an_admin_at_the_limit_gets_409_and_changes_nothing(server, api):
     _, dana_key, session = await claimed_session(server, api)
     _, omar_key, _ = await claimed_session(server, api, admin_name="Omar")
     omar_id = (await api.get("/admin/sessions/mine/", omar_key)).json["results"][0]["admin_id"]
-    reply = await api.post("/admin/session/transfer/", dana_key,
-                           {"session_id": session["id"], "admin_id": omar_id})
+    reply = await api.post(
+        "/admin/session/transfer/", dana_key, {"session_id": session["id"], "admin_id": omar_id}
+    )
     assert (reply.status, reply.json) == (409, {"detail": "Session limit reached."})
     detail = await api.get(f"/admin/session/{session['id']}/", dana_key)
     assert detail.json["admin_id"] != omar_id
@@ -146,8 +160,9 @@ async def test_read_positions_never_move_back_and_the_other_side_hears_them(serv
     bad = await api.post("/admin/session/read/", admin_key, {"session_id": sid, "seq": 0})
     assert bad.status == 400 and "seq" in bad.json
     _, other_store = await make_store(server, "Other")
-    assert (await api.post("/store/session/read/", other_store,
-                           {"session_id": sid, "seq": 1})).status == 403
+    assert (
+        await api.post("/store/session/read/", other_store, {"session_id": sid, "seq": 1})
+    ).status == 403
     store_ws.close()
     admin_ws.close()
 
@@ -156,12 +171,13 @@ async def test_read_positions_never_move_back_and_the_other_side_hears_them(serv
 @pytest.mark.gen_test(timeout=30)
 async def test_presence_follows_sockets_and_the_away_frame(server, api):
     dana, dana_key = await make_admin(server, "Dana")
-    omar, omar_key = await make_admin(server, "Omar")
+    _omar, omar_key = await make_admin(server, "Omar")
 
     async def presence_of(admin_id):
         listed = await api.get("/admin/admins/", omar_key)
-        return {a["id"]: (a["presence"], a["active_sessions"])
-                for a in listed.json["results"]}[admin_id]
+        return {a["id"]: (a["presence"], a["active_sessions"]) for a in listed.json["results"]}[
+            admin_id
+        ]
 
     assert await presence_of(dana.id) == ("offline", 0)
     watcher = await hello(server, "admin", omar_key)
@@ -183,7 +199,7 @@ async def test_presence_follows_sockets_and_the_away_frame(server, api):
     second.close()
     assert (await watcher.recv_type("presence"))["status"] == "offline"
     assert await presence_of(dana.id) == ("offline", 0)
-    store, store_key = await make_store(server)
+    _store, store_key = await make_store(server)
     store_ws = await hello(server, "store", store_key)
     refused = await store_ws.request({"type": "presence", "status": "away"})
     assert refused["status"] == 403
@@ -205,13 +221,16 @@ async def test_the_admins_list_pages_with_a_cursor_and_counts_active_sessions(se
 
 
 # --- stale claims ----------------------------------------------------------------------------
-@pytest.mark.parametrize("overrides", [{"chat": {"requeue_unanswered_secs": 1.5,
-                                                 "requeue_sweep_secs": 0.1}}], indirect=True)
+@pytest.mark.parametrize(
+    "overrides",
+    [{"chat": {"requeue_unanswered_secs": 1.5, "requeue_sweep_secs": 0.1}}],
+    indirect=True,
+)
 @pytest.mark.gen_test(timeout=30)
 async def test_an_unanswered_claim_goes_back_to_the_queue_in_its_original_place(server, api):
     _, waiting_key = await make_store(server, "First")
     first = await open_session(api, waiting_key)  # waits in the queue meanwhile
-    store_key, admin_key, session = await claimed_session(server, api)
+    _store_key, admin_key, session = await claimed_session(server, api)
     sid = session["id"]
     admin_ws = await hello(server, "admin", admin_key)
     await admin_ws.recv_type("session_released", timeout=10)
@@ -228,19 +247,28 @@ async def test_an_unanswered_claim_goes_back_to_the_queue_in_its_original_place(
     admin_ws.close()
 
 
-@pytest.mark.parametrize("env, expected", [
-    ({"CHAT_PRESENCE__HEARTBEAT_SECS": "0"}, "presence.heartbeat_secs = '0'"),
-    ({"CHAT_PRESENCE__EXPIRY_SECS": "2"}, "expiry_secs must be longer than heartbeat_secs"),
-    ({"CHAT_CHAT__REQUEUE_OFFLINE_SECS": "-1"}, "chat.requeue_offline_secs = '-1'"),
-    ({"CHAT_CHAT__REQUEUE_SWEEP_SECS": "often"}, "chat.requeue_sweep_secs = 'often'"),
-    ({"CHAT_WEBHOOK_DELIVERY__RETRIES": "3"}, "unknown setting webhook_delivery.retries"),
-    ({"CHAT_WEBHOOKS": '[{"url": "ftp://x", "events": ["message"], "secret": "k"}]'},
-     "webhooks.0.url = 'ftp://x'"),
-    ({"CHAT_WEBHOOKS": '[{"url": "http://x", "events": ["typing"], "secret": "k"}]'},
-     "webhooks.0.events.0 = 'typing'"),
-    ({"CHAT_WEBHOOKS": '[{"url": "http://x", "events": ["message"]}]'},
-     "webhooks.0.secret is not set"),
-])
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({"CHAT_PRESENCE__HEARTBEAT_SECS": "0"}, "presence.heartbeat_secs = '0'"),
+        ({"CHAT_PRESENCE__EXPIRY_SECS": "2"}, "expiry_secs must be longer than heartbeat_secs"),
+        ({"CHAT_CHAT__REQUEUE_OFFLINE_SECS": "-1"}, "chat.requeue_offline_secs = '-1'"),
+        ({"CHAT_CHAT__REQUEUE_SWEEP_SECS": "often"}, "chat.requeue_sweep_secs = 'often'"),
+        ({"CHAT_WEBHOOK_DELIVERY__RETRIES": "3"}, "unknown setting webhook_delivery.retries"),
+        (
+            {"CHAT_WEBHOOKS": '[{"url": "ftp://x", "events": ["message"], "secret": "k"}]'},
+            "webhooks.0.url = 'ftp://x'",
+        ),
+        (
+            {"CHAT_WEBHOOKS": '[{"url": "http://x", "events": ["typing"], "secret": "k"}]'},
+            "webhooks.0.events.0 = 'typing'",
+        ),
+        (
+            {"CHAT_WEBHOOKS": '[{"url": "http://x", "events": ["message"]}]'},
+            "webhooks.0.secret is not set",
+        ),
+    ],
+)
 def test_bad_workflow_settings_are_one_line_naming_the_key(env, expected):
     from settings import ConfigError, load_config
 
@@ -253,8 +281,11 @@ def test_check_config_shows_webhooks_with_their_secrets_hidden():
     from settings import load_config
     from settings.shown import dump_config
 
-    config = load_config(environ={"CHAT_WEBHOOKS": '[{"url": "https://u:pw@crm.example/h",'
-                                                   ' "events": ["message"], "secret": "s3cret"}]'})
+    config = load_config(
+        environ={
+            "CHAT_WEBHOOKS": '[{"url": "https://u:pw@crm.example/h",'
+            ' "events": ["message"], "secret": "s3cret"}]'
+        }
+    )
     shown = dump_config(config)
     assert "s3cret" not in shown and "pw@" not in shown and "crm.example/h" in shown
-

@@ -1,4 +1,5 @@
-"""RFC 6455 at the framing layer (handlers/ws_protocol.py), over a raw TCP socket.
+"""RFC 6455 at the framing layer (handlers/ws_protocol.py, handlers/ws_frames.py), over a
+raw TCP socket.
 
 The handshake and every frame are built by hand so that each bit is ours to
 get wrong; the server's close frame is parsed for its code, and TCP must then
@@ -20,8 +21,7 @@ import urllib.parse
 
 import pytest
 
-from tests.conftest import make_store
-from tests.helpers import ServerProcess
+from tests.helpers import ServerProcess, make_store
 
 TEXT, BINARY, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
 STORE_WS = "/v1/chat/store/ws/"
@@ -34,24 +34,36 @@ class RawSocket:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def connect(cls, server, key: str | None = None) -> "RawSocket":
+    async def connect(cls, server, key: str | None = None) -> RawSocket:
         port = urllib.parse.urlsplit(server.url).port
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         nonce = base64.b64encode(os.urandom(16)).decode()
         auth = f"Authorization: Token {key}\r\n" if key else ""
-        writer.write((f"GET {STORE_WS} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                      "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                      f"Sec-WebSocket-Key: {nonce}\r\nSec-WebSocket-Version: 13\r\n"
-                      f"{auth}\r\n").encode())
+        writer.write(
+            (
+                f"GET {STORE_WS} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {nonce}\r\nSec-WebSocket-Version: 13\r\n"
+                f"{auth}\r\n"
+            ).encode()
+        )
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"HTTP/1.1 101 "), head
-        accept = base64.b64encode(hashlib.sha1(
-            (nonce + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+        accept = base64.b64encode(
+            hashlib.sha1((nonce + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+        )
         assert b"Sec-Websocket-Accept: " + accept in head, head
         return cls(reader, writer)
 
-    async def send_frame(self, opcode: int, payload: bytes = b"", fin: bool = True,
-                         masked: bool = True, rsv: int = 0, length: int | None = None) -> None:
+    async def send_frame(
+        self,
+        opcode: int,
+        payload: bytes = b"",
+        fin: bool = True,
+        masked: bool = True,
+        rsv: int = 0,
+        length: int | None = None,
+    ) -> None:
         """One frame; ``length`` overrides the announced payload length."""
         length = len(payload) if length is None else length
         head = bytes([(0x80 if fin else 0) | rsv << 4 | opcode])
@@ -70,8 +82,9 @@ class RawSocket:
         await self.writer.drain()
 
     async def send_close(self, code: int | None = None, reason: bytes = b"") -> None:
-        await self.send_frame(CLOSE, (struct.pack("!H", code) if code is not None else b"")
-                              + reason)
+        await self.send_frame(
+            CLOSE, (struct.pack("!H", code) if code is not None else b"") + reason
+        )
 
     async def read_frame(self, timeout: float = 5.0) -> tuple[int, bytes]:
         """The server's next frame as (opcode, payload); servers never mask."""
@@ -132,10 +145,11 @@ PROTOCOL_ERRORS = {
     "close_of_126_bytes": [(CLOSE, struct.pack("!H", 1000) + b"r" * 124, {})],
     "continuation_without_a_start": [(CONTINUATION, b"x", {})],
     "final_continuation_without_a_start": [(CONTINUATION, b"x", {"fin": False})],
-    "new_text_inside_a_fragmented_message": [(TEXT, b'{"ty', {"fin": False}),
-                                             (TEXT, b"{}", {})],
-    "new_binary_inside_a_fragmented_message": [(BINARY, b"\x81", {"fin": False}),
-                                               (BINARY, b"\x80", {})],
+    "new_text_inside_a_fragmented_message": [(TEXT, b'{"ty', {"fin": False}), (TEXT, b"{}", {})],
+    "new_binary_inside_a_fragmented_message": [
+        (BINARY, b"\x81", {"fin": False}),
+        (BINARY, b"\x80", {}),
+    ],
     "close_with_a_1_byte_payload": [(CLOSE, b"\x03", {})],
 }
 
@@ -162,10 +176,10 @@ async def test_a_protocol_error_after_auth_also_closes_with_1002(server):
 
 # --- close codes -----------------------------------------------------------------------
 @pytest.mark.gen_test
-@pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999,
-                                  5000, 65535])
-async def test_an_invalid_or_reserved_close_code_is_answered_with_1002_never_echoed(
-        server, code):
+@pytest.mark.parametrize(
+    "code", [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535]
+)
+async def test_an_invalid_or_reserved_close_code_is_answered_with_1002_never_echoed(server, code):
     sock = await RawSocket.connect(server)
     await sock.send_close(code, b"bye")
     assert await sock.closed_with() == 1002
@@ -191,8 +205,15 @@ async def test_a_close_without_a_code_is_answered_by_a_close_without_a_code(serv
 
 # --- invalid UTF-8: 1007 ---------------------------------------------------------------
 @pytest.mark.gen_test
-@pytest.mark.parametrize("payload", [b'{"body": "\xff"}', b"\xed\xa0\x80",  # a lone surrogate
-                                     b"\xc3"], ids=["bad_byte", "surrogate", "truncated"])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"body": "\xff"}',
+        b"\xed\xa0\x80",  # a lone surrogate
+        b"\xc3",
+    ],
+    ids=["bad_byte", "surrogate", "truncated"],
+)
 async def test_invalid_utf8_in_a_text_message_closes_with_1007(server, payload):
     sock = await RawSocket.connect(server)
     await sock.send_frame(TEXT, payload)
@@ -255,8 +276,11 @@ async def test_well_formed_masked_frames_still_work_after_header_auth(server):
 def masked_frame(opcode: int, payload: bytes) -> bytes:
     """One final client frame, masked with a random key."""
     mask = os.urandom(4)
-    head = bytes([0x80 | opcode]) + (bytes([0x80 | len(payload)]) if len(payload) < 126
-                                     else bytes([0x80 | 126]) + struct.pack("!H", len(payload)))
+    head = bytes([0x80 | opcode]) + (
+        bytes([0x80 | len(payload)])
+        if len(payload) < 126
+        else bytes([0x80 | 126]) + struct.pack("!H", len(payload))
+    )
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
@@ -269,12 +293,16 @@ async def test_frames_sent_with_the_handshake_are_handled_in_order_after_auth(se
     port = urllib.parse.urlsplit(server.url).port
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     nonce = base64.b64encode(os.urandom(16)).decode()
-    writer.write((f"GET {STORE_WS} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                  "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                  f"Sec-WebSocket-Key: {nonce}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
-                 + masked_frame(TEXT, json.dumps({"type": "auth", "token": key}).encode())
-                 + masked_frame(TEXT, b'{"type": "message", "body": "first", "ref": 1}')
-                 + masked_frame(TEXT, b'{"type": "message", "body": "second", "ref": 2}'))
+    writer.write(
+        (
+            f"GET {STORE_WS} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {nonce}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        + masked_frame(TEXT, json.dumps({"type": "auth", "token": key}).encode())
+        + masked_frame(TEXT, b'{"type": "message", "body": "first", "ref": 1}')
+        + masked_frame(TEXT, b'{"type": "message", "body": "second", "ref": 2}')
+    )
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert head.startswith(b"HTTP/1.1 101 "), head
     sock = RawSocket(reader, writer)
@@ -294,9 +322,11 @@ def _close_code_after_split_auth(port: int, delay: float) -> object:
     s = socket.create_connection(("127.0.0.1", port))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     nonce = base64.b64encode(os.urandom(16)).decode()
-    head = (f"GET /v1/chat/store/ws/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {nonce}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+    head = (
+        f"GET /v1/chat/store/ws/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {nonce}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
     frame = masked_frame(TEXT, b'{"type": "auth", "token": "not-a-key-of-ours"}')
     s.sendall(head + frame[:3])
     started = time.perf_counter()
@@ -311,7 +341,7 @@ def _close_code_after_split_auth(port: int, delay: float) -> object:
             if not chunk:
                 break
             data += chunk
-    except socket.timeout:
+    except TimeoutError:
         pass
     finally:
         s.close()

@@ -35,22 +35,32 @@ async def hello(url: str, key: str) -> Socket:
 
 @pytest.mark.gen_test(timeout=120)
 async def test_two_workers_from_one_command_share_the_port_and_the_guards(
-        db_url, processes, tmp_path):
+    db_url, processes, tmp_path
+):
     admin_keys, store_keys = create_keys(db_url, admins=30, stores=1)
     proc = ServerProcess(db_url, env={"CHAT_PROCESSES": "2"}).start(str(tmp_path / "log"))
     processes.append(proc)
     assert len(await worker_pids(proc.base_url)) == 2  # both workers answer
     api = Api(proc.base_url + "/v1/chat")
     sid = (await api.post("/store/message/", store_keys[0], {"body": "0"})).json["session_id"]
-    claims = await asyncio.gather(*[
-        Api(proc.base_url + "/v1/chat").post("/admin/session/claim/", key, {"session_id": sid})
-        for key in admin_keys])
+    claims = await asyncio.gather(
+        *[
+            Api(proc.base_url + "/v1/chat").post("/admin/session/claim/", key, {"session_id": sid})
+            for key in admin_keys
+        ]
+    )
     assert sorted(r.status for r in claims) == [200] + [409] * 29
     winner = admin_keys[[r.status for r in claims].index(200)]
-    sends = [Api(proc.base_url + "/v1/chat").post("/store/message/", store_keys[0],
-                                                  {"body": f"s{i}"}) for i in range(60)]
-    sends += [Api(proc.base_url + "/v1/chat").post(
-        "/admin/message/", winner, {"session_id": sid, "body": f"a{i}"}) for i in range(60)]
+    sends = [
+        Api(proc.base_url + "/v1/chat").post("/store/message/", store_keys[0], {"body": f"s{i}"})
+        for i in range(60)
+    ]
+    sends += [
+        Api(proc.base_url + "/v1/chat").post(
+            "/admin/message/", winner, {"session_id": sid, "body": f"a{i}"}
+        )
+        for i in range(60)
+    ]
     assert {r.status for r in await asyncio.gather(*sends)} == {201}
     history = await api.get(f"/admin/session/{sid}/?limit=1000", winner)
     assert [m["seq"] for m in history.json["messages"]] == list(range(1, 123))
@@ -76,7 +86,8 @@ async def test_a_killed_worker_is_replaced(db_url, processes, tmp_path):
 
 @pytest.mark.gen_test(timeout=120)
 async def test_a_stores_socket_on_one_process_hears_what_the_other_stored(
-        db_url, processes, tmp_path):
+    db_url, processes, tmp_path
+):
     admin_keys, store_keys = create_keys(db_url)
     one, two = (ServerProcess(db_url).start(str(tmp_path / "log")) for _ in range(2))
     processes += [one, two]
@@ -100,7 +111,8 @@ async def test_a_stores_socket_on_one_process_hears_what_the_other_stored(
 
 @pytest.mark.gen_test(timeout=120)
 async def test_clients_of_a_killed_process_reconnect_elsewhere_resume_and_miss_nothing(
-        db_url, processes, tmp_path):
+    db_url, processes, tmp_path
+):
     admin_keys, store_keys = create_keys(db_url)
     one, two = (ServerProcess(db_url).start(str(tmp_path / "log")) for _ in range(2))
     processes += [one, two]
@@ -158,10 +170,12 @@ def cpus_of_threads(pid: int) -> dict[str, str]:
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="CPU affinity is Linux-only")
 @pytest.mark.gen_test(timeout=120)
 async def test_pinned_workers_each_keep_every_thread_on_a_cpu_of_their_own(
-        db_url, processes, tmp_path):
+    db_url, processes, tmp_path
+):
     _admin_keys, store_keys = create_keys(db_url, admins=1, stores=1)
-    proc = ServerProcess(db_url, env={"CHAT_PROCESSES": "2", "CHAT_SERVER__PIN_TO_CPUS": "true"}
-                         ).start(str(tmp_path / "log"))
+    proc = ServerProcess(
+        db_url, env={"CHAT_PROCESSES": "2", "CHAT_SERVER__PIN_TO_CPUS": "true"}
+    ).start(str(tmp_path / "log"))
     processes.append(proc)
     pids = await worker_pids(proc.base_url)
     assert len(pids) == 2
@@ -187,7 +201,8 @@ async def test_by_default_a_worker_may_run_on_every_cpu(db_url, processes, tmp_p
     proc = ServerProcess(db_url).start(str(tmp_path / "log"))
     processes.append(proc)
     with open("/proc/self/status") as f:
-        ours = next(line.split(":\t")[1].strip() for line in f
-                    if line.startswith("Cpus_allowed_list"))
+        ours = next(
+            line.split(":\t")[1].strip() for line in f if line.startswith("Cpus_allowed_list")
+        )
     assert set(cpus_of_threads(proc.proc.pid).values()) == {ours}
     assert proc.stop() == 0

@@ -34,13 +34,17 @@ def alert_rules() -> list[dict]:
 
 
 def exported_names(metrics_text: str) -> set[str]:
-    return {re.split(r"[{ ]", line, 1)[0] for line in metrics_text.splitlines()
-            if line and not line.startswith("#")}
+    return {
+        re.split(r"[{ ]", line, maxsplit=1)[0]
+        for line in metrics_text.splitlines()
+        if line and not line.startswith("#")
+    }
 
 
 @pytest.mark.gen_test(timeout=60)
 async def test_every_metric_the_dashboard_and_alerts_query_is_exported_by_a_live_server(
-        db_url, processes, tmp_path):
+    db_url, processes, tmp_path
+):
     (admin_key,), (store_key, waiting_store) = create_keys(db_url, stores=2)
     proc = ServerProcess(db_url).start(str(tmp_path / "log"))
     processes.append(proc)
@@ -67,8 +71,9 @@ async def test_every_metric_the_dashboard_and_alerts_query_is_exported_by_a_live
     families = {name for name in exported if name.startswith("chat_")}
     bases = {re.sub("|".join(f"{s}$" for s in SERIES_SUFFIXES), "", n) for n in families}
     used_bases = {re.sub("|".join(f"{s}$" for s in SERIES_SUFFIXES), "", n) for n in used}
-    assert bases - used_bases <= {"chat_actor_restarts", "chat_actor_passivations"}, \
+    assert bases - used_bases <= {"chat_actor_restarts", "chat_actor_passivations"}, (
         bases - used_bases
+    )
 
     samples = parse_metrics(text)
     assert samples["chat_storage_ready"] == 1
@@ -80,9 +85,18 @@ async def test_every_metric_the_dashboard_and_alerts_query_is_exported_by_a_live
 def test_the_dashboard_has_the_panels_operators_asked_for():
     with open(DASHBOARD) as f:
         titles = " | ".join(panel["title"].lower() for panel in json.load(f)["panels"])
-    for wanted in ("queue length", "wait", "first-response", "messages/s by sender",
-                   "claims by outcome", "sockets by role", "mailbox", "storage latency",
-                   "storage errors", "http latency by route"):
+    for wanted in (
+        "queue length",
+        "wait",
+        "first-response",
+        "messages/s by sender",
+        "claims by outcome",
+        "sockets by role",
+        "mailbox",
+        "storage latency",
+        "storage errors",
+        "http latency by route",
+    ):
         assert wanted in titles, wanted
 
 
@@ -97,23 +111,27 @@ def test_the_alert_rules_cover_wait_storage_readiness_and_mailboxes():
         assert rule["annotations"]["summary"]
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None,
-                    reason="promtool not installed (Debian: apt-get install -y prometheus)")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool not installed (Debian: apt-get install -y prometheus)",
+)
 def test_promtool_accepts_the_alert_rules():
-    result = subprocess.run(["promtool", "check", "rules", ALERTS],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["promtool", "check", "rules", ALERTS], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.gen_test(timeout=60)
 async def test_the_readiness_gauge_the_not_ready_alert_reads_follows_storage(
-        db_url, processes, tmp_path):
+    db_url, processes, tmp_path
+):
     proc = ServerProcess(db_url).start(str(tmp_path / "log"))
     processes.append(proc)
     api = Api(proc.base_url)
     assert (await api.get("/readyz")).status == 200
     assert parse_metrics((await api.get("/metrics")).json)["chat_storage_ready"] == 1
-    path = db_url[len("sqlite:///"):]
+    path = db_url[len("sqlite:///") :]
     os.rename(path, path + ".away")
     try:
         assert (await api.get("/readyz")).status == 503

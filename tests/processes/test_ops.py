@@ -32,10 +32,10 @@ async def scripted_flow(base: str, admin_key: str, store_key: str) -> None:
     opened = await api.post("/store/message/", store_key, {"body": "help"})
     sid = opened.json["session_id"]
     assert (await api.post("/admin/session/claim/", admin_key, {"session_id": sid})).status == 200
-    assert (await api.post("/admin/session/claim/", admin_key,
-                           {"session_id": 999})).status == 404
-    assert (await api.post("/admin/message/", admin_key,
-                           {"session_id": sid, "body": "on it"})).status == 201
+    assert (await api.post("/admin/session/claim/", admin_key, {"session_id": 999})).status == 404
+    assert (
+        await api.post("/admin/message/", admin_key, {"session_id": sid, "body": "on it"})
+    ).status == 201
     api.close()
 
 
@@ -65,8 +65,10 @@ async def test_metrics_after_a_scripted_flow_show_every_family(db_url, processes
     assert m["chat_actor_mailbox_depth_count"] >= 2
     assert m["chat_actor_restarts_total"] == 0 and m["chat_actor_passivations_total"] == 0
     assert m['chat_storage_operation_duration_seconds_count{op="claim_session"}'] == 2
-    assert 'chat_storage_errors_total{op="claim_session"}' not in m or \
-        m['chat_storage_errors_total{op="claim_session"}'] == 0
+    assert (
+        'chat_storage_errors_total{op="claim_session"}' not in m
+        or m['chat_storage_errors_total{op="claim_session"}'] == 0
+    )
     assert m["chat_sessions_open"] == 1  # the other store's session waits
     assert m["chat_session_wait_seconds_count"] == 1
     assert m["chat_first_response_seconds_count"] == 1
@@ -76,14 +78,18 @@ async def test_metrics_after_a_scripted_flow_show_every_family(db_url, processes
 
 @pytest.mark.gen_test(timeout=90)
 async def test_with_two_workers_the_counters_add_up_across_both(db_url, processes, tmp_path):
-    admin_keys, store_keys = create_keys(db_url, admins=1, stores=10)
+    _admin_keys, store_keys = create_keys(db_url, admins=1, stores=10)
     proc = ServerProcess(db_url, env={"CHAT_PROCESSES": "2"}).start(str(tmp_path / "log"))
     processes.append(proc)
     pids = set()
     while len(pids) < 2:  # make sure both workers answered some of the requests
         pids.add((await Api(proc.base_url).get("/healthz")).json["pid"])
-    await asyncio.gather(*[Api(proc.base_url + "/v1/chat").post(
-        "/store/message/", key, {"body": "hi"}) for key in store_keys])
+    await asyncio.gather(
+        *[
+            Api(proc.base_url + "/v1/chat").post("/store/message/", key, {"body": "hi"})
+            for key in store_keys
+        ]
+    )
     m = parse_metrics((await Api(proc.base_url).get("/metrics")).json)
     assert m['chat_messages_total{sender="store"}'] == 10
     assert m['chat_http_requests_total{handler="store_message",method="POST",status="201"}'] == 10
@@ -93,12 +99,13 @@ async def test_with_two_workers_the_counters_add_up_across_both(db_url, processe
 
 @pytest.mark.gen_test(timeout=60)
 async def test_readyz_turns_503_when_storage_is_unreachable_and_200_when_back(
-        db_url, processes, tmp_path):
+    db_url, processes, tmp_path
+):
     proc = ServerProcess(db_url).start(str(tmp_path / "log"))
     processes.append(proc)
     api = Api(proc.base_url)
     assert (await api.get("/readyz")).status == 200
-    path = db_url[len("sqlite:///"):]
+    path = db_url[len("sqlite:///") :]
     os.rename(path, path + ".away")
     try:
         reply = await api.get("/readyz")
@@ -123,7 +130,8 @@ async def test_ops_bind_moves_the_ops_endpoints_off_the_api_port(db_url, process
 
 @pytest.mark.gen_test(timeout=60)
 async def test_sigterm_closes_sockets_with_1001_exits_0_and_keeps_every_ack(
-        db_url, processes, tmp_path):
+    db_url, processes, tmp_path
+):
     _, (store_key,) = create_keys(db_url)
     proc = ServerProcess(db_url).start(str(tmp_path / "log"))
     processes.append(proc)
@@ -150,8 +158,9 @@ async def test_sigterm_closes_sockets_with_1001_exits_0_and_keeps_every_ack(
     assert code == 0 and time.monotonic() - started < 10
     restarted = ServerProcess(db_url, port=proc.port).start(str(tmp_path / "log"))
     processes.append(restarted)
-    history = await Api(restarted.base_url + "/v1/chat").get("/store/session/?limit=1000",
-                                                            store_key)
+    history = await Api(restarted.base_url + "/v1/chat").get(
+        "/store/session/?limit=1000", store_key
+    )
     assert set(acked) <= {m["id"] for m in history.json["messages"]}
 
 

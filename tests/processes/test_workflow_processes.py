@@ -17,8 +17,10 @@ from tests.helpers import Api, ServerProcess, Socket, create_keys
 def start_two(db_url, processes, tmp_path, settings: dict) -> list[ServerProcess]:
     path = tmp_path / "workflow.yaml"
     path.write_text(yaml.safe_dump({"events": {"poll_interval_secs": 0.02}, **settings}))
-    started = [ServerProcess(db_url, config_path=str(path)).start(str(tmp_path / f"log{i}"))
-               for i in range(2)]
+    started = [
+        ServerProcess(db_url, config_path=str(path)).start(str(tmp_path / f"log{i}"))
+        for i in range(2)
+    ]
     processes.extend(started)
     return started
 
@@ -44,12 +46,14 @@ async def listed_presence(api: Api, key: str, admin_id: int) -> str:
 
 @pytest.mark.gen_test(timeout=120)
 async def test_presence_spans_processes_and_a_sigkilled_process_stops_counting(
-        db_url, processes, tmp_path):
+    db_url, processes, tmp_path
+):
     admin_keys, _ = create_keys(db_url, admins=2, stores=0)
     dana_key, watcher_key = admin_keys
     # Expiry well past the heartbeat: a busy machine must not make live rows lapse.
-    one, two = start_two(db_url, processes, tmp_path,
-                         {"presence": {"heartbeat_secs": 0.3, "expiry_secs": 3.0}})
+    one, two = start_two(
+        db_url, processes, tmp_path, {"presence": {"heartbeat_secs": 0.3, "expiry_secs": 3.0}}
+    )
     api_two = Api(two.base_url + "/v1/chat")
     dana_id = (await api_two.get("/admin/admins/", dana_key)).json["results"][0]["id"]
     watcher = await admin_socket(two, watcher_key)
@@ -84,11 +88,18 @@ async def test_presence_spans_processes_and_a_sigkilled_process_stops_counting(
 
 @pytest.mark.gen_test(timeout=120)
 async def test_a_sweep_run_by_two_processes_requeues_each_stale_claim_once(
-        db_url, processes, tmp_path):
+    db_url, processes, tmp_path
+):
     admin_keys, store_keys = create_keys(db_url, admins=2, stores=6)
-    one, two = start_two(db_url, processes, tmp_path, {
-        "chat": {"requeue_offline_secs": 0.5, "requeue_sweep_secs": 0.05},
-        "presence": {"heartbeat_secs": 0.3, "expiry_secs": 3.0}})
+    one, two = start_two(
+        db_url,
+        processes,
+        tmp_path,
+        {
+            "chat": {"requeue_offline_secs": 0.5, "requeue_sweep_secs": 0.05},
+            "presence": {"heartbeat_secs": 0.3, "expiry_secs": 3.0},
+        },
+    )
     apis = [Api(p.base_url + "/v1/chat") for p in (one, two)]
     offline_key, online_key = admin_keys
     online = await admin_socket(one, online_key)  # stays connected: keeps its claims
@@ -96,8 +107,9 @@ async def test_a_sweep_run_by_two_processes_requeues_each_stale_claim_once(
     for i, store_key in enumerate(store_keys):
         sid = (await apis[0].post("/store/message/", store_key, {"body": "hi"})).json["session_id"]
         holder = offline_key if i % 2 == 0 else online_key  # the first never connects
-        assert (await apis[i % 2].post("/admin/session/claim/", holder,
-                                       {"session_id": sid})).status == 200
+        assert (
+            await apis[i % 2].post("/admin/session/claim/", holder, {"session_id": sid})
+        ).status == 200
         sids.append((sid, holder))
     await asyncio.sleep(3.0)
     for sid, holder in sids:
@@ -116,16 +128,20 @@ async def test_a_sweep_run_by_two_processes_requeues_each_stale_claim_once(
 @pytest.mark.gen_test(timeout=120)
 async def test_replies_during_the_sweep_keep_the_claim(db_url, processes, tmp_path):
     admin_keys, store_keys = create_keys(db_url, admins=1, stores=2)
-    one, two = start_two(db_url, processes, tmp_path, {
-        "chat": {"requeue_unanswered_secs": 1.5, "requeue_sweep_secs": 0.02}})
+    one, two = start_two(
+        db_url,
+        processes,
+        tmp_path,
+        {"chat": {"requeue_unanswered_secs": 1.5, "requeue_sweep_secs": 0.02}},
+    )
     apis = [Api(p.base_url + "/v1/chat") for p in (one, two)]
     key = admin_keys[0]
     answered, ignored = [
         (await apis[0].post("/store/message/", s, {"body": "help"})).json["session_id"]
-        for s in store_keys]
+        for s in store_keys
+    ]
     for sid in (answered, ignored):
-        assert (await apis[1].post("/admin/session/claim/", key, {"session_id": sid})).status \
-            == 200
+        assert (await apis[1].post("/admin/session/claim/", key, {"session_id": sid})).status == 200
     # The store writes and the admin answers, back and forth, while both
     # processes sweep every 20 ms: every store message is answered in time.
     until = time.monotonic() + 4.0
@@ -133,8 +149,9 @@ async def test_replies_during_the_sweep_keep_the_claim(db_url, processes, tmp_pa
     while time.monotonic() < until:
         await apis[turn % 2].post("/store/message/", store_keys[0], {"body": f"q{turn}"})
         await asyncio.sleep(0.3)
-        reply = await apis[(turn + 1) % 2].post("/admin/message/", key,
-                                                {"session_id": answered, "body": f"a{turn}"})
+        reply = await apis[(turn + 1) % 2].post(
+            "/admin/message/", key, {"session_id": answered, "body": f"a{turn}"}
+        )
         assert reply.status == 201, reply
         turn += 1
     detail = (await apis[0].get(f"/admin/session/{answered}/?limit=1000", key)).json
@@ -147,25 +164,32 @@ async def test_replies_during_the_sweep_keep_the_claim(db_url, processes, tmp_pa
 
 @pytest.mark.gen_test(timeout=120)
 async def test_a_transfer_raced_against_a_close_and_a_second_transfer_across_processes(
-        db_url, processes, tmp_path):
+    db_url, processes, tmp_path
+):
     admin_keys, store_keys = create_keys(db_url, admins=3, stores=6)
     one, two = start_two(db_url, processes, tmp_path, {})
     apis = [Api(p.base_url + "/v1/chat") for p in (one, two)]
     dana, omar, lena = admin_keys
     ids = {}
     for key in admin_keys:
-        ids[key] = next(r["id"] for r in (await apis[0].get("/admin/admins/", key)).json["results"]
-                        if r["name"] == f"Admin{admin_keys.index(key)}")
+        ids[key] = next(
+            r["id"]
+            for r in (await apis[0].get("/admin/admins/", key)).json["results"]
+            if r["name"] == f"Admin{admin_keys.index(key)}"
+        )
     outcomes = set()
     for store_key in store_keys:
         sid = (await apis[0].post("/store/message/", store_key, {"body": "hi"})).json["session_id"]
         await apis[0].post("/admin/session/claim/", dana, {"session_id": sid})
         to_omar, to_lena, close = await asyncio.gather(
-            apis[0].post("/admin/session/transfer/", dana, {"session_id": sid,
-                                                            "admin_id": ids[omar]}),
-            apis[1].post("/admin/session/transfer/", dana, {"session_id": sid,
-                                                            "admin_id": ids[lena]}),
-            apis[0].post("/admin/session/close/", dana, {"session_id": sid}))
+            apis[0].post(
+                "/admin/session/transfer/", dana, {"session_id": sid, "admin_id": ids[omar]}
+            ),
+            apis[1].post(
+                "/admin/session/transfer/", dana, {"session_id": sid, "admin_id": ids[lena]}
+            ),
+            apis[0].post("/admin/session/close/", dana, {"session_id": sid}),
+        )
         statuses = [r.status for r in (to_omar, to_lena, close)]
         assert statuses.count(200) == 1, statuses
         assert set(statuses) <= {200, 403, 409}
@@ -187,14 +211,19 @@ async def test_a_transfer_raced_against_a_close_and_a_second_transfer_across_pro
 
 @pytest.mark.gen_test(timeout=120)
 async def test_a_graceful_stop_takes_its_sockets_offline_at_once_not_at_expiry(
-        db_url, processes, tmp_path):
+    db_url, processes, tmp_path
+):
     admin_keys, _ = create_keys(db_url, admins=2, stores=0)
     dana_key, watcher_key = admin_keys
-    one, two = start_two(db_url, processes, tmp_path,
-                         {"presence": {"heartbeat_secs": 10, "expiry_secs": 60}})
+    one, two = start_two(
+        db_url, processes, tmp_path, {"presence": {"heartbeat_secs": 10, "expiry_secs": 60}}
+    )
     api_two = Api(two.base_url + "/v1/chat")
-    dana_id = next(r["id"] for r in (await api_two.get("/admin/admins/", dana_key)).json[
-        "results"] if r["name"] == "Admin0")
+    dana_id = next(
+        r["id"]
+        for r in (await api_two.get("/admin/admins/", dana_key)).json["results"]
+        if r["name"] == "Admin0"
+    )
     watcher = await admin_socket(two, watcher_key)
     await admin_socket(one, dana_key)
     assert await presence_event(watcher, dana_id) == "online"

@@ -10,8 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import make_store
-from tests.helpers import ROOT
+from tests.helpers import ROOT, make_store
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -19,12 +18,22 @@ async def test_the_client_sends_typed_lines_and_closes_with_1000_at_end_of_input
     caplog.set_level(logging.INFO, logger="chat.access")
     _, store_key = await make_store(server)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, os.path.join(ROOT, "tools", "chat_client.py"), "--url", server.ws_url,
-        "--role", "store", "--key", store_key,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, cwd="/")
+        sys.executable,
+        os.path.join(ROOT, "tools", "chat_client.py"),
+        "--url",
+        server.ws_url,
+        "--role",
+        "store",
+        "--key",
+        store_key,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        cwd="/",
+    )
     out, _ = await asyncio.wait_for(
-        proc.communicate(b'Hello from the terminal\n{"type": "ping", "ref": 7}\n'), 20)
+        proc.communicate(b'Hello from the terminal\n{"type": "ping", "ref": 7}\n'), 20
+    )
     assert proc.returncode == 0
     lines = out.decode().splitlines()
     frames = [json.loads(line) for line in lines if not line.startswith("#")]

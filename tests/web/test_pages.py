@@ -7,22 +7,31 @@ import re
 
 import pytest
 
-from tests.conftest import make_admin, make_store, open_session
-from tests.helpers import Api, ServerProcess, Socket
+from tests.helpers import Api, ServerProcess, Socket, make_admin, make_store, open_session
 
 
 @pytest.mark.gen_test
 async def test_pages_and_their_modules_are_served_with_a_strict_csp(server):
     site = Api(server.url)
-    for path, kind in (("/console/", "text/html"), ("/widget/", "text/html"),
-                       ("/console/main.js", "javascript"), ("/shared/socket.js", "javascript"),
-                       ("/shared/base.css", "text/css")):
+    for path, kind in (
+        ("/console/", "text/html"),
+        ("/widget/", "text/html"),
+        ("/console/main.js", "javascript"),
+        ("/shared/socket.js", "javascript"),
+        ("/shared/base.css", "text/css"),
+    ):
         reply = await site.get(path)
         assert reply.status == 200, path
         assert kind in reply.headers["Content-Type"], (path, reply.headers["Content-Type"])
         csp = reply.headers["Content-Security-Policy"]
-        for rule in ("default-src 'none'", "script-src 'self'", "style-src 'self'",
-                     "connect-src 'self'", "frame-ancestors 'none'", "base-uri 'none'"):
+        for rule in (
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+        ):
             assert rule in csp, (path, rule)
         assert "unsafe" not in csp
         assert reply.headers["X-Content-Type-Options"] == "nosniff"
@@ -43,11 +52,16 @@ async def test_pages_have_no_inline_script_or_style_for_the_csp_to_block(server)
 @pytest.mark.gen_test
 async def test_a_page_without_its_slash_redirects_and_nothing_outside_web_is_served(server):
     site = Api(server.url)
-    redirect = await site.client.fetch(server.url + "/console", follow_redirects=False,
-                                       raise_error=False)
+    redirect = await site.client.fetch(
+        server.url + "/console", follow_redirects=False, raise_error=False
+    )
     assert redirect.code == 301 and redirect.headers["Location"] == "/console/"
-    for path in ("/console/../server.py", "/shared/../../config.yaml", "/web/console/index.html",
-                 "/console/%2e%2e/%2e%2e/server.py"):
+    for path in (
+        "/console/../server.py",
+        "/shared/../../config.yaml",
+        "/web/console/index.html",
+        "/console/%2e%2e/%2e%2e/server.py",
+    ):
         assert (await site.get(path)).status in (403, 404), path
     site.close()
 
@@ -71,7 +85,8 @@ async def test_session_claimed_names_the_winner_so_a_losing_console_can_say_who(
 
 
 def test_the_demo_prints_where_the_console_and_widget_are_with_keys_beside_them(
-        db_url, processes, tmp_path):
+    db_url, processes, tmp_path
+):
     log = tmp_path / "demo.log"
     proc = ServerProcess(db_url, args=["--demo"])
     processes.append(proc)

@@ -16,8 +16,9 @@ import time
 
 import pytest
 
-from storage.base import ClaimOutcome, Role, SessionStatus, WriteOutcome
 from storage.mongo import MongoStorage
+from storage.outcomes import ClaimOutcome, WriteOutcome
+from storage.records import Role, SessionStatus
 from storage.sqlite import SQLiteStorage
 from tests.mongomock_async import AsyncDatabase
 
@@ -84,8 +85,10 @@ async def test_claim_outcomes(storage):
     assert (await storage.claim_session(sid, dana, 0)).outcome is ClaimOutcome.ALREADY_HELD
     assert (await storage.claim_session(sid, omar, 0)).outcome is ClaimOutcome.CONFLICT
     history = await storage.list_messages(sid, 0, 10)
-    assert [(m.sender, m.event) for m in history] == [("store", None),
-                                                     ("system", "admin_connected")]
+    assert [(m.sender, m.event) for m in history] == [
+        ("store", None),
+        ("system", "admin_connected"),
+    ]
     assert (await storage.close_session(sid, dana.id)).outcome is WriteOutcome.DONE
     assert (await storage.claim_session(sid, omar, 0)).outcome is ClaimOutcome.CLOSED
 
@@ -145,8 +148,9 @@ async def test_client_id_is_idempotent_per_sender(storage):
 async def test_one_active_session_per_store_and_a_new_one_after_close(storage):
     store, _ = await a_store(storage)
     dana, _ = await storage.create_admin("Dana", None)
-    results = await asyncio.gather(*[storage.post_store_message(store.id, f"{i}", None)
-                                     for i in range(10)])
+    results = await asyncio.gather(
+        *[storage.post_store_message(store.id, f"{i}", None) for i in range(10)]
+    )
     assert len({r.session.id for r in results}) == 1
     sid = results[0].session.id
     await storage.claim_session(sid, dana, 0)
@@ -162,18 +166,21 @@ async def test_holder_writes_refuse_others_and_closed_sessions(storage):
     dana, _ = await storage.create_admin("Dana", None)
     omar, _ = await storage.create_admin("Omar", None)
     sid = (await storage.post_store_message(store.id, "hi", None)).session.id
-    assert (await storage.post_admin_message(sid, dana.id, "x", None)).outcome \
-        is WriteOutcome.FORBIDDEN  # open: nobody holds it yet
+    assert (
+        await storage.post_admin_message(sid, dana.id, "x", None)
+    ).outcome is WriteOutcome.FORBIDDEN  # open: nobody holds it yet
     await storage.claim_session(sid, dana, 0)
     assert (await storage.release_session(sid, omar.id)).outcome is WriteOutcome.FORBIDDEN
     assert (await storage.close_session(sid, omar.id)).outcome is WriteOutcome.FORBIDDEN
-    assert (await storage.post_admin_message(999, dana.id, "x", None)).outcome \
-        is WriteOutcome.NOT_FOUND
+    assert (
+        await storage.post_admin_message(999, dana.id, "x", None)
+    ).outcome is WriteOutcome.NOT_FOUND
     assert (await storage.close_session(sid, dana.id)).outcome is WriteOutcome.DONE
     assert (await storage.close_session(sid, dana.id)).outcome is WriteOutcome.UNCHANGED
     assert (await storage.release_session(sid, dana.id)).outcome is WriteOutcome.CLOSED
-    assert (await storage.post_admin_message(sid, dana.id, "x", None)).outcome \
-        is WriteOutcome.CLOSED
+    assert (
+        await storage.post_admin_message(sid, dana.id, "x", None)
+    ).outcome is WriteOutcome.CLOSED
 
 
 @pytest.mark.gen_test
@@ -196,8 +203,7 @@ async def test_lists_page_by_position(storage):
 
 
 @pytest.mark.gen_test
-async def test_a_stores_sessions_list_newest_first_whoever_held_them_and_page_by_position(
-        storage):
+async def test_a_stores_sessions_list_newest_first_whoever_held_them_and_page_by_position(storage):
     store, _ = await a_store(storage)
     other, _ = await a_store(storage, "Other")
     dana, _ = await storage.create_admin("Dana", None)
@@ -233,8 +239,14 @@ async def test_the_change_feed_reports_every_change_in_order(storage):
     await storage.release_session(sid, dana.id)
     events = await storage.read_events(start, 100)
     assert [e.kind for e in events] == [
-        "session_opened", "message", "session_claimed", "message", "typing", "message",
-        "session_released"]
+        "session_opened",
+        "message",
+        "session_claimed",
+        "message",
+        "typing",
+        "message",
+        "session_released",
+    ]
     assert events[1].payload["message"]["body"] == "hi"
     assert events[2].payload["admin"] == {"id": dana.id, "name": "Dana"}
     assert len({e.id for e in events}) == len(events)  # each its own id
@@ -250,7 +262,7 @@ async def test_a_mongodb_url_selects_the_mongo_backend_and_an_outage_is_unavaila
     """A real AsyncMongoClient pointed at a port with no server: calls fail as
     StorageUnavailable (503 upstream) instead of hanging or crashing."""
     from storage import open_storage
-    from storage.base import StorageUnavailable
+    from storage.errors import StorageUnavailable
 
     backend = open_storage("mongodb://127.0.0.1:9/chat", {"mongo_timeout_ms": 200})
     assert isinstance(backend, MongoStorage) and backend.db.name == "chat"
@@ -273,7 +285,12 @@ async def test_a_feed_position_is_saved_per_node(storage):
 
 # --- the support workflow (issue 12): each decision's race --------------------------
 from storage.workflow import (  # noqa: E402
-    AWAY, OFFLINE, ONLINE, RequeueReason, StaleCutoffs, TransferOutcome,
+    AWAY,
+    OFFLINE,
+    ONLINE,
+    RequeueReason,
+    StaleCutoffs,
+    TransferOutcome,
 )
 
 
@@ -290,27 +307,32 @@ async def test_transfer_outcomes_follow_the_order_of_checks(storage):
     omar, _ = await storage.create_admin("Omar", None)
     lena, _ = await storage.create_admin("Lena", None)
     _, sid = await a_claimed_session(storage, dana)
-    assert (await storage.transfer_session(999, dana.id, omar.id, 0)).outcome \
-        is TransferOutcome.NOT_FOUND
-    assert (await storage.transfer_session(sid, dana.id, 999, 0)).outcome \
-        is TransferOutcome.ADMIN_NOT_FOUND
-    assert (await storage.transfer_session(sid, lena.id, omar.id, 0)).outcome \
-        is TransferOutcome.FORBIDDEN
+    assert (
+        await storage.transfer_session(999, dana.id, omar.id, 0)
+    ).outcome is TransferOutcome.NOT_FOUND
+    assert (
+        await storage.transfer_session(sid, dana.id, 999, 0)
+    ).outcome is TransferOutcome.ADMIN_NOT_FOUND
+    assert (
+        await storage.transfer_session(sid, lena.id, omar.id, 0)
+    ).outcome is TransferOutcome.FORBIDDEN
     done = await storage.transfer_session(sid, dana.id, omar.id, 0)
     assert done.outcome is TransferOutcome.DONE and done.session.admin_id == omar.id
-    assert (await storage.transfer_session(sid, dana.id, lena.id, 0)).outcome \
-        is TransferOutcome.FORBIDDEN  # the old holder lost it at once
-    assert (await storage.post_admin_message(sid, dana.id, "x", None)).outcome \
-        is WriteOutcome.FORBIDDEN
-    assert (await storage.post_admin_message(sid, omar.id, "x", None)).outcome \
-        is WriteOutcome.DONE
+    assert (
+        await storage.transfer_session(sid, dana.id, lena.id, 0)
+    ).outcome is TransferOutcome.FORBIDDEN  # the old holder lost it at once
+    assert (
+        await storage.post_admin_message(sid, dana.id, "x", None)
+    ).outcome is WriteOutcome.FORBIDDEN
+    assert (await storage.post_admin_message(sid, omar.id, "x", None)).outcome is WriteOutcome.DONE
     history = await storage.list_messages(sid, 0, 10)
     assert [m.event for m in history] == [None, "admin_connected", "session_transferred", None]
     assert [s.id for s in await storage.list_admin_sessions(omar.id, 10, None)] == [sid]
     assert await storage.list_admin_sessions(dana.id, 10, None) == []
     await storage.close_session(sid, omar.id)
-    assert (await storage.transfer_session(sid, omar.id, dana.id, 0)).outcome \
-        is TransferOutcome.CLOSED
+    assert (
+        await storage.transfer_session(sid, omar.id, dana.id, 0)
+    ).outcome is TransferOutcome.CLOSED
 
 
 @pytest.mark.gen_test
@@ -326,8 +348,9 @@ async def test_a_transfer_to_an_admin_at_the_limit_is_refused_and_changes_nothin
     assert (await storage.get_session(sid)).admin_id == dana.id
     assert await storage.list_messages(sid, 0, 10) == before
     await storage.close_session(full, omar.id)  # a place frees up
-    assert (await storage.transfer_session(sid, dana.id, omar.id, 1)).outcome \
-        is TransferOutcome.DONE
+    assert (
+        await storage.transfer_session(sid, dana.id, omar.id, 1)
+    ).outcome is TransferOutcome.DONE
     assert (await storage.claim_session(full, dana, 1)).outcome is ClaimOutcome.CLOSED
 
 
@@ -341,10 +364,13 @@ async def test_a_transfer_raced_against_the_close_and_a_second_transfer_has_one_
         to_omar, to_lena, closed = await asyncio.gather(
             storage.transfer_session(sid, dana.id, omar.id, 0),
             storage.transfer_session(sid, dana.id, lena.id, 0),
-            storage.close_session(sid, dana.id))
-        winners = [to_omar.outcome is TransferOutcome.DONE,
-                   to_lena.outcome is TransferOutcome.DONE,
-                   closed.outcome is WriteOutcome.DONE]
+            storage.close_session(sid, dana.id),
+        )
+        winners = [
+            to_omar.outcome is TransferOutcome.DONE,
+            to_lena.outcome is TransferOutcome.DONE,
+            closed.outcome is WriteOutcome.DONE,
+        ]
         assert winners.count(True) == 1
         final = await storage.get_session(sid)
         history = await storage.list_messages(sid, 0, 20)
@@ -370,8 +396,9 @@ async def test_read_positions_only_move_forward_and_count_unread(storage):
     assert (await storage.unread_counts([sid], "admin")) == {sid: 4}
     assert (await storage.unread_counts([sid], "store")) == {sid: 1}
     start = await storage.feed_head()
-    marks = await asyncio.gather(*[storage.mark_read(sid, "admin", dana.id, s)
-                                   for s in (4, 2, 5, 3, 1)])
+    marks = await asyncio.gather(
+        *[storage.mark_read(sid, "admin", dana.id, s) for s in (4, 2, 5, 3, 1)]
+    )
     assert max(m.seq for m in marks) == 5 and (await storage.read_positions(sid))["admin"] == 5
     again = await storage.mark_read(sid, "admin", dana.id, 2)
     assert (again.seq, again.moved) == (5, False)
@@ -379,8 +406,9 @@ async def test_read_positions_only_move_forward_and_count_unread(storage):
     past_end = await storage.mark_read(sid, "store", store.id, 999)
     assert past_end.seq == 6 and past_end.moved  # capped at the last message
     reads = [e for e in await storage.read_events(start, 100) if e.kind == "read"]
-    assert [e.payload["seq"] for e in reads if e.payload["sender"] == "admin"] \
-        == sorted({m.seq for m in marks if m.moved})
+    assert [e.payload["seq"] for e in reads if e.payload["sender"] == "admin"] == sorted(
+        {m.seq for m in marks if m.moved}
+    )
     assert (await storage.mark_read(sid, "admin", omar.id, 1)).outcome is WriteOutcome.FORBIDDEN
     assert (await storage.mark_read(999, "store", store.id, 1)).outcome is WriteOutcome.NOT_FOUND
 
@@ -394,40 +422,45 @@ async def test_presence_counts_live_heartbeats_and_announces_each_change_once(st
     assert await storage.set_presence_sockets("n2", dana.id, 2, now - 10) is None
     assert await storage.set_admin_away(dana.id, True, now - 10) == AWAY
     assert await storage.set_presence_sockets("n1", dana.id, 0, now - 10) is None  # n2 holds
-    listed = {a.admin.id: a
-              for a in await storage.list_admins_with_presence(10, 0, now - 10)}
+    listed = {a.admin.id: a for a in await storage.list_admins_with_presence(10, 0, now - 10)}
     assert (listed[dana.id].presence, listed[omar.id].presence) == (AWAY, OFFLINE)
     # n2 stops heartbeating (a SIGKILLed process): once its rows are older than
     # the expiry, however many processes sweep, one of them announces offline.
     later = time.time() + 0.001
-    results = await asyncio.gather(*[storage.heartbeat_presence(f"sweeper{i}", {}, later)
-                                     for i in range(5)])
-    assert sum(results, []) == [(dana.id, OFFLINE)]
+    results = await asyncio.gather(
+        *[storage.heartbeat_presence(f"sweeper{i}", {}, later) for i in range(5)]
+    )
+    assert [change for result in results for change in result] == [(dana.id, OFFLINE)]
     listed = {a.admin.id: a for a in await storage.list_admins_with_presence(10, 0, later)}
     assert listed[dana.id].presence == OFFLINE
-    assert [a.admin.id for a in await storage.list_admins_with_presence(1, dana.id, later)] \
-        == [omar.id]
+    assert [a.admin.id for a in await storage.list_admins_with_presence(1, dana.id, later)] == [
+        omar.id
+    ]
     # n2 was only slow: its next heartbeat brings dana back, announced once
-    assert await storage.heartbeat_presence("n2", {dana.id: 2}, time.time() - 10) \
-        == [(dana.id, AWAY)]
+    assert await storage.heartbeat_presence("n2", {dana.id: 2}, time.time() - 10) == [
+        (dana.id, AWAY)
+    ]
 
 
 @pytest.mark.gen_test
 async def test_a_stale_claim_is_requeued_once_and_keeps_its_place(storage):
     dana, _ = await storage.create_admin("Dana", None)
-    store, sid = await a_claimed_session(storage, dana)
+    _store, sid = await a_claimed_session(storage, dana)
     queued_at = (await storage.get_session(sid)).queued_at
     await asyncio.sleep(0.01)
-    cutoffs = StaleCutoffs(offline_before=time.time(), unanswered_before=None,
-                           live_after=time.time() - 10)
+    cutoffs = StaleCutoffs(
+        offline_before=time.time(), unanswered_before=None, live_after=time.time() - 10
+    )
     stale = await storage.find_stale_claims(cutoffs, 10)
     assert [(s.session_id, s.reason) for s in stale] == [(sid, RequeueReason.OFFLINE)]
-    results = await asyncio.gather(*[storage.requeue_session(stale[0], cutoffs)
-                                     for _ in range(5)])
+    results = await asyncio.gather(*[storage.requeue_session(stale[0], cutoffs) for _ in range(5)])
     assert [r.outcome for r in results].count(WriteOutcome.DONE) == 1
     session = await storage.get_session(sid)
-    assert (session.status, session.admin_id, session.queued_at) \
-        == (SessionStatus.OPEN, None, queued_at)
+    assert (session.status, session.admin_id, session.queued_at) == (
+        SessionStatus.OPEN,
+        None,
+        queued_at,
+    )
     assert [m.event for m in await storage.list_messages(sid, 0, 10)][-1] == "session_requeued"
     assert await storage.find_stale_claims(cutoffs, 10) == []
 
@@ -438,16 +471,18 @@ async def test_a_reply_or_a_reconnect_after_the_judgement_wins_over_the_requeue(
     store, sid = await a_claimed_session(storage, dana)
     await storage.post_store_message(store.id, "anyone?", None)
     await asyncio.sleep(0.01)
-    cutoffs = StaleCutoffs(offline_before=None, unanswered_before=time.time(),
-                           live_after=time.time() - 10)
+    cutoffs = StaleCutoffs(
+        offline_before=None, unanswered_before=time.time(), live_after=time.time() - 10
+    )
     [stale] = await storage.find_stale_claims(cutoffs, 10)
     assert stale.reason is RequeueReason.UNANSWERED
     await storage.post_admin_message(sid, dana.id, "here", None)  # the reply wins
     assert (await storage.requeue_session(stale, cutoffs)).outcome is WriteOutcome.UNCHANGED
     assert (await storage.get_session(sid)).admin_id == dana.id
     assert await storage.find_stale_claims(cutoffs, 10) == []  # answered: not stale
-    offline = StaleCutoffs(offline_before=time.time() + 1, unanswered_before=None,
-                           live_after=time.time() - 10)
+    offline = StaleCutoffs(
+        offline_before=time.time() + 1, unanswered_before=None, live_after=time.time() - 10
+    )
     [stale] = await storage.find_stale_claims(offline, 10)
     await storage.set_presence_sockets("n1", dana.id, 1, offline.live_after)  # reconnects
     assert (await storage.requeue_session(stale, offline)).outcome is WriteOutcome.UNCHANGED
@@ -461,8 +496,7 @@ async def test_the_webhook_outbox_holds_each_change_and_a_lease_has_one_holder(s
     dana, _ = await storage.create_admin("Dana", None)
     store, sid = await a_claimed_session(storage, dana)
     entries = await storage.read_outbox(0, 100)
-    assert [e.kind for e in entries] == ["session_opened", "message", "session_claimed",
-                                         "message"]
+    assert [e.kind for e in entries] == ["session_opened", "message", "session_claimed", "message"]
     assert entries[1].payload["message"]["body"] == "hi" and entries[0].session_id == sid
     await storage.prune_events(0)  # the feed's pruning leaves the outbox alone
     assert len(await storage.read_outbox(0, 100)) == 4
@@ -472,10 +506,10 @@ async def test_the_webhook_outbox_holds_each_change_and_a_lease_has_one_holder(s
     assert await storage.load_webhook_cursor("h2") == 0
     assert await storage.prune_outbox(("h1", "h2")) == 0  # h2 still needs them
     assert await storage.prune_outbox(("h1",)) == 2
-    assert [e.id for e in await storage.read_outbox(entries[1].id, 100)] \
-        == [e.id for e in entries[2:]]
-    holders = await asyncio.gather(*[storage.take_lease("webhooks", f"p{i}", 5)
-                                     for i in range(5)])
+    assert [e.id for e in await storage.read_outbox(entries[1].id, 100)] == [
+        e.id for e in entries[2:]
+    ]
+    holders = await asyncio.gather(*[storage.take_lease("webhooks", f"p{i}", 5) for i in range(5)])
     assert holders.count(True) == 1
     winner = f"p{holders.index(True)}"
     assert await storage.take_lease("webhooks", winner, 0.01)  # renewal; then it lapses
@@ -493,10 +527,14 @@ async def test_with_both_rules_on_each_finds_what_it_judges_stale(storage):
     await storage.set_presence_sockets("n1", dana.id, 1, time.time() - 10)  # dana is online
     await storage.post_store_message(store.id, "anyone?", None)
     await asyncio.sleep(0.01)
-    cutoffs = StaleCutoffs(offline_before=time.time() - 3600, unanswered_before=time.time(),
-                           live_after=time.time() - 10)
-    assert [(s.session_id, s.reason) for s in await storage.find_stale_claims(cutoffs, 10)] \
-        == [(sid, RequeueReason.UNANSWERED)]
+    cutoffs = StaleCutoffs(
+        offline_before=time.time() - 3600,
+        unanswered_before=time.time(),
+        live_after=time.time() - 10,
+    )
+    assert [(s.session_id, s.reason) for s in await storage.find_stale_claims(cutoffs, 10)] == [
+        (sid, RequeueReason.UNANSWERED)
+    ]
 
 
 @pytest.mark.gen_test
@@ -507,13 +545,15 @@ async def test_a_store_writing_on_does_not_keep_an_offline_admins_claim(storage)
     quiet_since = time.time()
     await storage.post_store_message(store.id, "hello?", None)
     await storage.post_store_message(store.id, "anyone?", None)
-    cutoffs = StaleCutoffs(offline_before=quiet_since, unanswered_before=None,
-                           live_after=time.time() - 10)
+    cutoffs = StaleCutoffs(
+        offline_before=quiet_since, unanswered_before=None, live_after=time.time() - 10
+    )
     [stale] = await storage.find_stale_claims(cutoffs, 10)
     assert (stale.session_id, stale.reason) == (sid, RequeueReason.OFFLINE)
     # ... but a claim since the cutoff does: a transfer to a fresh holder.
     omar, _ = await storage.create_admin("Omar", None)
-    assert (await storage.transfer_session(sid, dana.id, omar.id, 0)).outcome \
-        is TransferOutcome.DONE
+    assert (
+        await storage.transfer_session(sid, dana.id, omar.id, 0)
+    ).outcome is TransferOutcome.DONE
     assert await storage.find_stale_claims(cutoffs, 10) == []
     assert (await storage.requeue_session(stale, cutoffs)).outcome is WriteOutcome.UNCHANGED

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import claimed_session, make_admin
-from tests.helpers import Socket
+from tests.helpers import Socket, claimed_session, make_admin
 
 NOT_INTEGER = "A valid integer is required."
 TOO_LARGE = "Ensure this value is less than or equal to 9223372036854775807."
@@ -18,39 +17,50 @@ TOO_LARGE = "Ensure this value is less than or equal to 9223372036854775807."
 # --- REST bodies ------------------------------------------------------------------
 @pytest.mark.gen_test
 async def test_integer_valued_numbers_in_a_body_are_integers(server, api):
-    store_key, admin_key, session = await claimed_session(server, api)
+    _store_key, admin_key, session = await claimed_session(server, api)
     sid = float(session["id"])  # e.g. 1.0, sent as "1.0"
     reply = await api.post("/admin/session/claim/", admin_key, {"session_id": sid})
     assert (reply.status, reply.json["id"]) == (200, session["id"])  # the holder's repeat
     reply = await api.post("/admin/message/", admin_key, {"session_id": sid, "body": "hi"})
     assert reply.status == 201 and reply.json["session_id"] == session["id"], reply
     seq = reply.json["seq"]
-    reply = await api.post("/admin/session/read/", admin_key, {"session_id": sid,
-                                                               "seq": float(seq)})
+    reply = await api.post(
+        "/admin/session/read/", admin_key, {"session_id": sid, "seq": float(seq)}
+    )
     assert (reply.status, reply.json) == (200, {"session_id": session["id"], "seq": seq})
     admin = (await api.get("/admin/sessions/mine/", admin_key)).json["results"][0]["admin_id"]
-    reply = await api.post("/admin/session/transfer/", admin_key,
-                           {"session_id": sid, "admin_id": float(admin)})
+    reply = await api.post(
+        "/admin/session/transfer/", admin_key, {"session_id": sid, "admin_id": float(admin)}
+    )
     assert (reply.status, reply.json["admin_id"]) == (200, admin)
     # Written with an exponent, too: 1e0 is 1 (JSON numbers, whatever their spelling).
-    reply = await api.post("/admin/session/close/", admin_key,
-                           raw=f'{{"session_id": {session["id"]}e0}}')
+    reply = await api.post(
+        "/admin/session/close/", admin_key, raw=f'{{"session_id": {session["id"]}e0}}'
+    )
     assert (reply.status, reply.json["status"]) == (200, "closed"), reply
 
 
-@pytest.mark.parametrize("raw, message", [
-    ("5.5", NOT_INTEGER), ("true", NOT_INTEGER), ('"5"', NOT_INTEGER),
-    ("0.0", "Ensure this value is greater than or equal to 1."),
-    ("-1.0", "Ensure this value is greater than or equal to 1."),
-    ("1e19", TOO_LARGE), ("9223372036854775808.0", TOO_LARGE),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ("5.5", NOT_INTEGER),
+        ("true", NOT_INTEGER),
+        ('"5"', NOT_INTEGER),
+        ("0.0", "Ensure this value is greater than or equal to 1."),
+        ("-1.0", "Ensure this value is greater than or equal to 1."),
+        ("1e19", TOO_LARGE),
+        ("9223372036854775808.0", TOO_LARGE),
+    ],
+)
 @pytest.mark.gen_test
 async def test_numbers_with_a_fraction_other_types_and_out_of_range_keep_their_400(
-        server, api, raw, message):
+    server, api, raw, message
+):
     _, admin_key = await make_admin(server)
     for path in ("/admin/session/claim/", "/admin/message/", "/admin/session/read/"):
-        reply = await api.post(path, admin_key,
-                               raw=f'{{"session_id": {raw}, "body": "hi", "seq": 1}}')
+        reply = await api.post(
+            path, admin_key, raw=f'{{"session_id": {raw}, "body": "hi", "seq": 1}}'
+        )
         assert (reply.status, reply.json) == (400, {"session_id": [message]}), path
 
 
@@ -58,7 +68,7 @@ async def test_numbers_with_a_fraction_other_types_and_out_of_range_keep_their_4
 @pytest.mark.parametrize("protocol", ["json", "msgpack"])
 @pytest.mark.gen_test
 async def test_integer_valued_numbers_in_frames_are_integers(server, api, protocol):
-    store_key, admin_key, session = await claimed_session(server, api)
+    _store_key, admin_key, session = await claimed_session(server, api)
     sock = await Socket.connect(server.ws_url + "/v1/chat/admin/ws/", admin_key, protocol)
     assert (await sock.recv())["type"] == "hello"
     sid = float(session["id"])
@@ -89,10 +99,17 @@ async def test_a_ref_with_a_fraction_or_out_of_range_is_still_refused(server, re
 
 
 # --- query strings ------------------------------------------------------------------
-@pytest.mark.parametrize("query, field", [
-    ("limit=", "limit"), ("limit=%20", "limit"), ("limit=%205", "limit"),
-    ("limit=5%20", "limit"), ("limit=5.0", "limit"), ("limit=%06", "limit"),
-])
+@pytest.mark.parametrize(
+    "query, field",
+    [
+        ("limit=", "limit"),
+        ("limit=%20", "limit"),
+        ("limit=%205", "limit"),
+        ("limit=5%20", "limit"),
+        ("limit=5.0", "limit"),
+        ("limit=%06", "limit"),
+    ],
+)
 @pytest.mark.gen_test
 async def test_an_empty_or_spaced_list_limit_is_a_400(server, api, query, field):
     _, admin_key = await make_admin(server)
@@ -118,6 +135,6 @@ async def test_an_empty_history_parameter_is_a_400_and_an_absent_one_the_default
 
 @pytest.mark.gen_test
 async def test_an_empty_cursor_is_the_first_page(server, api):
-    store_key, admin_key, session = await claimed_session(server, api)
+    _store_key, admin_key, session = await claimed_session(server, api)
     reply = await api.get("/admin/sessions/mine/?cursor=", admin_key)
     assert reply.status == 200 and [s["id"] for s in reply.json["results"]] == [session["id"]]

@@ -10,51 +10,26 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import re
-import shutil
+import tempfile
 import time
 import urllib.error
 import urllib.request
 
 import pytest
 
-from tests.helpers import ROOT, ServerProcess, run_cli
+from tests.helpers import ServerProcess, run_cli
+from tests.web.chromium import NEEDS_CHROMIUM, expect
 
-try:
-    from playwright.sync_api import expect, sync_playwright
-except ImportError:  # pragma: no cover - depends on the machine
-    sync_playwright = None
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 # Screenshots land outside the tree unless asked for, so a test run leaves the
 # checkout clean; `CHAT_SCREENSHOT_DIR=docs/screenshots make test` refreshes the README's.
-SCREENSHOT_DIR = os.path.abspath(os.environ.get("CHAT_SCREENSHOT_DIR") or os.path.join(
-    tempfile.gettempdir(), "chat-screenshots"))
-EXPECT_TIMEOUT_MS = 15_000
+SCREENSHOT_DIR = os.path.abspath(
+    os.environ.get("CHAT_SCREENSHOT_DIR") or os.path.join(tempfile.gettempdir(), "chat-screenshots")
+)
 # Long enough for a reconnect after the backoff has grown during an outage.
 RECONNECT_TIMEOUT_MS = 20_000
 
-pytestmark = [
-    pytest.mark.skipif(sync_playwright is None,
-                       reason="playwright is not installed (pip install -r requirements-test.txt)"),
-    pytest.mark.skipif(CHROMIUM is None,
-                       reason="no Chromium on PATH (Debian: apt-get install -y chromium); "
-                              "Playwright's own browser download cannot run here"),
-]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    # A shared 2-core machine can be slow; a real failure still fails, later.
-    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+pytestmark = NEEDS_CHROMIUM
 
 
 @pytest.fixture
@@ -65,8 +40,16 @@ def site(tmp_path, processes):
     keys = {
         "dana": last_line(run_cli("create-admin", "--name", "Dana", env=env)),
         "sam": last_line(run_cli("create-admin", "--name", "Sam", env=env)),
-        "store": last_line(run_cli("create-store", "--name", "Tech Store",
-                                   "--logo-url", "https://example.com/logo.jpg", env=env)),
+        "store": last_line(
+            run_cli(
+                "create-store",
+                "--name",
+                "Tech Store",
+                "--logo-url",
+                "https://example.com/logo.jpg",
+                env=env,
+            )
+        ),
     }
     server = ServerProcess(url)
     processes.append(server)
@@ -158,14 +141,17 @@ def screenshot(page, name: str) -> None:
 
 
 def store_history(site) -> list[dict]:
-    request = urllib.request.Request(site.base_url + "/v1/chat/store/session/?limit=1000",
-                                     headers={"Authorization": f"Token {site.keys['store']}"})
+    request = urllib.request.Request(
+        site.base_url + "/v1/chat/store/session/?limit=1000",
+        headers={"Authorization": f"Token {site.keys['store']}"},
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)["messages"]
 
 
 def test_a_chat_goes_from_widget_to_one_of_two_racing_consoles_and_survives_a_dropped_network(
-        browser, site):
+    browser, site
+):
     dana = open_console(browser, site, "dana", switch=True)
     sam = open_console(browser, site, "sam", switch=True)
     store = open_widget(browser, site, switch=True)
@@ -188,10 +174,16 @@ def test_a_chat_goes_from_widget_to_one_of_two_racing_consoles_and_survives_a_dr
     for route in held:
         route.continue_()
 
-    winner, loser = wait_until(dana, lambda: (
-        (dana, sam) if dana.locator("#chat").is_visible() and sam.locator("#notice").is_visible()
-        else (sam, dana) if sam.locator("#chat").is_visible()
-        and dana.locator("#notice").is_visible() else None))
+    winner, loser = wait_until(
+        dana,
+        lambda: (
+            (dana, sam)
+            if dana.locator("#chat").is_visible() and sam.locator("#notice").is_visible()
+            else (sam, dana)
+            if sam.locator("#chat").is_visible() and dana.locator("#notice").is_visible()
+            else None
+        ),
+    )
     winner_name = "Dana" if winner is dana else "Sam"
     expect(loser.locator("#notice")).to_contain_text(f"Taken by {winner_name}")
     expect(loser.locator("#queue li")).to_have_count(0)
@@ -207,13 +199,16 @@ def test_a_chat_goes_from_widget_to_one_of_two_racing_consoles_and_survives_a_dr
     store.type("#draft", "Th")
     expect(winner.locator("#typing")).to_contain_text("Tech Store is typing")
     store.fill("#draft", "")
-    winner.wait_for_timeout(1100)  # the server drops typing within 1 s of the last (sent with the reply)
+    winner.wait_for_timeout(
+        1100
+    )  # the server drops typing within 1 s of the last (sent with the reply)
     winner.type("#draft", "On")
     expect(store.locator("#typing")).to_contain_text(f"{winner_name} is typing")
     winner.fill("#draft", "")
     say(store, "Thanks")
     expect(words(winner)).to_have_text(
-        ["Hello, my payouts stopped", "Looking into it now", "Thanks"])
+        ["Hello, my payouts stopped", "Looking into it now", "Thanks"]
+    )
     expect(winner.locator("#log .msg.pending")).to_have_count(0)
 
     # The admin's network drops while the store writes and the admin answers.
@@ -228,9 +223,15 @@ def test_a_chat_goes_from_widget_to_one_of_two_racing_consoles_and_survives_a_dr
     winner.switch.restore()
     expect(winner.locator("#banner")).to_be_hidden(timeout=RECONNECT_TIMEOUT_MS)
 
-    everything = ["Hello, my payouts stopped", "Looking into it now", "Thanks",
-                  "while you were away 1", "while you were away 2", "while you were away 3",
-                  "sent while offline"]
+    everything = [
+        "Hello, my payouts stopped",
+        "Looking into it now",
+        "Thanks",
+        "while you were away 1",
+        "while you were away 2",
+        "while you were away 3",
+        "sent while offline",
+    ]
     expect(words(winner)).to_have_text(everything)  # each once, in order
     expect(winner.locator("#log .msg.pending")).to_have_count(0)
     expect(words(store)).to_have_text(everything)
@@ -287,7 +288,8 @@ def test_a_script_in_a_body_is_shown_as_text_under_a_strict_csp(browser, site):
 
 
 def test_the_console_works_by_keyboard_at_phone_width_and_badges_the_title_when_hidden(
-        browser, site):
+    browser, site
+):
     context = browser.new_context(viewport={"width": 390, "height": 844})
     console = context.new_page()
     console.goto(site.base_url + "/console/")
@@ -324,17 +326,24 @@ def test_the_console_works_by_keyboard_at_phone_width_and_badges_the_title_when_
 
 def rest(site, path: str, key: str, body: dict | None = None) -> dict:
     request = urllib.request.Request(
-        site.base_url + "/v1/chat" + path, method="POST" if body is not None else "GET",
+        site.base_url + "/v1/chat" + path,
+        method="POST" if body is not None else "GET",
         data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"Token {key}", "Content-Type": "application/json"})
+        headers={"Authorization": f"Token {key}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
 
 
-def test_my_sessions_sort_by_activity_count_unread_and_page_back_through_history(
-        browser, site):
-    other_store = last_line(run_cli("create-store", "--name", "Other Store",
-                                    env={"CHAT_STORAGE_URL": site.env["CHAT_STORAGE_URL"]}))
+def test_my_sessions_sort_by_activity_count_unread_and_page_back_through_history(browser, site):
+    other_store = last_line(
+        run_cli(
+            "create-store",
+            "--name",
+            "Other Store",
+            env={"CHAT_STORAGE_URL": site.env["CHAT_STORAGE_URL"]},
+        )
+    )
     dana = site.keys["dana"]
     for n in range(1, 61):
         first = rest(site, "/store/message/", site.keys["store"], {"body": f"m{n}"})

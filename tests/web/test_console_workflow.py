@@ -2,18 +2,21 @@
 Online / Away, read receipts both ways with unread counts that agree across
 tabs, requeued chats, the store panel with earlier sessions, the keyboard, and
 an axe-core audit. Playwright drives Debian's Chromium against a real server
-process, as in tests/test_browser.py (whose fixtures and skips these share).
+process, as in tests/web/test_browser.py (whose fixtures and skips these share).
 """
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from tests.helpers import ServerProcess, run_cli
-from tests.test_browser import (  # noqa: F401  (browser: a shared fixture)
-    browser, last_line, open_widget, pytestmark, rest, say, screenshot, words,
+from tests.web.test_browser import (
+    last_line,
+    open_widget,
+    rest,
+    say,
+    screenshot,
+    words,
 )
 
 try:
@@ -34,11 +37,22 @@ def start_site(tmp_path, processes, env: dict[str, str] | None = None):
     """A server process with Dana, Omar and Lena, and two stores."""
     url = f"sqlite:///{tmp_path}/desk.sqlite3"
     cli_env = {"CHAT_STORAGE_URL": url}
-    keys = {name.lower(): last_line(run_cli("create-admin", "--name", name, env=cli_env))
-            for name in ("Dana", "Omar", "Lena")}
-    keys["store"] = last_line(run_cli("create-store", "--name", "Tech Store", "--email",
-                                      "owner@techstore.example", "--logo-url",
-                                      "https://example.com/logo.jpg", env=cli_env))
+    keys = {
+        name.lower(): last_line(run_cli("create-admin", "--name", name, env=cli_env))
+        for name in ("Dana", "Omar", "Lena")
+    }
+    keys["store"] = last_line(
+        run_cli(
+            "create-store",
+            "--name",
+            "Tech Store",
+            "--email",
+            "owner@techstore.example",
+            "--logo-url",
+            "https://example.com/logo.jpg",
+            env=cli_env,
+        )
+    )
     keys["books"] = last_line(run_cli("create-store", "--name", "Book Shop", env=cli_env))
     server = ServerProcess(url, env=env or {})
     processes.append(server)
@@ -75,15 +89,22 @@ def picker_row(page, name: str):
 
 
 def test_a_chat_is_transferred_live_with_presence_in_the_picker_and_a_refusal_in_words(
-        browser, site):
+    browser, site
+):
     dana = console_for(browser, site, "dana")
     omar = console_for(browser, site, "omar")
     store = open_widget(browser, site)
     # Lena is offline and already at the limit of 2 chats.
     books = rest(site, "/store/message/", site.keys["books"], {"body": "books here"})
     rest(site, "/admin/session/claim/", site.keys["lena"], {"session_id": books["session"]["id"]})
-    extra = last_line(run_cli("create-store", "--name", "Third", env={
-        "CHAT_STORAGE_URL": site.env["CHAT_STORAGE_URL"]}))
+    extra = last_line(
+        run_cli(
+            "create-store",
+            "--name",
+            "Third",
+            env={"CHAT_STORAGE_URL": site.env["CHAT_STORAGE_URL"]},
+        )
+    )
     third = rest(site, "/store/message/", extra, {"body": "third"})
     rest(site, "/admin/session/claim/", site.keys["lena"], {"session_id": third["session"]["id"]})
 
@@ -143,14 +164,14 @@ def test_a_chat_is_transferred_live_with_presence_in_the_picker_and_a_refusal_in
     store.reload()
     expect(store.locator("#status")).to_have_text("Omar joined")  # from the history
     expect(words(store)).to_have_text(
-        ["My payouts stopped", "Looking into it", "Omar here, taking over"])
+        ["My payouts stopped", "Looking into it", "Omar here, taking over"]
+    )
     expect(agents).to_have_text(["Dana", "Omar"])  # from the history's system messages
     for page in (dana, omar):
         assert page.errors == []
 
 
-def test_seen_shows_both_ways_and_unread_counts_agree_across_two_tabs_and_a_reload(
-        browser, site):
+def test_seen_shows_both_ways_and_unread_counts_agree_across_two_tabs_and_a_reload(browser, site):
     store = open_widget(browser, site)
     say(store, "Hello from Tech Store")
     books = rest(site, "/store/message/", site.keys["books"], {"body": "books 1"})
@@ -199,15 +220,20 @@ def test_seen_shows_both_ways_and_unread_counts_agree_across_two_tabs_and_a_relo
 
 
 def test_a_stale_claim_put_back_in_the_queue_tells_the_admin_who_lost_it(
-        browser, tmp_path, processes):
-    site = start_site(tmp_path, processes, {"CHAT_CHAT__REQUEUE_UNANSWERED_SECS": "2",
-                                            "CHAT_CHAT__REQUEUE_SWEEP_SECS": "0.5"})
+    browser, tmp_path, processes
+):
+    site = start_site(
+        tmp_path,
+        processes,
+        {"CHAT_CHAT__REQUEUE_UNANSWERED_SECS": "2", "CHAT_CHAT__REQUEUE_SWEEP_SECS": "0.5"},
+    )
     dana = console_for(browser, site, "dana")
     rest(site, "/store/message/", site.keys["store"], {"body": "anyone?"})
     claim_in(dana, "Tech Store")
     # Nobody answers: within a few seconds the chat goes back to the queue.
     expect(dana.locator("#chat-lost")).to_contain_text(
-        "went back to the queue: it waited too long for a reply", timeout=20_000)
+        "went back to the queue: it waited too long for a reply", timeout=20_000
+    )
     expect(dana.locator("#notice")).to_contain_text("went back to the queue")
     expect(dana.locator("#draft")).to_be_disabled()
     expect(dana.locator("#transfer")).to_be_disabled()
@@ -216,7 +242,8 @@ def test_a_stale_claim_put_back_in_the_queue_tells_the_admin_who_lost_it(
 
 
 def test_the_store_panel_lists_earlier_chats_by_anyone_and_opens_them_read_only_by_keyboard(
-        browser, site):
+    browser, site
+):
     store_key, omar = site.keys["store"], site.keys["omar"]
     first = rest(site, "/store/message/", store_key, {"body": "Where is my refund?"})
     sid = first["session"]["id"]
@@ -263,7 +290,8 @@ def test_the_store_panel_lists_earlier_chats_by_anyone_and_opens_them_read_only_
     dana.keyboard.press("Escape")
     expect(panel).to_be_hidden()
     expect(dana.locator("#store-toggle")).to_have_attribute("aria-expanded", "false")
-    unnamed = dana.evaluate("""() => [...document.querySelectorAll('button, input, textarea, select, a')]
+    unnamed = dana.evaluate("""() => [
+        ...document.querySelectorAll('button, input, textarea, select, a')]
         .filter((c) => !(c.getAttribute('aria-label') || c.labels?.length || c.textContent.trim()))
         .map((c) => c.outerHTML)""")
     assert unnamed == []
@@ -281,10 +309,13 @@ def test_the_store_panel_lists_earlier_chats_by_anyone_and_opens_them_read_only_
     assert dana.errors == []
 
 
-@pytest.mark.skipif(Axe is None, reason="axe-playwright-python is not installed "
-                                        "(pip install -r requirements-test.txt)")
+@pytest.mark.skipif(
+    Axe is None,
+    reason="axe-playwright-python is not installed (pip install -r requirements-test.txt)",
+)
 def test_axe_finds_nothing_serious_in_the_console_with_chat_picker_and_drawer_or_the_widget(
-        browser, site):
+    browser, site
+):
     first = rest(site, "/store/message/", site.keys["store"], {"body": "earlier"})
     rest(site, "/admin/session/claim/", site.keys["omar"], {"session_id": first["session"]["id"]})
     rest(site, "/admin/session/close/", site.keys["omar"], {"session_id": first["session"]["id"]})
@@ -310,8 +341,12 @@ def test_axe_finds_nothing_serious_in_the_console_with_chat_picker_and_drawer_or
     dana.locator("#help-open").click()
     found["console with the shortcuts' help"] = axe.run(dana)
     found["widget"] = axe.run(store)
-    serious = {where: [(v["id"], v["impact"], [n["target"] for n in v["nodes"]])
-                       for v in result.response["violations"]
-                       if v["impact"] in AXE_FAILING_IMPACTS]
-               for where, result in found.items()}
+    serious = {
+        where: [
+            (v["id"], v["impact"], [n["target"] for n in v["nodes"]])
+            for v in result.response["violations"]
+            if v["impact"] in AXE_FAILING_IMPACTS
+        ]
+        for where, result in found.items()
+    }
     assert serious == {where: [] for where in found}, serious

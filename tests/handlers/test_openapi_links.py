@@ -12,19 +12,38 @@ import pytest
 import yaml
 
 from handlers.schema import DOCUMENT_PATH
-from tests.conftest import make_admin, make_store
+from tests.helpers import make_admin, make_store
 
 with open(DOCUMENT_PATH, encoding="utf-8") as f:
     DOCUMENT = yaml.safe_load(f)
 
-OPERATIONS = {op["operationId"]: (path, method, op)
-              for path, item in DOCUMENT["paths"].items()
-              for method, op in item.items() if isinstance(op, dict) and "operationId" in op}
+OPERATIONS = {
+    op["operationId"]: (path, method, op)
+    for path, item in DOCUMENT["paths"].items()
+    for method, op in item.items()
+    if isinstance(op, dict) and "operationId" in op
+}
 # The operations that return a session or a message, and those that take a session id.
-PRODUCERS = ["sendStoreMessage", "sendAdminMessage", "claimSession", "releaseSession",
-             "closeSession", "transferSession", "getSession", "getStoreSession"]
-TAKERS = ["getSession", "claimSession", "sendAdminMessage", "markReadAdmin", "markReadStore",
-          "transferSession", "releaseSession", "closeSession"]
+PRODUCERS = [
+    "sendStoreMessage",
+    "sendAdminMessage",
+    "claimSession",
+    "releaseSession",
+    "closeSession",
+    "transferSession",
+    "getSession",
+    "getStoreSession",
+]
+TAKERS = [
+    "getSession",
+    "claimSession",
+    "sendAdminMessage",
+    "markReadAdmin",
+    "markReadStore",
+    "transferSession",
+    "releaseSession",
+    "closeSession",
+]
 EXPRESSION = "$response.body#"
 
 
@@ -41,8 +60,9 @@ def resolve(node: dict) -> dict:
 def links_of(operation_id: str) -> dict[str, dict[str, dict]]:
     """``{status: {link name: link}}`` of an operation's responses."""
     _, _, op = OPERATIONS[operation_id]
-    return {status: resolve(response).get("links", {})
-            for status, response in op["responses"].items()}
+    return {
+        status: resolve(response).get("links", {}) for status, response in op["responses"].items()
+    }
 
 
 def schema_has(schema: dict, pointer: str) -> bool:
@@ -93,7 +113,7 @@ def test_every_link_names_a_field_its_source_returns_and_its_target_takes():
                 assert set(link.get("parameters", {})) <= params, (source, name)
                 for expression in expressions(link).values():
                     assert expression.startswith(EXPRESSION), (source, name, expression)
-                    pointer = expression[len(EXPRESSION):]
+                    pointer = expression[len(EXPRESSION) :]
                     assert schema_has(returned, pointer), (source, status, name, pointer)
                     count += 1
     assert count > 50
@@ -101,13 +121,17 @@ def test_every_link_names_a_field_its_source_returns_and_its_target_takes():
 
 def follow(link: dict, response: dict) -> tuple[dict, dict]:
     """The ``(query/path parameters, body)`` a link makes of a response body."""
+
     def value(expression: str) -> Any:
         node: Any = response
-        for part in expression[len(EXPRESSION):].strip("/").split("/"):
+        for part in expression[len(EXPRESSION) :].strip("/").split("/"):
             node = node[int(part)] if isinstance(node, list) else node[part]
         return node
-    return ({k: value(v) for k, v in link.get("parameters", {}).items()},
-            {k: value(v) for k, v in link.get("requestBody", {}).items()})
+
+    return (
+        {k: value(v) for k, v in link.get("parameters", {}).items()},
+        {k: value(v) for k, v in link.get("requestBody", {}).items()},
+    )
 
 
 async def call(api, keys, operation_id: str, params: dict, body: dict) -> Any:
@@ -133,8 +157,7 @@ async def test_following_the_links_alone_walks_the_workflow(server, api):
     _, store_key = await make_store(server)
     keys = {"AdminToken": admin_key, "StoreToken": store_key}
 
-    async def step(source: str, status: str, response: dict, link_name: str,
-                   **fields: Any) -> dict:
+    async def step(source: str, status: str, response: dict, link_name: str, **fields: Any) -> dict:
         link = links_of(source)[status][link_name]
         params, body = follow(link, response)
         return await call(api, keys, link["operationId"], params, {**body, **fields})
@@ -158,5 +181,10 @@ async def test_following_the_links_alone_walks_the_workflow(server, api):
     assert closed["status"] == "closed"
     history = await step("closeSession", "200", closed, "GetSession")
     events = [m.get("event") for m in history["messages"] if m["sender"] == "system"]
-    assert events == ["admin_connected", "session_transferred", "session_released",
-                      "admin_connected", "session_closed"], events
+    assert events == [
+        "admin_connected",
+        "session_transferred",
+        "session_released",
+        "admin_connected",
+        "session_closed",
+    ], events

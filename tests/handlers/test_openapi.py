@@ -15,14 +15,16 @@ from openapi_spec_validator.validation import OpenAPIV31SpecValidator
 
 from handlers.app import ChatServer
 from handlers.schema import DOCUMENT_PATH
-from tests.conftest import make_admin, make_store
-from tests.helpers import Api
+from tests.helpers import Api, make_admin, make_store
 
 # Routes that are not REST operations, documented in docs/api.md instead: the
 # WebSockets, and the web pages (the console and the widget: static files and
 # the redirects to their folders).
-NOT_REST = (tornado.websocket.WebSocketHandler, tornado.web.StaticFileHandler,
-            tornado.web.RedirectHandler)
+NOT_REST = (
+    tornado.websocket.WebSocketHandler,
+    tornado.web.StaticFileHandler,
+    tornado.web.RedirectHandler,
+)
 METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
 
 
@@ -68,8 +70,10 @@ def test_every_example_in_the_document_matches_its_schema():
     assert len(examples) > 20
     for where, schema, example in examples:
         # The components ride along so that "#/components/..." refs resolve.
-        validator = jsonschema.Draft202012Validator({**schema, "components": document["components"]},
-                                                    format_checker=jsonschema.FormatChecker())
+        validator = jsonschema.Draft202012Validator(
+            {**schema, "components": document["components"]},
+            format_checker=jsonschema.FormatChecker(),
+        )
         errors = [e.message for e in validator.iter_errors(example)]
         assert errors == [], where
 
@@ -94,13 +98,14 @@ def rest_routes(config) -> dict[str, tuple[type, str]]:
 
 def documented_paths(document: dict) -> dict[str, set[str]]:
     """``{path with {} for each parameter: methods}`` of the document."""
-    return {re.sub(r"\{[^}]+\}", "{}", path): {m for m in item if m in METHODS}
-            for path, item in document["paths"].items()}
+    return {
+        re.sub(r"\{[^}]+\}", "{}", path): {m for m in item if m in METHODS}
+        for path, item in document["paths"].items()
+    }
 
 
 def implemented_methods(handler: type) -> set[str]:
-    return {m for m in METHODS
-            if getattr(handler, m) is not getattr(tornado.web.RequestHandler, m)}
+    return {m for m in METHODS if getattr(handler, m) is not getattr(tornado.web.RequestHandler, m)}
 
 
 def test_every_rest_route_has_a_path_in_the_document_and_every_path_a_route(config):
@@ -114,7 +119,7 @@ def test_every_rest_route_has_a_path_in_the_document_and_every_path_a_route(conf
 
 def test_every_documented_path_is_served_with_and_without_its_trailing_slash(config):
     routes = rest_routes(config)
-    for path, (handler, pattern) in routes.items():
+    for path, (_handler, pattern) in routes.items():
         concrete = path.replace("{}", "5")
         assert re.fullmatch(pattern, concrete), (path, pattern)
         if path.startswith("/v1/"):
@@ -151,23 +156,27 @@ async def test_every_method_a_path_does_not_list_gets_drfs_405(server):
     """The document lists each path's methods; any other is a 405 in the shape
     of #/components/responses/MethodNotAllowed, with ``Allow``."""
     document = load_document()
-    schema = {**document["components"]["responses"]["MethodNotAllowed"]["content"][
-        "application/json"]["schema"], "components": document["components"]}
+    schema = {
+        **document["components"]["responses"]["MethodNotAllowed"]["content"]["application/json"][
+            "schema"
+        ],
+        "components": document["components"],
+    }
     _, admin_key = await make_admin(server)
     _, store_key = await make_store(server)
     keys = {"AdminToken": admin_key, "StoreToken": store_key}
     client = Api(server.url)  # paths here start at the root: ops ones too
     for path, item in document["paths"].items():
-        security = [name for req in next(iter(item.values())).get("security") or []
-                    for name in req]
+        security = [name for req in next(iter(item.values())).get("security") or [] for name in req]
         key = keys[security[0]] if security else None
         allowed = ", ".join(m.upper() for m in METHODS if m in item)
         for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "HEAD"):
             if method.lower() in item:
                 continue
             target = path.replace("{session_id}", "1").replace("{store_id}", "1")
-            reply = await client.call(method, target, key,
-                                      raw=b"{}" if method in ("POST", "PUT", "PATCH") else None)
+            reply = await client.call(
+                method, target, key, raw=b"{}" if method in ("POST", "PUT", "PATCH") else None
+            )
             assert reply.status == 405, (method, path, reply)
             # RFC 9110: a 405 names the methods the path has (issue 20).
             assert reply.headers["Allow"] == allowed, (method, path)
@@ -183,8 +192,9 @@ async def test_every_method_a_path_does_not_list_gets_drfs_405(server):
 async def test_an_unknown_path_is_not_found_whatever_the_method(server):
     client = Api(server.url)
     for method in ("GET", "POST", "TRACE", "OPTIONS", "PUT"):
-        reply = await client.call(method, "/v1/chat/nowhere/", raw=b"{}" if method in (
-            "POST", "PUT") else None)
+        reply = await client.call(
+            method, "/v1/chat/nowhere/", raw=b"{}" if method in ("POST", "PUT") else None
+        )
         assert (reply.status, reply.json) == (404, {"detail": "Not found."}), method
     client.close()
 
@@ -202,15 +212,21 @@ async def test_the_web_pages_405s_carry_allow_too(server):
 # Every whitespace character of Python's str.strip (DRF trims with it), NUL,
 # astral characters; no lone surrogates (the pattern leaves them to the prose,
 # and schemathesis writes UTF-8, which cannot carry one).
-_TRICKY = [chr(i) for i in range(0x3001) if chr(i).isspace()] + ["\x00", "a", "\U0001f600",
-                                                                  "\ufeff", "\x85"]
+_TRICKY = [chr(i) for i in range(0x3001) if chr(i).isspace()] + [
+    "\x00",
+    "a",
+    "\U0001f600",
+    "\ufeff",
+    "\x85",
+]
 
 
-@pytest.mark.parametrize("schema_name, field, limit", [
-    ("MessageBody", "body", 10_000), ("ClientId", "client_id", 64)])
-def test_a_text_fields_pattern_accepts_exactly_what_the_server_accepts(schema_name, field,
-                                                                          limit):
-    from hypothesis import HealthCheck, given, settings, strategies as st
+@pytest.mark.parametrize(
+    "schema_name, field, limit", [("MessageBody", "body", 10_000), ("ClientId", "client_id", 64)]
+)
+def test_a_text_fields_pattern_accepts_exactly_what_the_server_accepts(schema_name, field, limit):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
 
     from handlers.validation import Fields
 
@@ -221,10 +237,14 @@ def test_a_text_fields_pattern_accepts_exactly_what_the_server_accepts(schema_na
         fields.text(field, limit)
         return not fields.errors
 
-    @settings(max_examples=1000, derandomize=True, database=None, deadline=None,
-              suppress_health_check=list(HealthCheck))
-    @given(st.text(st.one_of(st.sampled_from(_TRICKY), st.characters(codec="utf-8")),
-                   max_size=80))
+    @settings(
+        max_examples=1000,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(st.text(st.one_of(st.sampled_from(_TRICKY), st.characters(codec="utf-8")), max_size=80))
     def agree(value):
         assert bool(pattern.search(value)) == server_accepts(value), repr(value)
 

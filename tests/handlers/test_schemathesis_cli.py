@@ -21,9 +21,12 @@ import sys
 
 import pytest
 
-from tests.live_server import assert_no_traceback, server_log, world  # noqa: F401 (fixtures)
+from tests.helpers import ROOT
+from tests.live_server import (  # noqa: F401 (server_log: an autouse fixture, here to apply)
+    assert_no_traceback,
+    server_log,
+)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "schemathesis.toml")
 # The console script beside this interpreter: the venv's, as the README runs it.
 ST = os.path.join(os.path.dirname(sys.executable), "st")
@@ -32,22 +35,39 @@ SEED = 20261206
 PHASES = "examples,coverage,fuzzing,stateful"
 
 
-def run_st(url: str, env: dict[str, str], extra: list[str], cwd: str) -> subprocess.CompletedProcess:
+def run_st(
+    url: str, env: dict[str, str], extra: list[str], cwd: str
+) -> subprocess.CompletedProcess:
     """``st run`` as the README has it, bounded; ``cwd`` takes schemathesis's
     cache, so one run's learned state cannot steer the next."""
-    command = [ST, "--config-file", CONFIG, "run", f"{url}/v1/chat/schema/",
-               "--checks", "all", "--phases", PHASES,
-               "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED),
-               "--generation-database", "none", "--no-color", *extra]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600)
+    command = [
+        ST,
+        "--config-file",
+        CONFIG,
+        "run",
+        f"{url}/v1/chat/schema/",
+        "--checks",
+        "all",
+        "--phases",
+        PHASES,
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--seed",
+        str(SEED),
+        "--generation-database",
+        "none",
+        "--no-color",
+        *extra,
+    ]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.parametrize("holder", ["each_its_own", "admin", "store"])
 def test_st_run_with_every_check_and_phase_finds_nothing(world, holder, tmp_path, caplog):
     env = {**os.environ, "CHAT_ADMIN_KEY": world.admin_key, "CHAT_STORE_KEY": world.store_key}
-    extra = [] if holder == "each_its_own" else [
-        "-H", f"Authorization: Token {world.key_for(holder)}"]
+    extra = (
+        [] if holder == "each_its_own" else ["-H", f"Authorization: Token {world.key_for(holder)}"]
+    )
     result = run_st(world.url, env, extra, str(tmp_path))
     report = result.stdout + result.stderr
     assert result.returncode == 0, report[-6000:]  # 1 on any failure or error

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import make_admin, make_store, open_session
+from tests.helpers import make_admin, make_store, open_session
 
-ADMIN_POSTS = ["/admin/session/claim/", "/admin/session/release/",
-               "/admin/session/close/", "/admin/message/"]
+ADMIN_POSTS = [
+    "/admin/session/claim/",
+    "/admin/session/release/",
+    "/admin/session/close/",
+    "/admin/message/",
+]
 ADMIN_GETS = ["/admin/sessions/open/", "/admin/sessions/mine/", "/admin/session/1/"]
 STORE_ENDPOINTS = [("POST", "/store/message/"), ("GET", "/store/session/")]
-ALL_ENDPOINTS = ([("POST", p) for p in ADMIN_POSTS] + [("GET", p) for p in ADMIN_GETS]
-                 + STORE_ENDPOINTS)
+ALL_ENDPOINTS = (
+    [("POST", p) for p in ADMIN_POSTS] + [("GET", p) for p in ADMIN_GETS] + STORE_ENDPOINTS
+)
 NO_PERMISSION = {"detail": "You do not have permission to perform this action."}
 
 
@@ -35,8 +40,9 @@ async def test_every_endpoint_with_an_unknown_key_answers_401_invalid_token(api)
 async def test_a_store_key_on_admin_endpoints_answers_403(server, api):
     _, store_key = await make_store(server)
     for method, path in [("POST", p) for p in ADMIN_POSTS] + [("GET", p) for p in ADMIN_GETS]:
-        reply = await api.call(method, path, store_key,
-                               body={"session_id": 1} if method == "POST" else None)
+        reply = await api.call(
+            method, path, store_key, body={"session_id": 1} if method == "POST" else None
+        )
         assert (reply.status, reply.json) == (403, NO_PERMISSION), path
 
 
@@ -44,22 +50,25 @@ async def test_a_store_key_on_admin_endpoints_answers_403(server, api):
 async def test_an_admin_key_on_store_endpoints_answers_403(server, api):
     _, admin_key = await make_admin(server)
     for method, path in STORE_ENDPOINTS:
-        reply = await api.call(method, path, admin_key,
-                               body={"body": "hi"} if method == "POST" else None)
+        reply = await api.call(
+            method, path, admin_key, body={"body": "hi"} if method == "POST" else None
+        )
         assert (reply.status, reply.json) == (403, NO_PERMISSION), path
 
 
-@pytest.mark.parametrize("value, message", [
-    (True, "A valid integer is required."),
-    ("5", "A valid integer is required."),
-    (5.5, "A valid integer is required."),
-    (-1, "Ensure this value is greater than or equal to 1."),
-    (0, "Ensure this value is greater than or equal to 1."),
-    (None, "This field may not be null."),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (True, "A valid integer is required."),
+        ("5", "A valid integer is required."),
+        (5.5, "A valid integer is required."),
+        (-1, "Ensure this value is greater than or equal to 1."),
+        (0, "Ensure this value is greater than or equal to 1."),
+        (None, "This field may not be null."),
+    ],
+)
 @pytest.mark.gen_test
-async def test_each_invalid_session_id_answers_400_on_every_admin_post(server, api, value,
-                                                                       message):
+async def test_each_invalid_session_id_answers_400_on_every_admin_post(server, api, value, message):
     _, admin_key = await make_admin(server)
     for path in ADMIN_POSTS:
         reply = await api.post(path, admin_key, {"session_id": value, "body": "hi"})
@@ -90,8 +99,9 @@ async def test_a_json_body_that_is_not_an_object_answers_400(server, api):
     _, admin_key = await make_admin(server)
     reply = await api.post("/admin/session/claim/", admin_key, [1])
     assert reply.status == 400
-    assert reply.json == {"non_field_errors": [
-        "Invalid data. Expected a dictionary, but got list."]}
+    assert reply.json == {
+        "non_field_errors": ["Invalid data. Expected a dictionary, but got list."]
+    }
 
 
 @pytest.mark.gen_test
@@ -101,10 +111,14 @@ async def test_message_body_blank_missing_wrong_type_or_too_long_answers_400(ser
         ({"body": "   "}, {"body": ["This field may not be blank."]}),
         ({}, {"body": ["This field is required."]}),
         ({"body": 12}, {"body": ["Not a valid string."]}),
-        ({"body": "x" * 10_001},
-         {"body": ["Ensure this field has no more than 10000 characters."]}),
-        ({"body": "ok", "client_id": "c" * 65},
-         {"client_id": ["Ensure this field has no more than 64 characters."]}),
+        (
+            {"body": "x" * 10_001},
+            {"body": ["Ensure this field has no more than 10000 characters."]},
+        ),
+        (
+            {"body": "ok", "client_id": "c" * 65},
+            {"client_id": ["Ensure this field has no more than 64 characters."]},
+        ),
     ]
     for body, errors in cases:
         reply = await api.post("/store/message/", store_key, body)
@@ -156,7 +170,9 @@ async def test_claim_of_a_session_held_by_another_admin_answers_409(server, api)
     _, dana = await make_admin(server, "Dana")
     _, omar = await make_admin(server, "Omar")
     session = await open_session(api, store_key)
-    assert (await api.post("/admin/session/claim/", dana, {"session_id": session["id"]})).status == 200
+    assert (
+        await api.post("/admin/session/claim/", dana, {"session_id": session["id"]})
+    ).status == 200
     reply = await api.post("/admin/session/claim/", omar, {"session_id": session["id"]})
     assert (reply.status, reply.json) == (409, {"detail": "Session already claimed."})
 
@@ -189,7 +205,8 @@ class TestRateLimit:
         assert [r.status for r in statuses] == [200, 200, 429]
         assert statuses[2].headers["Retry-After"] == "2"
         assert statuses[2].json == {
-            "detail": "Request was throttled. Expected available in 2 seconds."}
+            "detail": "Request was throttled. Expected available in 2 seconds."
+        }
 
 
 @pytest.mark.gen_test
@@ -205,8 +222,14 @@ async def test_a_chunked_body_over_the_limit_answers_413_and_stores_nothing(serv
             await write(b"x" * 10_000)
         await write(b'"}')
 
-    response = await api.client.fetch(tornado.httpclient.HTTPRequest(
-        api.base_url + "/store/message/", method="POST", body_producer=produce,
-        headers={"Authorization": f"Token {store_key}"}), raise_error=False)
+    response = await api.client.fetch(
+        tornado.httpclient.HTTPRequest(
+            api.base_url + "/store/message/",
+            method="POST",
+            body_producer=produce,
+            headers={"Authorization": f"Token {store_key}"},
+        ),
+        raise_error=False,
+    )
     assert response.code == 413
     assert (await api.get("/store/session/", store_key)).status == 404

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import make_admin, make_store, open_session
+from tests.helpers import make_admin, make_store, open_session
 
 NO_PERMISSION = {"detail": "You do not have permission to perform this action."}
 
@@ -74,7 +74,7 @@ async def test_keys_are_stored_only_as_digests(server, config):
     import sqlite3
 
     _, key = await make_admin(server)
-    path = config["storage"]["url"][len("sqlite:///"):]
+    path = config["storage"]["url"][len("sqlite:///") :]
     with sqlite3.connect(path) as conn:
         dump = "\n".join(conn.iterdump())
     assert key not in dump
@@ -100,16 +100,25 @@ async def _store_with_history(server, api):
 
 
 @pytest.mark.gen_test
-async def test_the_admin_holding_a_stores_session_lists_all_its_sessions_newest_first(
-        server, api):
+async def test_the_admin_holding_a_stores_session_lists_all_its_sessions_newest_first(server, api):
     store, keys, (earlier, current) = await _store_with_history(server, api)
     reply = await api.get(f"/admin/stores/{store.id}/sessions/", keys["dana"])
     assert reply.status == 200
     assert [(s["id"], s["status"]) for s in reply.json["results"]] == [
-        (current, "claimed"), (earlier, "closed")]
+        (current, "claimed"),
+        (earlier, "closed"),
+    ]
     assert reply.json["next"] is None
-    assert set(reply.json["results"][1]) == {"id", "store_id", "admin_id", "status",
-                                             "last_message_at", "created", "updated", "store"}
+    assert set(reply.json["results"][1]) == {
+        "id",
+        "store_id",
+        "admin_id",
+        "status",
+        "last_message_at",
+        "created",
+        "updated",
+        "store",
+    }
     # paged like My Sessions: an opaque cursor in `next`
     first = await api.get(f"/admin/stores/{store.id}/sessions/?limit=1", keys["dana"])
     assert [s["id"] for s in first.json["results"]] == [current]
@@ -125,13 +134,14 @@ async def test_the_admin_holding_a_stores_session_lists_all_its_sessions_newest_
 
 
 @pytest.mark.gen_test
-async def test_a_stores_sessions_are_refused_to_everyone_else_in_the_order_of_checks(
-        server, api):
+async def test_a_stores_sessions_are_refused_to_everyone_else_in_the_order_of_checks(server, api):
     store, keys, (earlier, _) = await _store_with_history(server, api)
     path = f"/admin/stores/{store.id}/sessions/"
     no_key = await api.get(path)
     assert (no_key.status, no_key.json) == (
-        401, {"detail": "Authentication credentials were not provided."})
+        401,
+        {"detail": "Authentication credentials were not provided."},
+    )
     bad_key = await api.get(path, "0" * 40)
     assert (bad_key.status, bad_key.json) == (401, {"detail": "Invalid token."})
     cases = {
@@ -140,7 +150,8 @@ async def test_a_stores_sessions_are_refused_to_everyone_else_in_the_order_of_ch
         "the admin who handled an earlier one": await api.get(path, keys["omar"]),
     }
     assert {k: (r.status, r.json) for k, r in cases.items()} == {
-        k: (403, NO_PERMISSION) for k in cases}
+        k: (403, NO_PERMISSION) for k in cases
+    }
     assert (await api.get(f"/admin/session/{earlier}/", keys["lena"])).status == 403
     unknown = await api.get("/admin/stores/9999/sessions/", keys["dana"])
     assert (unknown.status, unknown.json) == (404, {"detail": "Not found."})
@@ -156,7 +167,8 @@ async def test_a_stores_sessions_are_refused_to_everyone_else_in_the_order_of_ch
 
 @pytest.mark.gen_test
 async def test_nobody_reads_a_stores_sessions_while_it_waits_in_the_queue_or_after_a_close(
-        server, api):
+    server, api
+):
     store, keys, (_, current) = await _store_with_history(server, api)
     path = f"/admin/stores/{store.id}/sessions/"
     await api.post("/admin/session/release/", keys["dana"], {"session_id": current})
@@ -168,7 +180,7 @@ async def test_nobody_reads_a_stores_sessions_while_it_waits_in_the_queue_or_aft
 
 @pytest.mark.gen_test
 async def test_get_session_says_how_far_each_side_has_read(server, api):
-    store, keys, (_, current) = await _store_with_history(server, api)
+    _store, keys, (_, current) = await _store_with_history(server, api)
     await api.post("/admin/message/", keys["dana"], {"session_id": current, "body": "hi"})
     view = await api.get(f"/admin/session/{current}/", keys["dana"])
     assert view.json["read"] == {"store": 0, "admin": 0}
