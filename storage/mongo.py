@@ -51,6 +51,7 @@ from storage.base import (
 from storage.mongo_accounts import MongoAccounts
 from storage.mongo_follow import InsertFollower
 from storage.mongo_ids import IdBlocks
+from storage.mongo_keys import KeyCache
 from storage.mongo_outbox import MongoOutbox
 from storage.mongo_txn import ChangeRunner, Refused, available as _available
 from storage.mongo_workflow import MongoWorkflow
@@ -72,8 +73,16 @@ class MongoStorage(MongoAccounts, MongoWorkflow, MongoOutbox):
         self.changes = ChangeRunner(client, timeout_secs)
         self.ids = IdBlocks(db.counters)
         # Change streams need a server; the mongomock stand-in reads by id.
-        self.events_follower = InsertFollower(db.events, streams=client is not None)
-        self.key_changes_follower = InsertFollower(db.key_changes, streams=client is not None)
+        # The feed: state changes' events and messages (which carry their own
+        # event, see ``_insert_message``), in one stream, in commit order.
+        self.events_follower = InsertFollower(db, ("events", "messages"),
+                                              streams=client is not None,
+                                              order={"messages": "feed.id"})
+        self.key_changes_follower = InsertFollower(db, ("key_changes",),
+                                                   streams=client is not None)
+        # REST keys' principals, while this node follows key changes.
+        self.key_cache = KeyCache(lambda: self.key_changes_follower.following)
+        self.key_changes_follower.on_change = self.key_cache.forget_all
 
     @classmethod
     def from_url(cls, url: str, write_concern: str = "majority", retry_writes: bool = True,
@@ -111,6 +120,8 @@ class MongoStorage(MongoAccounts, MongoWorkflow, MongoOutbox):
             [("sender", ASCENDING), ("sender_id", ASCENDING), ("client_id", ASCENDING)],
             unique=True, partialFilterExpression={"client_id": {"$type": "string"}})
         await db.events.create_index("created")
+        # Sparse: a message leaves it when the feed's pruning drops its event.
+        await db.messages.create_index("feed.created", sparse=True)
         await self._repair_admin_loads()
         await self._setup_workflow()
         await self._setup_outbox()
@@ -183,6 +194,16 @@ class MongoStorage(MongoAccounts, MongoWorkflow, MongoOutbox):
     @_available
     async def authenticate(self, key: str) -> Principal | None:
         digest = digest_key(key)
+        principal = self.key_cache.get(digest)
+        if principal is not None:
+            return principal
+        generation = self.key_cache.generation
+        principal = await self._look_up_key(digest)
+        if principal is not None:
+            self.key_cache.put(digest, principal, generation)
+        return principal
+
+    async def _look_up_key(self, digest: str) -> Principal | None:
         # Stores first: they send most requests, and each lookup is a round trip.
         doc = await self.db.stores.find_one({"key_digest": digest})
         if doc:
@@ -402,10 +423,16 @@ class MongoStorage(MongoAccounts, MongoWorkflow, MongoOutbox):
                               event: str | None = None, audience: Any = HOLDER,
                               guard: dict[str, Any] | None = None
                               ) -> tuple[Message | None, Session | None]:
-        """Store a message and its event in ``s``: the session's ``$inc`` of
+        """Store a message with its event in ``s``: the session's ``$inc`` of
         ``last_seq`` gives the seq (a second writer of the session conflicts).
         With ``guard`` the session is the one it matches, and (None, None)
-        says none did. The event's audience defaults to the session's holder."""
+        says none did. The event's audience defaults to the session's holder.
+
+        The event is not a document of its own: the message carries it under
+        ``feed`` (its id from the events' block, its audience, the session as
+        it stands after the message, when it was stored), and the feed follows
+        inserts into ``messages`` as well as ``events`` (one insert fewer per
+        message). The feed's pruning drops ``feed`` from old messages."""
         now = utc_now_iso()
         update: dict[str, Any] = {"$inc": {"last_seq": 1}, "$max": {"activity_at": now}}
         if sender != "system":
@@ -423,11 +450,15 @@ class MongoStorage(MongoAccounts, MongoWorkflow, MongoOutbox):
                           sender, sender_id, body, client_id, now, event)
         stored = message_to_doc(message)
         stored["_id"] = stored.pop("id")
-        await self.db.messages.insert_one(stored, session=s)
-        await self._append_event(s, "message", session,
-                                 session.admin_id if audience is HOLDER else audience,
-                                 {"message": message_to_doc(message),
-                                  "session": session_to_doc(session)})
+        feed = {"id": await self._next_id("events"),
+                "admin_id": session.admin_id if audience is HOLDER else audience,
+                "store_id": session.store_id, "session": session_to_doc(session),
+                "created": time.time()}
+        await self.db.messages.insert_one({**stored, "feed": feed}, session=s)
+        if "message" in self.webhook_kinds:
+            await self._append_to_outbox(s, {
+                "kind": "message", "session_id": session.id, "created": feed["created"],
+                "payload": {"message": message_to_doc(message), "session": feed["session"]}})
         return message, session
 
     @_available
@@ -467,15 +498,18 @@ class MongoStorage(MongoAccounts, MongoWorkflow, MongoOutbox):
 
     @_available
     async def read_events(self, after: Any, limit: int) -> list[Event]:
-        return [Event(d["_id"], d["kind"], d["session_id"], d["store_id"], d["admin_id"],
-                      d["payload"], position)
-                for d, position in await self.events_follower.read(after, limit)]
+        return [_event(name, d, position)
+                for name, d, position in await self.events_follower.read(after, limit)]
 
     @_available
     async def prune_events(self, older_than_secs: float) -> int:
-        result = await self.db.events.delete_many(
-            {"created": {"$lt": time.time() - older_than_secs}})
-        return result.deleted_count
+        """Delete old state-change events and drop old messages' events (their
+        ``feed``; the messages stay): how many events went."""
+        cutoff = time.time() - older_than_secs
+        result = await self.db.events.delete_many({"created": {"$lt": cutoff}})
+        dropped = await self.db.messages.update_many({"feed.created": {"$lt": cutoff}},
+                                                     {"$unset": {"feed": ""}})
+        return result.deleted_count + dropped.modified_count
 
     @_available
     async def load_feed_position(self, node: str) -> Any:
@@ -512,4 +546,16 @@ def _session(doc: dict[str, Any] | None) -> Session | None:
 
 def _message(doc: dict[str, Any]) -> Message:
     return message_from_doc({**doc, "id": doc["_id"]})
+
+
+def _event(collection: str, doc: dict[str, Any], position: Any) -> Event:
+    """The feed's event from an insert: an ``events`` document, or a message
+    with the event it carries (the same record a separate event had)."""
+    if collection == "messages":
+        feed = doc["feed"]
+        return Event(feed["id"], "message", doc["session_id"], feed["store_id"],
+                     feed["admin_id"], {"message": message_to_doc(_message(doc)),
+                                        "session": feed["session"]}, position)
+    return Event(doc["_id"], doc["kind"], doc["session_id"], doc["store_id"], doc["admin_id"],
+                 doc["payload"], position)
 

@@ -75,5 +75,5 @@ class MongoAccounts:
     @available
     async def key_changes_since(self, after: Any) -> list[KeyChange]:
         return [KeyChange(d["_id"], Role(d["role"]), d["account_id"], d["kind"], position)
-                for d, position in await self.key_changes_follower.read(after,
-                                                                        KEY_CHANGES_PAGE)]
+                for _, d, position in await self.key_changes_follower.read(after,
+                                                                           KEY_CHANGES_PAGE)]

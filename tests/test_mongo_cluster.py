@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from storage.base import Role
 from storage.mongo import MongoStorage
 from tests.helpers import Api, ServerProcess, Socket
 from tests.mongo_checks import assert_consistent
@@ -216,3 +217,42 @@ async def test_a_killed_change_stream_is_reopened_and_cross_node_latency_recover
         text = log.read()
     assert "change stream ended" in text and "change stream reopened" in text
     await control.close()
+
+
+async def first_refusal(api: Api, key: str, timeout: float = 5.0) -> float:
+    """Seconds until ``key`` gets 401 on ``api``'s node (asking every 10 ms)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        reply = await api.get("/store/session/", key)
+        if reply.status == 401:
+            return time.monotonic() - started
+        assert reply.status in (200, 404), reply
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"key still accepted {timeout}s after its change")
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_key_revoked_or_rotated_elsewhere_is_refused_on_a_node_that_cached_it(
+        wire_server, tmp_path, processes):
+    """Node B remembers REST keys (storage/mongo_keys.py) while it follows key
+    changes: a key revoked (or rotated) through another process is refused on
+    B as soon as B's stream has read the change, and for good."""
+    db, (_, b) = start_nodes(wire_server, tmp_path, processes)
+    _, store_keys = await accounts(wire_server, db, stores=2)
+    api = Api(b.base_url + "/v1/chat")
+    await asyncio.sleep(1.0)  # B's key-change stream is open and caught up
+    for key in store_keys:  # B looks each key up, then answers from memory
+        for _ in range(5):
+            assert (await api.get("/store/session/", key)).status in (200, 404)
+    storage = MongoStorage.from_url(wire_server.url_for(db))
+    stores = await storage.list_stores()
+    assert await storage.revoke_key(Role.STORE, stores[0].id)
+    assert await first_refusal(api, store_keys[0]) < 2.0
+    new_key = await storage.rotate_key(Role.STORE, stores[1].id)
+    assert await first_refusal(api, store_keys[1]) < 2.0
+    await storage.close()
+    for _ in range(20):  # refused for good; the new key works at once
+        assert (await api.get("/store/session/", store_keys[0])).status == 401
+        assert (await api.get("/store/session/", store_keys[1])).status == 401
+        assert (await api.get("/store/session/", new_key)).status in (200, 404)
+    api.close()
