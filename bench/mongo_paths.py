@@ -42,6 +42,7 @@ import tornado.httpclient
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import tests.helpers  # noqa: E402
 from storage import open_storage  # noqa: E402
 from tests.helpers import Api, ServerProcess, Socket  # noqa: E402
 from tests.wire_server import WireServer, start_secantus  # noqa: E402
@@ -156,6 +157,18 @@ async def server_rate(wire: WireServer, workdir: str, nodes: int, writers: int,
             proc.stop()
 
 
+async def other_tree_rate(root: str, wire: WireServer, workdir: str, nodes: int,
+                          writers: int, seconds: float, transport: str) -> float:
+    """``server_rate`` with ``server.py`` from another checkout (``--compare``),
+    on the same daemon: a change measured against its baseline side by side."""
+    here = tests.helpers.ROOT
+    tests.helpers.ROOT = root  # where ServerProcess starts server.py
+    try:
+        return await server_rate(wire, workdir, nodes, writers, seconds, transport)
+    finally:
+        tests.helpers.ROOT = here
+
+
 # --- 3. cross-node delivery ----------------------------------------------------------
 async def cross_node_latency(wire: WireServer, workdir: str, messages: int) -> dict:
     url = fresh_db(wire, "latency")
@@ -245,13 +258,21 @@ async def main_async(args: argparse.Namespace) -> None:
     try:
         engine = await engine_rate(fresh_db(wire, "engine"), k, secs)
         print(f"engine, {k} writers, 2-write message transaction: {engine:.1f} /s", flush=True)
-        rates = {}
+        rates, compared = {}, {}
         for transport in ("rest", "ws"):
             for nodes in (1, 2):
+                if args.compare:  # the other tree first, then this one, back to back
+                    compared[transport, nodes] = await other_tree_rate(
+                        args.compare, wire, workdir, nodes, k, secs, transport)
+                    print(f"  {args.compare}: server {transport} {nodes} node(s): "
+                          f"{compared[transport, nodes]:.1f} msgs/s", flush=True)
                 rates[transport, nodes] = await server_rate(wire, workdir, nodes, k, secs,
                                                             transport)
                 print(f"server {transport} {nodes} node(s), {k} writers: "
                       f"{rates[transport, nodes]:.1f} msgs/s", flush=True)
+        if args.only_rates:
+            print_rates(k, engine, rates, compared, args.compare)
+            return
         latency = await cross_node_latency(wire, workdir, args.messages)
         print(f"cross-node delivery from the ack: p50 {latency['p50']:.1f} ms, "
               f"p99 {latency['p99']:.1f} ms", flush=True)
@@ -265,15 +286,7 @@ async def main_async(args: argparse.Namespace) -> None:
                   f"again, after {', '.join(f'{v:.2f}' for v in got['served'])} s", flush=True)
     finally:
         wire.stop()
-    print()
-    print(f"| figure (one run, SecantusDB, K = {k}) | value |")
-    print("|---|---|")
-    print(f"| engine: 2-write message transactions/s, {k} writers | {engine:.1f} |")
-    for transport in ("rest", "ws"):
-        one, two = rates[transport, 1], rates[transport, 2]
-        name = "REST" if transport == "rest" else "WebSocket"
-        print(f"| server {name} msgs/s, 1 node (÷ engine) | {one:.1f} ({one / engine:.2f}×) |")
-        print(f"| server {name} msgs/s, 2 nodes (÷ 1 node) | {two:.1f} ({two / one:.2f}×) |")
+    print_rates(k, engine, rates, compared, args.compare)
     print(f"| cross-node delivery from the ack, p50 / p99 | {latency['p50']:.1f} / "
           f"{latency['p99']:.1f} ms |")
     print(f"| node B after SIGKILL of A, {args.rounds} rounds: 5xx | "
@@ -287,6 +300,23 @@ async def main_async(args: argparse.Namespace) -> None:
           f"max {max(served) if served else 0:.2f} s |")
 
 
+def print_rates(k: int, engine: float, rates: dict[tuple[str, int], float],
+                compared: dict[tuple[str, int], float], other: str | None) -> None:
+    """The table's head and its msgs/s rows (and the other tree's, if any)."""
+    print()
+    print(f"| figure (one run, SecantusDB, K = {k}) | value |")
+    print("|---|---|")
+    print(f"| engine: 2-write message transactions/s, {k} writers | {engine:.1f} |")
+    for transport in ("rest", "ws"):
+        one, two = rates[transport, 1], rates[transport, 2]
+        name = "REST" if transport == "rest" else "WebSocket"
+        print(f"| server {name} msgs/s, 1 node (÷ engine) | {one:.1f} ({one / engine:.2f}×) |")
+        print(f"| server {name} msgs/s, 2 nodes (÷ 1 node) | {two:.1f} ({two / one:.2f}×) |")
+    for (transport, nodes), rate in compared.items():
+        print(f"| {other}: server {transport} msgs/s, {nodes} node(s) (÷ engine) | "
+              f"{rate:.1f} ({rate / engine:.2f}×) |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--writers", type=int, default=8, help="K concurrent writers")
@@ -296,6 +326,11 @@ def main() -> None:
     parser.add_argument("--watch-secs", type=float, default=10.0,
                         help="how long node B is watched after each SIGKILL")
     parser.add_argument("--mongo-url", help="a running server instead of a fresh SecantusDB")
+    parser.add_argument("--compare", metavar="DIR",
+                        help="also measure msgs/s with server.py from DIR (another checkout, "
+                             "e.g. `git worktree add DIR main`), each figure back to back")
+    parser.add_argument("--only-rates", action="store_true",
+                        help="stop after the msgs/s figures (no latency, no SIGKILL rounds)")
     asyncio.run(main_async(parser.parse_args()))
 
 

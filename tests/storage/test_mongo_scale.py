@@ -21,7 +21,7 @@ from actors.feed import EventFeed
 from storage.mongo import MongoStorage
 from tests.helpers import ROOT, Api, ServerProcess
 from tests.mongo_checks import assert_consistent
-from tests.test_mongo_cluster import accounts, hello
+from tests.processes.test_mongo_cluster import accounts, hello
 
 WRITE_CONFLICT = 112
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import Api, Socket
-from tests.test_mongo_server import mongo_standin_server  # noqa: F401 (fixture)
+from tests.handlers.test_mongo_server import mongo_standin_server  # noqa: F401 (fixture)
 
 
 @pytest.mark.gen_test(timeout=30)

@@ -14,7 +14,7 @@ pytest.importorskip("tests.wire_server", reason="the MongoDB wire-server tier is
 
 from tests.helpers import Api, ServerProcess  # noqa: E402
 from tests.mongo_checks import assert_consistent  # noqa: E402
-from tests.test_mongo_cluster import accounts, hello  # noqa: E402
+from tests.processes.test_mongo_cluster import accounts, hello  # noqa: E402
 
 
 def start_nodes(wire_server, tmp_path, processes, settings: str) -> tuple[str, list]:

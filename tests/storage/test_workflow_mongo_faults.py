@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import claimed_session, make_admin
 from tests.mongo_checks import assert_consistent
-from tests.test_mongo_faults import (  # noqa: F401 (fixtures)
+from tests.storage.test_mongo_faults import (  # noqa: F401 (fixtures)
     FAULTS, app_name, control, fast_recovery, overrides,
 )
 
