@@ -127,7 +127,7 @@ class InsertFollower:
                 await asyncio.wait_for(self._caught_up.wait(), CATCH_UP_WAIT_SECS)
             except TimeoutError:
                 pass
-        taken = []
+        taken: list[Insert] = []
         while self._buffer and len(taken) < limit:
             taken.append(self._buffer.popleft())
         if taken:

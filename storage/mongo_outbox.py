@@ -32,6 +32,7 @@ from typing import Any
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from storage.mongo_base import MongoBase
 from storage.mongo_txn import available
 from storage.workflow import OutboxEntry
 
@@ -41,8 +42,9 @@ NUMBER_BATCH = 500
 NUMBER_COUNTER = "webhook_outbox_numbers"
 
 
-class MongoOutbox:
-    db: Any  # provided by MongoStorage, as are ``changes`` and ``_next_id``
+class MongoOutbox(MongoBase):
+    """The webhook outbox: written in a change, numbered and read by its deliverer."""
+
     # Kinds copied to the webhook outbox with their event (set at start-up).
     webhook_kinds: frozenset[str] = frozenset()
 
@@ -119,8 +121,8 @@ class MongoOutbox:
         if not hooks or len(docs) < len(hooks):
             return 0
         done = min(d["last_id"] for d in docs)
-        return (await self.db.webhook_outbox.delete_many(
-            {"num": {"$lte": done}})).deleted_count
+        result = await self.db.webhook_outbox.delete_many({"num": {"$lte": done}})
+        return int(result.deleted_count)
 
     @available
     async def take_lease(self, name: str, holder: str, duration_secs: float) -> bool:

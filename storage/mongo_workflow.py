@@ -1,4 +1,4 @@
-"""The support workflow on MongoDB: ``MongoWorkflow``, a base of ``MongoStorage``.
+"""The support workflow on MongoDB: ``MongoWorkflow``, a part of ``MongoStorage``.
 
 The rules are in storage/workflow.py. Each decision is one conditional write
 (``find_one_and_update`` / ``update_one`` whose filter is the guard) inside one
@@ -9,8 +9,8 @@ where the guard refuses after an earlier write of the change (a count taken
 for the transfer's target), the change undoes that write itself, so it is
 right with or without a transaction around it.
 
-``MongoStorage`` provides the adapters used here: ``_wf_change``, ``_wf_event``
-(append a feed event) and ``_wf_system_message``. The webhook outbox is in
+The adapters used here are ``_wf_change``, ``_wf_event`` (append a feed
+event) and ``_wf_system_message``. The webhook outbox is in
 ``storage/mongo_outbox.py``.
 """
 
@@ -18,15 +18,23 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from storage.base import (
-    Admin, Session, SessionWrite, StorageUnavailable, WriteOutcome, session_from_doc,
-    session_to_doc, utc_now_iso,
+    Admin,
+    Session,
+    SessionWrite,
+    StorageUnavailable,
+    WriteOutcome,
+    session_to_doc,
+    utc_now_iso,
 )
+from storage.mongo_docs import SessionIds, maybe_session, session_of
+from storage.mongo_messages import MongoMessages
 from storage.workflow import (
     OFFLINE, REQUEUE_BODIES, AdminPresence, ReadResult, RequeueReason, StaleClaim,
     StaleCutoffs, TransferOutcome, TransferResult, effective_presence, iso_from_epoch,
@@ -35,11 +43,16 @@ from storage.workflow import (
 
 
 
-def _available(method):
-    """Driver failures become ``StorageUnavailable`` (503, retry later)."""
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _available(method: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Driver failures become ``StorageUnavailable`` (503, retry later); a
+    duplicate key is the caller's to handle."""
 
     @functools.wraps(method)
-    async def wrapper(*args, **kwargs):
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await method(*args, **kwargs)
         except DuplicateKeyError:
@@ -50,12 +63,28 @@ def _available(method):
     return wrapper
 
 
-def _session(doc: dict[str, Any] | None) -> Session | None:
-    return None if doc is None else session_from_doc({**doc, "id": doc["_id"]})
+class MongoWorkflow(MongoMessages):
+    """Transfers, read state, presence and requeue sweeps."""
 
+    # --- the adapters the workflow's changes use ---------------------------------
+    async def _wf_change(self, change: Callable[[Any], Awaitable[T]], key: Any = None) -> T:
+        """Run ``change(s)`` as one change: one transaction, retried as a whole
+        (one at a time per ``key`` in this process)."""
+        return await self.changes.run(change, key)
 
-class MongoWorkflow:
-    db: Any
+    async def _wf_event(
+        self, s: Any, kind: str, session: SessionIds, admin_id: int | None,
+        payload: dict[str, Any],
+    ) -> None:
+        await self._append_event(s, kind, session, admin_id, payload)
+
+    async def _wf_system_message(
+        self, s: Any, session: Session, body: str, event: str, audience: int | None
+    ) -> Session:
+        _, stored = await self._insert_message(
+            s, session.id, "system", None, body, None, event=event, audience=audience)
+        assert stored is not None  # written by its id, in this transaction
+        return stored
 
     async def _setup_workflow(self) -> None:
         """Indexes of the workflow (runs within ``setup``)."""
@@ -64,7 +93,7 @@ class MongoWorkflow:
         await self.db.session_reads.create_index("session_id")
 
     async def _find_session(self, session_id: int, s: Any) -> Session | None:
-        return _session(await self.db.sessions.find_one({"_id": session_id}, session=s))
+        return maybe_session(await self.db.sessions.find_one({"_id": session_id}, session=s))
 
     # --- transfer ---------------------------------------------------------------
     @_available
@@ -76,6 +105,7 @@ class MongoWorkflow:
             refused = why_transfer_refused(session, admin_id, target)
             if refused is not None:
                 return TransferResult(refused, session)
+            assert target is not None  # why_transfer_refused refuses a missing target
             limit = {"active": {"$lt": max_sessions}} if max_sessions > 0 else {}
             counted = await self.db.admins.find_one_and_update(
                 {"_id": target_id, **limit}, {"$inc": {"active": 1}}, session=s)
@@ -95,7 +125,8 @@ class MongoWorkflow:
             await self.db.admins.update_one({"_id": admin_id, "active": {"$gt": 0}},
                                             {"$inc": {"active": -1}}, session=s)
             caller = await self._find_admin(admin_id, s)
-            session = _session(doc)
+            assert caller is not None  # the holder, who asks: admins are never deleted
+            session = session_of(doc)
             await self._wf_event(s, "session_transferred", session, target_id,
                                  transfer_payload(session, caller, target))
             session = await self._wf_system_message(
@@ -244,7 +275,8 @@ class MongoWorkflow:
     # --- stale claims back to the queue ---------------------------------------------
     async def _holder_offline_before(self, admin_id: int, cutoffs: StaleCutoffs,
                                      s: Any = None) -> bool:
-        if await self._admin_live(admin_id, cutoffs.live_after, s):
+        if cutoffs.offline_before is None or await self._admin_live(
+                admin_id, cutoffs.live_after, s):
             return False
         last = await self.db.admin_presence.find({"admin_id": admin_id}, session=s).sort(
             "seen", DESCENDING).limit(1).to_list(1)
@@ -319,7 +351,7 @@ class MongoWorkflow:
             await self.db.admins.update_one({"_id": stale.admin_id, "active": {"$gt": 0}},
                                             {"$inc": {"active": -1}}, session=s)
             session = await self._wf_system_message(
-                s, _session(doc), REQUEUE_BODIES[stale.reason], "session_requeued",
+                s, session_of(doc), REQUEUE_BODIES[stale.reason], "session_requeued",
                 stale.admin_id)
             await self._wf_event(s, "session_released", session, stale.admin_id,
                                  {"session": session_to_doc(session),
