@@ -60,7 +60,10 @@ class MongoStorage(MongoAccounts, MongoWorkflow, MongoSessions):
 
     @classmethod
     def from_url(
-        cls, url: str, write_concern: str = "majority", retry_writes: bool = True,
+        cls,
+        url: str,
+        write_concern: str = "majority",
+        retry_writes: bool = True,
         timeout_ms: int = 5000,
     ) -> MongoStorage:
         """``mongodb://host[:port]/dbname?...``; the database defaults to ``chat``.
@@ -70,8 +73,14 @@ class MongoStorage(MongoAccounts, MongoWorkflow, MongoSessions):
         """
         w: int | str = int(write_concern) if str(write_concern).isdigit() else write_concern
         client: pymongo.AsyncMongoClient[dict[str, Any]] = pymongo.AsyncMongoClient(
-            url, w=w, retryWrites=retry_writes, serverSelectionTimeoutMS=timeout_ms,
-            socketTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms, tz_aware=True)
+            url,
+            w=w,
+            retryWrites=retry_writes,
+            serverSelectionTimeoutMS=timeout_ms,
+            socketTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            tz_aware=True,
+        )
         db = client.get_default_database(default="chat")
         return cls(db, client, timeout_ms / 1000.0)
 
@@ -83,19 +92,24 @@ class MongoStorage(MongoAccounts, MongoWorkflow, MongoSessions):
         db = self.db
         await db.admins.create_index("key_digest", unique=True)
         await db.stores.create_index("key_digest", unique=True)
-        await db.sessions.create_index([("store_id", ASCENDING)], unique=True,
-                                       partialFilterExpression={"active": True})
-        await db.sessions.create_index([("status", ASCENDING), ("queued_at", ASCENDING),
-                                        ("_id", ASCENDING)])
-        await db.sessions.create_index([("admin_id", ASCENDING), ("status", ASCENDING),
-                                        ("activity_at", DESCENDING)])
-        await db.sessions.create_index([("store_id", ASCENDING), ("created", DESCENDING),
-                                        ("_id", DESCENDING)])
-        await db.messages.create_index([("session_id", ASCENDING), ("seq", ASCENDING)],
-                                       unique=True)
+        await db.sessions.create_index(
+            [("store_id", ASCENDING)], unique=True, partialFilterExpression={"active": True}
+        )
+        await db.sessions.create_index(
+            [("status", ASCENDING), ("queued_at", ASCENDING), ("_id", ASCENDING)]
+        )
+        await db.sessions.create_index(
+            [("admin_id", ASCENDING), ("status", ASCENDING), ("activity_at", DESCENDING)]
+        )
+        await db.sessions.create_index(
+            [("store_id", ASCENDING), ("created", DESCENDING), ("_id", DESCENDING)]
+        )
+        await db.messages.create_index([("session_id", ASCENDING), ("seq", ASCENDING)], unique=True)
         await db.messages.create_index(
             [("sender", ASCENDING), ("sender_id", ASCENDING), ("client_id", ASCENDING)],
-            unique=True, partialFilterExpression={"client_id": {"$type": "string"}})
+            unique=True,
+            partialFilterExpression={"client_id": {"$type": "string"}},
+        )
         await db.events.create_index("created")
         # Sparse: a message leaves it when the feed's pruning drops its event.
         await db.messages.create_index("feed.created", sparse=True)
@@ -113,7 +127,8 @@ class MongoStorage(MongoAccounts, MongoWorkflow, MongoSessions):
             raise StorageMisconfigured(
                 "MongoDB at the storage URL is a standalone server; the chat needs a "
                 "replica set for transactions (a single-node one will do: start mongod "
-                "with --replSet rs0 and run rs.initiate() once)")
+                "with --replSet rs0 and run rs.initiate() once)"
+            )
 
     async def _repair_admin_loads(self) -> None:
         """Set each admin's ``active`` count to the sessions it holds where it
@@ -129,9 +144,9 @@ class MongoStorage(MongoAccounts, MongoWorkflow, MongoSessions):
 
     async def _recount(self, admin_id: int, s: Any) -> None:
         held = await self.db.sessions.count_documents(
-            {"status": "claimed", "admin_id": admin_id}, session=s)
-        await self.db.admins.update_one({"_id": admin_id}, {"$set": {"active": held}},
-                                        session=s)
+            {"status": "claimed", "admin_id": admin_id}, session=s
+        )
+        await self.db.admins.update_one({"_id": admin_id}, {"$set": {"active": held}}, session=s)
 
     async def close(self) -> None:
         """Stop following the streams and close the client (shutdown)."""

@@ -45,9 +45,16 @@ class MongoAccounts(MongoBase):
         """A new admin and its key (shown once)."""
         key = new_api_key()
         admin = Admin(await self._next_id("admins"), name, email)
-        await self.db.admins.insert_one({"_id": admin.id, "name": name, "email": email,
-                                         "key_digest": digest_key(key), "active": 0,
-                                         "created": utc_now_iso()})
+        await self.db.admins.insert_one(
+            {
+                "_id": admin.id,
+                "name": name,
+                "email": email,
+                "key_digest": digest_key(key),
+                "active": 0,
+                "created": utc_now_iso(),
+            }
+        )
         return admin, key
 
     @available
@@ -57,9 +64,16 @@ class MongoAccounts(MongoBase):
         """A new store and its key (shown once)."""
         key = new_api_key()
         store = Store(await self._next_id("stores"), name, email, logo_url)
-        await self.db.stores.insert_one({"_id": store.id, "name": name, "email": email,
-                                         "logo_url": logo_url, "key_digest": digest_key(key),
-                                         "created": utc_now_iso()})
+        await self.db.stores.insert_one(
+            {
+                "_id": store.id,
+                "name": name,
+                "email": email,
+                "logo_url": logo_url,
+                "key_digest": digest_key(key),
+                "created": utc_now_iso(),
+            }
+        )
         return store, key
 
     @available
@@ -79,8 +93,9 @@ class MongoAccounts(MongoBase):
         # Stores first: they send most requests, and each lookup is a round trip.
         doc = await self.db.stores.find_one({"key_digest": digest})
         if doc:
-            return Principal(Role.STORE, doc["_id"], doc["name"], doc.get("email"),
-                             doc.get("logo_url"))
+            return Principal(
+                Role.STORE, doc["_id"], doc["name"], doc.get("email"), doc.get("logo_url")
+            )
         doc = await self.db.admins.find_one({"key_digest": digest})
         if doc:
             return Principal(Role.ADMIN, doc["_id"], doc["name"], doc.get("email"))
@@ -95,8 +110,9 @@ class MongoAccounts(MongoBase):
     @available
     async def count_accounts(self) -> int:
         """How many admins and stores there are."""
-        return int(await self.db.admins.count_documents({})
-                   + await self.db.stores.count_documents({}))
+        return int(
+            await self.db.admins.count_documents({}) + await self.db.stores.count_documents({})
+        )
 
     @available
     async def list_admins(self) -> list[Admin]:
@@ -132,13 +148,21 @@ class MongoAccounts(MongoBase):
         collection = self.db.admins if role is Role.ADMIN else self.db.stores
 
         async def change(s: Any) -> bool:
-            result = await collection.update_one({"_id": account_id},
-                                                 {"$set": {"key_digest": digest}}, session=s)
+            result = await collection.update_one(
+                {"_id": account_id}, {"$set": {"key_digest": digest}}, session=s
+            )
             if result.matched_count != 1:
                 return False
-            await self.db.key_changes.insert_one({
-                "_id": await self._next_id("key_changes"), "role": role.value,
-                "account_id": account_id, "kind": kind, "created": time.time()}, session=s)
+            await self.db.key_changes.insert_one(
+                {
+                    "_id": await self._next_id("key_changes"),
+                    "role": role.value,
+                    "account_id": account_id,
+                    "kind": kind,
+                    "created": time.time(),
+                },
+                session=s,
+            )
             return True
 
         return await self.changes.run(change)
@@ -151,6 +175,7 @@ class MongoAccounts(MongoBase):
     @available
     async def key_changes_since(self, after: Any) -> list[KeyChange]:
         """Key changes after ``after``, in commit order."""
-        return [KeyChange(d["_id"], Role(d["role"]), d["account_id"], d["kind"], position)
-                for _, d, position in await self.key_changes_follower.read(after,
-                                                                           KEY_CHANGES_PAGE)]
+        return [
+            KeyChange(d["_id"], Role(d["role"]), d["account_id"], d["kind"], position)
+            for _, d, position in await self.key_changes_follower.read(after, KEY_CHANGES_PAGE)
+        ]

@@ -45,9 +45,7 @@ class MongoBase:
         self.events_follower = InsertFollower(
             db, ("events", "messages"), streams=client is not None, order={"messages": "feed.id"}
         )
-        self.key_changes_follower = InsertFollower(
-            db, ("key_changes",), streams=client is not None
-        )
+        self.key_changes_follower = InsertFollower(db, ("key_changes",), streams=client is not None)
         # REST keys' principals, while this node follows key changes.
         self.key_cache = KeyCache(lambda: self.key_changes_follower.following)
         self.key_changes_follower.on_change = self.key_cache.forget_all

@@ -14,10 +14,14 @@ class SessionIds(Protocol):
     """What a feed event needs of the session it is about."""
 
     @property
-    def id(self) -> int: ...
+    def id(self) -> int:
+        """The session's id (0 for an event about an admin)."""
+        ...
 
     @property
-    def store_id(self) -> int: ...
+    def store_id(self) -> int:
+        """The session's store (0 for an event about an admin)."""
+        ...
 
 
 def session_of(doc: Doc) -> Session:

@@ -105,10 +105,20 @@ def _event(collection: str, doc: Doc, position: Any) -> Event:
         feed = doc["feed"]
         payload = {"message": message_to_doc(message_of(doc)), "session": feed["session"]}
         return Event(
-            feed["id"], "message", doc["session_id"], feed["store_id"], feed["admin_id"],
-            payload, position,
+            feed["id"],
+            "message",
+            doc["session_id"],
+            feed["store_id"],
+            feed["admin_id"],
+            payload,
+            position,
         )
     return Event(
-        doc["_id"], doc["kind"], doc["session_id"], doc["store_id"], doc["admin_id"],
-        doc["payload"], position,
+        doc["_id"],
+        doc["kind"],
+        doc["session_id"],
+        doc["store_id"],
+        doc["admin_id"],
+        doc["payload"],
+        position,
     )

@@ -1,4 +1,4 @@
-"""``InsertFollower``: inserts into some collections, in the cluster's commit order, from a position.
+"""``InsertFollower``: inserts into collections, in the cluster's commit order, from a position.
 
 The order of a MongoDB cluster already exists: the oplog, which change streams
 read. So the event feed and the key changes need no number of their own (a
@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.errors import OperationFailure, PyMongoError
@@ -72,8 +74,13 @@ class InsertFollower:
     by (``_id`` where not named); documents without it are not followed there.
     """
 
-    def __init__(self, db: Any, names: tuple[str, ...], streams: bool = True,
-                 order: dict[str, str] | None = None):
+    def __init__(
+        self,
+        db: Any,
+        names: tuple[str, ...],
+        streams: bool = True,
+        order: dict[str, str] | None = None,
+    ):
         self.db = db
         self.names = names
         self.label = "+".join(names)
@@ -88,6 +95,8 @@ class InsertFollower:
         self._buffer: collections.deque[Insert] = collections.deque()
         self._handed: Position = None  # where the buffer continues from
         self._caught_up = asyncio.Event()
+        self._room = asyncio.Event()  # the buffer has room (set while it has)
+        self._room.set()
 
     def set_wake(self, wake: Callable[[], None] | None) -> None:
         """Call ``wake`` whenever new inserts are buffered (set by the reader
@@ -98,18 +107,25 @@ class InsertFollower:
         """A change stream of the inserts into ``names``."""
         if len(self.names) == 1:
             return await getattr(self.db, self.names[0]).watch(
-                [{"$match": {"operationType": "insert"}}], **options)
+                [{"$match": {"operationType": "insert"}}], **options
+            )
         return await self.db.watch(
             [{"$match": {"operationType": "insert", "ns.coll": {"$in": list(self.names)}}}],
-            **options)
+            **options,
+        )
 
     async def head(self) -> Position:
         """The position of "now": a new reader starts here."""
         if not self.streams:
             last = 0
             for name, field in self.order.items():
-                docs = await getattr(self.db, name).find({field: {"$exists": True}}).sort(
-                    field, -1).limit(1).to_list(1)
+                docs = (
+                    await getattr(self.db, name)
+                    .find({field: {"$exists": True}})
+                    .sort(field, -1)
+                    .limit(1)
+                    .to_list(1)
+                )
                 if docs:
                     last = max(last, _field(docs[0], field))
             return last
@@ -123,13 +139,13 @@ class InsertFollower:
             return await self._read_by_order(after, limit)
         if self._task is None or self._task.done() or after != self._handed:
             self._restart(after)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._caught_up.wait(), CATCH_UP_WAIT_SECS)
-            except TimeoutError:
-                pass
         taken: list[Insert] = []
         while self._buffer and len(taken) < limit:
             taken.append(self._buffer.popleft())
+        if len(self._buffer) <= MAX_BUFFERED:
+            self._room.set()
         if taken:
             self._handed = taken[-1][2]
         return taken
@@ -138,8 +154,13 @@ class InsertFollower:
         """The stand-in's read: each collection by its order field, merged."""
         found: list[Insert] = []
         for name, field in self.order.items():
-            docs = await getattr(self.db, name).find({field: {"$gt": after}}).sort(
-                field, ASCENDING).limit(limit).to_list(None)
+            docs = (
+                await getattr(self.db, name)
+                .find({field: {"$gt": after}})
+                .sort(field, ASCENDING)
+                .limit(limit)
+                .to_list(None)
+            )
             found += [(name, d, _field(d, field)) for d in docs]
         found.sort(key=lambda insert: insert[2])
         return found[:limit]
@@ -148,10 +169,8 @@ class InsertFollower:
         """Stop following (storage shutdown)."""
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
 
     def _restart(self, after: Position) -> None:
@@ -159,6 +178,7 @@ class InsertFollower:
             self._task.cancel()
             self._changed(following=False)
         self._buffer.clear()
+        self._room.set()
         self._handed = after
         self._caught_up = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._follow(after))
@@ -182,8 +202,9 @@ class InsertFollower:
         while True:
             opened_at = loop.time()
             try:
-                async with await self._watch(resume_after=at["token"],
-                                             max_await_time_ms=STREAM_AWAIT_MS) as stream:
+                async with await self._watch(
+                    resume_after=at["token"], max_await_time_ms=STREAM_AWAIT_MS
+                ) as stream:
                     if reopening:
                         log.info("change stream reopened on %s", self.label)
                     while stream.alive:
@@ -198,8 +219,9 @@ class InsertFollower:
                         self._buffer.append((change["ns"]["coll"], change["fullDocument"], at))
                         if self._wake is not None:
                             self._wake()
-                        while len(self._buffer) > MAX_BUFFERED:
-                            await asyncio.sleep(0.05)
+                        if len(self._buffer) > MAX_BUFFERED:
+                            self._room.clear()
+                            await self._room.wait()  # set by read once there is room
                 reason = "the server closed it (invalidated: dropped or renamed)"
             except OperationFailure as exc:
                 if exc.code in CHANGE_STREAMS_UNSUPPORTED:
@@ -208,8 +230,10 @@ class InsertFollower:
                 if exc.code == CHANGE_STREAM_HISTORY_LOST:
                     # The oplog no longer holds the position (down longer than
                     # it covers): go on from now; clients resume by seq.
-                    log.error("change stream position lost from the oplog on %s; "
-                              "continuing from now", self.label)
+                    log.error(
+                        "change stream position lost from the oplog on %s; continuing from now",
+                        self.label,
+                    )
                     at = await self._head_or(at)
                 reason = str(exc)
             except PyMongoError as exc:
@@ -217,8 +241,9 @@ class InsertFollower:
             self._changed(following=False)
             if loop.time() - opened_at > HEALTHY_SECS:
                 wait = REOPEN_FIRST_SECS
-            log.warning("change stream ended on %s (%s); reopening in %.1fs",
-                        self.label, reason, wait)
+            log.warning(
+                "change stream ended on %s (%s); reopening in %.1fs", self.label, reason, wait
+            )
             reopening = True
             await asyncio.sleep(wait)
             wait = min(wait * 2, REOPEN_MAX_SECS)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import collections
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from storage.base import Principal
 
@@ -45,7 +45,8 @@ class KeyCache:
         self.live = live  # True while key changes are followed and caught up
         self.generation = 0
         self._entries: collections.OrderedDict[str, tuple[Principal, float]] = (
-            collections.OrderedDict())
+            collections.OrderedDict()
+        )
 
     def get(self, digest: str) -> Principal | None:
         """The remembered principal of ``digest``, if still valid."""

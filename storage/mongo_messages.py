@@ -58,11 +58,19 @@ class MongoMessages(MongoFeed):
                 return repeated
             # The guard is the seq's own write: no read of the session first.
             message, session = await self._insert_message(
-                s, session_id, "admin", admin_id, body, client_id, audience=admin_id,
+                s,
+                session_id,
+                "admin",
+                admin_id,
+                body,
+                client_id,
+                audience=admin_id,
                 guard={"_id": session_id, "status": "claimed", "admin_id": admin_id},
             )
             if message is None:
-                session = maybe_session(await self.db.sessions.find_one({"_id": session_id}, session=s))
+                session = maybe_session(
+                    await self.db.sessions.find_one({"_id": session_id}, session=s)
+                )
                 refused = holder_refusal(session, admin_id) or SessionWrite(
                     WriteOutcome.FORBIDDEN, session
                 )
@@ -84,7 +92,12 @@ class MongoMessages(MongoFeed):
             # The store's active session takes the seq's write directly; only
             # when there is none is one opened (and written by its id).
             message, session = await self._insert_message(
-                s, None, "store", store_id, body, client_id,
+                s,
+                None,
+                "store",
+                store_id,
+                body,
+                client_id,
                 guard={"store_id": store_id, "active": True},
             )
             if message is None:
@@ -105,10 +118,20 @@ class MongoMessages(MongoFeed):
         doc = {
             "_id": await self._next_id("sessions"),
             "store_id": store_id,
-            "store": {"id": store_id, "name": store["name"], "email": store.get("email"),
-                      "logo_url": store.get("logo_url")},
-            "admin_id": None, "status": "open", "active": True, "last_message_at": None,
-            "created": now, "updated": now, "queued_at": now, "activity_at": now,
+            "store": {
+                "id": store_id,
+                "name": store["name"],
+                "email": store.get("email"),
+                "logo_url": store.get("logo_url"),
+            },
+            "admin_id": None,
+            "status": "open",
+            "active": True,
+            "last_message_at": None,
+            "created": now,
+            "updated": now,
+            "queued_at": now,
+            "activity_at": now,
             "last_seq": 0,
         }
         await self.db.sessions.insert_one(doc, session=s)
@@ -142,7 +165,7 @@ class MongoMessages(MongoFeed):
         body: str,
         client_id: str | None,
         event: str | None = None,
-        audience: int | None | _Holder = HOLDER,
+        audience: int | _Holder | None = HOLDER,
         guard: dict[str, Any] | None = None,
     ) -> tuple[Message | None, Session | None]:
         """Store a message with its event in ``s``: the session's ``$inc`` of
@@ -157,15 +180,24 @@ class MongoMessages(MongoFeed):
             first = "first_store_message_at" if sender == "store" else "first_admin_reply_at"
             update["$min"] = {first: now}
         doc = await self.db.sessions.find_one_and_update(
-            guard or {"_id": session_id}, update, return_document=ReturnDocument.AFTER,
+            guard or {"_id": session_id},
+            update,
+            return_document=ReturnDocument.AFTER,
             session=s,
         )
         if doc is None:
             return None, None
         session = session_of(doc)
         message = Message(
-            await self._next_id("messages"), session.id, session.last_seq, sender, sender_id,
-            body, client_id, now, event,
+            await self._next_id("messages"),
+            session.id,
+            session.last_seq,
+            sender,
+            sender_id,
+            body,
+            client_id,
+            now,
+            event,
         )
         stored = message_to_doc(message)
         stored["_id"] = stored.pop("id")
@@ -180,15 +212,23 @@ class MongoMessages(MongoFeed):
         if "message" in self.webhook_kinds:
             payload = {"message": message_to_doc(message), "session": feed["session"]}
             await self._append_to_outbox(
-                s, {"kind": "message", "session_id": session.id, "created": feed["created"],
-                    "payload": payload},
+                s,
+                {
+                    "kind": "message",
+                    "session_id": session.id,
+                    "created": feed["created"],
+                    "payload": payload,
+                },
             )
         return message, session
 
     @available
     async def list_messages(self, session_id: int, after_seq: int, limit: int) -> list[Message]:
         """A session's messages after ``after_seq``, in seq order."""
-        docs = await self.db.messages.find(
-            {"session_id": session_id, "seq": {"$gt": after_seq}}
-        ).sort("seq", ASCENDING).limit(limit).to_list(None)
+        docs = (
+            await self.db.messages.find({"session_id": session_id, "seq": {"$gt": after_seq}})
+            .sort("seq", ASCENDING)
+            .limit(limit)
+            .to_list(None)
+        )
         return [message_of(d) for d in docs]

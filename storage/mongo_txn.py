@@ -103,8 +103,7 @@ class ChangeRunner:
         self._keys: dict[Hashable, tuple[asyncio.Lock, list[int]]] = {}
         self._killing: set[asyncio.Task[None]] = set()  # kills retried in the background
 
-    async def run(self, change: Callable[[Any], Awaitable[T]],
-                  key: Hashable | None = None) -> T:
+    async def run(self, change: Callable[[Any], Awaitable[T]], key: Hashable | None = None) -> T:
         """Run ``change(session)`` in a transaction; its result, or the result
         of the ``Refused`` it raised. Runs on every state change; changes with
         the same ``key`` run one at a time."""
@@ -117,8 +116,9 @@ class ChangeRunner:
                 async with asyncio.timeout(self.timeout_secs):
                     await lock.acquire()
             except TimeoutError:
-                raise StorageUnavailable("storage too slow: changes to one session are "
-                                         "queued past their deadline") from None
+                raise StorageUnavailable(
+                    "storage too slow: changes to one session are queued past their deadline"
+                ) from None
             try:
                 return await self._run(change)
             finally:
@@ -143,13 +143,15 @@ class ChangeRunner:
             if failed:  # outside the change's deadline, which has usually expired
                 await self._kill(failed[0])
 
-    async def _run_with_retries(self, change: Callable[[Any], Awaitable[T]],
-                                failed: list[Any]) -> T:
+    async def _run_with_retries(
+        self, change: Callable[[Any], Awaitable[T]], failed: list[Any]
+    ) -> T:
         for attempt in range(1, CHANGE_ATTEMPTS + 1):
             async with self.client.start_session() as session:
                 try:
                     result: T = await session.with_transaction(
-                        change, read_concern=ReadConcern("snapshot"))
+                        change, read_concern=ReadConcern("snapshot")
+                    )
                     return result
                 except Refused as refused:
                     answer: T = refused.result  # the change's own answer, of its type
@@ -191,5 +193,7 @@ class ChangeRunner:
             await asyncio.sleep(KILL_RETRY_INTERVAL_SECS)
             if await self._try_kill(session_id):
                 return
-        log.warning("a failed change's session could not be killed; the server reaps its "
-                    "transaction after transactionLifetimeLimitSeconds")
+        log.warning(
+            "a failed change's session could not be killed; the server reaps its "
+            "transaction after transactionLifetimeLimitSeconds"
+        )

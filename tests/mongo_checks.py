@@ -7,11 +7,13 @@ import collections
 from typing import Any
 
 # The system message each state change stores, by the event that announces it.
-SYSTEM_MESSAGE_OF = {"session_claimed": ("admin_connected",),
-                     # a stale claim's requeue is announced as a release
-                     "session_released": ("session_released", "session_requeued"),
-                     "session_closed": ("session_closed",),
-                     "session_transferred": ("session_transferred",)}
+SYSTEM_MESSAGE_OF = {
+    "session_claimed": ("admin_connected",),
+    # a stale claim's requeue is announced as a release
+    "session_released": ("session_released", "session_requeued"),
+    "session_closed": ("session_closed",),
+    "session_transferred": ("session_transferred",),
+}
 
 
 async def assert_consistent(db: Any) -> None:
@@ -29,8 +31,11 @@ async def assert_consistent(db: Any) -> None:
         seqs = by_session.get(sid, [])
         assert seqs == list(range(1, len(seqs) + 1)), f"session {sid}: seqs {seqs}"
         assert session.get("last_seq", 0) == len(seqs), f"session {sid}: last_seq"
-    keyed = [(m["sender"], m["sender_id"], m["client_id"]) for m in messages
-             if m.get("client_id") is not None]
+    keyed = [
+        (m["sender"], m["sender_id"], m["client_id"])
+        for m in messages
+        if m.get("client_id") is not None
+    ]
     assert len(keyed) == len(set(keyed)), "a client_id stored twice"
     # A message carries its own event (``feed``), written in the same insert.
     assert all("id" in m.get("feed", {}) for m in messages), "a message without its event"
@@ -39,11 +44,10 @@ async def assert_consistent(db: Any) -> None:
     assert len(feed_ids) == len(set(feed_ids)), "two events with one id"
     for kind, system in SYSTEM_MESSAGE_OF.items():
         changes = collections.Counter(e["session_id"] for e in events if e["kind"] == kind)
-        stored = collections.Counter(m["session_id"] for m in messages
-                                     if m.get("event") in system)
+        stored = collections.Counter(m["session_id"] for m in messages if m.get("event") in system)
         assert changes == stored, f"{kind} events {dict(changes)} vs {system} {dict(stored)}"
-    held = collections.Counter(s["admin_id"] for s in sessions.values()
-                               if s["status"] == "claimed")
+    held = collections.Counter(s["admin_id"] for s in sessions.values() if s["status"] == "claimed")
     for admin in await db.admins.find({}).to_list(None):
-        assert admin.get("active", 0) == held.get(admin["_id"], 0), \
+        assert admin.get("active", 0) == held.get(admin["_id"], 0), (
             f"admin {admin['_id']}: count {admin.get('active')} holds {held.get(admin['_id'], 0)}"
+        )
