@@ -37,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+from typing import Any
 
 import pymongo
 import tornado.httpclient
@@ -93,7 +94,7 @@ def start_nodes(url: str, workdir: str, count: int, tag: str) -> list[ServerProc
 
 # --- 1. the engine's own rate --------------------------------------------------------
 async def engine_rate(url: str, writers: int, seconds: float) -> float:
-    client = pymongo.AsyncMongoClient(url, w="majority")
+    client: pymongo.AsyncMongoClient[dict[str, Any]] = pymongo.AsyncMongoClient(url, w="majority")
     db = client.get_default_database()
     await db.sessions.insert_many([{"_id": i, "last_seq": 0} for i in range(writers)])
     deadline = time.perf_counter() + seconds
@@ -109,6 +110,7 @@ async def engine_rate(url: str, writers: int, seconds: float) -> float:
                 return_document=pymongo.ReturnDocument.AFTER,
                 session=s,
             )
+            assert doc is not None  # the writer's session, inserted above
             await db.messages.insert_one(
                 {"session_id": sid, "seq": doc["last_seq"], "body": "x"}, session=s
             )
@@ -246,6 +248,7 @@ async def kill_round(
                         raise
                     reply = None
                 if watched and killed_at:
+                    assert reply is not None  # a watched writer raised above instead
                     b_replies.append((time.monotonic(), reply.status))
                 elif not watched and (reply is None or reply.status == 599):
                     while not killed_at:  # the client notices before the bench does
@@ -253,7 +256,7 @@ async def kill_round(
                     moved[key] = None
                     api.close()
                     api = Api(b.base_url + "/v1/chat")  # reconnect to the other node
-                elif key in moved and moved[key] is None and reply.status in (200, 201):
+                elif key in moved and moved[key] is None and reply and reply.status in (200, 201):
                     moved[key] = time.monotonic() - killed_at[0]
             api.close()
 

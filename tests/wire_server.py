@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.parse
 import uuid
+from typing import Any
 
 import pymongo
 import pytest
@@ -91,12 +92,15 @@ def secantus_command() -> str | None:
 
 def start_secantus(data_dir: str, *extra_args: str) -> WireServer:
     """Start SecantusDB with test commands on a free port; wait until it answers."""
+    command = secantus_command()
+    if command is None:
+        raise RuntimeError("secantusd-py is not installed (pip install secantusdb)")
     port = free_port()
     log_path = os.path.join(data_dir, "secantusd.log")
     with open(log_path, "ab") as log:  # the child keeps its own copy
         proc = subprocess.Popen(
             [
-                secantus_command(),
+                command,
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -118,7 +122,7 @@ def start_secantus(data_dir: str, *extra_args: str) -> WireServer:
             raise RuntimeError(f"secantusd-py exited with {proc.returncode}; see {log_path}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            with pymongo.MongoClient(
+            with pymongo.MongoClient[dict[str, Any]](
                 server.url_for("admin"), serverSelectionTimeoutMS=2000
             ) as client:
                 client.admin.command("ping")

@@ -16,6 +16,7 @@ every change with its system message and event, each admin's count right).
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -68,7 +69,7 @@ COMMANDS = {
     "release": _HAND_BACK,
     "close": _HAND_BACK,
 }
-FAULTS = {
+FAULTS: dict[str, dict[str, Any]] = {
     "closeConnection": {"closeConnection": True},
     "ShutdownInProgress-91": {"errorCode": 91},
     "PrimarySteppedDown-189": {"errorCode": 189},

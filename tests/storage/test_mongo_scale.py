@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import pymongo
 import pytest
@@ -32,7 +34,7 @@ class TransactionWatch(monitoring.CommandListener):
     most transactions this client had open at once, from command monitoring."""
 
     def __init__(self) -> None:
-        self.conflicts: list[dict] = []
+        self.conflicts: list[Mapping[str, Any]] = []
         self.open: set = set()
         self.most_open = 0
 
@@ -62,7 +64,7 @@ async def test_concurrent_changes_on_distinct_sessions_in_one_process_commit_wit
     wire_server,
 ):
     watch = TransactionWatch()
-    client = pymongo.AsyncMongoClient(
+    client: pymongo.AsyncMongoClient[dict[str, Any]] = pymongo.AsyncMongoClient(
         wire_server.url_for(), w="majority", tz_aware=True, event_listeners=[watch]
     )
     storage = MongoStorage(client.get_default_database(), client)
@@ -73,6 +75,7 @@ async def test_concurrent_changes_on_distinct_sessions_in_one_process_commit_wit
 
         async def one_session(store, admin) -> None:
             session = (await storage.post_store_message(store.id, "help", None)).session
+            assert session is not None
             assert (await storage.claim_session(session.id, admin, 0)).outcome.value == "won"
             for i in range(4):
                 await storage.post_store_message(store.id, f"s{i}", f"c{i}")
@@ -287,7 +290,7 @@ async def test_a_sigkilled_node_stalls_no_other_node_and_its_clients_resume_afte
             replayed.append(frame["message"]["seq"])
     reply = await api_b.post("/store/message/", store_keys[0], {"body": "after"})
     final_seq = reply.json["seq"]
-    live = []
+    live: list[int] = []
     while not live or live[-1] != final_seq:
         frame = await admin.recv_type("message", 10)
         if frame["message"]["session_id"] == sid:
