@@ -24,7 +24,15 @@ def fast_recovery(monkeypatch):
 
 
 @pytest.fixture
-def overrides(wire_server, app_name, fast_recovery):
+def no_key_memory(monkeypatch):
+    # Every request looks its key up (storage/mongo_keys.py remembers keys
+    # once the key-change stream is caught up): the steps stay the same
+    # commands whenever the case runs.
+    monkeypatch.setattr("storage.mongo_keys.KeyCache.get", lambda self, digest: None)
+
+
+@pytest.fixture
+def overrides(wire_server, app_name, fast_recovery, no_key_memory):
     # The feed polls rarely (its change stream wakes it), so that its reads
     # seldom take a "find" fault meant for the request.
     return {

@@ -24,35 +24,16 @@ from tests.conftest import make_admin, make_store, open_session
 from tests.mongo_checks import assert_consistent
 
 # The commands each request sends, in order (read off with command
-# monitoring): the key's lookup (stores, then admins), a read of the session
-# or the client_id's lookup, then its transaction (storage/mongo.py). "fam" is
-# findAndModify. Ids come from blocks reserved outside the transaction
+# monitoring): the key's lookup (stores, then admins; the node's memory of
+# keys is off here, see tests/storage/conftest.py), a read of the session or the
+# client_id's lookup, then its transaction (storage/mongo_sessions.py,
+# storage/mongo_messages.py). "fam" is findAndModify; a message's insert
+# carries its event. Ids come from blocks reserved outside the transaction
 # (storage/mongo_ids.py), which the set-up of each case has already done.
-_HAND_BACK = [
-    "find",
-    "find",
-    "fam",
-    "update",
-    "fam",
-    "insert",
-    "insert",
-    "insert",
-    "commitTransaction",
-]
+_HAND_BACK = ["find", "find", "fam", "update", "fam", "insert", "insert", "commitTransaction"]
 COMMANDS = {
-    "claim": [
-        "find",
-        "find",
-        "find",
-        "fam",
-        "fam",
-        "insert",
-        "fam",
-        "insert",
-        "insert",
-        "commitTransaction",
-    ],
-    "admin_message": ["find", "find", "find", "fam", "insert", "insert", "commitTransaction"],
+    "claim": ["find", "find", "find", "fam", "fam", "insert", "fam", "insert", "commitTransaction"],
+    "admin_message": ["find", "find", "find", "fam", "insert", "commitTransaction"],
     "store_message": [
         "find",
         "find",
@@ -62,7 +43,6 @@ COMMANDS = {
         "insert",
         "insert",
         "fam",
-        "insert",
         "insert",
         "commitTransaction",
     ],
