@@ -9,8 +9,11 @@ it was stored). The feed follows inserts into ``messages`` as well as
 ``events`` (storage/mongo_feed.py), so a message costs no separate event
 insert; the feed's pruning drops ``feed`` from old messages.
 
-A retry with a stored ``client_id`` answers the stored message (a unique
-index on ``(sender, sender_id, client_id)`` backs that up).
+A retry with a stored ``client_id`` answers the stored message: the unique
+index on ``(sender, sender_id, client_id)`` refuses its insert, the change
+rolls back whole (its seq too), and the stored message is read after it; no
+read before each message. (The mongomock stand-in, without transactions,
+reads first.)
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import time
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from storage.base import (
     Message,
     PostResult,
     Session,
     SessionWrite,
+    StorageUnavailable,
     WriteOutcome,
     holder_refusal,
     message_to_doc,
@@ -33,7 +38,17 @@ from storage.base import (
 )
 from storage.mongo_docs import maybe_session, message_of, session_of
 from storage.mongo_feed import MongoFeed
-from storage.mongo_txn import available
+from storage.mongo_txn import Refused, available
+
+# What a change answers when the unique index refused its message's
+# ``client_id``: the caller reads the stored message instead.
+SEEN_BEFORE = PostResult(WriteOutcome.DONE)
+
+
+def _on_client_id(exc: DuplicateKeyError) -> bool:
+    """Whether the duplicate is a ``client_id`` (not a seq or a session)."""
+    details = exc.details or {}
+    return "client_id" in str(details.get("keyPattern", "")) or "client_id" in str(exc)
 
 
 class _Holder:
@@ -53,7 +68,7 @@ class MongoMessages(MongoFeed):
         """Store the holder's message in its session (or say why not)."""
 
         async def post(s: Any) -> PostResult:
-            repeated = await self._repeat(s, "admin", admin_id, client_id)
+            repeated = await self._repeat_first(s, "admin", admin_id, client_id)
             if repeated:
                 return repeated
             # The guard is the seq's own write: no read of the session first.
@@ -68,6 +83,11 @@ class MongoMessages(MongoFeed):
                 guard={"_id": session_id, "status": "claimed", "admin_id": admin_id},
             )
             if message is None:
+                # A retry of a message stored before the session changed hands
+                # answers the stored message, as a repeat does.
+                repeated = await self._repeat(s, "admin", admin_id, client_id)
+                if repeated:
+                    return repeated
                 session = maybe_session(
                     await self.db.sessions.find_one({"_id": session_id}, session=s)
                 )
@@ -77,7 +97,8 @@ class MongoMessages(MongoFeed):
                 return PostResult(refused.outcome, session=refused.session)
             return PostResult(WriteOutcome.DONE, message, session, created=True)
 
-        return await self.changes.run(post, key=("session", session_id))
+        result = await self.changes.run(post, key=("session", session_id))
+        return await self._answer(result, "admin", admin_id, client_id)
 
     @available
     async def post_store_message(
@@ -86,7 +107,7 @@ class MongoMessages(MongoFeed):
         """Store the store's message in its active session, opening one if none."""
 
         async def post(s: Any) -> PostResult:
-            repeated = await self._repeat(s, "store", store_id, client_id)
+            repeated = await self._repeat_first(s, "store", store_id, client_id)
             if repeated:
                 return repeated
             # The store's active session takes the seq's write directly; only
@@ -107,7 +128,32 @@ class MongoMessages(MongoFeed):
                 )
             return PostResult(WriteOutcome.DONE, message, session, created=True)
 
-        return await self.changes.run(post, key=("store", store_id))
+        result = await self.changes.run(post, key=("store", store_id))
+        return await self._answer(result, "store", store_id, client_id)
+
+    async def _repeat_first(
+        self, s: Any, sender: str, sender_id: int, client_id: str | None
+    ) -> PostResult | None:
+        """The stored answer to a repeated ``client_id``, read before the
+        change only where there is no transaction (the mongomock stand-in):
+        with one, the unique index refuses the repeat's insert and the whole
+        change rolls back (``_insert_message``), so no read is spent on the
+        messages that are not repeats (nearly all)."""
+        if self.client is not None:
+            return None
+        return await self._repeat(s, sender, sender_id, client_id)
+
+    async def _answer(
+        self, result: PostResult, sender: str, sender_id: int, client_id: str | None
+    ) -> PostResult:
+        """``result``, or for a repeat refused by the index the stored message
+        (read after the rolled-back change)."""
+        if result is not SEEN_BEFORE:
+            return result
+        repeated = await self._repeat(None, sender, sender_id, client_id)
+        if repeated is None:  # refused by a message not readable yet: try again
+            raise StorageUnavailable("a repeated client_id's message is not readable yet")
+        return repeated
 
     async def _open_session(self, s: Any, store_id: int) -> Session:
         """A new open session for the store, in ``s``. Another node opening one
@@ -208,7 +254,12 @@ class MongoMessages(MongoFeed):
             "session": session_to_doc(session),
             "created": time.time(),
         }
-        await self.db.messages.insert_one({**stored, "feed": feed}, session=s)
+        try:
+            await self.db.messages.insert_one({**stored, "feed": feed}, session=s)
+        except DuplicateKeyError as exc:
+            if client_id is not None and _on_client_id(exc):
+                raise Refused(SEEN_BEFORE) from exc  # roll back; answered from the index
+            raise
         if "message" in self.webhook_kinds:
             payload = {"message": message_to_doc(message), "session": feed["session"]}
             await self._append_to_outbox(

@@ -25,17 +25,17 @@ from tests.mongo_checks import assert_consistent
 
 # The commands each request sends, in order (read off with command
 # monitoring): the key's lookup (stores, then admins; the node's memory of
-# keys is off here, see tests/storage/conftest.py), a read of the session or the
-# client_id's lookup, then its transaction (storage/mongo_sessions.py,
+# keys is off here, see tests/storage/conftest.py), a read of the session (a
+# repeated client_id is refused by its unique index, not read first), then
+# its transaction (storage/mongo_sessions.py,
 # storage/mongo_messages.py). "fam" is findAndModify; a message's insert
 # carries its event. Ids come from blocks reserved outside the transaction
 # (storage/mongo_ids.py), which the set-up of each case has already done.
 _HAND_BACK = ["find", "find", "fam", "update", "fam", "insert", "insert", "commitTransaction"]
 COMMANDS = {
     "claim": ["find", "find", "find", "fam", "fam", "insert", "fam", "insert", "commitTransaction"],
-    "admin_message": ["find", "find", "find", "fam", "insert", "commitTransaction"],
+    "admin_message": ["find", "find", "fam", "insert", "commitTransaction"],
     "store_message": [
-        "find",
         "find",
         "find",
         "fam",
