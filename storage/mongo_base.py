@@ -11,8 +11,10 @@ each, every one a subclass of the one it builds on:
 * ``MongoFeed`` (storage/mongo_feed.py): the cross-node event feed;
 * ``MongoMessages`` (storage/mongo_messages.py): messages and their seq;
 * ``MongoSessions`` (storage/mongo_sessions.py): claims, releases, closes;
-* ``MongoWorkflow`` (storage/mongo_workflow.py): transfers, read state,
-  presence, requeue sweeps;
+* ``MongoPresence`` (storage/mongo_presence.py): admins' presence across
+  nodes, and the helpers the workflow's changes use;
+* ``MongoRequeue`` (storage/mongo_requeue.py): stale claims back to the queue;
+* ``MongoWorkflow`` (storage/mongo_workflow.py): transfers and read state;
 * ``MongoAccounts`` (storage/mongo_accounts.py): accounts and their keys.
 """
 

@@ -73,6 +73,24 @@ def available(method: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, A
     return wrapper
 
 
+def available_but_duplicates(
+    method: Callable[P, Awaitable[T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """As ``available``, but a duplicate key is the caller's to handle (the
+    workflow's first-time upserts racing another process)."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except DuplicateKeyError:
+            raise
+        except PyMongoError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+
+    return wrapper
+
+
 def _retire(session: Any) -> Any:
     """The server session id of a change that failed, marked so the driver
     discards it instead of pooling it: it is about to be killed, and a change
