@@ -27,10 +27,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
-from typing import Callable, Hashable
+from collections.abc import Callable, Hashable
 
-from storage.base import ChatStorage
+from storage.base import (
+    ChatStorage,
+    CommitsToListener,
+    WakesTheFeed,
+    commits_to_listener,
+    wakes_the_feed,
+)
 from storage.records import Event, FeedPosition
 
 log = logging.getLogger(__name__)
@@ -58,8 +65,21 @@ def event_key(event: Event) -> Hashable:
 
 
 class EventFeed:
-    def __init__(self, storage: ChatStorage, deliver: Callable[[Event], None],
-                 poll_interval_secs: float = 0.02, node: str = ""):
+    """Delivers every stored event to this process's clients, in commit order.
+
+    Events this process stored arrive straight from the commit (SQLite's commit
+    listener); other processes' and nodes' events come from storage itself:
+    the numbered feed polled on SQLite, the change stream on MongoDB. A feed
+    position is opaque here; with a node name it is saved and resumed.
+    """
+
+    def __init__(
+        self,
+        storage: ChatStorage,
+        deliver: Callable[[Event], None],
+        poll_interval_secs: float = 0.02,
+        node: str = "",
+    ):
         self.storage = storage
         self.deliver = deliver
         self.poll_interval_secs = poll_interval_secs
@@ -71,15 +91,17 @@ class EventFeed:
         self._saved_at = 0.0
         self._wake = asyncio.Event()
         self._reading = asyncio.Lock()
-        self._task: asyncio.Task | None = None
-        self._pushed = False  # storage wakes the feed when there is something to read
+        self._task: asyncio.Task[None] | None = None
+        # Set at start when storage wakes the feed when there is something to read.
+        self._waker: WakesTheFeed | None = None
         self._seen: set[Hashable] = set()
         self._seen_order: collections.deque[Hashable] = collections.deque()
         self._pruned_at = 0.0
         # Groups this process committed, waiting for others' earlier events:
         # (prior event id, events), oldest first.
         self._local: collections.deque[tuple[int, list[Event]]] = collections.deque()
-        self._local_mode = False
+        # Set at start when storage hands this process's commits straight over.
+        self._committer: CommitsToListener | None = None
 
     async def start(self) -> None:
         """Start where this node stopped, or after the newest event (runs once,
@@ -87,20 +109,18 @@ class EventFeed:
         saved = await self.storage.load_feed_position(self.node) if self.node else None
         self.position = saved if saved is not None else await self.storage.feed_head()
         self._saved = self.position
-        listen = getattr(self.storage, "set_commit_listener", None)
-        if listen is not None:
-            listen(self.on_commit)
-            self._local_mode = True
-        wake = getattr(self.storage, "set_event_wake", None)
-        if wake is not None:  # a backend that pushes: polling is only a fallback
-            wake(self._wake.set)
-            self._pushed = True
+        if commits_to_listener(self.storage):
+            self._committer = self.storage
+            self._committer.set_commit_listener(self.on_commit)
+        if wakes_the_feed(self.storage):  # a backend that pushes: polling is only a fallback
+            self._waker = self.storage
+            self._waker.set_event_wake(self._wake.set)
         self._task = asyncio.get_running_loop().create_task(self._follow())
 
     def poke(self) -> None:
         """This process just stored something: read the feed now (unless its
         events come straight from the commit, or storage wakes the feed)."""
-        if not self._local_mode and not self._pushed:
+        if self._committer is None and self._waker is None:
             self._wake.set()
 
     def on_commit(self, prior_id: int, events: list[Event]) -> None:
@@ -120,19 +140,18 @@ class EventFeed:
             pass
 
     async def stop(self) -> None:
-        if self._local_mode:  # from now on our events wait in storage for a reader
-            self.storage.set_commit_listener(None)
+        """Stop following; runs once at shutdown, after ``catch_up``."""
+        if self._committer is not None:  # from now on our events wait in storage for a reader
+            self._committer.set_commit_listener(None)
             while self._local:
                 self._deliver_local(self._local.popleft()[1])
         await self._save_position(force=True)
-        if self._pushed:
-            self.storage.set_event_wake(None)
+        if self._waker is not None:
+            self._waker.set_event_wake(None)
         if self._task:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def _follow(self) -> None:
         loop = asyncio.get_running_loop()
@@ -170,7 +189,7 @@ class EventFeed:
         # One reader at a time (the follower and catch_up), or both would read
         # from the same position and deliver the same events twice.
         async with self._reading:
-            if not self._local_mode:
+            if self._committer is None:
                 events = await self.storage.read_events(self.position, FEED_BATCH)
                 for event in events:
                     self.position = event.position
@@ -178,9 +197,9 @@ class EventFeed:
                         self._deliver(event)
                 return len(events)
             waiting = len(self._local)  # groups committed before this read began
-            events = await self.storage.read_foreign_events(self.position, FEED_BATCH)
+            events = await self._committer.read_foreign_events(self.position, FEED_BATCH)
             # Our own groups committed but not yet handed over: nothing past them.
-            fence = self.storage.first_unannounced_event_id()
+            fence = self._committer.first_unannounced_event_id()
             for event in events:
                 while self._local and self._local[0][1][0].id < event.id:
                     self._deliver_local(self._local.popleft()[1])

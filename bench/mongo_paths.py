@@ -31,20 +31,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import statistics
 import sys
 import tempfile
 import time
+from typing import Any
 
 import pymongo
 import tornado.httpclient
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from storage import open_storage  # noqa: E402
-from tests.helpers import Api, ServerProcess, Socket  # noqa: E402
-from tests.wire_server import WireServer, start_secantus  # noqa: E402
+import tests.helpers
+from storage import open_storage
+from tests.helpers import Api, ServerProcess, Socket
+from tests.wire_server import WireServer, start_secantus
 
 # No loop runs longer than its --seconds, nor sends more than this per writer.
 MAX_PER_WRITER = 5000
@@ -53,9 +56,11 @@ MAX_PER_WRITER = 5000
 def write_config(workdir: str, name: str, node: str = "") -> str:
     path = os.path.join(workdir, f"{name}.yaml")
     with open(path, "w") as f:
-        f.write("events:\n  poll_interval_secs: 0.02\n"
-                + (f"  node: {node}\n" if node else "")
-                + "logging:\n  level: WARNING\n")
+        f.write(
+            "events:\n  poll_interval_secs: 0.02\n"
+            + (f"  node: {node}\n" if node else "")
+            + "logging:\n  level: WARNING\n"
+        )
     return path
 
 
@@ -68,8 +73,7 @@ async def make_keys(url: str, admins: int, stores: int) -> tuple[list[str], list
     await storage.setup()
     try:
         admin_keys = [(await storage.create_admin(f"A{i}", None))[1] for i in range(admins)]
-        store_keys = [(await storage.create_store(f"S{i}", None, None))[1]
-                      for i in range(stores)]
+        store_keys = [(await storage.create_store(f"S{i}", None, None))[1] for i in range(stores)]
     finally:
         await storage.close()
     return admin_keys, store_keys
@@ -80,13 +84,17 @@ def percentile(values: list[float], pct: int) -> float:
 
 
 def start_nodes(url: str, workdir: str, count: int, tag: str) -> list[ServerProcess]:
-    return [ServerProcess(url, config_path=write_config(workdir, f"{tag}-{i}", f"{tag}-{i}"))
-            .start(os.path.join(workdir, f"{tag}-{i}.log")) for i in range(count)]
+    return [
+        ServerProcess(url, config_path=write_config(workdir, f"{tag}-{i}", f"{tag}-{i}")).start(
+            os.path.join(workdir, f"{tag}-{i}.log")
+        )
+        for i in range(count)
+    ]
 
 
 # --- 1. the engine's own rate --------------------------------------------------------
 async def engine_rate(url: str, writers: int, seconds: float) -> float:
-    client = pymongo.AsyncMongoClient(url, w="majority")
+    client: pymongo.AsyncMongoClient[dict[str, Any]] = pymongo.AsyncMongoClient(url, w="majority")
     db = client.get_default_database()
     await db.sessions.insert_many([{"_id": i, "last_seq": 0} for i in range(writers)])
     deadline = time.perf_counter() + seconds
@@ -94,13 +102,19 @@ async def engine_rate(url: str, writers: int, seconds: float) -> float:
 
     async def writer(sid: int) -> None:
         nonlocal done
+
         async def message(s):
             doc = await db.sessions.find_one_and_update(
-                {"_id": sid}, {"$inc": {"last_seq": 1},
-                               "$set": {"last_message_at": time.time()}},
-                return_document=pymongo.ReturnDocument.AFTER, session=s)
-            await db.messages.insert_one({"session_id": sid, "seq": doc["last_seq"],
-                                          "body": "x"}, session=s)
+                {"_id": sid},
+                {"$inc": {"last_seq": 1}, "$set": {"last_message_at": time.time()}},
+                return_document=pymongo.ReturnDocument.AFTER,
+                session=s,
+            )
+            assert doc is not None  # the writer's session, inserted above
+            await db.messages.insert_one(
+                {"session_id": sid, "seq": doc["last_seq"], "body": "x"}, session=s
+            )
+
         for _ in range(MAX_PER_WRITER):
             if time.perf_counter() > deadline:
                 return
@@ -117,8 +131,9 @@ async def engine_rate(url: str, writers: int, seconds: float) -> float:
 
 
 # --- 2. the server's msgs/s ----------------------------------------------------------
-async def server_rate(wire: WireServer, workdir: str, nodes: int, writers: int,
-                      seconds: float, transport: str) -> float:
+async def server_rate(
+    wire: WireServer, workdir: str, nodes: int, writers: int, seconds: float, transport: str
+) -> float:
     url = fresh_db(wire, f"{transport}{nodes}")
     _, keys = await make_keys(url, 0, writers)
     procs = start_nodes(url, workdir, nodes, f"{transport}{nodes}")
@@ -148,12 +163,32 @@ async def server_rate(wire: WireServer, workdir: str, nodes: int, writers: int,
             sock.close()
 
         started = time.perf_counter()
-        await asyncio.gather(*[(rest if transport == "rest" else ws)(i, k)
-                               for i, k in enumerate(keys)])
+        await asyncio.gather(
+            *[(rest if transport == "rest" else ws)(i, k) for i, k in enumerate(keys)]
+        )
         return sum(counts) / (time.perf_counter() - started)
     finally:
         for proc in procs:
             proc.stop()
+
+
+async def other_tree_rate(
+    root: str,
+    wire: WireServer,
+    workdir: str,
+    nodes: int,
+    writers: int,
+    seconds: float,
+    transport: str,
+) -> float:
+    """``server_rate`` with ``server.py`` from another checkout (``--compare``),
+    on the same daemon: a change measured against its baseline side by side."""
+    here = tests.helpers.ROOT
+    tests.helpers.ROOT = root  # where ServerProcess starts server.py
+    try:
+        return await server_rate(wire, workdir, nodes, writers, seconds, transport)
+    finally:
+        tests.helpers.ROOT = here
 
 
 # --- 3. cross-node delivery ----------------------------------------------------------
@@ -166,8 +201,9 @@ async def cross_node_latency(wire: WireServer, workdir: str, messages: int) -> d
         admin = await Socket.connect(f"ws://127.0.0.1:{b.port}/v1/chat/admin/ws/", admin_key)
         await store.recv(), await admin.recv()
         sid = (await store.request({"type": "message", "body": "hi"}))["message"]["session_id"]
-        await Api(b.base_url + "/v1/chat").post("/admin/session/claim/", admin_key,
-                                                {"session_id": sid})
+        await Api(b.base_url + "/v1/chat").post(
+            "/admin/session/claim/", admin_key, {"session_id": sid}
+        )
         from_ack = []
         for i in range(messages):
             ack = await store.request({"type": "message", "body": f"m{i}"})
@@ -183,8 +219,9 @@ async def cross_node_latency(wire: WireServer, workdir: str, messages: int) -> d
 
 
 # --- 4. SIGKILL one node mid-traffic -------------------------------------------------
-async def kill_round(wire: WireServer, workdir: str, writers: int, watch_secs: float,
-                     round_no: int) -> dict:
+async def kill_round(
+    wire: WireServer, workdir: str, writers: int, watch_secs: float, round_no: int
+) -> dict:
     """After A's SIGKILL: node B's 5xx count, longest stall and replies for its
     own stores; and for A's stores, which move to B (as a client reconnects
     to any node), how long until each is served again."""
@@ -203,13 +240,15 @@ async def kill_round(wire: WireServer, workdir: str, writers: int, watch_secs: f
                 if time.monotonic() > stop_at[0]:
                     break
                 try:
-                    reply = await api.post("/store/message/", key,
-                                           {"body": f"m{n}", "client_id": f"{key[:6]}-{n}"})
+                    reply = await api.post(
+                        "/store/message/", key, {"body": f"m{n}", "client_id": f"{key[:6]}-{n}"}
+                    )
                 except (OSError, tornado.httpclient.HTTPClientError):  # node A died
                     if watched or key in moved:
                         raise
                     reply = None
                 if watched and killed_at:
+                    assert reply is not None  # a watched writer raised above instead
                     b_replies.append((time.monotonic(), reply.status))
                 elif not watched and (reply is None or reply.status == 599):
                     while not killed_at:  # the client notices before the bench does
@@ -217,7 +256,7 @@ async def kill_round(wire: WireServer, workdir: str, writers: int, watch_secs: f
                     moved[key] = None
                     api.close()
                     api = Api(b.base_url + "/v1/chat")  # reconnect to the other node
-                elif key in moved and moved[key] is None and reply.status in (200, 201):
+                elif key in moved and moved[key] is None and reply and reply.status in (200, 201):
                     moved[key] = time.monotonic() - killed_at[0]
             api.close()
 
@@ -230,9 +269,13 @@ async def kill_round(wire: WireServer, workdir: str, writers: int, watch_secs: f
         await asyncio.gather(*tasks)
         times = killed_at + [t for t, _ in b_replies] + [stop_at[0]]
         served = sorted(v for v in moved.values() if v is not None)
-        return {"errors": sum(1 for _, status in b_replies if status >= 500),
-                "stall": max(later - earlier for earlier, later in zip(times, times[1:])),
-                "replies": len(b_replies), "moved": len(moved), "served": served}
+        return {
+            "errors": sum(1 for _, status in b_replies if status >= 500),
+            "stall": max(later - earlier for earlier, later in itertools.pairwise(times)),
+            "replies": len(b_replies),
+            "moved": len(moved),
+            "served": served,
+        }
     finally:
         a.kill()
         b.stop()
@@ -245,26 +288,78 @@ async def main_async(args: argparse.Namespace) -> None:
     try:
         engine = await engine_rate(fresh_db(wire, "engine"), k, secs)
         print(f"engine, {k} writers, 2-write message transaction: {engine:.1f} /s", flush=True)
-        rates = {}
+        rates, compared = {}, {}
         for transport in ("rest", "ws"):
             for nodes in (1, 2):
-                rates[transport, nodes] = await server_rate(wire, workdir, nodes, k, secs,
-                                                            transport)
-                print(f"server {transport} {nodes} node(s), {k} writers: "
-                      f"{rates[transport, nodes]:.1f} msgs/s", flush=True)
+                if args.compare:  # the other tree first, then this one, back to back
+                    compared[transport, nodes] = await other_tree_rate(
+                        args.compare, wire, workdir, nodes, k, secs, transport
+                    )
+                    print(
+                        f"  {args.compare}: server {transport} {nodes} node(s): "
+                        f"{compared[transport, nodes]:.1f} msgs/s",
+                        flush=True,
+                    )
+                rates[transport, nodes] = await server_rate(
+                    wire, workdir, nodes, k, secs, transport
+                )
+                print(
+                    f"server {transport} {nodes} node(s), {k} writers: "
+                    f"{rates[transport, nodes]:.1f} msgs/s",
+                    flush=True,
+                )
+        if args.only_rates:
+            print_rates(k, engine, rates, compared, args.compare)
+            return
         latency = await cross_node_latency(wire, workdir, args.messages)
-        print(f"cross-node delivery from the ack: p50 {latency['p50']:.1f} ms, "
-              f"p99 {latency['p99']:.1f} ms", flush=True)
+        print(
+            f"cross-node delivery from the ack: p50 {latency['p50']:.1f} ms, "
+            f"p99 {latency['p99']:.1f} ms",
+            flush=True,
+        )
         kills = []
         for r in range(args.rounds):
             kills.append(await kill_round(wire, workdir, k, args.watch_secs, r))
             got = kills[-1]
-            print(f"SIGKILL round {r + 1}: node B 5xx {got['errors']}, longest stall "
-                  f"{got['stall']:.2f} s, {got['replies']} replies in {args.watch_secs:.0f} s; "
-                  f"A's stores moved to B: {len(got['served'])} of {got['moved']} served "
-                  f"again, after {', '.join(f'{v:.2f}' for v in got['served'])} s", flush=True)
+            print(
+                f"SIGKILL round {r + 1}: node B 5xx {got['errors']}, longest stall "
+                f"{got['stall']:.2f} s, {got['replies']} replies in {args.watch_secs:.0f} s; "
+                f"A's stores moved to B: {len(got['served'])} of {got['moved']} served "
+                f"again, after {', '.join(f'{v:.2f}' for v in got['served'])} s",
+                flush=True,
+            )
     finally:
         wire.stop()
+    print_rates(k, engine, rates, compared, args.compare)
+    print(
+        f"| cross-node delivery from the ack, p50 / p99 | {latency['p50']:.1f} / "
+        f"{latency['p99']:.1f} ms |"
+    )
+    print(
+        f"| node B after SIGKILL of A, {args.rounds} rounds: 5xx | "
+        f"{sum(g['errors'] for g in kills)} ({', '.join(str(g['errors']) for g in kills)}) |"
+    )
+    print(
+        f"| node B longest stall per round (s) | "
+        f"{', '.join(format(g['stall'], '.2f') for g in kills)} |"
+    )
+    served = [v for g in kills for v in g["served"]]
+    moved = sum(g["moved"] for g in kills)
+    print(
+        f"| A's stores moved to B: served again within {args.watch_secs:.0f} s | "
+        f"{len(served)} of {moved}; median {statistics.median(served) if served else 0:.2f} s, "
+        f"max {max(served) if served else 0:.2f} s |"
+    )
+
+
+def print_rates(
+    k: int,
+    engine: float,
+    rates: dict[tuple[str, int], float],
+    compared: dict[tuple[str, int], float],
+    other: str | None,
+) -> None:
+    """The table's head and its msgs/s rows (and the other tree's, if any)."""
     print()
     print(f"| figure (one run, SecantusDB, K = {k}) | value |")
     print("|---|---|")
@@ -274,17 +369,11 @@ async def main_async(args: argparse.Namespace) -> None:
         name = "REST" if transport == "rest" else "WebSocket"
         print(f"| server {name} msgs/s, 1 node (÷ engine) | {one:.1f} ({one / engine:.2f}×) |")
         print(f"| server {name} msgs/s, 2 nodes (÷ 1 node) | {two:.1f} ({two / one:.2f}×) |")
-    print(f"| cross-node delivery from the ack, p50 / p99 | {latency['p50']:.1f} / "
-          f"{latency['p99']:.1f} ms |")
-    print(f"| node B after SIGKILL of A, {args.rounds} rounds: 5xx | "
-          f"{sum(g['errors'] for g in kills)} ({', '.join(str(g['errors']) for g in kills)}) |")
-    print(f"| node B longest stall per round (s) | "
-          f"{', '.join(format(g['stall'], '.2f') for g in kills)} |")
-    served = [v for g in kills for v in g["served"]]
-    moved = sum(g["moved"] for g in kills)
-    print(f"| A's stores moved to B: served again within {args.watch_secs:.0f} s | "
-          f"{len(served)} of {moved}; median {statistics.median(served) if served else 0:.2f} s, "
-          f"max {max(served) if served else 0:.2f} s |")
+    for (transport, nodes), rate in compared.items():
+        print(
+            f"| {other}: server {transport} msgs/s, {nodes} node(s) (÷ engine) | "
+            f"{rate:.1f} ({rate / engine:.2f}×) |"
+        )
 
 
 def main() -> None:
@@ -293,9 +382,24 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="per throughput figure")
     parser.add_argument("--messages", type=int, default=200, help="latency samples")
     parser.add_argument("--rounds", type=int, default=5, help="SIGKILL rounds")
-    parser.add_argument("--watch-secs", type=float, default=10.0,
-                        help="how long node B is watched after each SIGKILL")
+    parser.add_argument(
+        "--watch-secs",
+        type=float,
+        default=10.0,
+        help="how long node B is watched after each SIGKILL",
+    )
     parser.add_argument("--mongo-url", help="a running server instead of a fresh SecantusDB")
+    parser.add_argument(
+        "--compare",
+        metavar="DIR",
+        help="also measure msgs/s with server.py from DIR (another checkout, "
+        "e.g. `git worktree add DIR main`), each figure back to back",
+    )
+    parser.add_argument(
+        "--only-rates",
+        action="store_true",
+        help="stop after the msgs/s figures (no latency, no SIGKILL rounds)",
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 

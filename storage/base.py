@@ -278,3 +278,39 @@ class RepliesByCallback(Protocol):
 def replies_by_callback(storage: object) -> TypeGuard[RepliesByCallback]:
     """Whether ``storage`` offers the posts answered by a callback."""
     return hasattr(storage, "post_store_message_with_reply")
+
+
+class CommitsToListener(Protocol):
+    """Optional: a backend that hands the events this process commits straight
+    to the feed (SQLite's group commit), so they are delivered from the commit
+    instead of read back. The feed then reads only other processes' events,
+    never past one of its own groups not yet handed over."""
+
+    def set_commit_listener(self, listener: Callable[[int, list[Event]], None] | None) -> None:
+        """Call ``listener(prior_id, events)`` on the loop after each group this
+        process commits (set by the feed at start, None at stop)."""
+
+    def first_unannounced_event_id(self) -> int | None:
+        """The smallest event id committed here not yet handed to the listener."""
+
+    async def read_foreign_events(self, after_id: int, limit: int) -> list[Event]:
+        """``read_events`` without the events this process wrote."""
+
+
+def commits_to_listener(storage: object) -> TypeGuard[CommitsToListener]:
+    """Whether ``storage`` hands this process's commits to a listener."""
+    return hasattr(storage, "set_commit_listener")
+
+
+class WakesTheFeed(Protocol):
+    """Optional: a backend that says when any node's events can be read (a
+    change stream on MongoDB), so the feed need not poll."""
+
+    def set_event_wake(self, wake: Callable[[], None] | None) -> None:
+        """Call ``wake`` whenever there are events to read (set by the feed at
+        start, None at stop)."""
+
+
+def wakes_the_feed(storage: object) -> TypeGuard[WakesTheFeed]:
+    """Whether ``storage`` wakes the feed when events arrive."""
+    return hasattr(storage, "set_event_wake")

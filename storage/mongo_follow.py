@@ -1,10 +1,12 @@
-"""``InsertFollower``: one collection's inserts, in the cluster's commit order, from a position.
+"""``InsertFollower``: inserts into collections, in the cluster's commit order, from a position.
 
 The order of a MongoDB cluster already exists: the oplog, which change streams
 read. So the event feed and the key changes need no number of their own (a
 counter bumped inside every change's transaction was the document every
-change wrote). A follower keeps one change stream open on its collection and
-buffers what it reads; ``read(after, limit)`` hands the buffer out.
+change wrote). A follower keeps one change stream open on its collections (a
+database-level stream matching their inserts when there are several, so their
+inserts interleave in commit order) and buffers what it reads; ``read(after,
+limit)`` hands the buffer out, each document with the collection it went to.
 
 A **position** is opaque above ``storage/``: here ``{"token": <resume token>}``
 (the ``_id`` of the change just read, or the stream's post-batch token for
@@ -23,15 +25,18 @@ after a restart. The rules:
 
 The mongomock stand-in of the tests has no change streams: there (one process,
 ids from ``IdBlocks`` rising, inserts never interleaving) the position is the
-last ``_id`` read, and reading is a query by ``_id``.
+last feed id read (each collection names the field holding it, ``_id`` by
+default), and reading is a query by that field in each collection, merged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.errors import OperationFailure, PyMongoError
@@ -58,66 +63,122 @@ CHANGE_STREAMS_UNSUPPORTED = frozenset({40573, 40324})
 CHANGE_STREAM_HISTORY_LOST = 286
 
 Position = Any
-INSERTS = [{"$match": {"operationType": "insert"}}]
+# What ``read`` hands out: the collection, the inserted document, its position.
+Insert = tuple[str, dict[str, Any], Position]
 
 
 class InsertFollower:
-    def __init__(self, collection: Any, streams: bool = True):
-        self.collection = collection
+    """Follows the inserts into ``names`` (collections of ``db``).
+
+    ``order`` names, per collection, the field the stream-less stand-in reads
+    by (``_id`` where not named); documents without it are not followed there.
+    """
+
+    def __init__(
+        self,
+        db: Any,
+        names: tuple[str, ...],
+        streams: bool = True,
+        order: dict[str, str] | None = None,
+    ):
+        self.db = db
+        self.names = names
+        self.label = "+".join(names)
         self.streams = streams
+        self.order = {name: (order or {}).get(name, "_id") for name in names}
         self._wake: Callable[[], None] | None = None
-        self._task: asyncio.Task | None = None
-        self._buffer: collections.deque[tuple[dict, Position]] = collections.deque()
+        # Told of every insert read and of every end of the stream.
+        self.on_change: Callable[[], None] | None = None
+        # True while the stream is open and has read what was stored before it.
+        self.following = False
+        self._task: asyncio.Task[None] | None = None
+        self._buffer: collections.deque[Insert] = collections.deque()
         self._handed: Position = None  # where the buffer continues from
         self._caught_up = asyncio.Event()
+        self._room = asyncio.Event()  # the buffer has room (set while it has)
+        self._room.set()
 
     def set_wake(self, wake: Callable[[], None] | None) -> None:
         """Call ``wake`` whenever new inserts are buffered (set by the reader
         at start, so it reads at once instead of at its next poll)."""
         self._wake = wake
 
+    async def _watch(self, **options: Any) -> Any:
+        """A change stream of the inserts into ``names``."""
+        if len(self.names) == 1:
+            return await getattr(self.db, self.names[0]).watch(
+                [{"$match": {"operationType": "insert"}}], **options
+            )
+        return await self.db.watch(
+            [{"$match": {"operationType": "insert", "ns.coll": {"$in": list(self.names)}}}],
+            **options,
+        )
+
     async def head(self) -> Position:
         """The position of "now": a new reader starts here."""
         if not self.streams:
-            last = await self.collection.find({}).sort("_id", -1).limit(1).to_list(1)
-            return last[0]["_id"] if last else 0
-        async with await self.collection.watch(INSERTS) as stream:
+            last = 0
+            for name, field in self.order.items():
+                docs = (
+                    await getattr(self.db, name)
+                    .find({field: {"$exists": True}})
+                    .sort(field, -1)
+                    .limit(1)
+                    .to_list(1)
+                )
+                if docs:
+                    last = max(last, _field(docs[0], field))
+            return last
+        async with await self._watch() as stream:
             return {"token": stream.resume_token}
 
-    async def read(self, after: Position, limit: int) -> list[tuple[dict, Position]]:
+    async def read(self, after: Position, limit: int) -> list[Insert]:
         """Up to ``limit`` inserted documents after ``after``, each with its
-        position, in commit order. Runs on every feed read."""
+        collection and position, in commit order. Runs on every feed read."""
         if not self.streams:
-            docs = await self.collection.find({"_id": {"$gt": after}}).sort(
-                "_id", ASCENDING).limit(limit).to_list(None)
-            return [(d, d["_id"]) for d in docs]
+            return await self._read_by_order(after, limit)
         if self._task is None or self._task.done() or after != self._handed:
             self._restart(after)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._caught_up.wait(), CATCH_UP_WAIT_SECS)
-            except TimeoutError:
-                pass
-        taken = []
+        taken: list[Insert] = []
         while self._buffer and len(taken) < limit:
             taken.append(self._buffer.popleft())
+        if len(self._buffer) <= MAX_BUFFERED:
+            self._room.set()
         if taken:
-            self._handed = taken[-1][1]
+            self._handed = taken[-1][2]
         return taken
+
+    async def _read_by_order(self, after: int, limit: int) -> list[Insert]:
+        """The stand-in's read: each collection by its order field, merged."""
+        found: list[Insert] = []
+        for name, field in self.order.items():
+            docs = (
+                await getattr(self.db, name)
+                .find({field: {"$gt": after}})
+                .sort(field, ASCENDING)
+                .limit(limit)
+                .to_list(None)
+            )
+            found += [(name, d, _field(d, field)) for d in docs]
+        found.sort(key=lambda insert: insert[2])
+        return found[:limit]
 
     async def close(self) -> None:
         """Stop following (storage shutdown)."""
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
 
     def _restart(self, after: Position) -> None:
         if self._task is not None:
             self._task.cancel()
+            self._changed(following=False)
         self._buffer.clear()
+        self._room.set()
         self._handed = after
         self._caught_up = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._follow(after))
@@ -125,27 +186,42 @@ class InsertFollower:
     async def _follow(self, at: Position) -> None:
         """Read the stream into the buffer until cancelled, reopening it from
         the last change buffered whenever it ends."""
+        try:
+            await self._follow_from(at)
+        finally:
+            self._changed(following=False)
+
+    def _changed(self, following: bool) -> None:
+        self.following = following
+        if self.on_change is not None:
+            self.on_change()
+
+    async def _follow_from(self, at: Position) -> None:
         loop = asyncio.get_running_loop()
         wait, reopening = REOPEN_FIRST_SECS, False
         while True:
             opened_at = loop.time()
             try:
-                async with await self.collection.watch(
-                        INSERTS, resume_after=at["token"],
-                        max_await_time_ms=STREAM_AWAIT_MS) as stream:
+                async with await self._watch(
+                    resume_after=at["token"], max_await_time_ms=STREAM_AWAIT_MS
+                ) as stream:
                     if reopening:
-                        log.info("change stream reopened on %s", self.collection.name)
+                        log.info("change stream reopened on %s", self.label)
                     while stream.alive:
                         change = await stream.try_next()
                         if change is None:
                             self._caught_up.set()
+                            self.following = True
                             continue
                         at = {"token": change["_id"]}
-                        self._buffer.append((change["fullDocument"], at))
+                        if self.on_change is not None:
+                            self.on_change()
+                        self._buffer.append((change["ns"]["coll"], change["fullDocument"], at))
                         if self._wake is not None:
                             self._wake()
-                        while len(self._buffer) > MAX_BUFFERED:
-                            await asyncio.sleep(0.05)
+                        if len(self._buffer) > MAX_BUFFERED:
+                            self._room.clear()
+                            await self._room.wait()  # set by read once there is room
                 reason = "the server closed it (invalidated: dropped or renamed)"
             except OperationFailure as exc:
                 if exc.code in CHANGE_STREAMS_UNSUPPORTED:
@@ -154,16 +230,20 @@ class InsertFollower:
                 if exc.code == CHANGE_STREAM_HISTORY_LOST:
                     # The oplog no longer holds the position (down longer than
                     # it covers): go on from now; clients resume by seq.
-                    log.error("change stream position lost from the oplog on %s; "
-                              "continuing from now", self.collection.name)
+                    log.error(
+                        "change stream position lost from the oplog on %s; continuing from now",
+                        self.label,
+                    )
                     at = await self._head_or(at)
                 reason = str(exc)
             except PyMongoError as exc:
                 reason = str(exc)
+            self._changed(following=False)
             if loop.time() - opened_at > HEALTHY_SECS:
                 wait = REOPEN_FIRST_SECS
-            log.warning("change stream ended on %s (%s); reopening in %.1fs",
-                        self.collection.name, reason, wait)
+            log.warning(
+                "change stream ended on %s (%s); reopening in %.1fs", self.label, reason, wait
+            )
             reopening = True
             await asyncio.sleep(wait)
             wait = min(wait * 2, REOPEN_MAX_SECS)
@@ -173,3 +253,10 @@ class InsertFollower:
             return await self.head()
         except PyMongoError:
             return at
+
+
+def _field(doc: dict[str, Any], path: str) -> Any:
+    """``doc``'s value at a dotted ``path``."""
+    for part in path.split("."):
+        doc = doc[part]
+    return doc

@@ -34,8 +34,15 @@ from storage.errors import StorageUnavailable
 # Ids per reservation, by kind. Big enough that the reservation's round trip
 # is paid once per this many changes on the hot kinds; small where a crash's
 # unused ids would show (accounts are created rarely and listed by id).
-BLOCK_SIZES = {"messages": 200, "events": 400, "sessions": 50, "webhook_outbox": 200,
-               "key_changes": 10, "admins": 5, "stores": 20}
+BLOCK_SIZES = {
+    "messages": 200,
+    "events": 400,
+    "sessions": 50,
+    "webhook_outbox": 200,
+    "key_changes": 10,
+    "admins": 5,
+    "stores": 20,
+}
 DEFAULT_BLOCK_SIZE = 50
 # A first-time upsert racing another can return None (seen on a wire-protocol
 # server); it is simply tried again.
@@ -71,8 +78,11 @@ class IdBlocks:
             try:
                 # No session argument: never part of the caller's transaction.
                 doc = await self.counters.find_one_and_update(
-                    {"_id": kind}, {"$inc": {"value": size}}, upsert=True,
-                    return_document=ReturnDocument.AFTER)
+                    {"_id": kind},
+                    {"$inc": {"value": size}},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
             except DuplicateKeyError:
                 continue  # another process created the counter at the same moment
             if doc is not None:

@@ -32,7 +32,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from typing import Any, Awaitable, Callable, Hashable, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from typing import Any, ParamSpec, TypeVar
 
 import pymongo
 from pymongo.errors import DuplicateKeyError, PyMongoError, WriteConcernError
@@ -43,6 +44,7 @@ from storage.errors import StorageUnavailable
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 # Whole-change attempts after an error the driver does not retry by itself: a
 # unique index refusing a key another node committed a moment ago (the retry
@@ -58,13 +60,31 @@ KILL_RETRY_INTERVAL_SECS = 0.25
 KILL_RETRY_SECS = 15.0
 
 
-def available(method):
+def available(method: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """Turn driver failures into ``StorageUnavailable`` (503, retry later)."""
 
     @functools.wraps(method)
-    async def wrapper(*args, **kwargs):
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await method(*args, **kwargs)
+        except PyMongoError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+
+    return wrapper
+
+
+def available_but_duplicates(
+    method: Callable[P, Awaitable[T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """As ``available``, but a duplicate key is the caller's to handle (the
+    workflow's first-time upserts racing another process)."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except DuplicateKeyError:
+            raise
         except PyMongoError as exc:
             raise StorageUnavailable(str(exc)) from exc
 
@@ -84,44 +104,46 @@ def _retire(session: Any) -> Any:
 class Refused(Exception):
     """Raised inside a change to abort its transaction and answer ``result``."""
 
-    def __init__(self, result: Any):
+    def __init__(self, result: Any) -> None:
         super().__init__("change refused")
         self.result = result
 
 
 class ChangeRunner:
-    def __init__(self, client: Any, timeout_secs: float):
+    """Runs changes, each one transaction, as many at once as callers start."""
+
+    def __init__(self, client: Any, timeout_secs: float) -> None:
         # None: the mongomock stand-in, which has no sessions. Its calls never
         # suspend, so a change still runs without interleaving (tests only).
         self.client = client
         self.timeout_secs = timeout_secs
         # key -> [lock, how many changes hold or wait for it]; dropped at 0.
-        self._keys: dict[Hashable, list] = {}
-        self._killing: set[asyncio.Task] = set()  # kills retried in the background
+        self._keys: dict[Hashable, tuple[asyncio.Lock, list[int]]] = {}
+        self._killing: set[asyncio.Task[None]] = set()  # kills retried in the background
 
-    async def run(self, change: Callable[[Any], Awaitable[T]],
-                  key: Hashable | None = None) -> T:
+    async def run(self, change: Callable[[Any], Awaitable[T]], key: Hashable | None = None) -> T:
         """Run ``change(session)`` in a transaction; its result, or the result
         of the ``Refused`` it raised. Runs on every state change; changes with
         the same ``key`` run one at a time."""
         if key is None:
             return await self._run(change)
-        entry = self._keys.setdefault(key, [asyncio.Lock(), 0])
-        entry[1] += 1
+        lock, users = self._keys.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
         try:
             try:
                 async with asyncio.timeout(self.timeout_secs):
-                    await entry[0].acquire()
+                    await lock.acquire()
             except TimeoutError:
-                raise StorageUnavailable("storage too slow: changes to one session are "
-                                         "queued past their deadline") from None
+                raise StorageUnavailable(
+                    "storage too slow: changes to one session are queued past their deadline"
+                ) from None
             try:
                 return await self._run(change)
             finally:
-                entry[0].release()
+                lock.release()
         finally:
-            entry[1] -= 1
-            if entry[1] == 0:
+            users[0] -= 1
+            if users[0] == 0:
                 del self._keys[key]
 
     async def _run(self, change: Callable[[Any], Awaitable[T]]) -> T:
@@ -129,7 +151,8 @@ class ChangeRunner:
             try:
                 return await change(None)
             except Refused as refused:
-                return refused.result
+                answer: T = refused.result  # the change's own answer, of its type
+                return answer
         failed: list[Any] = []  # the server session of a change that failed
         try:
             with pymongo.timeout(self.timeout_secs):
@@ -138,15 +161,19 @@ class ChangeRunner:
             if failed:  # outside the change's deadline, which has usually expired
                 await self._kill(failed[0])
 
-    async def _run_with_retries(self, change: Callable[[Any], Awaitable[T]],
-                                failed: list[Any]) -> T:
+    async def _run_with_retries(
+        self, change: Callable[[Any], Awaitable[T]], failed: list[Any]
+    ) -> T:
         for attempt in range(1, CHANGE_ATTEMPTS + 1):
             async with self.client.start_session() as session:
                 try:
-                    return await session.with_transaction(
-                        change, read_concern=ReadConcern("snapshot"))
+                    result: T = await session.with_transaction(
+                        change, read_concern=ReadConcern("snapshot")
+                    )
+                    return result
                 except Refused as refused:
-                    return refused.result
+                    answer: T = refused.result  # the change's own answer, of its type
+                    return answer
                 except (DuplicateKeyError, WriteConcernError) as exc:
                     if attempt == CHANGE_ATTEMPTS:
                         failed.append(_retire(session))
@@ -184,5 +211,7 @@ class ChangeRunner:
             await asyncio.sleep(KILL_RETRY_INTERVAL_SECS)
             if await self._try_kill(session_id):
                 return
-        log.warning("a failed change's session could not be killed; the server reaps its "
-                    "transaction after transactionLifetimeLimitSeconds")
+        log.warning(
+            "a failed change's session could not be killed; the server reaps its "
+            "transaction after transactionLifetimeLimitSeconds"
+        )

@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.parse
 import uuid
+from typing import Any
 
 import pymongo
 import pytest
@@ -36,16 +37,16 @@ START_TIMEOUT_SECS = 20.0
 class WireServer:
     """Where the tier's databases live; ``url_for`` names a fresh one."""
 
-    def __init__(self, base_url: str, proc: subprocess.Popen | None = None,
-                 log_path: str | None = None):
+    def __init__(
+        self, base_url: str, proc: subprocess.Popen | None = None, log_path: str | None = None
+    ):
         parts = urllib.parse.urlsplit(base_url)
         self.scheme, self.hosts = parts.scheme, parts.netloc
         self.query = dict(urllib.parse.parse_qsl(parts.query))
         self.proc = proc
         self.log_path = log_path
 
-    def url_for(self, db: str | None = None, app_name: str | None = None,
-                **options: str) -> str:
+    def url_for(self, db: str | None = None, app_name: str | None = None, **options: str) -> str:
         """A URL for database ``db`` (a fresh name when None); ``app_name`` is
         what a failpoint's ``appName`` matches to hit only that client."""
         query = {**self.query, **DRIVER_OPTIONS, **options}
@@ -56,16 +57,21 @@ class WireServer:
 
     def control_client(self) -> pymongo.AsyncMongoClient:
         """A client for the tests' own commands (failpoints, step-down, checks)."""
-        return pymongo.AsyncMongoClient(self.url_for("admin", app_name="chat-tests"),
-                                        serverSelectionTimeoutMS=5000, w="majority")
+        return pymongo.AsyncMongoClient(
+            self.url_for("admin", app_name="chat-tests"),
+            serverSelectionTimeoutMS=5000,
+            w="majority",
+        )
 
     async def require_test_commands(self, client: pymongo.AsyncMongoClient) -> None:
         """Skip the test unless the server takes failpoints (test commands on)."""
         try:
             await client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
         except pymongo.errors.OperationFailure as exc:
-            pytest.skip(f"the server refuses configureFailPoint ({exc.code}): start it "
-                        "with enableTestCommands=1")
+            pytest.skip(
+                f"the server refuses configureFailPoint ({exc.code}): start it "
+                "with enableTestCommands=1"
+            )
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -86,14 +92,29 @@ def secantus_command() -> str | None:
 
 def start_secantus(data_dir: str, *extra_args: str) -> WireServer:
     """Start SecantusDB with test commands on a free port; wait until it answers."""
+    command = secantus_command()
+    if command is None:
+        raise RuntimeError("secantusd-py is not installed (pip install secantusdb)")
     port = free_port()
     log_path = os.path.join(data_dir, "secantusd.log")
-    log = open(log_path, "ab")
-    proc = subprocess.Popen(
-        [secantus_command(), "--host", "127.0.0.1", "--port", str(port),
-         "--storage-path", os.path.join(data_dir, "data"), "--enable-test-commands",
-         "--log-level", "WARNING", *extra_args], stdout=log, stderr=log)
-    log.close()
+    with open(log_path, "ab") as log:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            [
+                command,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--storage-path",
+                os.path.join(data_dir, "data"),
+                "--enable-test-commands",
+                "--log-level",
+                "WARNING",
+                *extra_args,
+            ],
+            stdout=log,
+            stderr=log,
+        )
     server = WireServer(f"mongodb://127.0.0.1:{port}", proc, log_path)
     deadline = time.monotonic() + START_TIMEOUT_SECS
     while time.monotonic() < deadline:
@@ -101,8 +122,9 @@ def start_secantus(data_dir: str, *extra_args: str) -> WireServer:
             raise RuntimeError(f"secantusd-py exited with {proc.returncode}; see {log_path}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            with pymongo.MongoClient(server.url_for("admin"),
-                                     serverSelectionTimeoutMS=2000) as client:
+            with pymongo.MongoClient[dict[str, Any]](
+                server.url_for("admin"), serverSelectionTimeoutMS=2000
+            ) as client:
                 client.admin.command("ping")
             return server
         except (OSError, pymongo.errors.PyMongoError):

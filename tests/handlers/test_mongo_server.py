@@ -28,7 +28,8 @@ def mongo_standin_server(io_loop, config):
 
 @pytest.mark.gen_test(timeout=30)
 async def test_the_chat_flow_over_the_mongo_backend_with_the_mongomock_standin(
-        mongo_standin_server):
+    mongo_standin_server,
+):
     server = mongo_standin_server
     _, store_key = await server.raw_storage.create_store("Tech", None, None)
     admin, admin_key = await server.raw_storage.create_admin("Dana", None)

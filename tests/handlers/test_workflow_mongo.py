@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.handlers.test_mongo_server import mongo_standin_server  # noqa: F401 (fixture)
 from tests.helpers import Api, Socket
-from tests.test_mongo_server import mongo_standin_server  # noqa: F401 (fixture)
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -28,19 +28,24 @@ async def test_transfer_read_and_presence_over_the_mongo_backend(mongo_standin_s
     assert seen["status"] == "online"
     listed = (await api.get("/admin/admins/", omar_key)).json["results"]
     assert [(a["id"], a["presence"], a["active_sessions"]) for a in listed] == [
-        (dana.id, "online", 1), (omar.id, "online", 0)]
-    moved = await api.post("/admin/session/transfer/", dana_key,
-                           {"session_id": sid, "admin_id": omar.id})
+        (dana.id, "online", 1),
+        (omar.id, "online", 0),
+    ]
+    moved = await api.post(
+        "/admin/session/transfer/", dana_key, {"session_id": sid, "admin_id": omar.id}
+    )
     assert moved.status == 200 and moved.json["admin_id"] == omar.id
     assert (await omar_ws.recv_type("session_transferred"))["session"]["id"] == sid
-    assert (await api.post("/admin/message/", dana_key,
-                           {"session_id": sid, "body": "x"})).status == 403
+    assert (
+        await api.post("/admin/message/", dana_key, {"session_id": sid, "body": "x"})
+    ).status == 403
     mine = (await api.get("/admin/sessions/mine/", omar_key)).json["results"]
     assert [(s["id"], s["unread"]) for s in mine] == [(sid, 1)]
     read = await api.post("/admin/session/read/", omar_key, {"session_id": sid, "seq": 3})
     assert read.json == {"session_id": sid, "seq": 3}
-    assert (await api.post("/admin/session/read/", omar_key,
-                           {"session_id": sid, "seq": 1})).json["seq"] == 3
+    assert (await api.post("/admin/session/read/", omar_key, {"session_id": sid, "seq": 1})).json[
+        "seq"
+    ] == 3
     assert (await api.get("/store/session/", store_key)).json["unread"] == 0
     dana_ws.close()
     omar_ws.close()

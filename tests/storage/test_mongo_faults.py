@@ -16,43 +16,48 @@ every change with its system message and event, each admin's count right).
 from __future__ import annotations
 
 import asyncio
-import uuid
+from typing import Any
 
-import pymongo.common
 import pytest
 
 from tests.helpers import make_admin, make_store, open_session
 from tests.mongo_checks import assert_consistent
 
 # The commands each request sends, in order (read off with command
-# monitoring): the key's lookup (stores, then admins), a read of the session
-# or the client_id's lookup, then its transaction (storage/mongo.py). "fam" is
-# findAndModify. Ids come from blocks reserved outside the transaction
+# monitoring): the key's lookup (stores, then admins; the node's memory of
+# keys is off here, see tests/storage/conftest.py), a read of the session (a
+# repeated client_id is refused by its unique index, not read first), then
+# its transaction (storage/mongo_sessions.py,
+# storage/mongo_messages.py). "fam" is findAndModify; a message's insert
+# carries its event. Ids come from blocks reserved outside the transaction
 # (storage/mongo_ids.py), which the set-up of each case has already done.
-_HAND_BACK = ["find", "find", "fam", "update", "fam", "insert", "insert", "insert",
-              "commitTransaction"]
+_HAND_BACK = ["find", "find", "fam", "update", "fam", "insert", "insert", "commitTransaction"]
 COMMANDS = {
-    "claim": ["find", "find", "find", "fam", "fam", "insert", "fam", "insert", "insert",
-              "commitTransaction"],
-    "admin_message": ["find", "find", "find", "fam", "insert", "insert", "commitTransaction"],
-    "store_message": ["find", "find", "find", "fam", "find", "insert", "insert", "fam", "insert",
-                      "insert", "commitTransaction"],
+    "claim": ["find", "find", "find", "fam", "fam", "insert", "fam", "insert", "commitTransaction"],
+    "admin_message": ["find", "find", "fam", "insert", "commitTransaction"],
+    "store_message": [
+        "find",
+        "find",
+        "fam",
+        "find",
+        "insert",
+        "insert",
+        "fam",
+        "insert",
+        "commitTransaction",
+    ],
     "release": _HAND_BACK,
     "close": _HAND_BACK,
 }
-FAULTS = {
+FAULTS: dict[str, dict[str, Any]] = {
     "closeConnection": {"closeConnection": True},
     "ShutdownInProgress-91": {"errorCode": 91},
     "PrimarySteppedDown-189": {"errorCode": 189},
     "InterruptedAtShutdown-11600": {"errorCode": 11600},
-    "writeConcernError-64": {"writeConcernError": {"code": 64, "errmsg": "waiting for "
-                                                   "replication timed out"}},
+    "writeConcernError-64": {
+        "writeConcernError": {"code": 64, "errmsg": "waiting for replication timed out"}
+    },
 }
-
-
-@pytest.fixture
-def app_name() -> str:
-    return f"chat-fault-{uuid.uuid4().hex[:8]}"
 
 
 def steps(op: str) -> list[tuple[str, int]]:
@@ -69,35 +74,11 @@ def steps(op: str) -> list[tuple[str, int]]:
 def steps_for(op: str, fault: str) -> list[tuple[str, int]]:
     kind = list(FAULTS).index(fault)
     every = steps(op)
-    return [step for i, step in enumerate(every)
-            if i % len(FAULTS) == kind or step[0] == "commitTransaction"]
-
-
-@pytest.fixture
-def fast_recovery(monkeypatch):
-    # After a "not primary" error the driver re-checks the server at once but
-    # no sooner than this after its last check (0.5 s): shortened so that
-    # a hundred faults fit in seconds. The recovery path itself is unchanged.
-    monkeypatch.setattr(pymongo.common, "MIN_HEARTBEAT_INTERVAL", 0.05)
-
-
-@pytest.fixture
-def overrides(wire_server, app_name, fast_recovery):
-    # The feed polls rarely (its change stream wakes it), so that its reads
-    # seldom take a "find" fault meant for the request.
-    return {"storage": {"url": wire_server.url_for(app_name=app_name),
-                        "mongo_timeout_ms": 1000},
-            "events": {"poll_interval_secs": 5.0}}
-
-
-@pytest.fixture
-def control(wire_server, io_loop):
-    client = wire_server.control_client()
-    io_loop.run_sync(lambda: wire_server.require_test_commands(client))
-    yield client
-    io_loop.run_sync(lambda: client.admin.command(
-        {"configureFailPoint": "failCommand", "mode": "off"}))
-    io_loop.run_sync(client.close)
+    return [
+        step
+        for i, step in enumerate(every)
+        if i % len(FAULTS) == kind or step[0] == "commitTransaction"
+    ]
 
 
 class Chat:
@@ -120,42 +101,52 @@ class Chat:
             assert reply.status == 200, reply
 
     async def claim(self):
-        return await self.api.post("/admin/session/claim/", self.admin_key,
-                                   {"session_id": self.sid})
+        return await self.api.post(
+            "/admin/session/claim/", self.admin_key, {"session_id": self.sid}
+        )
 
     async def run(self, op: str):
         """The request under test; repeating it is the client's retry."""
         if op == "claim":
             return await self.claim()
         if op == "admin_message":
-            return await self.api.post("/admin/message/", self.admin_key,
-                                       {"session_id": self.sid, "body": "reply",
-                                        "client_id": "a-1"})
+            return await self.api.post(
+                "/admin/message/",
+                self.admin_key,
+                {"session_id": self.sid, "body": "reply", "client_id": "a-1"},
+            )
         if op == "store_message":
-            return await self.api.post("/store/message/", self.store_key,
-                                       {"body": "first", "client_id": "s-1"})
+            return await self.api.post(
+                "/store/message/", self.store_key, {"body": "first", "client_id": "s-1"}
+            )
         path = {"release": "/admin/session/release/", "close": "/admin/session/close/"}[op]
         return await self.api.post(path, self.admin_key, {"session_id": self.sid})
 
 
 def assert_success_or_retry_later(reply) -> None:
     assert reply.status in (200, 201) or (
-        reply.status == 503 and reply.headers.get("Retry-After")), reply
+        reply.status == 503 and reply.headers.get("Retry-After")
+    ), reply
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 @pytest.mark.parametrize("op", list(COMMANDS))
 @pytest.mark.gen_test(timeout=60)
 async def test_a_fault_at_any_step_leaves_the_change_whole_or_absent_and_a_retry_succeeds(
-        op, fault, server, api, control, app_name):
+    op, fault, server, api, control, app_name
+):
     db = server.raw_storage.db
     for command, skip in steps_for(op, fault):
         for times in (1, 2):
             chat = Chat(server, api)
             await chat.prepare(op)
-            await control.admin.command({
-                "configureFailPoint": "failCommand", "mode": {"skip": skip, "times": times},
-                "data": {"failCommands": [command], "appName": app_name, **FAULTS[fault]}})
+            await control.admin.command(
+                {
+                    "configureFailPoint": "failCommand",
+                    "mode": {"skip": skip, "times": times},
+                    "data": {"failCommands": [command], "appName": app_name, **FAULTS[fault]},
+                }
+            )
             first = await chat.run(op)
             await control.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
             assert_success_or_retry_later(first)
@@ -173,36 +164,44 @@ async def test_a_fault_at_any_step_leaves_the_change_whole_or_absent_and_a_retry
 @pytest.mark.parametrize("op", list(COMMANDS))
 @pytest.mark.gen_test(timeout=60)
 async def test_a_commit_failing_past_the_deadline_answers_503_and_the_retry_finds_the_outcome(
-        op, fault, server, api, control, app_name):
+    op, fault, server, api, control, app_name
+):
     # The commit never gets through (closeConnection), or it is applied each
     # time but never confirmed (writeConcernError): either way the outcome is
     # unknown to the server when the deadline passes.
     chat = Chat(server, api)
     await chat.prepare(op)
-    await control.admin.command({
-        "configureFailPoint": "failCommand", "mode": "alwaysOn",
-        "data": {"failCommands": ["commitTransaction"], "appName": app_name,
-                 **FAULTS[fault]}})
+    await control.admin.command(
+        {
+            "configureFailPoint": "failCommand",
+            "mode": "alwaysOn",
+            "data": {"failCommands": ["commitTransaction"], "appName": app_name, **FAULTS[fault]},
+        }
+    )
     first = await chat.run(op)
     await control.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
     assert first.status == 503 and first.headers["Retry-After"], first
     again = await chat.run(op)
     applied = fault == "writeConcernError-64"
-    expected = {"claim": 200, "admin_message": 200 if applied else 201,
-                "store_message": 200 if applied else 201, "close": 200,
-                "release": 403 if applied else 200}
+    expected = {
+        "claim": 200,
+        "admin_message": 200 if applied else 201,
+        "store_message": 200 if applied else 201,
+        "close": 200,
+        "release": 403 if applied else 200,
+    }
     assert again.status == expected[op], again
     await assert_consistent(server.raw_storage.db)
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_a_step_down_during_a_claim_race_leaves_one_holder_per_session(
-        server, api, control):
+async def test_a_step_down_during_a_claim_race_leaves_one_holder_per_session(server, api, control):
     # Five sessions, each raced by ten admins; the database steps down once
     # the first claim is answered, while the others are going through (one
     # process takes them one at a time, session after session).
-    sids = [(await open_session(api, (await make_store(server, f"S{i}"))[1]))["id"]
-            for i in range(5)]
+    sids = [
+        (await open_session(api, (await make_store(server, f"S{i}"))[1]))["id"] for i in range(5)
+    ]
     admin_keys = [(await make_admin(server, f"A{i}"))[1] for i in range(10)]
     race = [(sid, key) for sid in sids for key in admin_keys]
 
@@ -216,13 +215,16 @@ async def test_a_step_down_during_a_claim_race_leaves_one_holder_per_session(
     replies = await asyncio.gather(*claims)
     for reply in replies:
         assert reply.status in (200, 409) or (
-            reply.status == 503 and reply.headers.get("Retry-After")), reply
+            reply.status == 503 and reply.headers.get("Retry-After")
+        ), reply
     assert 503 in {r.status for r in replies}, "the step-down came too late to matter"
     await asyncio.sleep(2.5)  # primary again
-    final = [await claim(*pair) if r.status == 503 else r for pair, r in zip(race, replies)]
+    final = [
+        await claim(*pair) if r.status == 503 else r for pair, r in zip(race, replies, strict=True)
+    ]
     assert {r.status for r in final} <= {200, 409}
     for sid in sids:
-        won = [key for (s, key), r in zip(race, final) if s == sid and r.status == 200]
+        won = [key for (s, key), r in zip(race, final, strict=True) if s == sid and r.status == 200]
         assert len(won) == 1, (sid, won)
         history = await api.get(f"/admin/session/{sid}/", won[0])
         assert [m.get("event") for m in history.json["messages"]] == [None, "admin_connected"]

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from storage.mongo import MongoStorage
+from storage.records import Role
 from tests.helpers import Api, ServerProcess, Socket
 from tests.mongo_checks import assert_consistent
 
@@ -20,18 +21,22 @@ def node_config(tmp_path, name: str, poll_interval_secs: float = 0.02) -> str:
     """A config file for one node: short storage timeouts (a fault costs a
     test seconds, not minutes) and the feed's poll interval."""
     path = tmp_path / f"{name}.yaml"
-    path.write_text("storage:\n  mongo_timeout_ms: 2000\n"
-                    f"events:\n  poll_interval_secs: {poll_interval_secs}\n")
+    path.write_text(
+        f"storage:\n  mongo_timeout_ms: 2000\nevents:\n  poll_interval_secs: {poll_interval_secs}\n"
+    )
     return str(path)
 
 
-def start_nodes(wire_server, tmp_path, processes, names=("node-a", "node-b"),
-                poll_interval_secs: float = 0.02) -> tuple[str, list[ServerProcess]]:
+def start_nodes(
+    wire_server, tmp_path, processes, names=("node-a", "node-b"), poll_interval_secs: float = 0.02
+) -> tuple[str, list[ServerProcess]]:
     db = f"chat_cluster_{time.monotonic_ns()}"
     nodes = []
     for name in names:
-        node = ServerProcess(wire_server.url_for(db, app_name=name),
-                             config_path=node_config(tmp_path, name, poll_interval_secs))
+        node = ServerProcess(
+            wire_server.url_for(db, app_name=name),
+            config_path=node_config(tmp_path, name, poll_interval_secs),
+        )
         processes.append(node)
         nodes.append(node.start(str(tmp_path / f"{name}.log")))
     return db, nodes
@@ -41,8 +46,7 @@ async def accounts(wire_server, db: str, admins: int = 1, stores: int = 1):
     """Admin and store keys, created straight in the nodes' database."""
     storage = MongoStorage.from_url(wire_server.url_for(db))
     admin_keys = [(await storage.create_admin(f"Admin{i}", None))[1] for i in range(admins)]
-    store_keys = [(await storage.create_store(f"Store{i}", None, None))[1]
-                  for i in range(stores)]
+    store_keys = [(await storage.create_store(f"Store{i}", None, None))[1] for i in range(stores)]
     await storage.close()
     return admin_keys, store_keys
 
@@ -62,15 +66,17 @@ async def next_message(sock: Socket, sender: str, timeout: float = 5.0) -> dict:
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_a_claim_raced_across_two_nodes_has_one_winner(wire_server, tmp_path,
-                                                             processes):
+async def test_a_claim_raced_across_two_nodes_has_one_winner(wire_server, tmp_path, processes):
     db, (a, b) = start_nodes(wire_server, tmp_path, processes)
     admin_keys, (store_key,) = await accounts(wire_server, db, admins=20)
     apis = [Api(a.base_url + "/v1/chat"), Api(b.base_url + "/v1/chat")]
     sid = (await apis[0].post("/store/message/", store_key, {"body": "help"})).json["session_id"]
-    claims = await asyncio.gather(*[
-        apis[i % 2].post("/admin/session/claim/", key, {"session_id": sid})
-        for i, key in enumerate(admin_keys)])
+    claims = await asyncio.gather(
+        *[
+            apis[i % 2].post("/admin/session/claim/", key, {"session_id": sid})
+            for i, key in enumerate(admin_keys)
+        ]
+    )
     assert sorted(r.status for r in claims) == [200] + [409] * 19
     winner = admin_keys[[r.status for r in claims].index(200)]
     history = await apis[1].get(f"/admin/session/{sid}/", winner)
@@ -82,18 +88,23 @@ async def test_a_claim_raced_across_two_nodes_has_one_winner(wire_server, tmp_pa
 
 @pytest.mark.gen_test(timeout=60)
 async def test_a_first_message_sent_to_both_nodes_at_once_opens_one_session_once(
-        wire_server, tmp_path, processes):
+    wire_server, tmp_path, processes
+):
     # A client that retries on the other node while its first try is still
     # going: the two transactions collide on the store's one active session
     # and on the client_id; one stores, the other answers what it stored.
     db, (a, b) = start_nodes(wire_server, tmp_path, processes)
     _, store_keys = await accounts(wire_server, db, admins=0, stores=10)
     apis = [Api(a.base_url + "/v1/chat"), Api(b.base_url + "/v1/chat")]
-    replies = await asyncio.gather(*[
-        api.post("/store/message/", key, {"body": "help", "client_id": "first"})
-        for key in store_keys for api in apis])
+    replies = await asyncio.gather(
+        *[
+            api.post("/store/message/", key, {"body": "help", "client_id": "first"})
+            for key in store_keys
+            for api in apis
+        ]
+    )
     for i in range(0, len(replies), 2):
-        pair = replies[i:i + 2]
+        pair = replies[i : i + 2]
         assert sorted(r.status for r in pair) == [200, 201], pair
         assert pair[0].json["id"] == pair[1].json["id"]
         assert pair[0].json["session_id"] == pair[1].json["session_id"]
@@ -106,15 +117,17 @@ async def test_a_first_message_sent_to_both_nodes_at_once_opens_one_session_once
 
 @pytest.mark.gen_test(timeout=60)
 async def test_a_store_on_one_node_and_its_admin_on_the_other_talk_live_and_resume(
-        wire_server, tmp_path, processes):
+    wire_server, tmp_path, processes
+):
     db, (a, b) = start_nodes(wire_server, tmp_path, processes)
     (admin_key,), (store_key,) = await accounts(wire_server, db)
     store = await hello(a, "store", store_key)
     admin = await hello(b, "admin", admin_key)
     sid = (await store.request({"type": "message", "body": "help"}))["message"]["session_id"]
     assert (await admin.recv_type("session_opened"))["session"]["id"] == sid
-    claim = await Api(b.base_url + "/v1/chat").post("/admin/session/claim/", admin_key,
-                                                    {"session_id": sid})
+    claim = await Api(b.base_url + "/v1/chat").post(
+        "/admin/session/claim/", admin_key, {"session_id": sid}
+    )
     assert claim.status == 200
     assert (await store.recv_type("admin_connected"))["admin"]["name"] == "Admin0"
     await store.request({"type": "message", "body": "are you there?"})
@@ -147,7 +160,8 @@ async def test_a_store_on_one_node_and_its_admin_on_the_other_talk_live_and_resu
 
 @pytest.mark.gen_test(timeout=60)
 async def test_readyz_is_503_while_the_database_is_stepped_down_and_200_after(
-        wire_server, tmp_path, processes):
+    wire_server, tmp_path, processes
+):
     _, (a,) = start_nodes(wire_server, tmp_path, processes, names=("node-a",))
     ops = Api(a.base_url)
     assert (await ops.get("/readyz")).status == 200
@@ -166,8 +180,7 @@ async def test_readyz_is_503_while_the_database_is_stepped_down_and_200_after(
     await control.close()
 
 
-async def cross_node_latencies(store: Socket, admin: Socket, count: int,
-                               label: str) -> list[float]:
+async def cross_node_latencies(store: Socket, admin: Socket, count: int, label: str) -> list[float]:
     """Seconds from a store's send on one node to its arrival at the admin's
     socket on the other, for ``count`` messages one after another."""
     latencies = []
@@ -182,7 +195,8 @@ async def cross_node_latencies(store: Socket, admin: Socket, count: int,
 
 @pytest.mark.gen_test(timeout=90)
 async def test_a_killed_change_stream_is_reopened_and_cross_node_latency_recovers(
-        wire_server, tmp_path, processes):
+    wire_server, tmp_path, processes
+):
     # The feed polls only once a second here, so a node on polling alone
     # delivers another node's message ~0.5 s late on average; with its change
     # stream it is woken at once.
@@ -191,18 +205,28 @@ async def test_a_killed_change_stream_is_reopened_and_cross_node_latency_recover
     store = await hello(a, "store", store_key)
     admin = await hello(b, "admin", admin_key)
     sid = (await store.request({"type": "message", "body": "help"}))["message"]["session_id"]
-    assert (await Api(b.base_url + "/v1/chat").post(
-        "/admin/session/claim/", admin_key, {"session_id": sid})).status == 200
+    assert (
+        await Api(b.base_url + "/v1/chat").post(
+            "/admin/session/claim/", admin_key, {"session_id": sid}
+        )
+    ).status == 200
     before = await cross_node_latencies(store, admin, 8, "before")
     assert statistics.median(before) < 0.25, before
     control = wire_server.control_client()
     await wire_server.require_test_commands(control)
     # Node B's stream dies with an error the driver does not resume from
     # (ChangeStreamFatalError), and its reopening fails a few times more.
-    await control.admin.command({
-        "configureFailPoint": "failCommand", "mode": {"times": 4},
-        "data": {"failCommands": ["getMore", "aggregate"], "appName": "node-b",
-                 "errorCode": 280}})
+    await control.admin.command(
+        {
+            "configureFailPoint": "failCommand",
+            "mode": {"times": 4},
+            "data": {
+                "failCommands": ["getMore", "aggregate"],
+                "appName": "node-b",
+                "errorCode": 280,
+            },
+        }
+    )
     during = await cross_node_latencies(store, admin, 6, "during")  # polling bridges
     await control.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
     deadline = time.monotonic() + 15
@@ -216,3 +240,43 @@ async def test_a_killed_change_stream_is_reopened_and_cross_node_latency_recover
         text = log.read()
     assert "change stream ended" in text and "change stream reopened" in text
     await control.close()
+
+
+async def first_refusal(api: Api, key: str, timeout: float = 5.0) -> float:
+    """Seconds until ``key`` gets 401 on ``api``'s node (asking every 10 ms)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        reply = await api.get("/store/session/", key)
+        if reply.status == 401:
+            return time.monotonic() - started
+        assert reply.status in (200, 404), reply
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"key still accepted {timeout}s after its change")
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_key_revoked_or_rotated_elsewhere_is_refused_on_a_node_that_cached_it(
+    wire_server, tmp_path, processes
+):
+    """Node B remembers REST keys (storage/mongo_keys.py) while it follows key
+    changes: a key revoked (or rotated) through another process is refused on
+    B as soon as B's stream has read the change, and for good."""
+    db, (_, b) = start_nodes(wire_server, tmp_path, processes)
+    _, store_keys = await accounts(wire_server, db, stores=2)
+    api = Api(b.base_url + "/v1/chat")
+    await asyncio.sleep(1.0)  # B's key-change stream is open and caught up
+    for key in store_keys:  # B looks each key up, then answers from memory
+        for _ in range(5):
+            assert (await api.get("/store/session/", key)).status in (200, 404)
+    storage = MongoStorage.from_url(wire_server.url_for(db))
+    stores = await storage.list_stores()
+    assert await storage.revoke_key(Role.STORE, stores[0].id)
+    assert await first_refusal(api, store_keys[0]) < 2.0
+    new_key = await storage.rotate_key(Role.STORE, stores[1].id)
+    assert await first_refusal(api, store_keys[1]) < 2.0
+    await storage.close()
+    for _ in range(20):  # refused for good; the new key works at once
+        assert (await api.get("/store/session/", store_keys[0])).status == 401
+        assert (await api.get("/store/session/", store_keys[1])).status == 401
+        assert (await api.get("/store/session/", new_key)).status in (200, 404)
+    api.close()

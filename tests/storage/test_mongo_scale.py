@@ -7,10 +7,13 @@ else's sessions."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import pymongo
 import pytest
@@ -21,7 +24,7 @@ from actors.feed import EventFeed
 from storage.mongo import MongoStorage
 from tests.helpers import ROOT, Api, ServerProcess
 from tests.mongo_checks import assert_consistent
-from tests.test_mongo_cluster import accounts, hello
+from tests.processes.test_mongo_cluster import accounts, hello
 
 WRITE_CONFLICT = 112
 
@@ -31,7 +34,7 @@ class TransactionWatch(monitoring.CommandListener):
     most transactions this client had open at once, from command monitoring."""
 
     def __init__(self) -> None:
-        self.conflicts: list[dict] = []
+        self.conflicts: list[Mapping[str, Any]] = []
         self.open: set = set()
         self.most_open = 0
 
@@ -50,17 +53,20 @@ class TransactionWatch(monitoring.CommandListener):
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         failure = event.failure
-        if failure.get("code") == WRITE_CONFLICT or \
-                "TransientTransactionError" in failure.get("errorLabels", []):
+        if failure.get("code") == WRITE_CONFLICT or "TransientTransactionError" in failure.get(
+            "errorLabels", []
+        ):
             self.conflicts.append(failure)
 
 
 @pytest.mark.gen_test(timeout=120)
 async def test_concurrent_changes_on_distinct_sessions_in_one_process_commit_with_no_write_conflict(
-        wire_server):
+    wire_server,
+):
     watch = TransactionWatch()
-    client = pymongo.AsyncMongoClient(wire_server.url_for(), w="majority", tz_aware=True,
-                                      event_listeners=[watch])
+    client: pymongo.AsyncMongoClient[dict[str, Any]] = pymongo.AsyncMongoClient(
+        wire_server.url_for(), w="majority", tz_aware=True, event_listeners=[watch]
+    )
     storage = MongoStorage(client.get_default_database(), client)
     await storage.setup()
     try:
@@ -69,13 +75,14 @@ async def test_concurrent_changes_on_distinct_sessions_in_one_process_commit_wit
 
         async def one_session(store, admin) -> None:
             session = (await storage.post_store_message(store.id, "help", None)).session
+            assert session is not None
             assert (await storage.claim_session(session.id, admin, 0)).outcome.value == "won"
             for i in range(4):
                 await storage.post_store_message(store.id, f"s{i}", f"c{i}")
                 await storage.post_admin_message(session.id, admin.id, f"a{i}", f"c{i}")
             assert (await storage.close_session(session.id, admin.id)).outcome.value == "done"
 
-        await asyncio.gather(*[one_session(s, a) for s, a in zip(stores, admins)])
+        await asyncio.gather(*[one_session(s, a) for s, a in zip(stores, admins, strict=True)])
         assert watch.conflicts == []
         assert watch.most_open >= 4, "the changes did not run in parallel"
         await assert_consistent(storage.db)
@@ -106,12 +113,19 @@ asyncio.run(main())
 
 @pytest.mark.gen_test(timeout=120)
 async def test_ids_stay_unique_when_two_processes_create_accounts_sessions_and_messages_at_once(
-        wire_server, tmp_path, processes):
+    wire_server, tmp_path, processes
+):
     db = f"chat_ids_{time.monotonic_ns()}"
     url = wire_server.url_for(db)
-    creators = [subprocess.Popen([sys.executable, "-c", CREATE_SCRIPT.format(
-        root=ROOT, url=url, tag=tag)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
-        for tag in ("p1", "p2")]
+    creators = [
+        subprocess.Popen(
+            [sys.executable, "-c", CREATE_SCRIPT.format(root=ROOT, url=url, tag=tag)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        for tag in ("p1", "p2")
+    ]
     outputs = [c.communicate(timeout=60)[0] for c in creators]
     assert all(c.returncode == 0 for c in creators)
     admin_ids = [int(x) for out in outputs for x in out.split()[:30]]
@@ -137,8 +151,11 @@ async def test_ids_stay_unique_when_two_processes_create_accounts_sessions_and_m
             got.append((reply.json["id"], reply.json["session_id"]))
         return got
 
-    written = [m for got in await asyncio.gather(*[write(i, k) for i, k in
-                                                    enumerate(store_keys)]) for m in got]
+    written = [
+        m
+        for got in await asyncio.gather(*[write(i, k) for i, k in enumerate(store_keys)])
+        for m in got
+    ]
     assert len({message_id for message_id, _ in written}) == 100
     assert len({session_id for _, session_id in written}) == 20
     assert await control[db].messages.count_documents({}) == 100
@@ -147,8 +164,7 @@ async def test_ids_stay_unique_when_two_processes_create_accounts_sessions_and_m
 
 
 @pytest.mark.gen_test(timeout=120)
-async def test_a_feed_restarted_under_its_node_name_continues_from_its_saved_position(
-        wire_server):
+async def test_a_feed_restarted_under_its_node_name_continues_from_its_saved_position(wire_server):
     url = wire_server.url_for()
     writer = MongoStorage.from_url(url)
     await writer.setup()
@@ -192,29 +208,30 @@ async def test_a_feed_restarted_under_its_node_name_continues_from_its_saved_pos
 
 def node_config(tmp_path, name: str) -> str:
     path = tmp_path / f"{name}.yaml"
-    path.write_text("storage:\n  mongo_timeout_ms: 2000\n"
-                    f"events:\n  poll_interval_secs: 0.02\n  node: {name}\n")
+    path.write_text(
+        f"storage:\n  mongo_timeout_ms: 2000\nevents:\n  poll_interval_secs: 0.02\n  node: {name}\n"
+    )
     return str(path)
 
 
 @pytest.mark.gen_test(timeout=180)
 async def test_a_sigkilled_node_stalls_no_other_node_and_its_clients_resume_after_restart(
-        wire_server, tmp_path, processes):
+    wire_server, tmp_path, processes
+):
     db = f"chat_kill_{time.monotonic_ns()}"
     nodes = []
     for name in ("node-a", "node-b"):
-        node = ServerProcess(wire_server.url_for(db, app_name=name),
-                             config_path=node_config(tmp_path, name))
+        node = ServerProcess(
+            wire_server.url_for(db, app_name=name), config_path=node_config(tmp_path, name)
+        )
         processes.append(node)
         nodes.append(node.start(str(tmp_path / f"{name}.log")))
     a, b = nodes
     (admin_key,), store_keys = await accounts(wire_server, db, admins=1, stores=12)
     api_a, api_b = Api(a.base_url + "/v1/chat"), Api(b.base_url + "/v1/chat")
     # The admin (on node A) holds the session of store 0, which writes through B.
-    sid = (await api_b.post("/store/message/", store_keys[0], {"body": "help"})).json[
-        "session_id"]
-    assert (await api_a.post("/admin/session/claim/", admin_key,
-                             {"session_id": sid})).status == 200
+    sid = (await api_b.post("/store/message/", store_keys[0], {"body": "help"})).json["session_id"]
+    assert (await api_a.post("/admin/session/claim/", admin_key, {"session_id": sid})).status == 200
     admin = await hello(a, "admin", admin_key)
     seen: list[int] = []
 
@@ -235,8 +252,9 @@ async def test_a_sigkilled_node_stalls_no_other_node_and_its_clients_resume_afte
         i = 0
         while time.monotonic() < stop_at[0] and i < 400:
             try:
-                reply = await api.post("/store/message/", key,
-                                       {"body": f"m{i}", "client_id": f"c{i}"})
+                reply = await api.post(
+                    "/store/message/", key, {"body": f"m{i}", "client_id": f"c{i}"}
+                )
             except (OSError, tornado.httpclient.HTTPClientError):  # only node A dies
                 assert not on_b
                 return
@@ -257,7 +275,7 @@ async def test_a_sigkilled_node_stalls_no_other_node_and_its_clients_resume_afte
     statuses = [status for _, status in b_replies]
     assert statuses and set(statuses) <= {200, 201}, statuses
     times = [killed_at] + [t for t, _ in b_replies]
-    longest_stall = max(later - earlier for earlier, later in zip(times, times[1:]))
+    longest_stall = max(later - earlier for earlier, later in itertools.pairwise(times))
     assert longest_stall <= 2.0, longest_stall
     reader.cancel()
 
@@ -272,7 +290,7 @@ async def test_a_sigkilled_node_stalls_no_other_node_and_its_clients_resume_afte
             replayed.append(frame["message"]["seq"])
     reply = await api_b.post("/store/message/", store_keys[0], {"body": "after"})
     final_seq = reply.json["seq"]
-    live = []
+    live: list[int] = []
     while not live or live[-1] != final_seq:
         frame = await admin.recv_type("message", 10)
         if frame["message"]["session_id"] == sid:
