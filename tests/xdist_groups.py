@@ -41,10 +41,14 @@ def _source(path: str) -> str:
 @functools.cache
 def on_wire_tier(path: str) -> bool:
     """Whether every test of the file at ``path`` (relative to the repository)
-    uses the wire server: a function of it, or of a test module whose
-    fixtures it imports, takes the ``wire_server`` fixture."""
+    uses the wire server: a function of it, of its folder's conftest.py, or of
+    a test module whose fixtures it imports, takes the ``wire_server`` fixture."""
     source = _source(path)
     if TAKES_WIRE_SERVER.search(source):
+        return True
+    # A folder whose conftest.py builds its fixtures on the wire server (the
+    # fault tier's ``overrides``) puts every test file beside it on the tier.
+    if TAKES_WIRE_SERVER.search(_source(os.path.join(os.path.dirname(path), "conftest.py"))):
         return True
     return any(
         TAKES_WIRE_SERVER.search(_source(module.replace(".", "/") + ".py"))

@@ -1,5 +1,5 @@
-"""Fixtures of the Mongo fault tests (tests/storage/test_mongo_faults.py and
-tests/storage/test_workflow_mongo_faults.py): the client name a failpoint
+"""Fixtures of the Mongo fault tests (tests/storage/faults/test_mongo_faults.py and
+tests/storage/faults/test_workflow_mongo_faults.py): the client name a failpoint
 aims at, the control client that sets failpoints, the app's settings."""
 
 from __future__ import annotations

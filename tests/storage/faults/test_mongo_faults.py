@@ -25,7 +25,7 @@ from tests.mongo_checks import assert_consistent
 
 # The commands each request sends, in order (read off with command
 # monitoring): the key's lookup (stores, then admins; the node's memory of
-# keys is off here, see tests/storage/conftest.py), a read of the session (a
+# keys is off here, see tests/storage/faults/conftest.py), a read of the session (a
 # repeated client_id is refused by its unique index, not read first), then
 # its transaction (storage/mongo_sessions.py,
 # storage/mongo_messages.py). "fam" is findAndModify; a message's insert

@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import claimed_session, make_admin
 from tests.mongo_checks import assert_consistent
-from tests.storage.test_mongo_faults import FAULTS
+from tests.storage.faults.test_mongo_faults import FAULTS
 
 # (command, how many of that name the request sends before it): the steps of
 # the key lookup, the actor's read and the transfer's transaction, and a few
