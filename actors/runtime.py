@@ -37,10 +37,10 @@ import collections
 import logging
 import time
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from actors import metrics
-from actors.actor import Actor
+from actors.actor import Actor, Command
 from actors.errors import ActorStopped, ChatError, MailboxFull
 from storage.base import Reply
 
@@ -49,6 +49,10 @@ from storage.base import Reply
 Waiter = asyncio.Future[Any] | Reply | None
 
 log = logging.getLogger(__name__)
+
+# An actor's key (a session id), and what a command is answered with.
+K = TypeVar("K", bound=Hashable)
+R = TypeVar("R")
 
 _STOP = object()
 # Queued at the head of a mailbox when a command started by ``start_now``
@@ -77,7 +81,7 @@ class _Cell:
         self.task: asyncio.Task[None] | None = None
 
 
-class ActorSystem:
+class ActorSystem(Generic[K]):
     """The live actors, one per key, made by ``factory`` on the first command
     for a key: ``tell`` / ``ask`` put a command in its mailbox (bounded:
     ``MailboxFull`` past ``mailbox_size``); an actor idle for
@@ -86,7 +90,7 @@ class ActorSystem:
 
     def __init__(
         self,
-        factory: Callable[[Hashable], Actor],
+        factory: Callable[[K], Actor],
         *,
         mailbox_size: int = 1000,
         idle_timeout_secs: float = 300.0,
@@ -109,11 +113,11 @@ class ActorSystem:
         return key in self._cells
 
     # --- sending ----------------------------------------------------------
-    def tell(self, key: Hashable, command: Any) -> None:
+    def tell(self, key: K, command: Command[Any]) -> None:
         """Enqueue without waiting for the reply."""
         self._enqueue(key, command, None)
 
-    async def ask(self, key: Hashable, command: Any) -> Any:
+    async def ask(self, key: K, command: Command[R]) -> R:
         """Enqueue and wait for the reply (or the command's error); run it at
         once if the actor has nothing else to do."""
         cell = self._cells.get(key)
@@ -125,12 +129,13 @@ class ActorSystem:
             and not self._closing
         ):
             metrics.ACTOR_MAILBOX_DEPTH.observe(0)
-            return await self._run_inline(cell, command)
-        future = asyncio.get_running_loop().create_future()
+            # The actor's receive answers a Command[R] with an R (actors/actor.py).
+            return cast("R", await self._run_inline(cell, command))
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._enqueue(key, command, future)
         return await future
 
-    def ask_with_reply(self, key: Hashable, command: Any, reply: Reply) -> None:
+    def ask_with_reply(self, key: K, command: Command[Any], reply: Reply) -> None:
         """Like ``ask``, answered by ``reply(result, error)``: once, on the loop,
         after this returns. A full mailbox or a stopping system raise here,
         as with ``ask``."""
@@ -196,7 +201,7 @@ class ActorSystem:
             if cell.mailbox:
                 _wake(cell)
 
-    def _enqueue(self, key: Hashable, command: Any, future: Waiter) -> None:
+    def _enqueue(self, key: K, command: Any, future: Waiter) -> None:
         # No await between lookup and put: a passivation (also synchronous)
         # cannot slip in between and strand the command in a dead mailbox.
         if self._closing:
@@ -210,7 +215,7 @@ class ActorSystem:
         _wake(cell)
 
     # --- lifecycle --------------------------------------------------------
-    def _spawn(self, key: Hashable) -> _Cell:
+    def _spawn(self, key: K) -> _Cell:
         cell = _Cell(key, self._factory(key))
         self._cells[key] = cell
         metrics.ACTORS_ACTIVE.inc()
