@@ -66,7 +66,8 @@ class ChatHTTPServer(tornado.httpserver.HTTPServer):
     ) -> None:
         """Runs when the server is made: Tornado's options, plus the trusted proxies and the
         header and body deadlines."""
-        super().initialize(*args, xheaders=False, **kwargs)
+        kwargs["xheaders"] = False  # the trusted proxies decide whose headers count
+        super().initialize(*args, **kwargs)
         self.trusted_proxies = parse_networks(trusted_proxies)
         params = self.conn_params
         if header_timeout is not None:

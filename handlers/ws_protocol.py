@@ -220,8 +220,9 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
 
     def _write(self, data: bytes) -> None:
         """Write unless our close frame has gone (nothing may follow it)."""
-        if self.writable():
-            self._transport.write(data)
+        transport = self._transport
+        if transport is not None and self.writable():
+            transport.write(data)
 
     def _process_server_headers(self, key: str | bytes, headers: Any) -> None:
         raise NotImplementedError("server side only")
@@ -428,6 +429,8 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
         """Hand one message to the handler; if it returns a coroutine, hold the
         next frames until it is done (one at a time, as Tornado does)."""
         try:
+            if self._context is None:  # frames are held until open has set it
+                raise RuntimeError("a frame was dispatched before open")
             result = self._context.run(self.handler.on_message, message)
         except Exception:
             self.handler.log_exception(*sys.exc_info())
@@ -448,8 +451,8 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
     def _handler_done(self, task: asyncio.Future) -> None:
         self._handler_task = None
         if task.cancelled() or task.exception() is not None:
-            if not task.cancelled():
-                exc = task.exception()
+            exc = None if task.cancelled() else task.exception()
+            if exc is not None:
                 self.handler.log_exception(type(exc), exc, exc.__traceback__)
             self._abort()
             return
