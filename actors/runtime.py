@@ -1,4 +1,5 @@
-"""The actor runtime: the one mailbox loop, refs, supervision and passivation.
+"""The actor runtime: the one mailbox loop, refs, supervision and passivation
+(one actor's mailbox, and how its waiters are answered: ``actors/mailbox.py``).
 
 An ``Actor`` subclass (``actors/actor.py``) implements ``receive`` (and optionally ``on_start`` /
 ``on_stop``). The ``ActorSystem`` owns one actor per key, started on the first
@@ -33,7 +34,6 @@ otherwise the command queues like any other and the callback gets the answer.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
 from collections.abc import Callable, Hashable
@@ -42,11 +42,8 @@ from typing import Any, Generic, TypeVar, cast
 from actors import metrics
 from actors.actor import Actor, Command
 from actors.errors import ActorStopped, ChatError, MailboxFull
+from actors.mailbox import RESTART, STOP, Cell, Waiter, settle, wake
 from storage.base import Reply
-
-# Who waits for a command's outcome: an ask's future, a reply callback, or no
-# one (a tell).
-Waiter = asyncio.Future[Any] | Reply | None
 
 log = logging.getLogger(__name__)
 
@@ -54,31 +51,8 @@ log = logging.getLogger(__name__)
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
 
-_STOP = object()
-# Queued at the head of a mailbox when a command started by ``start_now``
-# failed unexpectedly: the loop restarts the actor before the next command.
-_RESTART = object()
 # Most commands one mailbox pass starts together (see Actor.overlap_key).
 MAX_GROUP = 100
-
-
-class _Cell:
-    """The runtime's record of one live actor: its mailbox and bookkeeping."""
-
-    def __init__(self, key: Hashable, actor: Actor):
-        self.key = key
-        self.actor = actor
-        self.mailbox: collections.deque[tuple[Any, Waiter]] = collections.deque()
-        self.wake: asyncio.Future[None] | None = None  # set while the loop waits for work
-        self.started = False
-        # Commands running (in the loop, inline in an ask, or started now);
-        # more than one only for commands of one overlap key.
-        self.running = 0
-        self.running_key: Any = None  # their overlap key while some run beside others
-        self.stopped = False
-        self.last_active = time.monotonic()
-        self.restarts: collections.deque[float] = collections.deque()
-        self.task: asyncio.Task[None] | None = None
 
 
 class ActorSystem(Generic[K]):
@@ -102,7 +76,7 @@ class ActorSystem(Generic[K]):
         self._idle_timeout_secs = idle_timeout_secs
         self._max_restarts = max_restarts
         self._restart_window_secs = restart_window_secs
-        self._cells: dict[Hashable, _Cell] = {}
+        self._cells: dict[Hashable, Cell] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -168,7 +142,7 @@ class ActorSystem(Generic[K]):
         self._enqueue(key, command, reply)
 
     def _finished_now(
-        self, cell: _Cell, command: Any, reply: Reply, result: Any, exc: BaseException | None
+        self, cell: Cell, command: Any, reply: Reply, result: Any, exc: BaseException | None
     ) -> None:
         """A command ``start_now`` started is answered: book it, reply, and let
         queued commands run once nothing else does."""
@@ -176,14 +150,14 @@ class ActorSystem(Generic[K]):
         cell.last_active = time.monotonic()
         if exc is not None and not isinstance(exc, ChatError):
             log.error("actor %r failed on %r", cell.key, command, exc_info=exc)
-            cell.mailbox.appendleft((_RESTART, None))
-        _settle(reply, result, exc)
+            cell.mailbox.appendleft((RESTART, None))
+        settle(reply, result, exc)
         if not cell.running:
             cell.running_key = None
             if cell.mailbox:
-                _wake(cell)
+                wake(cell)
 
-    async def _run_inline(self, cell: _Cell, command: Any) -> Any:
+    async def _run_inline(self, cell: Cell, command: Any) -> Any:
         cell.running += 1
         try:
             return await cell.actor.receive(command)
@@ -193,13 +167,13 @@ class ActorSystem(Generic[K]):
             log.exception("actor %r failed on %r", cell.key, command)
             if not await self._restart(cell):
                 self._forget(cell)
-                cell.mailbox.append((_STOP, None))
+                cell.mailbox.append((STOP, None))
             raise
         finally:
             cell.running -= 1
             cell.last_active = time.monotonic()
             if cell.mailbox:
-                _wake(cell)
+                wake(cell)
 
     def _enqueue(self, key: K, command: Any, future: Waiter) -> None:
         # No await between lookup and put: a passivation (also synchronous)
@@ -212,11 +186,11 @@ class ActorSystem(Generic[K]):
             raise MailboxFull()
         metrics.ACTOR_MAILBOX_DEPTH.observe(depth)
         cell.mailbox.append((command, future))
-        _wake(cell)
+        wake(cell)
 
     # --- lifecycle --------------------------------------------------------
-    def _spawn(self, key: K) -> _Cell:
-        cell = _Cell(key, self._factory(key))
+    def _spawn(self, key: K) -> Cell:
+        cell = Cell(key, self._factory(key))
         self._cells[key] = cell
         metrics.ACTORS_ACTIVE.inc()
         cell.task = asyncio.get_running_loop().create_task(self._run(cell))
@@ -224,7 +198,7 @@ class ActorSystem(Generic[K]):
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_idle())
         return cell
 
-    async def _run(self, cell: _Cell) -> None:
+    async def _run(self, cell: Cell) -> None:
         """The mailbox loop: the only one in the code base."""
         try:
             if not await self._start(cell):
@@ -236,9 +210,9 @@ class ActorSystem(Generic[K]):
                     cell.wake = asyncio.get_running_loop().create_future()
                     await cell.wake
                 command, future = cell.mailbox.popleft()
-                if command is _STOP:
+                if command is STOP:
                     return
-                if command is _RESTART:
+                if command is RESTART:
                     cell.running += 1  # nothing starts beside on_start
                     try:
                         if not await self._restart(cell):
@@ -255,14 +229,14 @@ class ActorSystem(Generic[K]):
                 try:
                     result = await cell.actor.receive(command)
                 except ChatError as exc:
-                    _settle(future, exc=exc)
+                    settle(future, exc=exc)
                 except Exception as exc:
                     log.exception("actor %r failed on %r", cell.key, command)
-                    _settle(future, exc=exc)
+                    settle(future, exc=exc)
                     if not await self._restart(cell):
                         return
                 else:
-                    _settle(future, result=result)
+                    settle(future, result=result)
                 finally:
                     cell.running -= 1
                     cell.last_active = time.monotonic()
@@ -270,13 +244,13 @@ class ActorSystem(Generic[K]):
             self._forget(cell)
             while cell.mailbox:
                 _command, future = cell.mailbox.popleft()
-                _settle(future, exc=ActorStopped())
+                settle(future, exc=ActorStopped())
             try:
                 await cell.actor.on_stop()
             except Exception:
                 log.exception("actor %r failed in on_stop", cell.key)
 
-    def _take_group(self, cell: _Cell, command: Any, future: Waiter) -> list[tuple[Any, Waiter]]:
+    def _take_group(self, cell: Cell, command: Any, future: Waiter) -> list[tuple[Any, Waiter]]:
         """The command, and the queued ones right behind it that may overlap it
         (same ``Actor.overlap_key``), up to ``MAX_GROUP``."""
         group = [(command, future)]
@@ -286,12 +260,12 @@ class ActorSystem(Generic[K]):
         mailbox = cell.mailbox
         while mailbox and len(group) < MAX_GROUP:
             nxt = mailbox[0][0]
-            if nxt is _STOP or nxt is _RESTART or cell.actor.overlap_key(nxt) != key:
+            if nxt is STOP or nxt is RESTART or cell.actor.overlap_key(nxt) != key:
                 break
             group.append(mailbox.popleft())
         return group
 
-    async def _run_group(self, cell: _Cell, group: list[tuple[Any, Waiter]]) -> bool:
+    async def _run_group(self, cell: Cell, group: list[tuple[Any, Waiter]]) -> bool:
         """Start every command of the group at once (each reaches storage in
         mailbox order, so one commit can take them all), then answer each in
         order. False if the actor must stop."""
@@ -304,19 +278,19 @@ class ActorSystem(Generic[K]):
                 try:
                     result = await task
                 except ChatError as exc:
-                    _settle(future, exc=exc)
+                    settle(future, exc=exc)
                 except Exception as exc:
                     log.exception("actor %r failed on %r", cell.key, command)
-                    _settle(future, exc=exc)
+                    settle(future, exc=exc)
                     failed = True
                 else:
-                    _settle(future, result=result)
+                    settle(future, result=result)
             return not failed or await self._restart(cell)
         finally:
             cell.running -= 1
             cell.last_active = time.monotonic()
 
-    async def _start(self, cell: _Cell) -> bool:
+    async def _start(self, cell: Cell) -> bool:
         while True:
             try:
                 await cell.actor.on_start()
@@ -326,12 +300,12 @@ class ActorSystem(Generic[K]):
                 if not self._may_restart(cell):
                     return False
 
-    async def _restart(self, cell: _Cell) -> bool:
+    async def _restart(self, cell: Cell) -> bool:
         if not self._may_restart(cell):
             return False
         return await self._start(cell)
 
-    def _may_restart(self, cell: _Cell) -> bool:
+    def _may_restart(self, cell: Cell) -> bool:
         now = time.monotonic()
         while cell.restarts and now - cell.restarts[0] > self._restart_window_secs:
             cell.restarts.popleft()
@@ -347,7 +321,7 @@ class ActorSystem(Generic[K]):
         metrics.ACTOR_RESTARTS.inc()
         return True
 
-    def _forget(self, cell: _Cell) -> None:
+    def _forget(self, cell: Cell) -> None:
         if not cell.stopped:
             cell.stopped = True
             if self._cells.get(cell.key) is cell:
@@ -363,8 +337,8 @@ class ActorSystem(Generic[K]):
             for cell in list(self._cells.values()):
                 if not cell.running and not cell.mailbox and cell.last_active < cutoff:
                     self._forget(cell)  # from now on, new commands start a fresh actor
-                    cell.mailbox.append((_STOP, None))
-                    _wake(cell)
+                    cell.mailbox.append((STOP, None))
+                    wake(cell)
                     metrics.ACTOR_PASSIVATIONS.inc()
         self._sweeper = None
 
@@ -373,37 +347,10 @@ class ActorSystem(Generic[K]):
         self._closing = True
         cells = list(self._cells.values())
         for cell in cells:
-            cell.mailbox.append((_STOP, None))  # after the commands already queued
-            _wake(cell)
+            cell.mailbox.append((STOP, None))  # after the commands already queued
+            wake(cell)
         tasks = [c.task for c in cells if c.task]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout_secs)
         if self._sweeper:
             self._sweeper.cancel()
-
-
-def _wake(cell: _Cell) -> None:
-    """Let the actor's loop look at its mailbox again (it may be waiting)."""
-    if cell.wake is not None and not cell.wake.done():
-        cell.wake.set_result(None)
-
-
-def _settle(future: Waiter, result: Any = None, exc: BaseException | None = None) -> None:
-    if future is None:
-        return
-    if not isinstance(future, asyncio.Future):  # a reply callback
-        try:
-            future(result, exc)
-        except Exception:
-            log.exception("an actor's reply callback failed")
-        return
-    if future.done():
-        return
-    if exc is not None:
-        if isinstance(exc, ChatError):
-            # An answer, never shown with a traceback; its frames (which hold
-            # this future) would make each refusal a cycle for the GC.
-            exc.__traceback__ = None
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
