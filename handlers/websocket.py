@@ -16,18 +16,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import tornado.websocket
-
 from actors import metrics
 from actors.chat import ChatService
 from actors.errors import ChatError, Invalid, NotFound
-from actors.hub import SENDING_CONNECTION, Frame, Hub, Sender
+from actors.hub import SENDING_CONNECTION, Hub, Sender
 from handlers import codec, workflow
 from handlers.base import authenticate_header, authenticate_key
 from handlers.errors import (
     WS_CLOSE_BAD_KEY,
     WS_CLOSE_INTERNAL_ERROR,
-    WS_CLOSE_TRY_AGAIN_LATER,
     WS_CLOSE_WRONG_KIND,
     HTTPProblem,
     JSONErrors,
@@ -37,6 +34,7 @@ from handlers.frame_fields import BAD_REF, describe_bad_choice, is_echoable_ref
 from handlers.render import message_json, principal_json
 from handlers.throttle import Throttle
 from handlers.validation import Fields, required
+from handlers.ws_outgoing import OutgoingFrames
 from handlers.ws_protocol import FramedConnection, framed_connection
 from storage.base import MAX_HISTORY_PAGE
 from storage.outcomes import PostResult
@@ -59,7 +57,7 @@ class SocketSettings:
     typing_interval_secs: float = 1.0
 
 
-class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
+class ChatSocket(JSONErrors, OutgoingFrames):
     """One chat WebSocket: authenticates by an ``auth`` frame, then carries frames both ways."""
 
     role: Role = Role.STORE
@@ -73,6 +71,7 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         self.throttle = throttle
         self.hub = hub
         self.settings_ = settings
+        self.max_buffered_bytes = settings.max_buffered_bytes
         self.conn_id = next(_connection_ids)
         self.principal: Principal | None = None
         self.protocol = codec.JSON
@@ -88,13 +87,6 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         if self.principal is None:
             raise RuntimeError("a frame was handled before the socket authenticated")
         return self.principal
-
-    @property
-    def connection(self) -> FramedConnection | None:
-        """The socket's framing (``get_websocket_protocol`` makes every one a
-        ``FramedConnection``); None before the handshake and once closed."""
-        conn = self.ws_connection
-        return conn if isinstance(conn, FramedConnection) else None
 
     # --- handshake --------------------------------------------------------
     async def get(self, *args: Any, **kwargs: Any) -> None:
@@ -370,49 +362,6 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
 
     async def _on_ping_frame(self, frame: dict[str, Any], ref: Any) -> None:
         self.send({"type": "pong", "ref": ref} if ref is not None else {"type": "pong"})
-
-    # --- outgoing frames ----------------------------------------------------
-    def send(self, data: dict[str, Any]) -> None:
-        """Send a reply frame (ack, error, hello, pong) to this socket only."""
-        if data.get("ref", 0) is None:
-            del data["ref"]
-        self._queue(codec.encode(self.protocol, data), data["type"])
-
-    def send_event(self, frame: Frame) -> None:
-        """The hub's way in: must not block; cuts off a client that stopped reading."""
-        self._queue(codec.encode_event(self.protocol, frame), frame.type)
-
-    def _queue(self, payload: bytes, kind: str) -> None:
-        """Queue one frame; every frame queued in one loop pass goes out in a
-        single write when the pass ends (``_flush``), not one syscall each."""
-        conn = self.connection
-        if conn is None or not conn.writable():
-            return
-        pending = self._out_bytes + conn.buffered_bytes()
-        if pending > self.settings_.max_buffered_bytes:
-            log.warning("ws %d cut off: %d bytes unread", self.conn_id, pending)
-            self._out, self._out_bytes = [], 0
-            self.hub.remove(self.conn_id)
-            self.close(WS_CLOSE_TRY_AGAIN_LATER, "Too slow; resume when ready.")
-            return
-        if not self._out:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._out.append(payload)
-        self._out_bytes += len(payload)
-        metrics.WS_FRAMES.labels("out", kind).inc()
-
-    def _flush(self) -> None:
-        """Write the frames queued in this loop pass (runs once per pass that queued)."""
-        frames, self._out, self._out_bytes = self._out, [], 0
-        conn = self.connection
-        if not frames or conn is None or not conn.writable():
-            return
-        conn.write_frames(frames, binary=self.protocol == codec.MSGPACK)
-
-    def close(self, code: int | None = None, reason: str | None = None) -> None:
-        """Close after the frames already queued (a close frame must come last)."""
-        self._flush()
-        super().close(code, reason)
 
 
 class AdminSocket(ChatSocket):
