@@ -3,9 +3,17 @@ and when it calls them."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from storage.base import Reply
+
+# What a command is answered with.
+R_co = TypeVar("R_co", covariant=True)
+
+
+class Command(Generic[R_co]):
+    """Base of the commands ``ActorSystem.ask`` takes: one answered with an
+    ``R_co`` (the actor's ``receive`` returns it), so ``ask`` returns that type."""
 
 
 class Actor:

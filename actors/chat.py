@@ -9,10 +9,11 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
+from actors.actor import Command
 from actors.errors import ActorStopped, ChatError, Conflict, NotFound, PermissionDenied
 from actors.hub import SENDING_CONNECTION, Sender
+from actors.presence import PresenceTracker
 from actors.runtime import ActorSystem
 from actors.session import (
     SESSION_CLOSED,
@@ -67,7 +68,7 @@ class ChatService:
         self._store_sessions: collections.OrderedDict[int, int] = collections.OrderedDict()
         # SQLite's group commit answers writes by callback; MongoDB's are awaited.
         self._replies = hasattr(storage, "post_store_message_with_reply")
-        self.actors = ActorSystem(
+        self.actors: ActorSystem[int] = ActorSystem(
             lambda session_id: SessionActor(session_id, storage, on_stored),
             mailbox_size=settings.mailbox_size,
             idle_timeout_secs=settings.idle_timeout_secs,
@@ -123,7 +124,7 @@ class ChatService:
         )
         return True
 
-    def _ask_with_reply(self, session_id: int, command: Any, reply: Reply) -> None:
+    def _ask_with_reply(self, session_id: int, command: Command[PostResult], reply: Reply) -> None:
         try:
             self.actors.ask_with_reply(session_id, command, reply)
         except ChatError as exc:  # a full mailbox, or shutting down: answered at once
@@ -211,13 +212,16 @@ class ChatService:
             return result
         raise ActorStopped()
 
-    def _remember_store_session(self, store_id: int, session: Session) -> None:
-        """Route the store's next message straight to this session's actor.
+    def _remember_store_session(self, store_id: int, session: Session | None) -> None:
+        """Route the store's next message straight to this session's actor
+        (none came back: nothing to route by).
 
         Only a routing hint, saving a read per message: storage picks the
         store's active session itself, so a stale entry cannot misplace a
         message (it just costs one hop through an old session's actor).
         """
+        if session is None:
+            return
         if session.status is SessionStatus.CLOSED:
             self._store_sessions.pop(store_id, None)
             return
@@ -234,6 +238,8 @@ class ChatService:
         if who.role is Role.STORE:
             session = await self.current_store_session(who)
         else:
+            if session_id is None:  # an admin's typing frame names its session
+                raise NotFound()
             session = await self.readable_session(who, session_id)
             if session.admin_id != who.id:
                 raise PermissionDenied()
@@ -303,7 +309,7 @@ class ChatService:
 
     # --- the support workflow (issue 12) ---------------------------------------
     # Set by the server: the process's presence tracker (actors/presence.py).
-    presence = None
+    presence: PresenceTracker | None = None
 
     async def transfer(self, admin: Principal, session_id: int, target_id: int) -> Session:
         """The holder hands the session to ``target_id`` (one guarded write)."""
@@ -329,6 +335,8 @@ class ChatService:
 
     async def admins_with_presence(self, limit: int, after_id: int) -> list[AdminPresence]:
         """A page of admins by id, with presence and the sessions each holds."""
+        if self.presence is None:
+            raise RuntimeError("the server sets ChatService.presence before serving")
         return await self.storage.list_admins_with_presence(
             limit, after_id, self.presence.live_after()
         )

@@ -1,4 +1,5 @@
-"""The actor runtime: the one mailbox loop, refs, supervision and passivation.
+"""The actor runtime: the one mailbox loop, refs, supervision and passivation
+(one actor's mailbox, and how its waiters are answered: ``actors/mailbox.py``).
 
 An ``Actor`` subclass (``actors/actor.py``) implements ``receive`` (and optionally ``on_start`` /
 ``on_stop``). The ``ActorSystem`` owns one actor per key, started on the first
@@ -33,51 +34,28 @@ otherwise the command queues like any other and the callback gets the answer.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from actors import metrics
-from actors.actor import Actor
+from actors.actor import Actor, Command
 from actors.errors import ActorStopped, ChatError, MailboxFull
+from actors.mailbox import RESTART, STOP, Cell, Waiter, settle, wake
 from storage.base import Reply
-
-# Who waits for a command's outcome: an ask's future, a reply callback, or no
-# one (a tell).
-Waiter = asyncio.Future[Any] | Reply | None
 
 log = logging.getLogger(__name__)
 
-_STOP = object()
-# Queued at the head of a mailbox when a command started by ``start_now``
-# failed unexpectedly: the loop restarts the actor before the next command.
-_RESTART = object()
+# An actor's key (a session id), and what a command is answered with.
+K = TypeVar("K", bound=Hashable)
+R = TypeVar("R")
+
 # Most commands one mailbox pass starts together (see Actor.overlap_key).
 MAX_GROUP = 100
 
 
-class _Cell:
-    """The runtime's record of one live actor: its mailbox and bookkeeping."""
-
-    def __init__(self, key: Hashable, actor: Actor):
-        self.key = key
-        self.actor = actor
-        self.mailbox: collections.deque[tuple[Any, Waiter]] = collections.deque()
-        self.wake: asyncio.Future[None] | None = None  # set while the loop waits for work
-        self.started = False
-        # Commands running (in the loop, inline in an ask, or started now);
-        # more than one only for commands of one overlap key.
-        self.running = 0
-        self.running_key: Any = None  # their overlap key while some run beside others
-        self.stopped = False
-        self.last_active = time.monotonic()
-        self.restarts: collections.deque[float] = collections.deque()
-        self.task: asyncio.Task[None] | None = None
-
-
-class ActorSystem:
+class ActorSystem(Generic[K]):
     """The live actors, one per key, made by ``factory`` on the first command
     for a key: ``tell`` / ``ask`` put a command in its mailbox (bounded:
     ``MailboxFull`` past ``mailbox_size``); an actor idle for
@@ -86,7 +64,7 @@ class ActorSystem:
 
     def __init__(
         self,
-        factory: Callable[[Hashable], Actor],
+        factory: Callable[[K], Actor],
         *,
         mailbox_size: int = 1000,
         idle_timeout_secs: float = 300.0,
@@ -98,7 +76,7 @@ class ActorSystem:
         self._idle_timeout_secs = idle_timeout_secs
         self._max_restarts = max_restarts
         self._restart_window_secs = restart_window_secs
-        self._cells: dict[Hashable, _Cell] = {}
+        self._cells: dict[Hashable, Cell] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -109,11 +87,11 @@ class ActorSystem:
         return key in self._cells
 
     # --- sending ----------------------------------------------------------
-    def tell(self, key: Hashable, command: Any) -> None:
+    def tell(self, key: K, command: Command[Any]) -> None:
         """Enqueue without waiting for the reply."""
         self._enqueue(key, command, None)
 
-    async def ask(self, key: Hashable, command: Any) -> Any:
+    async def ask(self, key: K, command: Command[R]) -> R:
         """Enqueue and wait for the reply (or the command's error); run it at
         once if the actor has nothing else to do."""
         cell = self._cells.get(key)
@@ -125,12 +103,13 @@ class ActorSystem:
             and not self._closing
         ):
             metrics.ACTOR_MAILBOX_DEPTH.observe(0)
-            return await self._run_inline(cell, command)
-        future = asyncio.get_running_loop().create_future()
+            # The actor's receive answers a Command[R] with an R (actors/actor.py).
+            return cast("R", await self._run_inline(cell, command))
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._enqueue(key, command, future)
         return await future
 
-    def ask_with_reply(self, key: Hashable, command: Any, reply: Reply) -> None:
+    def ask_with_reply(self, key: K, command: Command[Any], reply: Reply) -> None:
         """Like ``ask``, answered by ``reply(result, error)``: once, on the loop,
         after this returns. A full mailbox or a stopping system raise here,
         as with ``ask``."""
@@ -163,7 +142,7 @@ class ActorSystem:
         self._enqueue(key, command, reply)
 
     def _finished_now(
-        self, cell: _Cell, command: Any, reply: Reply, result: Any, exc: BaseException | None
+        self, cell: Cell, command: Any, reply: Reply, result: Any, exc: BaseException | None
     ) -> None:
         """A command ``start_now`` started is answered: book it, reply, and let
         queued commands run once nothing else does."""
@@ -171,14 +150,14 @@ class ActorSystem:
         cell.last_active = time.monotonic()
         if exc is not None and not isinstance(exc, ChatError):
             log.error("actor %r failed on %r", cell.key, command, exc_info=exc)
-            cell.mailbox.appendleft((_RESTART, None))
-        _settle(reply, result, exc)
+            cell.mailbox.appendleft((RESTART, None))
+        settle(reply, result, exc)
         if not cell.running:
             cell.running_key = None
             if cell.mailbox:
-                _wake(cell)
+                wake(cell)
 
-    async def _run_inline(self, cell: _Cell, command: Any) -> Any:
+    async def _run_inline(self, cell: Cell, command: Any) -> Any:
         cell.running += 1
         try:
             return await cell.actor.receive(command)
@@ -188,15 +167,15 @@ class ActorSystem:
             log.exception("actor %r failed on %r", cell.key, command)
             if not await self._restart(cell):
                 self._forget(cell)
-                cell.mailbox.append((_STOP, None))
+                cell.mailbox.append((STOP, None))
             raise
         finally:
             cell.running -= 1
             cell.last_active = time.monotonic()
             if cell.mailbox:
-                _wake(cell)
+                wake(cell)
 
-    def _enqueue(self, key: Hashable, command: Any, future: Waiter) -> None:
+    def _enqueue(self, key: K, command: Any, future: Waiter) -> None:
         # No await between lookup and put: a passivation (also synchronous)
         # cannot slip in between and strand the command in a dead mailbox.
         if self._closing:
@@ -207,11 +186,11 @@ class ActorSystem:
             raise MailboxFull()
         metrics.ACTOR_MAILBOX_DEPTH.observe(depth)
         cell.mailbox.append((command, future))
-        _wake(cell)
+        wake(cell)
 
     # --- lifecycle --------------------------------------------------------
-    def _spawn(self, key: Hashable) -> _Cell:
-        cell = _Cell(key, self._factory(key))
+    def _spawn(self, key: K) -> Cell:
+        cell = Cell(key, self._factory(key))
         self._cells[key] = cell
         metrics.ACTORS_ACTIVE.inc()
         cell.task = asyncio.get_running_loop().create_task(self._run(cell))
@@ -219,7 +198,7 @@ class ActorSystem:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_idle())
         return cell
 
-    async def _run(self, cell: _Cell) -> None:
+    async def _run(self, cell: Cell) -> None:
         """The mailbox loop: the only one in the code base."""
         try:
             if not await self._start(cell):
@@ -231,9 +210,9 @@ class ActorSystem:
                     cell.wake = asyncio.get_running_loop().create_future()
                     await cell.wake
                 command, future = cell.mailbox.popleft()
-                if command is _STOP:
+                if command is STOP:
                     return
-                if command is _RESTART:
+                if command is RESTART:
                     cell.running += 1  # nothing starts beside on_start
                     try:
                         if not await self._restart(cell):
@@ -250,14 +229,14 @@ class ActorSystem:
                 try:
                     result = await cell.actor.receive(command)
                 except ChatError as exc:
-                    _settle(future, exc=exc)
+                    settle(future, exc=exc)
                 except Exception as exc:
                     log.exception("actor %r failed on %r", cell.key, command)
-                    _settle(future, exc=exc)
+                    settle(future, exc=exc)
                     if not await self._restart(cell):
                         return
                 else:
-                    _settle(future, result=result)
+                    settle(future, result=result)
                 finally:
                     cell.running -= 1
                     cell.last_active = time.monotonic()
@@ -265,13 +244,13 @@ class ActorSystem:
             self._forget(cell)
             while cell.mailbox:
                 _command, future = cell.mailbox.popleft()
-                _settle(future, exc=ActorStopped())
+                settle(future, exc=ActorStopped())
             try:
                 await cell.actor.on_stop()
             except Exception:
                 log.exception("actor %r failed in on_stop", cell.key)
 
-    def _take_group(self, cell: _Cell, command: Any, future: Waiter) -> list[tuple[Any, Waiter]]:
+    def _take_group(self, cell: Cell, command: Any, future: Waiter) -> list[tuple[Any, Waiter]]:
         """The command, and the queued ones right behind it that may overlap it
         (same ``Actor.overlap_key``), up to ``MAX_GROUP``."""
         group = [(command, future)]
@@ -281,12 +260,12 @@ class ActorSystem:
         mailbox = cell.mailbox
         while mailbox and len(group) < MAX_GROUP:
             nxt = mailbox[0][0]
-            if nxt is _STOP or nxt is _RESTART or cell.actor.overlap_key(nxt) != key:
+            if nxt is STOP or nxt is RESTART or cell.actor.overlap_key(nxt) != key:
                 break
             group.append(mailbox.popleft())
         return group
 
-    async def _run_group(self, cell: _Cell, group: list[tuple[Any, Waiter]]) -> bool:
+    async def _run_group(self, cell: Cell, group: list[tuple[Any, Waiter]]) -> bool:
         """Start every command of the group at once (each reaches storage in
         mailbox order, so one commit can take them all), then answer each in
         order. False if the actor must stop."""
@@ -299,19 +278,19 @@ class ActorSystem:
                 try:
                     result = await task
                 except ChatError as exc:
-                    _settle(future, exc=exc)
+                    settle(future, exc=exc)
                 except Exception as exc:
                     log.exception("actor %r failed on %r", cell.key, command)
-                    _settle(future, exc=exc)
+                    settle(future, exc=exc)
                     failed = True
                 else:
-                    _settle(future, result=result)
+                    settle(future, result=result)
             return not failed or await self._restart(cell)
         finally:
             cell.running -= 1
             cell.last_active = time.monotonic()
 
-    async def _start(self, cell: _Cell) -> bool:
+    async def _start(self, cell: Cell) -> bool:
         while True:
             try:
                 await cell.actor.on_start()
@@ -321,12 +300,12 @@ class ActorSystem:
                 if not self._may_restart(cell):
                     return False
 
-    async def _restart(self, cell: _Cell) -> bool:
+    async def _restart(self, cell: Cell) -> bool:
         if not self._may_restart(cell):
             return False
         return await self._start(cell)
 
-    def _may_restart(self, cell: _Cell) -> bool:
+    def _may_restart(self, cell: Cell) -> bool:
         now = time.monotonic()
         while cell.restarts and now - cell.restarts[0] > self._restart_window_secs:
             cell.restarts.popleft()
@@ -342,7 +321,7 @@ class ActorSystem:
         metrics.ACTOR_RESTARTS.inc()
         return True
 
-    def _forget(self, cell: _Cell) -> None:
+    def _forget(self, cell: Cell) -> None:
         if not cell.stopped:
             cell.stopped = True
             if self._cells.get(cell.key) is cell:
@@ -358,8 +337,8 @@ class ActorSystem:
             for cell in list(self._cells.values()):
                 if not cell.running and not cell.mailbox and cell.last_active < cutoff:
                     self._forget(cell)  # from now on, new commands start a fresh actor
-                    cell.mailbox.append((_STOP, None))
-                    _wake(cell)
+                    cell.mailbox.append((STOP, None))
+                    wake(cell)
                     metrics.ACTOR_PASSIVATIONS.inc()
         self._sweeper = None
 
@@ -368,37 +347,10 @@ class ActorSystem:
         self._closing = True
         cells = list(self._cells.values())
         for cell in cells:
-            cell.mailbox.append((_STOP, None))  # after the commands already queued
-            _wake(cell)
+            cell.mailbox.append((STOP, None))  # after the commands already queued
+            wake(cell)
         tasks = [c.task for c in cells if c.task]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout_secs)
         if self._sweeper:
             self._sweeper.cancel()
-
-
-def _wake(cell: _Cell) -> None:
-    """Let the actor's loop look at its mailbox again (it may be waiting)."""
-    if cell.wake is not None and not cell.wake.done():
-        cell.wake.set_result(None)
-
-
-def _settle(future: Waiter, result: Any = None, exc: BaseException | None = None) -> None:
-    if future is None:
-        return
-    if not isinstance(future, asyncio.Future):  # a reply callback
-        try:
-            future(result, exc)
-        except Exception:
-            log.exception("an actor's reply callback failed")
-        return
-    if future.done():
-        return
-    if exc is not None:
-        if isinstance(exc, ChatError):
-            # An answer, never shown with a traceback; its frames (which hold
-            # this future) would make each refusal a cycle for the GC.
-            exc.__traceback__ = None
-        future.set_exception(exc)
-    else:
-        future.set_result(result)

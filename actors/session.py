@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors import metrics
-from actors.actor import Actor
+from actors.actor import Actor, Command
 from actors.errors import Conflict, NotFound, PermissionDenied
 from storage.base import ChatStorage, RepliesByCallback, Reply, replies_by_callback
 from storage.outcomes import ClaimOutcome, PostResult, SessionWrite, WriteOutcome
@@ -27,7 +27,7 @@ LIMIT_REACHED = "Session limit reached."
 
 
 @dataclass(frozen=True)
-class Claim:
+class Claim(Command[Session]):
     """An admin takes an open session, within ``max_sessions`` (0: no limit)."""
 
     admin: Admin
@@ -35,21 +35,21 @@ class Claim:
 
 
 @dataclass(frozen=True)
-class Release:
+class Release(Command[Session]):
     """The holder puts the session back in the queue."""
 
     admin_id: int
 
 
 @dataclass(frozen=True)
-class Close:
+class Close(Command[Session]):
     """The holder closes the session."""
 
     admin_id: int
 
 
 @dataclass(frozen=True)
-class PostAdminMessage:
+class PostAdminMessage(Command[PostResult]):
     """The holder writes; ``client_id`` makes a resend a no-op."""
 
     admin_id: int
@@ -58,7 +58,7 @@ class PostAdminMessage:
 
 
 @dataclass(frozen=True)
-class PostStoreMessage:
+class PostStoreMessage(Command[PostResult]):
     """The store writes (opening a session when it has none)."""
 
     store_id: int
@@ -299,7 +299,7 @@ def _seconds_between(earlier_iso: str, later_iso: str) -> float:
 
 # --- commands of the support workflow (issue 12) ------------------------------------
 @dataclass(frozen=True)
-class Transfer:
+class Transfer(Command[Session]):
     """The holder hands the session to another admin, within their limit."""
 
     admin_id: int
@@ -308,7 +308,7 @@ class Transfer:
 
 
 @dataclass(frozen=True)
-class MarkRead:
+class MarkRead(Command[ReadResult]):
     """One side has read up to ``seq``."""
 
     side: str  # "store" or "admin"
@@ -317,7 +317,7 @@ class MarkRead:
 
 
 @dataclass(frozen=True)
-class Requeue:
+class Requeue(Command[bool]):
     """The sweeper puts a stale claim back in the queue, if still stale."""
 
     stale: StaleClaim

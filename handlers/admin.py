@@ -5,8 +5,8 @@ from __future__ import annotations
 from actors.errors import NotFound
 from handlers.base import APIHandler
 from handlers.paging import decode_cursor, history_window, list_limit, next_url
-from handlers.render import message_json, session_json
-from handlers.validation import Fields, path_id
+from handlers.render import message_json, posted, session_json
+from handlers.validation import Fields, path_id, required
 from storage.records import Role
 
 
@@ -20,7 +20,7 @@ class AdminHandler(APIHandler):
         fields = Fields(self.json_body())
         session_id = fields.positive_int("session_id")
         fields.check()
-        return session_id
+        return required(session_id)
 
 
 class OpenSessionsHandler(AdminHandler):
@@ -49,8 +49,8 @@ class MySessionsHandler(AdminHandler):
     async def get(self) -> None:
         """Runs for a GET: one page of the admin's claimed sessions, with unread counts."""
         limit = list_limit(self)
-        rows = await self.service.admin_sessions(self.principal, limit + 1, decode_cursor(self))
-        unread = await self.service.with_unread(self.principal, rows[:limit])
+        rows = await self.service.admin_sessions(self.who, limit + 1, decode_cursor(self))
+        unread = await self.service.with_unread(self.who, rows[:limit])
         self.respond(
             {
                 "results": [{**session_json(s), "unread": n} for s, n in unread],
@@ -72,7 +72,7 @@ class StoreSessionsHandler(AdminHandler):
         wanted = path_id(store_id)
         if wanted is None:
             raise NotFound()
-        rows = await self.service.store_sessions(self.principal, wanted, limit + 1, before)
+        rows = await self.service.store_sessions(self.who, wanted, limit + 1, before)
         self.respond(
             {
                 "results": [session_json(s) for s in rows[:limit]],
@@ -92,7 +92,7 @@ class SessionDetailHandler(AdminHandler):
         wanted = path_id(session_id)
         if wanted is None:
             raise NotFound()
-        session = await self.service.readable_session(self.principal, wanted)
+        session = await self.service.readable_session(self.who, wanted)
         await self.respond_with_history(session, after_seq, limit)
 
 
@@ -104,7 +104,7 @@ class ClaimHandler(AdminHandler):
     async def post(self) -> None:
         """Runs for a POST: claim the session for this admin (refusals map to statuses in
         handlers/errors.py)."""
-        session = await self.service.claim(self.principal, self.session_id_from_body())
+        session = await self.service.claim(self.who, self.session_id_from_body())
         self.respond(session_json(session))
 
 
@@ -115,7 +115,7 @@ class ReleaseHandler(AdminHandler):
 
     async def post(self) -> None:
         """Runs for a POST: release the session this admin holds."""
-        session = await self.service.release(self.principal, self.session_id_from_body())
+        session = await self.service.release(self.who, self.session_id_from_body())
         self.respond(session_json(session))
 
 
@@ -126,7 +126,7 @@ class CloseHandler(AdminHandler):
 
     async def post(self) -> None:
         """Runs for a POST: close the session this admin holds."""
-        session = await self.service.close(self.principal, self.session_id_from_body())
+        session = await self.service.close(self.who, self.session_id_from_body())
         self.respond(session_json(session))
 
 
@@ -141,5 +141,8 @@ class AdminMessageHandler(AdminHandler):
         session_id = fields.positive_int("session_id")
         body, client_id = fields.message_fields()
         fields.check()
-        result = await self.service.post_admin_message(self.principal, session_id, body, client_id)
-        self.respond(message_json(result.message), 201 if result.created else 200)
+        result = await self.service.post_admin_message(
+            self.who, required(session_id), required(body), client_id
+        )
+        message, _session = posted(result)
+        self.respond(message_json(message), 201 if result.created else 200)

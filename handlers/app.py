@@ -31,7 +31,6 @@ from handlers.throttle import Throttle
 from handlers.webhook_delivery import WebhookSender
 from handlers.websocket import AdminSocket, SocketSettings, StoreSocket
 from storage import open_storage
-from storage.records import Role
 
 log = logging.getLogger("chat.server")
 
@@ -119,8 +118,8 @@ class ChatServer:
             (rf"{p}/store/message/?", store.StoreMessageHandler, api),
             (rf"{p}/store/session/?", store.StoreSessionHandler, api),
             (rf"{p}/admin/session/transfer/?", workflow.TransferHandler, api),
-            (rf"{p}/admin/session/read/?", workflow.ReadHandler, {**api, "role": Role.ADMIN}),
-            (rf"{p}/store/session/read/?", workflow.ReadHandler, {**api, "role": Role.STORE}),
+            (rf"{p}/admin/session/read/?", workflow.AdminReadHandler, api),
+            (rf"{p}/store/session/read/?", workflow.StoreReadHandler, api),
             (rf"{p}/admin/admins/?", workflow.AdminsHandler, api),
             (rf"{p}/schema/?", schema.SchemaHandler, dict(document=schema.load_document())),
             (rf"{p}/admin/ws/?", AdminSocket, sockets),

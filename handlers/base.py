@@ -49,16 +49,25 @@ class APIHandler(JSONErrors):
         self._body = bytearray()
         self._body_too_large = False
 
+    @property
+    def who(self) -> Principal:
+        """Who sent the request: ``prepare`` authenticated them before any
+        method handler runs."""
+        if self.principal is None:
+            raise RuntimeError("a method handler ran before prepare authenticated")
+        return self.principal
+
     async def prepare(self) -> None:
         """Runs before the method handler: auth, kind, throttle, size."""
         self.inflight.enter()
         self._counted = True
-        self.principal = await authenticate_header(
+        principal = await authenticate_header(
             self.service, self.request.headers.get("Authorization")
         )
-        if self.role is not None and self.principal.role is not self.role:
+        self.principal = principal
+        if self.role is not None and principal.role is not self.role:
             raise HTTPProblem(403, NO_PERMISSION)
-        self.throttle.check(self.principal)
+        self.throttle.check(principal)
         # The body is streamed in (data_received), so an oversized one is
         # refused from its declared length before a byte of it is buffered.
         declared = self.request.headers.get("Content-Length", "")
@@ -108,7 +117,7 @@ class APIHandler(JSONErrors):
     async def respond_with_history(self, session: Session, after_seq: int, limit: int) -> None:
         """A session with one page of its history (Get Session, the store's view)."""
         messages, has_more = await self.service.history(session.id, after_seq, limit)
-        [(_, unread)] = await self.service.with_unread(self.principal, [session])
+        [(_, unread)] = await self.service.with_unread(self.who, [session])
         read = await self.service.read_positions(session.id)
         self.respond(
             {

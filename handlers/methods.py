@@ -7,7 +7,6 @@ defines never changes, so the header is worked out once per class.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import tornado.web
@@ -15,13 +14,19 @@ import tornado.web
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
-@functools.cache
+# allowed_methods' answers by class (a handful: one per handler class).
+_ALLOWED: dict[type, str] = {}
+
+
 def allowed_methods(handler_class: type) -> str:
     """``Allow``'s value for ``handler_class``: its own methods, e.g. ``"GET"``."""
-    base = tornado.web.RequestHandler
-    return ", ".join(
-        m for m in _METHODS if getattr(handler_class, m.lower()) is not getattr(base, m.lower())
-    )
+    allowed = _ALLOWED.get(handler_class)
+    if allowed is None:
+        base = tornado.web.RequestHandler
+        allowed = _ALLOWED[handler_class] = ", ".join(
+            m for m in _METHODS if getattr(handler_class, m.lower()) is not getattr(base, m.lower())
+        )
+    return allowed
 
 
 class AllowOn405(tornado.web.RequestHandler):

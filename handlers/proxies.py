@@ -66,7 +66,8 @@ class ChatHTTPServer(tornado.httpserver.HTTPServer):
     ) -> None:
         """Runs when the server is made: Tornado's options, plus the trusted proxies and the
         header and body deadlines."""
-        super().initialize(*args, xheaders=False, **kwargs)
+        kwargs["xheaders"] = False  # the trusted proxies decide whose headers count
+        super().initialize(*args, **kwargs)
         self.trusted_proxies = parse_networks(trusted_proxies)
         params = self.conn_params
         if header_timeout is not None:
@@ -85,6 +86,7 @@ class ChatHTTPServer(tornado.httpserver.HTTPServer):
         turns it on and off again around every response (two setsockopt calls
         per request), only to flush a response it has already written whole."""
         stream.set_nodelay(True)
+        # One stream's method replaced: Tornado's later calls become no-ops.
         stream.set_nodelay = _nodelay_stays_on  # type: ignore[method-assign]
         super().handle_stream(stream, address)
 
@@ -120,6 +122,7 @@ class _ForwardedHeaders(httputil.HTTPMessageDelegate):
         networks: tuple[Network, ...],
     ):
         self.delegate = delegate
+        # An HTTP1Connection's, which HTTPConnection (the interface) does not declare.
         self.context = request_conn.context  # type: ignore[attr-defined]
         self.networks = networks
         self.peer = (self.context.remote_ip, self.context.protocol)

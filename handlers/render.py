@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from actors.errors import NotFound
+from storage.outcomes import PostResult
 from storage.records import Message, Principal, Role, Session, Store
 
 
@@ -57,3 +59,11 @@ def render_value(value: Any) -> Any:
     if isinstance(value, Message):
         return message_json(value)
     return value
+
+
+def posted(result: PostResult) -> tuple[Message, Session]:
+    """The message and session a post that went through hands back (storage
+    always does; a missing one is answered as not found rather than crashing)."""
+    if result.message is None or result.session is None:
+        raise NotFound()
+    return result.message, result.session

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from handlers.base import APIHandler
 from handlers.paging import history_window
-from handlers.render import message_json, session_json
-from handlers.validation import Fields
+from handlers.render import message_json, posted, session_json
+from handlers.validation import Fields, required
 from storage.records import Role
 
 
@@ -20,9 +20,10 @@ class StoreMessageHandler(APIHandler):
         fields = Fields(self.json_body())
         body, client_id = fields.message_fields()
         fields.check()
-        result = await self.service.post_store_message(self.principal, body, client_id)
+        result = await self.service.post_store_message(self.who, required(body), client_id)
+        message, session = posted(result)
         self.respond(
-            {**message_json(result.message), "session": session_json(result.session)},
+            {**message_json(message), "session": session_json(session)},
             201 if result.created else 200,
         )
 
@@ -36,5 +37,5 @@ class StoreSessionHandler(APIHandler):
     async def get(self) -> None:
         """Runs for a GET: the session and its messages after ``after_seq``."""
         after_seq, limit = history_window(self)
-        session = await self.service.current_store_session(self.principal)
+        session = await self.service.current_store_session(self.who)
         await self.respond_with_history(session, after_seq, limit)

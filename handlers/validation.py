@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -90,8 +90,11 @@ def decode_json(raw: bytes | str) -> Any:
 
     orjson first (a few times faster); anything it refuses or might read
     differently goes through the stdlib, whose errors are the ones we show."""
-    long_integer = _LONG_INTEGER_TEXT if isinstance(raw, str) else _LONG_INTEGER_BYTES
-    if long_integer.search(raw) is None:
+    if isinstance(raw, str):
+        long_integer = _LONG_INTEGER_TEXT.search(raw) is not None
+    else:
+        long_integer = _LONG_INTEGER_BYTES.search(raw) is not None
+    if not long_integer:
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -129,7 +132,7 @@ def check_depth(data: Any, syntax: str) -> None:
             raise Invalid(
                 detail=f"{syntax} parse error - nesting deeper than {MAX_JSON_DEPTH} levels"
             )
-        inner = []
+        inner: list[Any] = []
         for item in containers:
             values = item.values() if isinstance(item, dict) else item
             inner.extend(v for v in values if isinstance(v, (dict, list)))
@@ -165,18 +168,24 @@ class Fields:
     def int_in_range(self, name: str, minimum: int, default: int | None = None) -> int | None:
         """An integer ``minimum``..``MAX_INT``; ``default`` when absent (if given)."""
         if name not in self.data:
-            return default if default is not None else self._fail(name, REQUIRED)
+            if default is None:
+                self._fail(name, REQUIRED)
+            return default
         value = self.data[name]
         if value is None:
-            return self._fail(name, NOT_NULL)
+            self._fail(name, NOT_NULL)
+            return None
         if not is_int(value):
             value = integral(value)  # 5.0 is 5; checked only past the common case
             if value is None:
-                return self._fail(name, NOT_INTEGER)
+                self._fail(name, NOT_INTEGER)
+                return None
         if value < minimum:
-            return self._fail(name, f"Ensure this value is greater than or equal to {minimum}.")
+            self._fail(name, f"Ensure this value is greater than or equal to {minimum}.")
+            return None
         if value > MAX_INT:
-            return self._fail(name, TOO_LARGE)
+            self._fail(name, TOO_LARGE)
+            return None
         return value
 
     def text(self, name: str, max_chars: int, required: bool = True) -> str | None:
@@ -185,18 +194,23 @@ class Fields:
         value = self.data.get(name)
         if value is None:
             if required:
-                return self._fail(name, REQUIRED if name not in self.data else NOT_NULL)
+                self._fail(name, REQUIRED if name not in self.data else NOT_NULL)
+                return None
             return None
         if not isinstance(value, str):
-            return self._fail(name, NOT_STRING)
+            self._fail(name, NOT_STRING)
+            return None
         problem = text_problem(value)
         if problem:
-            return self._fail(name, problem)
+            self._fail(name, problem)
+            return None
         value = value.strip()
         if not value:
-            return self._fail(name, BLANK)
+            self._fail(name, BLANK)
+            return None
         if len(value) > max_chars:
-            return self._fail(name, f"Ensure this field has no more than {max_chars} characters.")
+            self._fail(name, f"Ensure this field has no more than {max_chars} characters.")
+            return None
         return value
 
     def message_fields(self) -> tuple[str | None, str | None]:
@@ -213,7 +227,17 @@ class Fields:
 
     def _fail(self, name: str, message: str) -> None:
         self.errors.setdefault(name, []).append(message)
-        return None
+
+
+T = TypeVar("T")
+
+
+def required(value: T | None) -> T:
+    """A required field's value once ``Fields.check`` passed: a field read
+    as None has its error noted, so ``check`` raised before this runs."""
+    if value is None:
+        raise RuntimeError("a required field was used before Fields.check")
+    return value
 
 
 def query_int(

@@ -12,22 +12,19 @@ import functools
 import itertools
 import logging
 import urllib.parse
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import tornado.websocket
-
 from actors import metrics
 from actors.chat import ChatService
-from actors.errors import ChatError, Invalid
-from actors.hub import SENDING_CONNECTION, Frame, Hub, Sender
+from actors.errors import ChatError, Invalid, NotFound
+from actors.hub import SENDING_CONNECTION, Hub, Sender
 from handlers import codec, workflow
 from handlers.base import authenticate_header, authenticate_key
 from handlers.errors import (
     WS_CLOSE_BAD_KEY,
     WS_CLOSE_INTERNAL_ERROR,
-    WS_CLOSE_TRY_AGAIN_LATER,
     WS_CLOSE_WRONG_KIND,
     HTTPProblem,
     JSONErrors,
@@ -36,7 +33,8 @@ from handlers.errors import (
 from handlers.frame_fields import BAD_REF, describe_bad_choice, is_echoable_ref
 from handlers.render import message_json, principal_json
 from handlers.throttle import Throttle
-from handlers.validation import Fields
+from handlers.validation import Fields, required
+from handlers.ws_outgoing import OutgoingFrames
 from handlers.ws_protocol import FramedConnection, framed_connection
 from storage.base import MAX_HISTORY_PAGE
 from storage.outcomes import PostResult
@@ -59,7 +57,7 @@ class SocketSettings:
     typing_interval_secs: float = 1.0
 
 
-class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
+class ChatSocket(JSONErrors, OutgoingFrames):
     """One chat WebSocket: authenticates by an ``auth`` frame, then carries frames both ways."""
 
     role: Role = Role.STORE
@@ -73,6 +71,7 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         self.throttle = throttle
         self.hub = hub
         self.settings_ = settings
+        self.max_buffered_bytes = settings.max_buffered_bytes
         self.conn_id = next(_connection_ids)
         self.principal: Principal | None = None
         self.protocol = codec.JSON
@@ -80,6 +79,14 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         self._typing_at = 0.0
         self._out: list[bytes] = []  # frames queued in this loop pass
         self._out_bytes = 0
+
+    @property
+    def who(self) -> Principal:
+        """Who this socket speaks for: frames other than ``auth`` are handled
+        only once the socket is authenticated."""
+        if self.principal is None:
+            raise RuntimeError("a frame was handled before the socket authenticated")
+        return self.principal
 
     # --- handshake --------------------------------------------------------
     async def get(self, *args: Any, **kwargs: Any) -> None:
@@ -210,19 +217,19 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         try:
             frame = codec.decode_frame(raw)
             kind = frame.get("type")
-            known = isinstance(kind, str) and kind in _FRAME_TYPES
-            metrics.WS_FRAMES.labels("in", kind if known else "other").inc()
+            known = kind if isinstance(kind, str) and kind in _FRAME_TYPES else None
+            metrics.WS_FRAMES.labels("in", known or "other").inc()
             if self.principal is None:
                 return self._answering(self._on_auth_frame(frame), None)
             ref = frame.get("ref")
             if ref is not None and not is_echoable_ref(ref):
                 self._send_error(Invalid({"ref": [BAD_REF]}), ref=None)
                 return None
-            if not known or kind == "auth":
+            if known is None or known == "auth":
                 raise Invalid({"type": [describe_bad_choice(kind)]})
-            if kind == "message":
+            if known == "message":
                 return self._on_message_frame(frame, ref)
-            return self._answering(_FRAME_HANDLERS[kind](self, frame, ref), ref)
+            return self._answering(_FRAME_HANDLERS[known](self, frame, ref), ref)
         except Exception as exc:
             self._answer_failure(exc, ref)
             return None
@@ -234,7 +241,7 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         except Exception as exc:
             self._answer_failure(exc, ref)
 
-    def _answer_failure(self, exc: Exception, ref: Any) -> None:
+    def _answer_failure(self, exc: BaseException, ref: Any) -> None:
         """A frame failed: an error frame (the socket stays open), or before
         auth the close. An exception escaping to the connection would drop it
         with no close frame."""
@@ -265,40 +272,42 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         (``_answer_post``). Awaited only where the service cannot take a
         callback: a store's first message (its session not known here yet),
         or a backend without callbacks (MongoDB)."""
-        self.throttle.check(self.principal)  # the same per-key budget as REST
+        who = self.who
+        self.throttle.check(who)  # the same per-key budget as REST
         fields = Fields(frame)
         session_id = fields.positive_int("session_id") if self.role is Role.ADMIN else None
         body, client_id = fields.message_fields()
         fields.check()
-        conn = self.ws_connection
+        text = required(body)
+        conn = self.connection
+        if conn is None:  # closed meanwhile: no one to answer
+            return None
         reply = functools.partial(self._answer_post_then_tell, conn, ref)
         conn.expect_answer()
         started = False
         try:
             if self.role is Role.ADMIN:
                 started = self.service.post_admin_message_with_reply(
-                    self.principal, session_id, body, client_id, reply
+                    who, required(session_id), text, client_id, reply
                 )
             else:
-                started = self.service.post_store_message_with_reply(
-                    self.principal, body, client_id, reply
-                )
+                started = self.service.post_store_message_with_reply(who, text, client_id, reply)
         finally:
             if not started:  # not owed after all: a coroutine answers (reading waits)
                 conn.answered()
         if started:
             return None
-        return self._answering(self._post_awaited(session_id, body, client_id, ref), ref)
+        return self._answering(self._post_awaited(session_id, text, client_id, ref), ref)
 
     async def _post_awaited(
         self, session_id: int | None, body: str, client_id: str | None, ref: Any
     ) -> None:
         if self.role is Role.ADMIN:
             result = await self.service.post_admin_message(
-                self.principal, session_id, body, client_id
+                self.who, required(session_id), body, client_id
             )
         else:
-            result = await self.service.post_store_message(self.principal, body, client_id)
+            result = await self.service.post_store_message(self.who, body, client_id)
         self._answer_post(ref, result, None)
 
     def _answer_post_then_tell(
@@ -309,10 +318,12 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
 
     def _answer_post(self, ref: Any, result: PostResult | None, exc: BaseException | None) -> None:
         """Runs once this socket's message is stored (its ack) or refused."""
-        if exc is not None:
-            self._answer_failure(exc, ref)  # type: ignore[arg-type]
-        else:
-            self.send({"type": "ack", "ref": ref, "message": message_json(result.message)})
+        if exc is None:
+            if result is not None and result.message is not None:
+                self.send({"type": "ack", "ref": ref, "message": message_json(result.message)})
+                return
+            exc = NotFound()  # storage hands back what it stored: not seen
+        self._answer_failure(exc, ref)
 
     async def _on_typing_frame(self, frame: dict[str, Any], ref: Any) -> None:
         session_id = None
@@ -324,14 +335,15 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
         if now - self._typing_at < self.settings_.typing_interval_secs:
             return  # the other side already knows; don't store a burst of these
         self._typing_at = now
-        await self.service.typing(self.principal, session_id)
+        await self.service.typing(self.who, session_id)
 
     async def _on_resume_frame(self, frame: dict[str, Any], ref: Any) -> None:
         fields = Fields(frame)
-        session_id = fields.positive_int("session_id")
-        after_seq = fields.int_in_range("after_seq", minimum=0, default=0)
+        checked_id = fields.positive_int("session_id")
+        checked_after = fields.int_in_range("after_seq", minimum=0, default=0)
         fields.check()
-        await self.service.readable_session(self.principal, session_id)
+        session_id, after_seq = required(checked_id), required(checked_after)
+        await self.service.readable_session(self.who, session_id)
         # Hold live messages back, replay the stored ones, then release the
         # held ones; the hub drops any seq already sent, so none come twice.
         self.hub.begin_replay(self.conn_id, session_id, after_seq)
@@ -351,49 +363,6 @@ class ChatSocket(JSONErrors, tornado.websocket.WebSocketHandler):
     async def _on_ping_frame(self, frame: dict[str, Any], ref: Any) -> None:
         self.send({"type": "pong", "ref": ref} if ref is not None else {"type": "pong"})
 
-    # --- outgoing frames ----------------------------------------------------
-    def send(self, data: dict[str, Any]) -> None:
-        """Send a reply frame (ack, error, hello, pong) to this socket only."""
-        if data.get("ref", 0) is None:
-            del data["ref"]
-        self._queue(codec.encode(self.protocol, data), data["type"])
-
-    def send_event(self, frame: Frame) -> None:
-        """The hub's way in: must not block; cuts off a client that stopped reading."""
-        self._queue(codec.encode_event(self.protocol, frame), frame.type)
-
-    def _queue(self, payload: bytes, kind: str) -> None:
-        """Queue one frame; every frame queued in one loop pass goes out in a
-        single write when the pass ends (``_flush``), not one syscall each."""
-        conn = self.ws_connection
-        if conn is None or not conn.writable():
-            return
-        pending = self._out_bytes + conn.buffered_bytes()
-        if pending > self.settings_.max_buffered_bytes:
-            log.warning("ws %d cut off: %d bytes unread", self.conn_id, pending)
-            self._out, self._out_bytes = [], 0
-            self.hub.remove(self.conn_id)
-            self.close(WS_CLOSE_TRY_AGAIN_LATER, "Too slow; resume when ready.")
-            return
-        if not self._out:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._out.append(payload)
-        self._out_bytes += len(payload)
-        metrics.WS_FRAMES.labels("out", kind).inc()
-
-    def _flush(self) -> None:
-        """Write the frames queued in this loop pass (runs once per pass that queued)."""
-        frames, self._out, self._out_bytes = self._out, [], 0
-        conn = self.ws_connection
-        if not frames or conn is None or not conn.writable():
-            return
-        conn.write_frames(frames, binary=self.protocol == codec.MSGPACK)
-
-    def close(self, code: int | None = None, reason: str | None = None) -> None:
-        """Close after the frames already queued (a close frame must come last)."""
-        self._flush()
-        super().close(code, reason)
-
 
 class AdminSocket(ChatSocket):
     """The admins' socket (``/v1/chat/admin/ws/``): only an admin's key is let in."""
@@ -408,11 +377,12 @@ class StoreSocket(ChatSocket):
     role = Role.STORE
 
 
-_FRAME_HANDLERS = {
-    "message": ChatSocket._on_message_frame,  # (answered without a coroutine)
+# The frames answered by a coroutine; "message" is answered without one
+# (ChatSocket._on_message_frame), "auth" only before authentication.
+_FRAME_HANDLERS: dict[str, Callable[[ChatSocket, dict[str, Any], Any], Awaitable[None]]] = {
     "typing": ChatSocket._on_typing_frame,
     "resume": ChatSocket._on_resume_frame,
     "ping": ChatSocket._on_ping_frame,
     **workflow.FRAME_HANDLERS,  # read, presence
 }
-_FRAME_TYPES = set(_FRAME_HANDLERS) | {"auth"}
+_FRAME_TYPES = set(_FRAME_HANDLERS) | {"auth", "message"}

@@ -18,7 +18,7 @@ from handlers.base import APIHandler
 from handlers.frame_fields import describe_bad_choice
 from handlers.paging import list_limit
 from handlers.render import session_json
-from handlers.validation import MAX_INT, Fields, decode_json, is_int
+from handlers.validation import MAX_INT, Fields, decode_json, is_int, required
 from storage.records import Admin, Principal, Role
 from storage.workflow import AWAY, ONLINE, AdminPresence
 
@@ -37,26 +37,35 @@ class TransferHandler(APIHandler):
         session_id = fields.positive_int("session_id")
         admin_id = fields.positive_int("admin_id")
         fields.check()
-        session = await self.service.transfer(self.principal, session_id, admin_id)
+        session = await self.service.transfer(self.who, required(session_id), required(admin_id))
         self.respond(session_json(session))
 
 
 class ReadHandler(APIHandler):
-    """``POST .../admin/session/read/`` and ``.../store/session/read/``."""
+    """``POST .../session/read/``: a side marks its reading (the subclasses
+    below say which side)."""
 
     metric_name = "session_read"
-
-    def initialize(self, role: Role, **kwargs: Any) -> None:
-        """Runs once per request: which side (admin or store) marks its reading."""
-        super().initialize(**kwargs)
-        self.role = role
-        self.metric_name = f"{role.value}_session_read"
 
     async def post(self) -> None:
         """Runs for a POST: raise this side's read position to ``seq``."""
         session_id, seq = read_fields(self.json_body())
-        result = await self.service.mark_read(self.principal, session_id, seq)
+        result = await self.service.mark_read(self.who, session_id, seq)
         self.respond({"session_id": session_id, "seq": result.seq})
+
+
+class AdminReadHandler(ReadHandler):
+    """``POST .../admin/session/read/``: the admin side's reading."""
+
+    role = Role.ADMIN
+    metric_name = "admin_session_read"
+
+
+class StoreReadHandler(ReadHandler):
+    """``POST .../store/session/read/``: the store side's reading."""
+
+    role = Role.STORE
+    metric_name = "store_session_read"
 
 
 class AdminsHandler(APIHandler):
@@ -129,7 +138,7 @@ def read_fields(data: dict[str, Any]) -> tuple[int, int]:
     session_id = fields.positive_int("session_id")
     seq = fields.positive_int("seq")
     fields.check()
-    return session_id, seq
+    return required(session_id), required(seq)
 
 
 # --- WebSocket frames (registered in handlers/websocket.py) ---------------------------

@@ -35,7 +35,7 @@ from tornado.iostream import StreamClosedError
 
 # Private to Tornado, but the fastest unmasking there is (its C speedup).
 from tornado.util import _websocket_mask
-from tornado.websocket import WebSocketProtocol, _WebSocketParams
+from tornado.websocket import _WebSocketParams
 
 from handlers.ws_frames import (
     CLOSE_INVALID_DATA,
@@ -57,6 +57,7 @@ from handlers.ws_frames import (
     read_header,
 )
 from handlers.ws_handshake import answer_upgrade, take_over_socket
+from handlers.ws_keepalive import Keepalive
 
 if TYPE_CHECKING:
     from tornado.websocket import WebSocketHandler
@@ -73,12 +74,13 @@ CLOSE_TIMEOUT_SECS = 5.0
 PONG_BUFFER_LIMIT = 64 * 1024
 
 
-class FramedConnection(WebSocketProtocol, asyncio.Protocol):
+class FramedConnection(Keepalive, asyncio.Protocol):
     """One accepted WebSocket: Tornado's protocol API over an asyncio transport."""
 
     def __init__(self, handler: WebSocketHandler, params: _WebSocketParams):
         super().__init__(handler)
         self.params = params
+        self.keep_alive_init()
         self.close_code: int | None = None
         self.close_reason: str | None = None
         self._subprotocol: str | None = None
@@ -92,8 +94,6 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
         self._drain = 0  # bytes of a refused, oversized frame still to drop
         self._ended: asyncio.Future | None = None
         self._close_timer: asyncio.TimerHandle | None = None
-        self._ping_timer: asyncio.TimerHandle | None = None
-        self._pong_due = False
         # The context ``open`` ran in (the handler's request task): every
         # message handler runs in it, as under Tornado's own protocol.
         self._context: contextvars.Context | None = None
@@ -220,42 +220,15 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
 
     def _write(self, data: bytes) -> None:
         """Write unless our close frame has gone (nothing may follow it)."""
-        if self.writable():
-            self._transport.write(data)
+        transport = self._transport
+        if transport is not None and self.writable():
+            transport.write(data)
 
     def _process_server_headers(self, key: str | bytes, headers: Any) -> None:
         raise NotImplementedError("server side only")
 
     async def _receive_frame_loop(self) -> None:
         raise NotImplementedError("frames are read by data_received")
-
-    # --- pings: one timer per connection, no task ---------------------------
-    def start_pinging(self) -> None:
-        """Runs once the socket is open: ping every ``ping_interval`` if one is set."""
-        interval = self.params.ping_interval or 0
-        if interval > 0:
-            self._ping_timer = asyncio.get_running_loop().call_later(interval, self._send_ping)
-
-    def _send_ping(self) -> None:
-        """Runs every ping interval: ping, and check for the pong after the timeout."""
-        interval = self.params.ping_interval or 0
-        timeout = min(self.params.ping_timeout or interval, interval)
-        self._pong_due = True
-        self.write_ping(b"")
-        self._ping_timer = asyncio.get_running_loop().call_later(
-            timeout, self._check_pong, interval - timeout
-        )
-
-    def _check_pong(self, until_next: float) -> None:
-        if self._pong_due:
-            self.close(reason="ping timed out")
-            return
-        self._ping_timer = asyncio.get_running_loop().call_later(until_next, self._send_ping)
-
-    def _stop_pinging(self) -> None:
-        if self._ping_timer is not None:
-            self._ping_timer.cancel()
-            self._ping_timer = None
 
     def _cancel_close_timer(self) -> None:
         if self._close_timer is not None:
@@ -265,6 +238,7 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
     # --- asyncio's side: the transport's callbacks -----------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Runs when the transport takes the socket over: hold reading until ``open`` is done."""
+        # A stream socket's transport: an asyncio.Transport (declared as its base).
         self._transport = transport  # type: ignore[assignment]
         transport.pause_reading()  # type: ignore[attr-defined]  # until open() is done
 
@@ -363,6 +337,7 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
     def _on_frame(self, first: int, data: bytes) -> None:
         opcode = first & OPCODE_BITS
         if opcode == OP_CONTINUATION:
+            # Set: frame_problem refused a continuation with nothing to continue.
             self._fragments.extend(data)  # type: ignore[union-attr]
             if not first & FIN_BIT:
                 return
@@ -428,6 +403,8 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
         """Hand one message to the handler; if it returns a coroutine, hold the
         next frames until it is done (one at a time, as Tornado does)."""
         try:
+            if self._context is None:  # frames are held until open has set it
+                raise RuntimeError("a frame was dispatched before open")
             result = self._context.run(self.handler.on_message, message)
         except Exception:
             self.handler.log_exception(*sys.exc_info())
@@ -448,8 +425,8 @@ class FramedConnection(WebSocketProtocol, asyncio.Protocol):
     def _handler_done(self, task: asyncio.Future) -> None:
         self._handler_task = None
         if task.cancelled() or task.exception() is not None:
-            if not task.cancelled():
-                exc = task.exception()
+            exc = None if task.cancelled() else task.exception()
+            if exc is not None:
                 self.handler.log_exception(type(exc), exc, exc.__traceback__)
             self._abort()
             return

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from storage import sqlite_schema as schema
+from storage.documents import session_to_doc
 from storage.outcomes import PostResult, WriteOutcome, holder_refusal
 from storage.records import Event, Message, Session, SessionStatus, Store, utc_now_iso
 
@@ -60,15 +61,19 @@ def store_posts(conn: Any, posts: Sequence[Post]) -> list[PostResult]:
                     "session_opened",
                     session,
                     None,
-                    {"session": schema.session_to_doc(session)},
+                    {"session": session_to_doc(session)},
                 )
                 active[post.sender_id] = session
         else:
-            session = by_id.get(post.session_id)
-            refused = holder_refusal(session, post.sender_id)
+            held = by_id.get(post.session_id) if post.session_id is not None else None
+            refused = holder_refusal(held, post.sender_id)
             if refused:
                 results[i] = PostResult(refused.outcome, session=refused.session)
                 continue
+            if held is None:  # (holder_refusal answered a missing session above)
+                results[i] = PostResult(WriteOutcome.NOT_FOUND)
+                continue
+            session = held
         accepted.append((i, session))
     if accepted:
         _insert(conn, posts, accepted, results, now)
@@ -78,17 +83,22 @@ def store_posts(conn: Any, posts: Sequence[Post]) -> list[PostResult]:
                 stored = results[first]
                 results[i] = (
                     dataclasses.replace(stored, created=False)
-                    if stored.message is not None
+                    if stored is not None and stored.message is not None
                     else stored
                 )
-    return results  # type: ignore[return-value]
+    answered: list[PostResult] = []
+    for result in results:
+        if result is None:  # every post is answered above: a bug of ours
+            raise RuntimeError("a post of the group was left unanswered")
+        answered.append(result)
+    return answered
 
 
 def _client_key(post: Post) -> tuple[str, int, str] | None:
     return (post.sender, post.sender_id, post.client_id) if post.client_id is not None else None
 
 
-def _later_copies(first_of: dict, posts: Sequence[Post]) -> set[int]:
+def _later_copies(first_of: dict[tuple[str, int, str], int], posts: Sequence[Post]) -> set[int]:
     if not first_of:
         return set()
     return {
@@ -97,10 +107,13 @@ def _later_copies(first_of: dict, posts: Sequence[Post]) -> set[int]:
 
 
 def _answer_repeats(
-    conn: Any, posts: Sequence[Post], results: list, first_of: dict[tuple[str, int, str], int]
+    conn: Any,
+    posts: Sequence[Post],
+    results: list[PostResult | None],
+    first_of: dict[tuple[str, int, str], int],
 ) -> None:
     """Posts whose ``client_id`` was stored before get that message back."""
-    keyed = [(i, _client_key(p)) for i, p in enumerate(posts) if p.client_id is not None]
+    keyed = [(i, key) for i, p in enumerate(posts) if (key := _client_key(p)) is not None]
     if not keyed:
         return
     # ORed equalities: each one a search of the (sender, sender_id, client_id)
@@ -134,7 +147,7 @@ def _active_sessions(conn: Any, posts: list[Post]) -> dict[int, Session]:
 
 
 def _sessions_by_id(conn: Any, posts: list[Post]) -> dict[int, Session]:
-    ids = sorted({p.session_id for p in posts})
+    ids = sorted({p.session_id for p in posts if p.session_id is not None})
     if not ids:
         return {}
     marks = ",".join("?" * len(ids))
@@ -151,7 +164,7 @@ _SESSIONS_AS_JSON = (
 )
 
 
-def _fetch_sessions(conn: Any, where: str, args: list) -> list[Session]:
+def _fetch_sessions(conn: Any, where: str, args: list[int]) -> list[Session]:
     try:
         (text,) = conn.execute(_SESSIONS_AS_JSON + where, args).fetchone()
     except sqlite3.OperationalError:  # an SQLite built without JSON functions
@@ -179,7 +192,11 @@ _STATUS = {status.value: status for status in SessionStatus}
 
 
 def _insert(
-    conn: Any, posts: Sequence[Post], accepted: list[tuple[int, Session]], results: list, now: str
+    conn: Any,
+    posts: Sequence[Post],
+    accepted: list[tuple[int, Session]],
+    results: list[PostResult | None],
+    now: str,
 ) -> None:
     """Allocate ids and seqs, write the three tables, answer the posts."""
     counters = dict(
@@ -293,11 +310,11 @@ def _insert(
 ROWS_PER_STATEMENT = 500
 
 
-def _chunks(rows: list) -> list[list]:
+def _chunks(rows: list[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
     return [rows[i : i + ROWS_PER_STATEMENT] for i in range(0, len(rows), ROWS_PER_STATEMENT)]
 
 
-def _insert_rows(conn: Any, head: str, row_marks: str, rows: list[tuple]) -> None:
+def _insert_rows(conn: Any, head: str, row_marks: str, rows: list[tuple[Any, ...]]) -> None:
     for chunk in _chunks(rows):
         conn.execute(
             head + ",".join([row_marks] * len(chunk)), list(itertools.chain.from_iterable(chunk))
