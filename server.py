@@ -21,7 +21,6 @@ The command line itself is ``cli/``; this file only runs it.
 import sys
 
 from cli.main import main
-from settings import load_config  # noqa: F401  (tests import it from here)
 
 if __name__ == "__main__":
     sys.exit(main())

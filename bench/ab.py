@@ -30,14 +30,14 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from bench.run import (  # noqa: E402
+from bench.run import (  # noqa: E402  (after sys.path: run as a script)
     Target,
     closed_loop,
     median_threads,
     prepare_database,
     write_bench_config,
 )
-from tests.helpers import ServerProcess  # noqa: E402
+from tests.helpers import ServerProcess  # noqa: E402  (after sys.path)
 
 PAGE_SIZE_ENV = "CHAT_STORAGE__SQLITE_PAGE_SIZE"
 

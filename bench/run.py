@@ -46,8 +46,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from bench.wsload import WSClient  # noqa: E402
-from tests.helpers import ServerProcess, free_port  # noqa: E402
+from bench.wsload import WSClient  # noqa: E402  (after sys.path: run as a script)
+from tests.helpers import ServerProcess, free_port  # noqa: E402  (after sys.path)
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # A rep that has not finished in this long is abandoned (and reported).
@@ -306,6 +306,7 @@ class HTTPConn(asyncio.Protocol):
         self.waiter: asyncio.Future | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream socket's transport: an asyncio.Transport (declared as its base).
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
@@ -432,7 +433,7 @@ def median_threads(runs: list[dict[str, Any]]) -> dict[str, float]:
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     try:
-        import uvloop  # noqa: F401
+        import uvloop  # noqa: F401  (only whether it is installed)
 
         client_loop = "uvloop"
     except ImportError:

@@ -64,6 +64,7 @@ class WSClient(asyncio.Protocol):
         return client
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream socket's transport: an asyncio.Transport (declared as its base).
         self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -80,6 +81,7 @@ class WSClient(asyncio.Protocol):
             "Sec-WebSocket-Version: 13",
         ]
         lines += [f"{k}: {v}" for k, v in self.headers.items()]
+        # An asyncio.Transport (declared as its base), as in connection_made.
         transport.write(("\r\n".join(lines) + "\r\n\r\n").encode())  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:

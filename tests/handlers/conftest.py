@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from server import load_config
+from settings import load_config
 from tests.live_server import LiveServer, World
 
 

@@ -270,7 +270,6 @@ class TestSlowClients:
     @pytest.mark.gen_test(timeout=20)
     async def test_a_client_trickling_its_headers_is_cut_off(self, server):
         def trickle() -> float:
-            loop_start = asyncio.get_event_loop_policy  # noqa: F841 (keep the name simple)
             import time
 
             started = time.monotonic()

@@ -20,6 +20,14 @@ from storage.mongo import MongoStorage
 from storage.outcomes import ClaimOutcome, WriteOutcome
 from storage.records import Role, SessionStatus
 from storage.sqlite import SQLiteStorage
+from storage.workflow import (
+    AWAY,
+    OFFLINE,
+    ONLINE,
+    RequeueReason,
+    StaleCutoffs,
+    TransferOutcome,
+)
 from tests.mongomock_async import AsyncDatabase
 
 
@@ -284,14 +292,6 @@ async def test_a_feed_position_is_saved_per_node(storage):
 
 
 # --- the support workflow (issue 12): each decision's race --------------------------
-from storage.workflow import (  # noqa: E402
-    AWAY,
-    OFFLINE,
-    ONLINE,
-    RequeueReason,
-    StaleCutoffs,
-    TransferOutcome,
-)
 
 
 async def a_claimed_session(storage, admin, store_name="Tech", limit=0):
