@@ -161,22 +161,14 @@ class SQLiteSessions(SQLiteConnection):
                 " queued_at = ?, activity_at = ? WHERE id = ?",
                 (now, now, now, session_id),
             )
-            session = schema.fetch_written_session(conn, session_id)
-            _, session = schema.insert_message(
+            return _announce_hand_back(
                 conn,
-                session,
-                "system",
-                None,
+                known,
+                session_id,
+                admin_id,
                 "The session went back to the queue",
-                None,
-                event="session_released",
-                audience_admin=admin_id,
+                "session_released",
             )
-            schema.insert_event(
-                conn, "session_released", session, admin_id, {"session": session_to_doc(session)}
-            )
-            known.wrote(session)
-            return SessionWrite(WriteOutcome.DONE, session)
 
         return await self._session_write(write)
 
@@ -193,22 +185,9 @@ class SQLiteSessions(SQLiteConnection):
                 "UPDATE sessions SET status = 'closed', updated = ?, activity_at = ? WHERE id = ?",
                 (now, now, session_id),
             )
-            session = schema.fetch_written_session(conn, session_id)
-            _, session = schema.insert_message(
-                conn,
-                session,
-                "system",
-                None,
-                "The session was closed",
-                None,
-                event="session_closed",
-                audience_admin=admin_id,
+            return _announce_hand_back(
+                conn, known, session_id, admin_id, "The session was closed", "session_closed"
             )
-            schema.insert_event(
-                conn, "session_closed", session, admin_id, {"session": session_to_doc(session)}
-            )
-            known.wrote(session)
-            return SessionWrite(WriteOutcome.DONE, session)
 
         return await self._session_write(write)
 
@@ -247,3 +226,22 @@ def _in_order(
     with nothing known)."""
     known = KnownSessions()
     return [write(conn, known) for write in writes]
+
+
+def _announce_hand_back(
+    conn: sqlite3.Connection,
+    known: KnownSessions,
+    session_id: int,
+    admin_id: int,
+    body: str,
+    kind: str,
+) -> SessionWrite:
+    """After a release's or a close's UPDATE, in the same write: the system
+    message the store sees and the event every holder's socket gets."""
+    session = schema.fetch_written_session(conn, session_id)
+    _, session = schema.insert_message(
+        conn, session, "system", None, body, None, event=kind, audience_admin=admin_id
+    )
+    schema.insert_event(conn, kind, session, admin_id, {"session": session_to_doc(session)})
+    known.wrote(session)
+    return SessionWrite(WriteOutcome.DONE, session)
