@@ -44,15 +44,20 @@ class Checkpointer:
 
     def _run(self) -> None:
         name_os_thread("sqlite-ckpt")
-        conn = self._connect()
+        # Connected at the first checkpoint, and again after a failed connect:
+        # a database file gone for a while (an outage readiness reports) must
+        # not end the thread and with it every later checkpoint.
+        conn: sqlite3.Connection | None = None
         try:
             while True:
                 stopping = self._stopping.wait(self._interval_secs)
                 try:
+                    conn = conn or self._connect()
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error as exc:  # busy or locked: the next one catches up
+                except sqlite3.Error as exc:  # busy, locked or gone: the next one catches up
                     log.debug("wal checkpoint skipped: %s", exc)
                 if stopping:
                     return
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()

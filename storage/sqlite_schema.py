@@ -119,10 +119,11 @@ def row_to_session(row: sqlite3.Row) -> Session:
     )
 
 
-def row_to_message(row: sqlite3.Row) -> Message:
-    """The message a ``messages`` row holds."""
+def row_to_message(row: sqlite3.Row, id_column: str = "id") -> Message:
+    """The message a ``messages`` row holds (its id under ``id_column``: ``m_id``
+    in an ``EVENTS_SELECT`` row, where ``id`` is the event's)."""
     return Message(
-        row["id"],
+        row[id_column],
         row["session_id"],
         row["seq"],
         row["sender"],
@@ -313,18 +314,7 @@ EVENTS_SELECT = (
 def row_to_event(row: sqlite3.Row) -> Event:
     """The event an ``EVENTS_SELECT`` row holds, with its message when it announces one."""
     if row["m_id"] is not None:
-        message = Message(
-            row["m_id"],
-            row["session_id"],
-            row["seq"],
-            row["sender"],
-            row["sender_id"],
-            row["body"],
-            row["client_id"],
-            row["created"],
-            row["event"],
-        )
-        payload = {"message": message_to_doc(message)}
+        payload = {"message": message_to_doc(row_to_message(row, "m_id"))}
     else:
         payload = json.loads(row["payload"])
     return Event(
