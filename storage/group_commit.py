@@ -158,8 +158,10 @@ class GroupCommitWriter:
     # --- the writer thread -------------------------------------------------
     def _run(self) -> None:
         name_os_thread("sqlite-writer")
-        conn = self._connect()
-        conn.origin = self._origin
+        # Connected for the first group, and again after a failed connect: a
+        # database file gone at that moment fails those writes, not the thread
+        # (every later write would wait for an answer that never came).
+        conn: WriterConnection | None = None
         try:
             while True:
                 item = self._queue.get()
@@ -179,11 +181,26 @@ class GroupCommitWriter:
                         batch.extend(nxt)
                     else:
                         batch.append(nxt)
-                self._commit_batch(conn, batch)
+                conn = conn or self._connect_or_refuse(batch)
+                if conn is not None:
+                    self._commit_batch(conn, batch)
                 if stopping:
                     return
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
+
+    def _connect_or_refuse(self, batch: list[Pending]) -> WriterConnection | None:
+        """The writer's connection; None, with ``batch`` answered by the error,
+        when the database cannot be opened."""
+        try:
+            conn = self._connect()
+        except sqlite3.Error as exc:
+            log.warning("sqlite writer cannot open the database: %s", exc)
+            self._answer(batch, [(None, exc)] * len(batch), 0, [], None)
+            return None
+        conn.origin = self._origin
+        return conn
 
     def _commit_batch(self, conn: WriterConnection, batch: list[Pending]) -> None:
         outcomes: list[tuple[Any, BaseException | None]] = [(None, None)] * len(batch)
