@@ -31,12 +31,13 @@ def pytest_xdist_make_scheduler(config, log):
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     """Runs in each worker once the tests are collected; xdist hands out groups
-    in this order. The real-Mongo tier goes first: it is the longest chain on
-    one worker, so it starts at once instead of finishing last."""
+    in this order. The real-Mongo tier's two groups go first: they are the
+    longest chains, each on one worker, so they start at once instead of
+    finishing last."""
     if config.getvalue("dist") == "loadgroup":
-        from tests.xdist_groups import WIRE_GROUP, group_of
+        from tests.xdist_groups import WIRE_GROUPS, group_of
 
-        items.sort(key=lambda item: group_of(item.nodeid) != WIRE_GROUP)  # stable
+        items.sort(key=lambda item: group_of(item.nodeid) not in WIRE_GROUPS)  # stable
 
 
 @pytest.fixture

@@ -1,11 +1,15 @@
 """Which worker a test runs on under ``make test`` (pytest-xdist).
 
 A file's tests share a worker, so a module-scoped fixture (a browser, a fuzzed
-server) starts once, as with ``--dist loadfile``. Every test on the real-Mongo
-tier's server shares one worker, and so one SecantusDB, as in a serial run: it
-is a Python server, CPU-bound, and the tier's deadlines are tight (1 s storage
-timeouts); with one instance per worker on a 2-core machine its tests timed
-out (17 errors and 6 failures in one run). The other files run in parallel.
+server) starts once, as with ``--dist loadfile``. The real-Mongo tier's tests
+run in two groups, each on one worker and so on one SecantusDB of its own: the
+fault tier (``tests/storage/faults/``) and the rest. SecantusDB is a Python
+server, CPU-bound, and the tier's deadlines are tight (1 s storage timeouts):
+with one instance per worker (four at once on a 2-core machine) its tests timed
+out (17 errors and 6 failures in one run); with all of them on one worker that
+worker was the suite's longest chain. Two instances halve the chain, and a
+failpoint or step-down one group's test sets never reaches the other's
+server. The other files run in parallel.
 
 xdist's own ``xdist_group`` marker would say this per test, but xdist 3.8
 applies it by rewriting ``item._nodeid``, which pytest 9 no longer reads; so
@@ -21,6 +25,9 @@ import re
 from xdist.scheduler import LoadScopeScheduling
 
 WIRE_GROUP = "wire_server"
+WIRE_FAULTS_GROUP = "wire_server_faults"
+WIRE_GROUPS = (WIRE_GROUP, WIRE_FAULTS_GROUP)
+FAULT_TIER = "tests/storage/faults/"
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
 # A function (test or fixture) taking the wire_server fixture.
@@ -57,12 +64,12 @@ def on_wire_tier(path: str) -> bool:
 
 
 def group_of(nodeid: str) -> str:
-    """The worker group of one test: the wire tier's, or its file."""
+    """The worker group of one test: one of the wire tier's two, or its file."""
     path = nodeid.split("::")[0]
     # A test parametrized over backends asks for the wire server in its
     # wire-server case only (request.getfixturevalue).
     if "wire-server" in nodeid or on_wire_tier(path):
-        return WIRE_GROUP
+        return WIRE_FAULTS_GROUP if path.startswith(FAULT_TIER) else WIRE_GROUP
     return path
 
 
