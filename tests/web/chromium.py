@@ -28,7 +28,7 @@ EXPECT_TIMEOUT_MS = 15_000
 NEEDS_CHROMIUM = [
     pytest.mark.skipif(
         sync_playwright is None,
-        reason="playwright is not installed (pip install ".[test]")",
+        reason="playwright is not installed (pip install '.[test]')",
     ),
     pytest.mark.skipif(
         CHROMIUM is None,

@@ -311,7 +311,7 @@ def test_the_store_panel_lists_earlier_chats_by_anyone_and_opens_them_read_only_
 
 @pytest.mark.skipif(
     Axe is None,
-    reason="axe-playwright-python is not installed (pip install ".[test]")",
+    reason="axe-playwright-python is not installed (pip install '.[test]')",
 )
 def test_axe_finds_nothing_serious_in_the_console_with_chat_picker_and_drawer_or_the_widget(
     browser, site
