@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -264,6 +265,18 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> str:
     )
     assert result.returncode == 0, (args, result.returncode, result.stderr)
     return result.stdout
+
+
+def copy_database(template_url: str, folder: str) -> str:
+    """A copy, in ``folder``, of the SQLite database at ``template_url`` (with
+    its WAL, if one was left); the copy's URL. Accounts made once by the CLI
+    then serve each test a database of its own without running the CLI again."""
+    template = template_url.removeprefix("sqlite:///")
+    copy = os.path.join(folder, os.path.basename(template))
+    for suffix in ("", "-wal"):
+        if os.path.exists(template + suffix):
+            shutil.copyfile(template + suffix, copy + suffix)
+    return f"sqlite:///{copy}"
 
 
 def run_server_py(

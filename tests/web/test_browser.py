@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from tests.helpers import ServerProcess, run_cli
+from tests.helpers import ServerProcess, copy_database, run_cli
 from tests.web.chromium import NEEDS_CHROMIUM, expect
 
 # Screenshots land outside the tree unless asked for, so a test run leaves the
@@ -32,10 +32,11 @@ RECONNECT_TIMEOUT_MS = 20_000
 pytestmark = NEEDS_CHROMIUM
 
 
-@pytest.fixture
-def site(tmp_path, processes):
-    """A server process with two admins and a store: keys from the real CLI."""
-    url = f"sqlite:///{tmp_path}/browser.sqlite3"
+@pytest.fixture(scope="module")
+def accounts(tmp_path_factory) -> tuple[str, dict[str, str]]:
+    """Two admins and a store, made once per module by the real CLI: the
+    database's URL and the keys. Each test's ``site`` runs on a copy."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('accounts')}/browser.sqlite3"
     env = {"CHAT_STORAGE_URL": url}
     keys = {
         "dana": last_line(run_cli("create-admin", "--name", "Dana", env=env)),
@@ -51,10 +52,17 @@ def site(tmp_path, processes):
             )
         ),
     }
-    server = ServerProcess(url)
+    return url, keys
+
+
+@pytest.fixture
+def site(tmp_path, processes, accounts):
+    """A server process on a fresh copy of ``accounts``' database."""
+    template, keys = accounts
+    server = ServerProcess(copy_database(template, str(tmp_path)))
     processes.append(server)
     server.start(str(tmp_path / "server.log"))
-    server.keys = keys
+    server.keys = dict(keys)
     return server
 
 

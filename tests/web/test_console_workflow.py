@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import ServerProcess, run_cli
+from tests.helpers import ServerProcess, copy_database, run_cli
 from tests.web.test_browser import (
     last_line,
     open_widget,
@@ -33,9 +33,11 @@ except ImportError:  # pragma: no cover - depends on the machine
 AXE_FAILING_IMPACTS = ("serious", "critical")
 
 
-def start_site(tmp_path, processes, env: dict[str, str] | None = None):
-    """A server process with Dana, Omar and Lena, and two stores."""
-    url = f"sqlite:///{tmp_path}/desk.sqlite3"
+@pytest.fixture(scope="module")
+def accounts(tmp_path_factory) -> tuple[str, dict[str, str]]:
+    """Dana, Omar and Lena, and two stores, made once per module by the real
+    CLI: the database's URL and the keys. Each test's site runs on a copy."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('accounts')}/desk.sqlite3"
     cli_env = {"CHAT_STORAGE_URL": url}
     keys = {
         name.lower(): last_line(run_cli("create-admin", "--name", name, env=cli_env))
@@ -54,16 +56,22 @@ def start_site(tmp_path, processes, env: dict[str, str] | None = None):
         )
     )
     keys["books"] = last_line(run_cli("create-store", "--name", "Book Shop", env=cli_env))
-    server = ServerProcess(url, env=env or {})
+    return url, keys
+
+
+def start_site(tmp_path, processes, accounts, env: dict[str, str] | None = None):
+    """A server process on a fresh copy of ``accounts``' database."""
+    template, keys = accounts
+    server = ServerProcess(copy_database(template, str(tmp_path)), env=env or {})
     processes.append(server)
     server.start(str(tmp_path / "server.log"))
-    server.keys = keys
+    server.keys = dict(keys)
     return server
 
 
 @pytest.fixture
-def site(tmp_path, processes):
-    return start_site(tmp_path, processes, {"CHAT_CHAT__MAX_SESSIONS_PER_ADMIN": "2"})
+def site(tmp_path, processes, accounts):
+    return start_site(tmp_path, processes, accounts, {"CHAT_CHAT__MAX_SESSIONS_PER_ADMIN": "2"})
 
 
 def console_for(browser, site, who: str, width: int = 1280):
@@ -220,11 +228,12 @@ def test_seen_shows_both_ways_and_unread_counts_agree_across_two_tabs_and_a_relo
 
 
 def test_a_stale_claim_put_back_in_the_queue_tells_the_admin_who_lost_it(
-    browser, tmp_path, processes
+    browser, tmp_path, processes, accounts
 ):
     site = start_site(
         tmp_path,
         processes,
+        accounts,
         {"CHAT_CHAT__REQUEUE_UNANSWERED_SECS": "2", "CHAT_CHAT__REQUEUE_SWEEP_SECS": "0.5"},
     )
     dana = console_for(browser, site, "dana")
