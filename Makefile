@@ -34,8 +34,11 @@ run: $(VENV)/.runtime
 # Lint first (seconds), then the suite on TEST_WORKERS processes. loadgroup with
 # the groups tests/xdist_groups.py names: a file's tests on one worker, and the
 # real-Mongo tier's in two groups, each on one worker and one wire server.
+# Bytecode is cached (in __pycache__/, ignored by git) even where the
+# environment sets PYTHONDONTWRITEBYTECODE: the suite starts ~200 server and CLI
+# processes, and each would compile the project again.
 test: lint
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # Style (ruff), types (mypy), and which room may import which (import-linter).
 lint: $(VENV)/.test
