@@ -18,13 +18,15 @@ INSTALL := $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
+
+$(BIN)/uv: | $(BIN)/python
 	$(BIN)/pip install -q uv
 
-$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+$(VENV)/.runtime: pyproject.toml | $(BIN)/uv
 	$(INSTALL) .
 	touch $@
 
-$(VENV)/.test: pyproject.toml | $(BIN)/python
+$(VENV)/.test: pyproject.toml | $(BIN)/uv
 	$(INSTALL) ".[test]"
 	touch $@ $(VENV)/.runtime
 
