@@ -121,7 +121,7 @@ class CpuMeter:
 
 
 def start_profiles(pids: dict[str, int], out: str | None, label: str, secs: float) -> list:
-    """``py-spy record --gil`` (raw, 50 Hz) of each process for ``secs``, if
+    """``py-spy record --gil`` (raw, 100 Hz) of each process for ``secs``, if
     ``out`` names a folder and py-spy is installed (not a project dependency).
     Only samples holding the GIL, i.e. running Python: without ``--gil`` an
     idle uvloop shows as busy in the last frame it ran."""
@@ -137,7 +137,7 @@ def start_profiles(pids: dict[str, int], out: str | None, label: str, secs: floa
                 "--pid",
                 str(pid),
                 "-r",
-                "50",
+                "100",
                 "-d",
                 str(max(1, int(secs))),
                 "-f",
@@ -511,7 +511,7 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         metavar="DIR",
-        help="py-spy record (raw, 50 Hz) each node and the daemon during each msgs/s "
+        help="py-spy record (raw, 100 Hz) each node and the daemon during each msgs/s "
         "figure into DIR (py-spy must be installed in the venv; not a dependency)",
     )
     parser.add_argument(
