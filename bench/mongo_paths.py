@@ -51,6 +51,9 @@ from storage import open_storage
 from tests.helpers import Api, ServerProcess, Socket
 from tests.wire_server import WireServer, start_secantus
 
+# msgs/s figures, each run's (rate, CPU µs per message by process), by (transport, nodes).
+Figures = dict[tuple[str, int], list[tuple[float, dict[str, float]]]]
+
 # No loop runs longer than its --seconds, nor sends more than this per writer.
 MAX_PER_WRITER = 5000
 
@@ -111,6 +114,11 @@ class CpuMeter:
             user, system = cpu_secs(pid)
             self.used[name] = (user - self.used[name][0], system - self.used[name][1])
 
+    def totals(self, messages: int) -> dict[str, float]:
+        """µs of CPU per message, by process."""
+        n = max(messages, 1)
+        return {name: (user + system) / n * 1e6 for name, (user, system) in self.used.items()}
+
     def per_message(self, messages: int) -> str:
         """µs of CPU per message, by process (of which in the kernel)."""
         n = max(messages, 1)
@@ -168,7 +176,7 @@ def start_nodes(url: str, workdir: str, count: int, tag: str) -> list[ServerProc
 # --- 1. the engine's own rate --------------------------------------------------------
 async def engine_rate(
     wire: WireServer, url: str, writers: int, seconds: float
-) -> tuple[float, str]:
+) -> tuple[float, str, dict[str, float]]:
     """Transactions/s, and the CPU µs per transaction of the daemon and this
     bench (the writers)."""
     cpu = CpuMeter({"daemon": wire.proc.pid} if wire.proc else {})
@@ -208,7 +216,7 @@ async def engine_rate(
     cpu.stop()
     await client.drop_database(db.name)
     await client.close()
-    return rate, cpu.per_message(done)
+    return rate, cpu.per_message(done), cpu.totals(done)
 
 
 # --- 2. the server's msgs/s ----------------------------------------------------------
@@ -221,7 +229,7 @@ async def server_rate(
     transport: str,
     profile: str | None = None,
     tree: str = "this",
-) -> tuple[float, str]:
+) -> tuple[float, str, dict[str, float]]:
     """msgs/s, and the CPU µs per message of each node, the daemon and this
     bench (the clients)."""
     url = fresh_db(wire, f"{transport}{nodes}")
@@ -265,7 +273,7 @@ async def server_rate(
         )
         elapsed = time.perf_counter() - started
         cpu.stop()
-        return sum(counts) / elapsed, cpu.per_message(sum(counts))
+        return sum(counts) / elapsed, cpu.per_message(sum(counts)), cpu.totals(sum(counts))
     finally:
         for spy in spies:
             spy.wait(timeout=30)
@@ -282,7 +290,7 @@ async def other_tree_rate(
     seconds: float,
     transport: str,
     profile: str | None = None,
-) -> tuple[float, str]:
+) -> tuple[float, str, dict[str, float]]:
     """``server_rate`` with ``server.py`` from another checkout (``--compare``),
     on the same daemon: a change measured against its baseline side by side."""
     here = tests.helpers.ROOT
@@ -390,34 +398,43 @@ async def main_async(args: argparse.Namespace) -> None:
     wire = WireServer(args.mongo_url) if args.mongo_url else start_secantus(workdir)
     k, secs = args.writers, args.seconds
     try:
-        engine, used = await engine_rate(wire, fresh_db(wire, "engine"), k, secs)
-        print(
-            f"engine, {k} writers, 2-write message transaction: {engine:.1f} /s; "
-            f"CPU µs/transaction: {used}",
-            flush=True,
-        )
-        rates, compared = {}, {}
-        for transport in args.transports.split(","):
-            for nodes in [int(n) for n in args.nodes.split(",")]:
-                if args.compare:  # the other tree first, then this one, back to back
-                    compared[transport, nodes], used = await other_tree_rate(
-                        args.compare, wire, workdir, nodes, k, secs, transport, args.profile
-                    )
-                    print(
-                        f"  {args.compare}: server {transport} {nodes} node(s): "
-                        f"{compared[transport, nodes]:.1f} msgs/s; CPU µs/msg: {used}",
-                        flush=True,
-                    )
-                rates[transport, nodes], used = await server_rate(
-                    wire, workdir, nodes, k, secs, transport, args.profile
-                )
+        # The engine is measured again before each transport's figures (and
+        # each repeat), so each "÷ engine" compares figures minutes apart at
+        # most on a machine whose load moves; the table takes medians.
+        engines: dict[str, list[float]] = {}
+        rates: Figures = {}
+        compared: Figures = {}
+        for repeat in range(args.repeat):
+            for transport in args.transports.split(","):
+                engine, used, _ = await engine_rate(wire, fresh_db(wire, "engine"), k, secs)
+                engines.setdefault(transport, []).append(engine)
                 print(
-                    f"server {transport} {nodes} node(s), {k} writers: "
-                    f"{rates[transport, nodes]:.1f} msgs/s; CPU µs/msg: {used}",
+                    f"[{repeat + 1}] engine, {k} writers, 2-write message transaction: "
+                    f"{engine:.1f} /s; CPU µs/transaction: {used}",
                     flush=True,
                 )
+                for nodes in [int(n) for n in args.nodes.split(",")]:
+                    if args.compare:  # the other tree first, then this one, back to back
+                        rate, used, cpu = await other_tree_rate(
+                            args.compare, wire, workdir, nodes, k, secs, transport, args.profile
+                        )
+                        compared.setdefault((transport, nodes), []).append((rate, cpu))
+                        print(
+                            f"  {args.compare}: server {transport} {nodes} node(s): "
+                            f"{rate:.1f} msgs/s; CPU µs/msg: {used}",
+                            flush=True,
+                        )
+                    rate, used, cpu = await server_rate(
+                        wire, workdir, nodes, k, secs, transport, args.profile
+                    )
+                    rates.setdefault((transport, nodes), []).append((rate, cpu))
+                    print(
+                        f"server {transport} {nodes} node(s), {k} writers: "
+                        f"{rate:.1f} msgs/s; CPU µs/msg: {used}",
+                        flush=True,
+                    )
         if args.only_rates:
-            print_rates(k, engine, rates, compared, args.compare)
+            print_rates(k, engines, rates, compared, args.compare)
             return
         latency = await cross_node_latency(wire, workdir, args.messages)
         print(
@@ -438,7 +455,7 @@ async def main_async(args: argparse.Namespace) -> None:
             )
     finally:
         wire.stop()
-    print_rates(k, engine, rates, compared, args.compare)
+    print_rates(k, engines, rates, compared, args.compare)
     print(
         f"| cross-node delivery from the ack, p50 / p99 | {latency['p50']:.1f} / "
         f"{latency['p99']:.1f} ms |"
@@ -462,31 +479,53 @@ async def main_async(args: argparse.Namespace) -> None:
 
 def print_rates(
     k: int,
-    engine: float,
-    rates: dict[tuple[str, int], float],
-    compared: dict[tuple[str, int], float],
+    engines: dict[str, list[float]],
+    rates: Figures,
+    compared: Figures,
     other: str | None,
 ) -> None:
-    """The table's head and its msgs/s rows (and the other tree's, if any)."""
+    """The table's head and its msgs/s rows, this tree's and the other's
+    (medians of the repeats), with the CPU µs per message of the nodes
+    (together) and of the daemon."""
     print()
     print(f"| figure (one run, SecantusDB, K = {k}) | this tree | {other or ''} |")
     print("|---|---|---|")
-    print(f"| engine: 2-write message transactions/s, {k} writers | {engine:.1f} | |")
+    for transport, values in engines.items():
+        shown = ", ".join(f"{v:.1f}" for v in values)
+        print(
+            f"| engine: 2-write message transactions/s, {k} writers, before the "
+            f"{transport} figures (median of {shown}) | {statistics.median(values):.1f} | |"
+        )
     for transport, nodes in rates:
         name = "REST" if transport == "rest" else "WebSocket"
+        engine = statistics.median(engines[transport])
         cells = []
         for figures in (rates, compared):
-            got = figures.get((transport, nodes))
-            if got is None:
+            if (transport, nodes) not in figures:
                 cells.append("")
-            elif nodes == 1:
-                cells.append(f"{got:.1f} ({got / engine:.2f}×)")
+                continue
+            got, cpu = _median(figures[transport, nodes])
+            if nodes == 1:
+                ratio = f"{got / engine:.2f}×"
             elif (transport, 1) in figures:
-                cells.append(f"{got:.1f} ({got / figures[transport, 1]:.2f}× of 1 node)")
+                ratio = f"{got / _median(figures[transport, 1])[0]:.2f}× of 1 node"
             else:
-                cells.append(f"{got:.1f}")
+                ratio = "-"
+            node_cpu = sum(v for name, v in cpu.items() if name.startswith("node"))
+            cells.append(
+                f"{got:.1f} ({ratio}); CPU µs/msg: nodes {node_cpu:.0f}, "
+                f"daemon {cpu.get('daemon', 0):.0f}"
+            )
         div = "÷ engine" if nodes == 1 else "÷ 1 node"
         print(f"| server {name} msgs/s, {nodes} node(s) ({div}) | {cells[0]} | {cells[1]} |")
+
+
+def _median(runs: list[tuple[float, dict[str, float]]]) -> tuple[float, dict[str, float]]:
+    """The median msgs/s of ``runs`` and the median CPU figures, each on its own."""
+    names = runs[0][1].keys()
+    return statistics.median(r for r, _ in runs), {
+        name: statistics.median(cpu.get(name, 0.0) for _, cpu in runs) for name in names
+    }
 
 
 def main() -> None:
@@ -523,6 +562,12 @@ def main() -> None:
         "--nodes",
         default="1,2",
         help="through how many nodes: 1, 2 or both (1,2)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="take the engine and every msgs/s figure this many times (the table: medians)",
     )
     parser.add_argument(
         "--only-rates",
