@@ -33,7 +33,9 @@ import argparse
 import asyncio
 import itertools
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +50,9 @@ import tests.helpers
 from storage import open_storage
 from tests.helpers import Api, ServerProcess, Socket
 from tests.wire_server import WireServer, start_secantus
+
+# msgs/s figures, each run's (rate, CPU µs per message by process), by (transport, nodes).
+Figures = dict[tuple[str, int], list[tuple[float, dict[str, float]]]]
 
 # No loop runs longer than its --seconds, nor sends more than this per writer.
 MAX_PER_WRITER = 5000
@@ -79,6 +84,82 @@ async def make_keys(url: str, admins: int, stores: int) -> tuple[list[str], list
     return admin_keys, store_keys
 
 
+def cpu_secs(pid: int) -> tuple[float, float]:
+    """CPU time (user, system) of process ``pid``, all its threads, in seconds."""
+    user = system = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        user, system = user + int(fields[11]), system + int(fields[12])
+    tick = os.sysconf("SC_CLK_TCK")
+    return user / tick, system / tick
+
+
+class CpuMeter:
+    """CPU seconds of named processes between ``start`` and ``stop``: where
+    throughput goes on a machine with few cores."""
+
+    def __init__(self, pids: dict[str, int]):
+        self.pids = pids
+        self.used: dict[str, tuple[float, float]] = {}
+
+    def start(self) -> None:
+        self.used = {name: cpu_secs(pid) for name, pid in self.pids.items()}
+
+    def stop(self) -> None:
+        for name, pid in self.pids.items():
+            user, system = cpu_secs(pid)
+            self.used[name] = (user - self.used[name][0], system - self.used[name][1])
+
+    def totals(self, messages: int) -> dict[str, float]:
+        """µs of CPU per message, by process."""
+        n = max(messages, 1)
+        return {name: (user + system) / n * 1e6 for name, (user, system) in self.used.items()}
+
+    def per_message(self, messages: int) -> str:
+        """µs of CPU per message, by process (of which in the kernel)."""
+        n = max(messages, 1)
+        return ", ".join(
+            f"{name} {(user + system) / n * 1e6:.0f} (sys {system / n * 1e6:.0f})"
+            for name, (user, system) in self.used.items()
+        )
+
+
+def start_profiles(pids: dict[str, int], out: str | None, label: str, secs: float) -> list:
+    """``py-spy record --gil`` (raw, 100 Hz) of each process for ``secs``, if
+    ``out`` names a folder and py-spy is installed (not a project dependency).
+    Only samples holding the GIL, i.e. running Python: without ``--gil`` an
+    idle uvloop shows as busy in the last frame it ran."""
+    spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    if not out or not os.path.exists(spy):
+        return []
+    os.makedirs(out, exist_ok=True)
+    return [
+        subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(pid),
+                "-r",
+                "100",
+                "-d",
+                str(max(1, int(secs))),
+                "-f",
+                "raw",
+                "-o",
+                os.path.join(out, f"{label}-{name}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, pid in pids.items()
+    ]
+
+
 def percentile(values: list[float], pct: int) -> float:
     return statistics.quantiles(values, n=100)[pct - 1]
 
@@ -93,7 +174,13 @@ def start_nodes(url: str, workdir: str, count: int, tag: str) -> list[ServerProc
 
 
 # --- 1. the engine's own rate --------------------------------------------------------
-async def engine_rate(url: str, writers: int, seconds: float) -> float:
+async def engine_rate(
+    wire: WireServer, url: str, writers: int, seconds: float
+) -> tuple[float, str, dict[str, float]]:
+    """Transactions/s, and the CPU µs per transaction of the daemon and this
+    bench (the writers)."""
+    cpu = CpuMeter({"daemon": wire.proc.pid} if wire.proc else {})
+    cpu.pids["bench"] = os.getpid()
     client: pymongo.AsyncMongoClient[dict[str, Any]] = pymongo.AsyncMongoClient(url, w="majority")
     db = client.get_default_database()
     await db.sessions.insert_many([{"_id": i, "last_seq": 0} for i in range(writers)])
@@ -123,20 +210,37 @@ async def engine_rate(url: str, writers: int, seconds: float) -> float:
             done += 1
 
     started = time.perf_counter()
+    cpu.start()
     await asyncio.gather(*[writer(i) for i in range(writers)])
     rate = done / (time.perf_counter() - started)
+    cpu.stop()
     await client.drop_database(db.name)
     await client.close()
-    return rate
+    return rate, cpu.per_message(done), cpu.totals(done)
 
 
 # --- 2. the server's msgs/s ----------------------------------------------------------
 async def server_rate(
-    wire: WireServer, workdir: str, nodes: int, writers: int, seconds: float, transport: str
-) -> float:
+    wire: WireServer,
+    workdir: str,
+    nodes: int,
+    writers: int,
+    seconds: float,
+    transport: str,
+    profile: str | None = None,
+    tree: str = "this",
+) -> tuple[float, str, dict[str, float]]:
+    """msgs/s, and the CPU µs per message of each node, the daemon and this
+    bench (the clients)."""
     url = fresh_db(wire, f"{transport}{nodes}")
     _, keys = await make_keys(url, 0, writers)
     procs = start_nodes(url, workdir, nodes, f"{transport}{nodes}")
+    pids = {f"node{i}": proc.proc.pid for i, proc in enumerate(procs) if proc.proc}
+    if wire.proc is not None:
+        pids["daemon"] = wire.proc.pid
+    spies = start_profiles(pids, profile, f"{tree}-{transport}{nodes}", seconds - 2)
+    pids["bench"] = os.getpid()
+    cpu = CpuMeter(pids)
     try:
         deadline = time.perf_counter() + seconds
         counts = [0] * writers
@@ -163,11 +267,16 @@ async def server_rate(
             sock.close()
 
         started = time.perf_counter()
+        cpu.start()
         await asyncio.gather(
             *[(rest if transport == "rest" else ws)(i, k) for i, k in enumerate(keys)]
         )
-        return sum(counts) / (time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        cpu.stop()
+        return sum(counts) / elapsed, cpu.per_message(sum(counts)), cpu.totals(sum(counts))
     finally:
+        for spy in spies:
+            spy.wait(timeout=30)
         for proc in procs:
             proc.stop()
 
@@ -180,13 +289,16 @@ async def other_tree_rate(
     writers: int,
     seconds: float,
     transport: str,
-) -> float:
+    profile: str | None = None,
+) -> tuple[float, str, dict[str, float]]:
     """``server_rate`` with ``server.py`` from another checkout (``--compare``),
     on the same daemon: a change measured against its baseline side by side."""
     here = tests.helpers.ROOT
     tests.helpers.ROOT = root  # where ServerProcess starts server.py
     try:
-        return await server_rate(wire, workdir, nodes, writers, seconds, transport)
+        return await server_rate(
+            wire, workdir, nodes, writers, seconds, transport, profile, "other"
+        )
     finally:
         tests.helpers.ROOT = here
 
@@ -286,30 +398,43 @@ async def main_async(args: argparse.Namespace) -> None:
     wire = WireServer(args.mongo_url) if args.mongo_url else start_secantus(workdir)
     k, secs = args.writers, args.seconds
     try:
-        engine = await engine_rate(fresh_db(wire, "engine"), k, secs)
-        print(f"engine, {k} writers, 2-write message transaction: {engine:.1f} /s", flush=True)
-        rates, compared = {}, {}
-        for transport in ("rest", "ws"):
-            for nodes in (1, 2):
-                if args.compare:  # the other tree first, then this one, back to back
-                    compared[transport, nodes] = await other_tree_rate(
-                        args.compare, wire, workdir, nodes, k, secs, transport
-                    )
-                    print(
-                        f"  {args.compare}: server {transport} {nodes} node(s): "
-                        f"{compared[transport, nodes]:.1f} msgs/s",
-                        flush=True,
-                    )
-                rates[transport, nodes] = await server_rate(
-                    wire, workdir, nodes, k, secs, transport
-                )
+        # The engine is measured again before each transport's figures (and
+        # each repeat), so each "÷ engine" compares figures minutes apart at
+        # most on a machine whose load moves; the table takes medians.
+        engines: dict[str, list[float]] = {}
+        rates: Figures = {}
+        compared: Figures = {}
+        for repeat in range(args.repeat):
+            for transport in args.transports.split(","):
+                engine, used, _ = await engine_rate(wire, fresh_db(wire, "engine"), k, secs)
+                engines.setdefault(transport, []).append(engine)
                 print(
-                    f"server {transport} {nodes} node(s), {k} writers: "
-                    f"{rates[transport, nodes]:.1f} msgs/s",
+                    f"[{repeat + 1}] engine, {k} writers, 2-write message transaction: "
+                    f"{engine:.1f} /s; CPU µs/transaction: {used}",
                     flush=True,
                 )
+                for nodes in [int(n) for n in args.nodes.split(",")]:
+                    if args.compare:  # the other tree first, then this one, back to back
+                        rate, used, cpu = await other_tree_rate(
+                            args.compare, wire, workdir, nodes, k, secs, transport, args.profile
+                        )
+                        compared.setdefault((transport, nodes), []).append((rate, cpu))
+                        print(
+                            f"  {args.compare}: server {transport} {nodes} node(s): "
+                            f"{rate:.1f} msgs/s; CPU µs/msg: {used}",
+                            flush=True,
+                        )
+                    rate, used, cpu = await server_rate(
+                        wire, workdir, nodes, k, secs, transport, args.profile
+                    )
+                    rates.setdefault((transport, nodes), []).append((rate, cpu))
+                    print(
+                        f"server {transport} {nodes} node(s), {k} writers: "
+                        f"{rate:.1f} msgs/s; CPU µs/msg: {used}",
+                        flush=True,
+                    )
         if args.only_rates:
-            print_rates(k, engine, rates, compared, args.compare)
+            print_rates(k, engines, rates, compared, args.compare)
             return
         latency = await cross_node_latency(wire, workdir, args.messages)
         print(
@@ -330,7 +455,7 @@ async def main_async(args: argparse.Namespace) -> None:
             )
     finally:
         wire.stop()
-    print_rates(k, engine, rates, compared, args.compare)
+    print_rates(k, engines, rates, compared, args.compare)
     print(
         f"| cross-node delivery from the ack, p50 / p99 | {latency['p50']:.1f} / "
         f"{latency['p99']:.1f} ms |"
@@ -354,26 +479,53 @@ async def main_async(args: argparse.Namespace) -> None:
 
 def print_rates(
     k: int,
-    engine: float,
-    rates: dict[tuple[str, int], float],
-    compared: dict[tuple[str, int], float],
+    engines: dict[str, list[float]],
+    rates: Figures,
+    compared: Figures,
     other: str | None,
 ) -> None:
-    """The table's head and its msgs/s rows (and the other tree's, if any)."""
+    """The table's head and its msgs/s rows, this tree's and the other's
+    (medians of the repeats), with the CPU µs per message of the nodes
+    (together) and of the daemon."""
     print()
-    print(f"| figure (one run, SecantusDB, K = {k}) | value |")
-    print("|---|---|")
-    print(f"| engine: 2-write message transactions/s, {k} writers | {engine:.1f} |")
-    for transport in ("rest", "ws"):
-        one, two = rates[transport, 1], rates[transport, 2]
-        name = "REST" if transport == "rest" else "WebSocket"
-        print(f"| server {name} msgs/s, 1 node (÷ engine) | {one:.1f} ({one / engine:.2f}×) |")
-        print(f"| server {name} msgs/s, 2 nodes (÷ 1 node) | {two:.1f} ({two / one:.2f}×) |")
-    for (transport, nodes), rate in compared.items():
+    print(f"| figure (one run, SecantusDB, K = {k}) | this tree | {other or ''} |")
+    print("|---|---|---|")
+    for transport, values in engines.items():
+        shown = ", ".join(f"{v:.1f}" for v in values)
         print(
-            f"| {other}: server {transport} msgs/s, {nodes} node(s) (÷ engine) | "
-            f"{rate:.1f} ({rate / engine:.2f}×) |"
+            f"| engine: 2-write message transactions/s, {k} writers, before the "
+            f"{transport} figures (median of {shown}) | {statistics.median(values):.1f} | |"
         )
+    for transport, nodes in rates:
+        name = "REST" if transport == "rest" else "WebSocket"
+        engine = statistics.median(engines[transport])
+        cells = []
+        for figures in (rates, compared):
+            if (transport, nodes) not in figures:
+                cells.append("")
+                continue
+            got, cpu = _median(figures[transport, nodes])
+            if nodes == 1:
+                ratio = f"{got / engine:.2f}×"
+            elif (transport, 1) in figures:
+                ratio = f"{got / _median(figures[transport, 1])[0]:.2f}× of 1 node"
+            else:
+                ratio = "-"
+            node_cpu = sum(v for name, v in cpu.items() if name.startswith("node"))
+            cells.append(
+                f"{got:.1f} ({ratio}); CPU µs/msg: nodes {node_cpu:.0f}, "
+                f"daemon {cpu.get('daemon', 0):.0f}"
+            )
+        div = "÷ engine" if nodes == 1 else "÷ 1 node"
+        print(f"| server {name} msgs/s, {nodes} node(s) ({div}) | {cells[0]} | {cells[1]} |")
+
+
+def _median(runs: list[tuple[float, dict[str, float]]]) -> tuple[float, dict[str, float]]:
+    """The median msgs/s of ``runs`` and the median CPU figures, each on its own."""
+    names = runs[0][1].keys()
+    return statistics.median(r for r, _ in runs), {
+        name: statistics.median(cpu.get(name, 0.0) for _, cpu in runs) for name in names
+    }
 
 
 def main() -> None:
@@ -394,6 +546,28 @@ def main() -> None:
         metavar="DIR",
         help="also measure msgs/s with server.py from DIR (another checkout, "
         "e.g. `git worktree add DIR main`), each figure back to back",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="py-spy record (raw, 100 Hz) each node and the daemon during each msgs/s "
+        "figure into DIR (py-spy must be installed in the venv; not a dependency)",
+    )
+    parser.add_argument(
+        "--transports",
+        default="rest,ws",
+        help="which msgs/s figures to take: rest, ws or both (rest,ws)",
+    )
+    parser.add_argument(
+        "--nodes",
+        default="1,2",
+        help="through how many nodes: 1, 2 or both (1,2)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="take the engine and every msgs/s figure this many times (the table: medians)",
     )
     parser.add_argument(
         "--only-rates",
