@@ -5,7 +5,11 @@ One daemon, one run, every figure of issue 17's table:
 1. **engine**: the server's own rate for the 2-write message transaction with
    ``--writers`` K concurrent PyMongo writers (each message one transaction,
    majority: ``$inc`` the session's ``last_seq`` and set ``last_message_at``,
-   insert the message); no chat server involved.
+   insert the message); no chat server involved. Twice, back to back: on bare
+   collections (issue 17's definition, the headline "÷ engine") and on
+   collections carrying the server's indexes, set up by the storage code
+   itself, with documents the server wrote (SecantusDB rewrites every index
+   entry of a document it writes, so these cost the daemon more per message).
 2. **server msgs/s**, K stores writing one message after another (closed
    loop), through 1 node and through 2 nodes (the K stores split between
    them), over REST and over WebSocket (send, wait for the ack).
@@ -51,8 +55,12 @@ from storage import open_storage
 from tests.helpers import Api, ServerProcess, Socket
 from tests.wire_server import WireServer, start_secantus
 
-# msgs/s figures, each run's (rate, CPU µs per message by process), by (transport, nodes).
-Figures = dict[tuple[str, int], list[tuple[float, dict[str, float]]]]
+# One figure's runs: each run's (rate, CPU µs per message by process).
+Runs = list[tuple[float, dict[str, float]]]
+# msgs/s figures by (transport, nodes).
+Figures = dict[tuple[str, int], Runs]
+# engine figures by kind (``ENGINES``), then by the transport whose figures they precede.
+Engines = dict[str, dict[str, Runs]]
 
 # No loop runs longer than its --seconds, nor sends more than this per writer.
 MAX_PER_WRITER = 5000
@@ -174,16 +182,48 @@ def start_nodes(url: str, workdir: str, count: int, tag: str) -> list[ServerProc
 
 
 # --- 1. the engine's own rate --------------------------------------------------------
+# The two engine figures: the issue's, on bare collections (the headline), and
+# the same transaction on collections carrying the server's indexes.
+ENGINES = {"bare": "bare collections", "indexed": "the server's indexes"}
+
+
+async def server_shaped(url: str, writers: int) -> dict[int, dict[str, Any]]:
+    """Set up the database at ``url`` with the storage code itself, so the
+    engine's collections carry exactly the server's indexes (its ``setup``),
+    and have it open one session per writer (a store's first message).
+    Returns, by session id, that session's message as the server stored it,
+    without its ``_id``: the shape of every message the engine inserts."""
+    storage = open_storage(url)
+    await storage.setup()
+    try:
+        for i in range(writers):
+            store, _ = await storage.create_store(f"S{i}", None, None)
+            await storage.post_store_message(store.id, "x", None)
+    finally:
+        await storage.close()
+    client: pymongo.AsyncMongoClient[dict[str, Any]] = pymongo.AsyncMongoClient(url)
+    try:
+        docs = await client.get_default_database().messages.find({}, {"_id": 0}).to_list(None)
+    finally:
+        await client.close()
+    return {doc["session_id"]: doc for doc in docs}
+
+
 async def engine_rate(
-    wire: WireServer, url: str, writers: int, seconds: float
+    wire: WireServer, url: str, writers: int, seconds: float, indexes: bool = False
 ) -> tuple[float, str, dict[str, float]]:
     """Transactions/s, and the CPU µs per transaction of the daemon and this
-    bench (the writers)."""
+    bench (the writers). With ``indexes`` the collections carry the server's
+    indexes and the documents are the server's (``server_shaped``): the same
+    two writes, plus the index entries the daemon maintains for them."""
     cpu = CpuMeter({"daemon": wire.proc.pid} if wire.proc else {})
     cpu.pids["bench"] = os.getpid()
+    shapes = await server_shaped(url, writers) if indexes else {}
     client: pymongo.AsyncMongoClient[dict[str, Any]] = pymongo.AsyncMongoClient(url, w="majority")
     db = client.get_default_database()
-    await db.sessions.insert_many([{"_id": i, "last_seq": 0} for i in range(writers)])
+    if not indexes:
+        shapes = {i: {"session_id": i, "body": "x"} for i in range(writers)}
+        await db.sessions.insert_many([{"_id": i, "last_seq": 0} for i in shapes])
     deadline = time.perf_counter() + seconds
     done = 0
 
@@ -197,10 +237,8 @@ async def engine_rate(
                 return_document=pymongo.ReturnDocument.AFTER,
                 session=s,
             )
-            assert doc is not None  # the writer's session, inserted above
-            await db.messages.insert_one(
-                {"session_id": sid, "seq": doc["last_seq"], "body": "x"}, session=s
-            )
+            assert doc is not None  # the writer's session, written above
+            await db.messages.insert_one({**shapes[sid], "seq": doc["last_seq"]}, session=s)
 
         for _ in range(MAX_PER_WRITER):
             if time.perf_counter() > deadline:
@@ -211,7 +249,7 @@ async def engine_rate(
 
     started = time.perf_counter()
     cpu.start()
-    await asyncio.gather(*[writer(i) for i in range(writers)])
+    await asyncio.gather(*[writer(sid) for sid in shapes])
     rate = done / (time.perf_counter() - started)
     cpu.stop()
     await client.drop_database(db.name)
@@ -400,19 +438,25 @@ async def main_async(args: argparse.Namespace) -> None:
     try:
         # The engine is measured again before each transport's figures (and
         # each repeat), so each "÷ engine" compares figures minutes apart at
-        # most on a machine whose load moves; the table takes medians.
-        engines: dict[str, list[float]] = {}
+        # most on a machine whose load moves; the table takes medians. Both
+        # engine figures are taken back to back, in alternating order.
+        engines: Engines = {kind: {} for kind in ENGINES}
         rates: Figures = {}
         compared: Figures = {}
+        pairs = itertools.count()
         for repeat in range(args.repeat):
             for transport in args.transports.split(","):
-                engine, used, _ = await engine_rate(wire, fresh_db(wire, "engine"), k, secs)
-                engines.setdefault(transport, []).append(engine)
-                print(
-                    f"[{repeat + 1}] engine, {k} writers, 2-write message transaction: "
-                    f"{engine:.1f} /s; CPU µs/transaction: {used}",
-                    flush=True,
-                )
+                kinds = list(ENGINES)  # which goes first alternates
+                for kind in kinds if next(pairs) % 2 == 0 else kinds[::-1]:
+                    engine, used, cpu = await engine_rate(
+                        wire, fresh_db(wire, f"engine_{kind}"), k, secs, kind == "indexed"
+                    )
+                    engines[kind].setdefault(transport, []).append((engine, cpu))
+                    print(
+                        f"[{repeat + 1}] engine ({ENGINES[kind]}), {k} writers, 2-write "
+                        f"message transaction: {engine:.1f} /s; CPU µs/transaction: {used}",
+                        flush=True,
+                    )
                 for nodes in [int(n) for n in args.nodes.split(",")]:
                     if args.compare:  # the other tree first, then this one, back to back
                         rate, used, cpu = await other_tree_rate(
@@ -479,26 +523,30 @@ async def main_async(args: argparse.Namespace) -> None:
 
 def print_rates(
     k: int,
-    engines: dict[str, list[float]],
+    engines: Engines,
     rates: Figures,
     compared: Figures,
     other: str | None,
 ) -> None:
-    """The table's head and its msgs/s rows, this tree's and the other's
-    (medians of the repeats), with the CPU µs per message of the nodes
-    (together) and of the daemon."""
+    """The table's head, its engine rows (both: ``ENGINES``) and its msgs/s
+    rows, this tree's and the other's (medians of the repeats), with the CPU
+    µs per message (transaction) of the nodes (together) and of the daemon.
+    One node's msgs/s is divided by each engine figure: the bare collections'
+    is the issue's definition, the headline."""
     print()
     print(f"| figure (one run, SecantusDB, K = {k}) | this tree | {other or ''} |")
     print("|---|---|---|")
-    for transport, values in engines.items():
-        shown = ", ".join(f"{v:.1f}" for v in values)
-        print(
-            f"| engine: 2-write message transactions/s, {k} writers, before the "
-            f"{transport} figures (median of {shown}) | {statistics.median(values):.1f} | |"
-        )
+    for kind, figures in engines.items():
+        for transport, runs in figures.items():
+            rate, cpu = _median(runs)
+            shown = ", ".join(f"{v:.1f}" for v, _ in runs)
+            print(
+                f"| engine ({ENGINES[kind]}): 2-write message transactions/s, {k} writers, "
+                f"before the {transport} figures (median of {shown}) | {rate:.1f}; "
+                f"CPU µs/transaction: daemon {cpu.get('daemon', 0):.0f} | |"
+            )
     for transport, nodes in rates:
         name = "REST" if transport == "rest" else "WebSocket"
-        engine = statistics.median(engines[transport])
         cells = []
         for figures in (rates, compared):
             if (transport, nodes) not in figures:
@@ -506,7 +554,10 @@ def print_rates(
                 continue
             got, cpu = _median(figures[transport, nodes])
             if nodes == 1:
-                ratio = f"{got / engine:.2f}×"
+                ratio = "; ".join(
+                    f"{got / _median(engines[kind][transport])[0]:.2f}× ÷ engine ({label})"
+                    for kind, label in ENGINES.items()
+                )
             elif (transport, 1) in figures:
                 ratio = f"{got / _median(figures[transport, 1])[0]:.2f}× of 1 node"
             else:
@@ -520,7 +571,7 @@ def print_rates(
         print(f"| server {name} msgs/s, {nodes} node(s) ({div}) | {cells[0]} | {cells[1]} |")
 
 
-def _median(runs: list[tuple[float, dict[str, float]]]) -> tuple[float, dict[str, float]]:
+def _median(runs: Runs) -> tuple[float, dict[str, float]]:
     """The median msgs/s of ``runs`` and the median CPU figures, each on its own."""
     names = runs[0][1].keys()
     return statistics.median(r for r, _ in runs), {
