@@ -1,8 +1,9 @@
 """RFC 6455 frames, without I/O: what a client frame may be, and the frames we send.
 
-``ws_protocol.FramedConnection`` feeds bytes from the socket and acts on what
-these functions find; nothing here touches a socket or the event loop, so each
-rule can be tested on bytes alone.
+``ws_reader.FrameReader`` takes client frames out of the socket's bytes with
+these functions, and ``ws_protocol.FramedConnection`` acts on them; nothing
+here touches a socket or the event loop, so each rule can be tested on bytes
+alone.
 
 Why not Tornado's ``WebSocketProtocol13``. On the message path (issue 9) it
 cost about 40% of the loop's time per message (py-spy): three awaited reads

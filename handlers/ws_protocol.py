@@ -2,9 +2,10 @@
 
 Tornado does the HTTP side of a WebSocket: the upgrade request, the origin
 and subprotocol checks, the 101 answer. Then ``FramedConnection`` takes the
-socket over as an ``asyncio.Protocol``: it parses client frames as bytes
-arrive (several per read when they come together) and writes ours straight to
-the transport (``ws_frames.py`` reads and builds the frames: no I/O there).
+socket over as an ``asyncio.Protocol``: it handles client frames as bytes
+arrive (several per read when they come together; ``ws_reader.py`` takes them
+out of the bytes) and writes ours straight to the transport (``ws_frames.py``
+reads and builds single frames; neither does I/O).
 It is what the handler sees as ``ws_connection``: Tornado's
 ``WebSocketHandler`` API (``close``, ``write_message``, ``ping``,
 ``on_message``, ``on_close``, ``close_code``) works as before.
@@ -32,32 +33,23 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from tornado.iostream import StreamClosedError
-
-# Private to Tornado, but the fastest unmasking there is (its C speedup).
-from tornado.util import _websocket_mask
 from tornado.websocket import _WebSocketParams
 
 from handlers.ws_frames import (
     CLOSE_INVALID_DATA,
-    CLOSE_PROTOCOL_ERROR,
     CLOSE_TOO_BIG,
-    FIN_BIT,
-    MASK_BYTES,
     OP_BINARY,
     OP_CLOSE,
-    OP_CONTINUATION,
     OP_PING,
     OP_PONG,
     OP_TEXT,
-    OPCODE_BITS,
     FrameError,
     encode_frames,
-    frame_problem,
     parse_close,
-    read_header,
 )
 from handlers.ws_handshake import answer_upgrade, take_over_socket
 from handlers.ws_keepalive import Keepalive
+from handlers.ws_reader import FrameReader, MessageTooBig
 
 if TYPE_CHECKING:
     from tornado.websocket import WebSocketHandler
@@ -85,9 +77,7 @@ class FramedConnection(Keepalive, asyncio.Protocol):
         self.close_reason: str | None = None
         self._subprotocol: str | None = None
         self._transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
-        self._fragments: bytearray | None = None  # a fragmented message so far
-        self._fragments_opcode = OP_TEXT
+        self._frames = FrameReader(params.max_message_size)
         # Frames wait in the buffer while ``open`` or a handler coroutine runs.
         self._held = True
         self._handler_task: asyncio.Future | None = None
@@ -116,7 +106,7 @@ class FramedConnection(Keepalive, asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._ended = loop.create_future()
         try:
-            await take_over_socket(handler._detach_stream(), loop, self, self._buffer)
+            await take_over_socket(handler._detach_stream(), loop, self, self._frames.buffer)
         except (StreamClosedError, OSError):
             self._connection_ended()
         else:
@@ -247,7 +237,7 @@ class FramedConnection(Keepalive, asyncio.Protocol):
         if self._drain:
             self._drop_oversized(len(data))
             return
-        self._buffer += data
+        self._frames.buffer += data
         if not self._held:
             self._parse()
         elif self._transport is not None:
@@ -287,45 +277,27 @@ class FramedConnection(Keepalive, asyncio.Protocol):
             self._transport.resume_reading()
 
     def _parse(self) -> None:
-        """Handle every whole frame in the buffer, in order; stop early when a
+        """Handle every whole frame read so far, in order; stop early when a
         handler coroutine starts (``_held``) or the connection is failing."""
-        buf = self._buffer
-        pos = 0
+        frames = self._frames
         try:
             while not self._held and not self.client_terminated and not self._drain:
-                header = read_header(buf, pos)
-                if header is None:
+                frame = frames.next_frame()
+                if frame is None:
                     break
-                first, masked, length, start = header
-                fragments = self._fragments
-                if (
-                    length + (len(fragments) if fragments is not None else 0)
-                    > self.params.max_message_size
-                ):
-                    pos = self._refuse_too_big(start, length + (MASK_BYTES if masked else 0))
-                    break
-                data_start = start + MASK_BYTES if masked else start
-                end = data_start + length
-                if end > len(buf):
-                    break
-                problem = frame_problem(first, masked, length, self._fragments is not None)
-                pos = end
-                if problem:
-                    self._fail(CLOSE_PROTOCOL_ERROR, problem)
-                    break
-                data = _websocket_mask(bytes(buf[start:data_start]), bytes(buf[data_start:end]))
-                self._on_frame(first, data)
+                self._on_frame(*frame)
+        except MessageTooBig as exc:
+            self._refuse_too_big(exc.frame_bytes)
+        except FrameError as exc:
+            self._fail(exc.code, exc.reason)
         finally:
-            del buf[:pos]
+            frames.compact()
 
-    def _refuse_too_big(self, start: int, frame_bytes: int) -> int:
-        """Close with 1009 and drop the refused frame as it arrives; returns
-        how far the buffer is consumed."""
+    def _refuse_too_big(self, frame_bytes: int) -> None:
+        """Close with 1009 and drop the refused frame as it arrives."""
         self.close(CLOSE_TOO_BIG, "message too big")
         self._drain = min(frame_bytes, OVERSIZED_DRAIN_BYTES)
-        in_buffer = min(self._drain, len(self._buffer) - start)
-        self._drop_oversized(in_buffer)
-        return start + in_buffer
+        self._drop_oversized(self._frames.skip(self._drain))
 
     def _drop_oversized(self, count: int) -> None:
         self._drain -= min(count, self._drain)
@@ -334,18 +306,7 @@ class FramedConnection(Keepalive, asyncio.Protocol):
             self._cancel_close_timer()
             self._transport.close()
 
-    def _on_frame(self, first: int, data: bytes) -> None:
-        opcode = first & OPCODE_BITS
-        if opcode == OP_CONTINUATION:
-            # Set: frame_problem refused a continuation with nothing to continue.
-            self._fragments.extend(data)  # type: ignore[union-attr]
-            if not first & FIN_BIT:
-                return
-            opcode, data = self._fragments_opcode, bytes(self._fragments)  # type: ignore[arg-type]
-            self._fragments = None
-        elif opcode in (OP_TEXT, OP_BINARY) and not first & FIN_BIT:
-            self._fragments_opcode, self._fragments = opcode, bytearray(data)
-            return
+    def _on_frame(self, opcode: int, data: bytes) -> None:
         if self.server_terminated and opcode in (OP_TEXT, OP_BINARY):
             return  # our close frame is out: only the client's close matters now
         if opcode == OP_TEXT:

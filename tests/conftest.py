@@ -20,24 +20,28 @@ from tests.helpers import Api
 def pytest_xdist_make_scheduler(config, log):
     """Runs in xdist's controller before tests are handed out: ``make test``'s
     ``--dist loadgroup`` uses the groups of tests/xdist_groups.py (a file per
-    worker, the real-Mongo tier on one worker)."""
+    worker, the real-Mongo tier in two groups)."""
     if config.getvalue("dist") != "loadgroup":
         return None
     from tests.xdist_groups import GroupScheduling
 
+    # Hand groups out in the order pytest_collection_modifyitems gives them
+    # (longest first), not re-sorted by their number of tests.
+    config.option.loadscopereorder = False
     return GroupScheduling(config, log)
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     """Runs in each worker once the tests are collected; xdist hands out groups
-    in this order. The real-Mongo tier's two groups go first: they are the
-    longest chains, each on one worker, so they start at once instead of
-    finishing last."""
-    if config.getvalue("dist") == "loadgroup":
-        from tests.xdist_groups import WIRE_GROUPS, group_of
+    in this order. The longest groups go first (tests/xdist_groups.py's
+    LONG_GROUPS: the real-Mongo tier's two, then the slowest files), so they
+    start at once instead of finishing last."""
+    # In a worker xdist sets ``dist`` to "no" and keeps ``loadgroup`` (a bool).
+    if getattr(config.option, "loadgroup", False) or config.getvalue("dist") == "loadgroup":
+        from tests.xdist_groups import group_of, start_rank
 
-        items.sort(key=lambda item: group_of(item.nodeid) not in WIRE_GROUPS)  # stable
+        items.sort(key=lambda item: start_rank(group_of(item.nodeid)))  # stable
 
 
 @pytest.fixture
