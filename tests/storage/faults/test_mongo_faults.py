@@ -195,10 +195,14 @@ async def test_a_commit_failing_past_the_deadline_answers_503_and_the_retry_find
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_a_step_down_during_a_claim_race_leaves_one_holder_per_session(server, api, control):
-    # Five sessions, each raced by ten admins; the database steps down once
-    # the first claim is answered, while the others are going through (one
-    # process takes them one at a time, session after session).
+async def test_a_step_down_during_a_claim_race_leaves_one_holder_per_session(
+    server, api, control, app_name
+):
+    # Five sessions, each raced by ten admins; the database steps down while
+    # the claims are going through. Each claim's commit is held on the server
+    # for a moment, so the step-down lands while they are in flight: the
+    # changes of one process run in parallel, and without the hold all fifty
+    # could be answered before the step-down (seen once in make test).
     sids = [
         (await open_session(api, (await make_store(server, f"S{i}"))[1]))["id"] for i in range(5)
     ]
@@ -208,11 +212,23 @@ async def test_a_step_down_during_a_claim_race_leaves_one_holder_per_session(ser
     async def claim(sid, key):
         return await api.post("/admin/session/claim/", key, {"session_id": sid})
 
+    await control.admin.command(
+        {
+            "configureFailPoint": "failCommand",
+            "mode": "alwaysOn",
+            "data": {
+                "failCommands": ["commitTransaction"],
+                "appName": app_name,
+                "blockConnection": True,
+                "blockTimeMS": 600,
+            },
+        }
+    )
     claims = [asyncio.ensure_future(claim(*pair)) for pair in race]
-    await asyncio.wait(claims, return_when=asyncio.FIRST_COMPLETED)
-    # the first claim is answered; the later sessions' claims are on their way
+    await asyncio.sleep(0.3)  # the first claims are held in their commit
     await control.admin.command("replSetStepDown", 2, force=True)
     replies = await asyncio.gather(*claims)
+    await control.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
     for reply in replies:
         assert reply.status in (200, 409) or (
             reply.status == 503 and reply.headers.get("Retry-After")
