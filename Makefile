@@ -11,9 +11,9 @@ TEST_WORKERS ?= 4
 
 .PHONY: run test lint fmt bench clean
 
-# The venv gets uv, which installs the dependencies in a third of pip's time
-# (README "Development"); bytecode is compiled at install, as pip does, so no
-# test process compiles a library again.
+# The venv gets uv, which installs the dependencies in about half of pip's
+# time (README "Dependencies"); bytecode is compiled at install, as pip does,
+# so no test process compiles a library again.
 INSTALL := $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode
 
 $(BIN)/python:
