@@ -20,7 +20,6 @@ Bounded like ``run.py``: ``--reps`` x variants closed loops of ``--pairs`` x
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import statistics
 import sys
@@ -32,9 +31,11 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from bench.run import (  # noqa: E402  (after sys.path: run as a script)
     Target,
+    add_closed_loop_arguments,
     closed_loop,
     median_threads,
     prepare_database,
+    run_on_uvloop,
     write_bench_config,
 )
 from tests.helpers import ServerProcess  # noqa: E402  (after sys.path)
@@ -115,18 +116,9 @@ def main() -> None:
         nargs="+",
         help='settings of one server, e.g. "CHAT_SERVER__PIN_TO_CPUS=true"; "" for the defaults',
     )
-    parser.add_argument("--pairs", type=int, default=100)
-    parser.add_argument("--window", type=int, default=2)
-    parser.add_argument("--messages", type=int, default=200, help="per pair per rep")
-    parser.add_argument("--reps", type=int, default=4)
+    add_closed_loop_arguments(parser, reps=4)
     args = parser.parse_args()
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    asyncio.run(main_async(args))
+    run_on_uvloop(main_async(args))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ x ``--messages`` messages, each abandoned after a minute; 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import statistics
@@ -36,9 +35,11 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from bench.run import (  # noqa: E402  (after sys.path: run as a script)
     Target,
+    add_closed_loop_arguments,
     closed_loop,
     idle_socket_rss,
     median_threads,
+    run_on_uvloop,
     start_relay,
     write_bench_config,
 )
@@ -143,19 +144,10 @@ async def main_async(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("trees", nargs="+", help="checkouts of the project, e.g. worktrees")
-    parser.add_argument("--pairs", type=int, default=100)
-    parser.add_argument("--window", type=int, default=2)
-    parser.add_argument("--messages", type=int, default=200, help="per pair per rep")
-    parser.add_argument("--reps", type=int, default=10)
+    add_closed_loop_arguments(parser, reps=10)
     parser.add_argument("--idle-sockets", type=int, default=0, help="open and close first")
     args = parser.parse_args()
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    asyncio.run(main_async(args))
+    run_on_uvloop(main_async(args))
 
 
 if __name__ == "__main__":

@@ -605,12 +605,29 @@ def print_table(r: dict[str, Any], rates: list[int]) -> None:
         print(f"  {name}: {cl[name]['cpu_us_per_msg_by_thread']}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_closed_loop_arguments(parser: argparse.ArgumentParser, reps: int) -> None:
+    """The closed loop's options, shared by run.py, ab.py and ab_trees.py."""
     parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--window", type=int, default=2)
     parser.add_argument("--messages", type=int, default=200, help="per pair per rep")
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=reps)
+
+
+def run_on_uvloop(main: Any) -> Any:
+    """``asyncio.run(main)`` on uvloop where it is installed: the clients
+    then cost the 2 cores less."""
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    return asyncio.run(main)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_closed_loop_arguments(parser, reps=3)
     parser.add_argument("--rates", type=int, nargs="+", default=[1000, 2000])
     parser.add_argument("--open-secs", type=float, default=3.0)
     parser.add_argument("--open-reps", type=int, default=3)
@@ -625,13 +642,7 @@ def main() -> None:
     )
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    results = asyncio.run(main_async(args))
+    results = run_on_uvloop(main_async(args))
     if not args.only_claims:
         print_table(results, args.rates)
     if args.json:

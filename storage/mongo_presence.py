@@ -5,8 +5,8 @@ node and admin, refreshed by a heartbeat; a node no longer refreshing is dead
 and its counts drop to 0); an admin's announced status lives in
 ``admin_status``, changed by a conditional update with its ``presence`` event
 in one change, so of several processes one announces. The rules are in
-storage/workflow.py; the changes' helpers (``_wf_change``, ``_wf_event``,
-``_wf_system_message``) are here, used by the workflow's other parts
+storage/workflow.py; the changes' helpers (``_wf_change``, ``_wf_system_message``;
+events go through the feed's ``_append_event``) are here, used by the workflow's other parts
 (storage/mongo_requeue.py, storage/mongo_workflow.py).
 """
 
@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
-from storage.mongo_docs import SessionIds, maybe_session
+from storage.mongo_docs import maybe_session
 from storage.mongo_messages import MongoMessages
 from storage.mongo_txn import available_but_duplicates as _available
 from storage.records import Admin, Session
@@ -41,16 +41,6 @@ class MongoPresence(MongoMessages):
         """Run ``change(s)`` as one change: one transaction, retried as a whole
         (one at a time per ``key`` in this process)."""
         return await self.changes.run(change, key)
-
-    async def _wf_event(
-        self,
-        s: Any,
-        kind: str,
-        session: SessionIds,
-        admin_id: int | None,
-        payload: dict[str, Any],
-    ) -> None:
-        await self._append_event(s, kind, session, admin_id, payload)
 
     async def _wf_system_message(
         self, s: Any, session: Session, body: str, event: str, audience: int | None
@@ -100,7 +90,7 @@ class MongoPresence(MongoMessages):
             )
             if changed is None:
                 return None
-            await self._wf_event(
+            await self._append_event(
                 s, "presence", _NoSession(), admin_id, {"admin_id": admin_id, "status": status}
             )
             return status

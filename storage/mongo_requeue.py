@@ -157,7 +157,7 @@ class MongoRequeue(MongoPresence):
             session = await self._wf_system_message(
                 s, session_of(doc), REQUEUE_BODIES[stale.reason], "session_requeued", stale.admin_id
             )
-            await self._wf_event(
+            await self._append_event(
                 s,
                 "session_released",
                 session,

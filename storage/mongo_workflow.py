@@ -87,7 +87,7 @@ class MongoWorkflow(MongoRequeue):
             caller = await self._find_admin(admin_id, s)
             assert caller is not None  # the holder, who asks: admins are never deleted
             session = session_of(doc)
-            await self._wf_event(
+            await self._append_event(
                 s,
                 "session_transferred",
                 session,
@@ -136,7 +136,7 @@ class MongoWorkflow(MongoRequeue):
             if doc is None:
                 stored = (await self.db.session_reads.find_one({"_id": key}, session=s))["seq"]
                 return ReadResult(WriteOutcome.DONE, stored, False, session)
-            await self._wf_event(
+            await self._append_event(
                 s,
                 "read",
                 session,
